@@ -1,7 +1,11 @@
 //! Compiles the `.proto` files with protox (pure Rust), so no `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/node.proto", "proto/overlay.proto"];
+    let files = [
+        "proto/node.proto",
+        "proto/overlay.proto",
+        "proto/loadtest.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

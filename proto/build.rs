@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/node.proto",
         "proto/overlay.proto",
         "proto/loadtest.proto",
+        "proto/engine.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

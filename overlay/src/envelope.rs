@@ -1,0 +1,355 @@
+//! The datagram envelope: header, AEAD sealing, replay window, drop counters.
+//!
+//! Layout (all integers big-endian), 24 bytes of header then the sealed frame:
+//!
+//! ```text
+//! 0      2    3       4         8               16              24
+//! | "KR" | v1 | key id | sender | epoch (u64)   | sequence (u64) | ciphertext + 16-byte tag
+//! ```
+//!
+//! The whole header is the XChaCha20-Poly1305 nonce and the associated data,
+//! so it cannot be altered, and it is unique per `(sender, epoch, sequence)`.
+//! A receiver checks, in order: size, magic, version, key id, tag, then the
+//! per-sender replay window (a restarted sender uses a higher epoch), then
+//! decodes the frame. Every rejection is a [`DropReason`], counted in
+//! [`DropCounters`]; nothing here panics on any input.
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Key as AeadKey, XChaCha20Poly1305, XNonce};
+use proto::prost::Message;
+use proto::overlay::Frame;
+use std::collections::HashMap;
+
+use crate::record::NodeId;
+use crate::strategy::MAX_DATAGRAM_BYTES;
+
+/// Bytes of the fixed header.
+pub const HEADER_BYTES: usize = 24;
+/// Bytes of the AEAD tag.
+pub const TAG_BYTES: usize = 16;
+/// The header's magic.
+pub const MAGIC: [u8; 2] = *b"KR";
+/// The envelope format version.
+pub const VERSION: u8 = 1;
+/// Width of the replay window, in sequence numbers.
+pub const REPLAY_WINDOW: u64 = 64;
+/// Most senders whose replay state is kept (the topology's size bounds it).
+pub const TRACKED_SENDERS_MAX: usize = 1 << 20;
+
+/// Why a datagram was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum DropReason {
+    /// Shorter than a header and a tag.
+    #[error("truncated")]
+    Truncated,
+    /// Longer than [`MAX_DATAGRAM_BYTES`].
+    #[error("oversized")]
+    Oversized,
+    /// Wrong magic bytes: not ours.
+    #[error("bad magic")]
+    BadMagic,
+    /// An envelope version this build does not speak.
+    #[error("unsupported version")]
+    BadVersion,
+    /// A key id not in the keyring.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// The tag did not verify: forged or tampered.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// A sequence already seen, or too old for the window.
+    #[error("replayed")]
+    Replayed,
+    /// An epoch older than the sender's current one.
+    #[error("stale epoch")]
+    StaleEpoch,
+    /// Authentic but the frame did not decode.
+    #[error("malformed frame")]
+    Malformed,
+    /// Authentic but from a sender this instance does not talk to.
+    #[error("unknown sender")]
+    UnknownSender,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 10] = [
+        DropReason::Truncated,
+        DropReason::Oversized,
+        DropReason::BadMagic,
+        DropReason::BadVersion,
+        DropReason::UnknownKey,
+        DropReason::AuthFailed,
+        DropReason::Replayed,
+        DropReason::StaleEpoch,
+        DropReason::Malformed,
+        DropReason::UnknownSender,
+    ];
+
+    /// A short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::Oversized => "oversized",
+            DropReason::BadMagic => "bad_magic",
+            DropReason::BadVersion => "bad_version",
+            DropReason::UnknownKey => "unknown_key",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replayed => "replayed",
+            DropReason::StaleEpoch => "stale_epoch",
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownSender => "unknown_sender",
+        }
+    }
+}
+
+/// Counts of dropped datagrams by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    counts: [u64; 10],
+}
+
+impl DropCounters {
+    /// Adds one drop.
+    pub fn count(&mut self, r: DropReason) {
+        self.counts[r as usize] += 1;
+    }
+
+    /// Drops for one reason.
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.counts[r as usize]
+    }
+
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds another set of counters into this one.
+    pub fn merge(&mut self, other: &DropCounters) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+    }
+}
+
+/// A 256-bit cluster key.
+#[derive(Clone)]
+pub struct ClusterKey(pub [u8; 32]);
+
+impl ClusterKey {
+    /// Parses 64 hex digits (surrounding white space ignored).
+    pub fn from_hex(text: &str) -> Result<ClusterKey, KeyError> {
+        let t = text.trim();
+        if t.len() != 64 {
+            return Err(KeyError::Length(t.len()));
+        }
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| KeyError::NotHex)?;
+        }
+        Ok(ClusterKey(k))
+    }
+
+    /// Derives a key from a seed (tests and the loadtest only).
+    pub fn from_seed(seed: u64) -> ClusterKey {
+        let mut r = crate::rng::Rng::new(seed ^ 0x6b65_795f_7365_6564);
+        let mut k = [0u8; 32];
+        for c in k.chunks_mut(8) {
+            c.copy_from_slice(&r.next_u64().to_le_bytes());
+        }
+        ClusterKey(k)
+    }
+}
+
+/// A key file that does not hold a key.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum KeyError {
+    /// Not 64 hex digits long.
+    #[error("a cluster key is 64 hex digits, found {0} characters")]
+    Length(usize),
+    /// A character that is not a hex digit.
+    #[error("a cluster key holds only hex digits")]
+    NotHex,
+}
+
+/// The keys an instance accepts; one of them is used for sending.
+pub struct KeyRing {
+    keys: Vec<(u8, XChaCha20Poly1305)>,
+    primary: u8,
+}
+
+impl KeyRing {
+    /// A ring holding one key, which is the primary.
+    pub fn single(id: u8, key: &ClusterKey) -> KeyRing {
+        KeyRing {
+            keys: vec![(id, XChaCha20Poly1305::new(AeadKey::from_slice(&key.0)))],
+            primary: id,
+        }
+    }
+
+    /// Adds (or replaces) a key accepted for receiving.
+    pub fn insert(&mut self, id: u8, key: &ClusterKey) {
+        self.keys.retain(|(k, _)| *k != id);
+        self.keys
+            .push((id, XChaCha20Poly1305::new(AeadKey::from_slice(&key.0))));
+    }
+
+    /// Makes `id` the sending key; false if it is not in the ring.
+    pub fn set_primary(&mut self, id: u8) -> bool {
+        let known = self.keys.iter().any(|(k, _)| *k == id);
+        if known {
+            self.primary = id;
+        }
+        known
+    }
+
+    fn cipher(&self, id: u8) -> Option<&XChaCha20Poly1305> {
+        self.keys.iter().find(|(k, _)| *k == id).map(|(_, c)| c)
+    }
+}
+
+/// Seals frames from one sender: owns its epoch and sequence counter.
+pub struct Sealer {
+    sender: NodeId,
+    epoch: u64,
+    seq: u64,
+}
+
+impl Sealer {
+    /// A sealer for `sender` in `epoch` (must grow across restarts).
+    pub fn new(sender: NodeId, epoch: u64) -> Sealer {
+        Sealer {
+            sender,
+            epoch,
+            seq: 0,
+        }
+    }
+
+    /// Encodes and seals `frame` into `out` (cleared first).
+    pub fn seal(&mut self, keys: &KeyRing, frame: &Frame, out: &mut Vec<u8>) {
+        self.seq += 1;
+        out.clear();
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(keys.primary);
+        out.extend_from_slice(&self.sender.to_be_bytes());
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        let header: [u8; HEADER_BYTES] = out[..HEADER_BYTES].try_into().expect("header");
+        frame.encode(out).expect("Vec grows");
+        let cipher = keys.cipher(keys.primary).expect("primary key is in the ring");
+        let mut body = out.split_off(HEADER_BYTES);
+        cipher
+            .encrypt_in_place(XNonce::from_slice(&header), &header, &mut body)
+            .expect("encryption of a Vec cannot fail");
+        out.extend_from_slice(&body);
+    }
+}
+
+/// The header fields of an opened datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The authenticated sender.
+    pub sender: NodeId,
+    /// The sender's epoch.
+    pub epoch: u64,
+    /// The datagram's sequence.
+    pub seq: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Window {
+    epoch: u64,
+    top: u64,
+    bits: u64,
+}
+
+/// Authenticates, de-duplicates and decodes incoming datagrams.
+#[derive(Default)]
+pub struct Opener {
+    windows: HashMap<NodeId, Window>,
+    /// Drops so far, by reason.
+    pub drops: DropCounters,
+}
+
+impl Opener {
+    /// A fresh opener with no replay history.
+    pub fn new() -> Opener {
+        Opener::default()
+    }
+
+    /// Opens one datagram; on error the reason has been counted.
+    pub fn open(&mut self, keys: &KeyRing, datagram: &[u8]) -> Result<(Opened, Frame), DropReason> {
+        let r = self.open_inner(keys, datagram);
+        if let Err(reason) = r {
+            self.drops.count(reason);
+        }
+        r
+    }
+
+    fn open_inner(&mut self, keys: &KeyRing, d: &[u8]) -> Result<(Opened, Frame), DropReason> {
+        if d.len() > MAX_DATAGRAM_BYTES {
+            return Err(DropReason::Oversized);
+        }
+        if d.len() < HEADER_BYTES + TAG_BYTES {
+            return Err(DropReason::Truncated);
+        }
+        if d[0..2] != MAGIC {
+            return Err(DropReason::BadMagic);
+        }
+        if d[2] != VERSION {
+            return Err(DropReason::BadVersion);
+        }
+        let cipher = keys.cipher(d[3]).ok_or(DropReason::UnknownKey)?;
+        let header: [u8; HEADER_BYTES] = d[..HEADER_BYTES].try_into().expect("length checked");
+        let mut body = d[HEADER_BYTES..].to_vec();
+        cipher
+            .decrypt_in_place(XNonce::from_slice(&header), &header, &mut body)
+            .map_err(|_| DropReason::AuthFailed)?;
+        let opened = Opened {
+            sender: u32::from_be_bytes(header[4..8].try_into().expect("4 bytes")),
+            epoch: u64::from_be_bytes(header[8..16].try_into().expect("8 bytes")),
+            seq: u64::from_be_bytes(header[16..24].try_into().expect("8 bytes")),
+        };
+        let frame = Frame::decode(body.as_slice()).map_err(|_| DropReason::Malformed)?;
+        self.check_replay(opened)?;
+        Ok((opened, frame))
+    }
+
+    /// Accepts each `(sender, epoch, seq)` once; a higher epoch resets.
+    fn check_replay(&mut self, o: Opened) -> Result<(), DropReason> {
+        let fresh = Window {
+            epoch: o.epoch,
+            top: o.seq,
+            bits: 1,
+        };
+        if !self.windows.contains_key(&o.sender) && self.windows.len() >= TRACKED_SENDERS_MAX {
+            return Err(DropReason::UnknownSender);
+        }
+        let w = self.windows.entry(o.sender).or_insert(Window { bits: 0, ..fresh });
+        if o.epoch < w.epoch {
+            return Err(DropReason::StaleEpoch);
+        }
+        if o.epoch > w.epoch || w.bits == 0 {
+            *w = fresh;
+            return Ok(());
+        }
+        if o.seq > w.top {
+            let shift = o.seq - w.top;
+            w.bits = if shift >= REPLAY_WINDOW { 0 } else { w.bits << shift };
+            w.bits |= 1;
+            w.top = o.seq;
+            return Ok(());
+        }
+        let age = w.top - o.seq;
+        if age >= REPLAY_WINDOW || w.bits & (1 << age) != 0 {
+            return Err(DropReason::Replayed);
+        }
+        w.bits |= 1 << age;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

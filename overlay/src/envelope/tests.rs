@@ -1,0 +1,178 @@
+//! Every rejection reason, and a round trip.
+
+use super::*;
+use proto::overlay::{Hello, frame};
+
+fn ring() -> KeyRing {
+    KeyRing::single(1, &ClusterKey::from_seed(42))
+}
+
+fn hello() -> Frame {
+    Frame {
+        body: Some(frame::Body::Hello(Hello {
+            in_digest: 99,
+            ..Default::default()
+        })),
+    }
+}
+
+fn sealed(sealer: &mut Sealer) -> Vec<u8> {
+    let mut out = Vec::new();
+    sealer.seal(&ring(), &hello(), &mut out);
+    out
+}
+
+#[test]
+fn round_trip() {
+    let mut s = Sealer::new(7, 1);
+    let d = sealed(&mut s);
+    let mut o = Opener::new();
+    let (opened, frame) = o.open(&ring(), &d).unwrap();
+    assert_eq!(opened.sender, 7);
+    assert_eq!(frame, hello());
+}
+
+#[test]
+fn replay_is_dropped_and_counted() {
+    let mut s = Sealer::new(7, 1);
+    let d = sealed(&mut s);
+    let mut o = Opener::new();
+    o.open(&ring(), &d).unwrap();
+    assert_eq!(o.open(&ring(), &d), Err(DropReason::Replayed));
+    assert_eq!(o.drops.get(DropReason::Replayed), 1);
+}
+
+#[test]
+fn reordering_within_the_window_is_accepted_once() {
+    let mut s = Sealer::new(7, 1);
+    let ds: Vec<_> = (0..10).map(|_| sealed(&mut s)).collect();
+    let mut o = Opener::new();
+    for i in [9, 0, 5, 3, 1, 2, 4, 6, 8, 7] {
+        o.open(&ring(), &ds[i]).unwrap();
+    }
+    for d in &ds {
+        assert_eq!(o.open(&ring(), d), Err(DropReason::Replayed));
+    }
+}
+
+#[test]
+fn too_old_for_the_window_is_replayed() {
+    let mut s = Sealer::new(7, 1);
+    let first = sealed(&mut s);
+    let mut o = Opener::new();
+    for _ in 0..REPLAY_WINDOW + 1 {
+        o.open(&ring(), &sealed(&mut s)).unwrap();
+    }
+    assert_eq!(o.open(&ring(), &first), Err(DropReason::Replayed));
+}
+
+#[test]
+fn restart_with_a_higher_epoch_is_accepted_and_old_epoch_is_stale() {
+    let mut old = Sealer::new(7, 1);
+    let old_d = sealed(&mut old);
+    let mut new = Sealer::new(7, 2);
+    let mut o = Opener::new();
+    o.open(&ring(), &sealed(&mut new)).unwrap();
+    assert_eq!(o.open(&ring(), &old_d), Err(DropReason::StaleEpoch));
+}
+
+#[test]
+fn tampered_byte_anywhere_fails_authentication() {
+    let mut s = Sealer::new(7, 1);
+    let d = sealed(&mut s);
+    for i in 3..d.len() {
+        let mut t = d.clone();
+        t[i] ^= 0x40;
+        let r = Opener::new().open(&ring(), &t);
+        let want = if i == 3 {
+            DropReason::UnknownKey
+        } else {
+            DropReason::AuthFailed
+        };
+        assert_eq!(r, Err(want), "byte {i}");
+    }
+}
+
+#[test]
+fn forged_with_another_key_fails() {
+    let other = KeyRing::single(1, &ClusterKey::from_seed(43));
+    let mut out = Vec::new();
+    Sealer::new(7, 1).seal(&other, &hello(), &mut out);
+    assert_eq!(Opener::new().open(&ring(), &out), Err(DropReason::AuthFailed));
+}
+
+#[test]
+fn header_checks() {
+    let mut s = Sealer::new(7, 1);
+    let d = sealed(&mut s);
+    let mut o = Opener::new();
+    assert_eq!(o.open(&ring(), &d[..10]), Err(DropReason::Truncated));
+    assert_eq!(o.open(&ring(), &[]), Err(DropReason::Truncated));
+    assert_eq!(
+        o.open(&ring(), &vec![0u8; MAX_DATAGRAM_BYTES + 1]),
+        Err(DropReason::Oversized)
+    );
+    let mut m = d.clone();
+    m[0] = b'X';
+    assert_eq!(o.open(&ring(), &m), Err(DropReason::BadMagic));
+    let mut v = d.clone();
+    v[2] = 9;
+    assert_eq!(o.open(&ring(), &v), Err(DropReason::BadVersion));
+    assert_eq!(o.drops.total(), 5);
+}
+
+#[test]
+fn authentic_garbage_is_malformed() {
+    // A sender with the key that seals bytes which are not a Frame.
+    let keys = ring();
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(1);
+    out.extend_from_slice(&7u32.to_be_bytes());
+    out.extend_from_slice(&1u64.to_be_bytes());
+    out.extend_from_slice(&1u64.to_be_bytes());
+    let header: [u8; HEADER_BYTES] = out[..].try_into().unwrap();
+    let mut body = vec![0xff, 0xff, 0xff, 0xff];
+    keys.cipher(1)
+        .unwrap()
+        .encrypt_in_place(XNonce::from_slice(&header), &header, &mut body)
+        .unwrap();
+    out.extend_from_slice(&body);
+    assert_eq!(Opener::new().open(&keys, &out), Err(DropReason::Malformed));
+}
+
+#[test]
+fn key_rotation_accepts_old_and_new() {
+    let mut a = KeyRing::single(1, &ClusterKey::from_seed(1));
+    a.insert(2, &ClusterKey::from_seed(2));
+    let mut b = KeyRing::single(1, &ClusterKey::from_seed(1));
+    b.insert(2, &ClusterKey::from_seed(2));
+    assert!(b.set_primary(2));
+    let mut out = Vec::new();
+    Sealer::new(3, 1).seal(&b, &hello(), &mut out);
+    assert_eq!(out[3], 2);
+    assert!(Opener::new().open(&a, &out).is_ok());
+    assert!(!b.set_primary(9));
+}
+
+#[test]
+fn key_parsing() {
+    assert!(ClusterKey::from_hex(&"ab".repeat(32)).is_ok());
+    assert_eq!(ClusterKey::from_hex("abc").err(), Some(KeyError::Length(3)));
+    assert_eq!(ClusterKey::from_hex(&"zz".repeat(32)).err(), Some(KeyError::NotHex));
+}
+
+proptest::proptest! {
+    #[test]
+    fn random_bytes_never_panic(d in proptest::collection::vec(proptest::num::u8::ANY, 0..1500)) {
+        let _ = Opener::new().open(&ring(), &d);
+    }
+
+    #[test]
+    fn random_bytes_behind_a_valid_header_never_panic(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..1400)) {
+        let mut d = sealed(&mut Sealer::new(1, 1))[..HEADER_BYTES].to_vec();
+        d.extend_from_slice(&tail);
+        let _ = Opener::new().open(&ring(), &d);
+    }
+}

@@ -1,0 +1,346 @@
+//! A deterministic discrete-event simulator for overlay instances.
+//!
+//! - [`Sim`] holds every [`Instance`] of a run, a virtual clock and one
+//!   event queue ordered by `(time, insertion order)`. Datagrams are really
+//!   encoded and sealed (the same [`crate::envelope`] code as on the wire),
+//!   then delayed, lost, duplicated or reordered by the seeded [`Rng`].
+//! - [`SimConfig`]: latency (a fixed per-link part and a random per-datagram
+//!   part, which reorders), loss, duplication, the seed.
+//! - Faults: [`Sim::crash`] and [`Sim::restart`] (a new epoch),
+//!   [`Sim::set_partition`] (traffic between sides is dropped).
+//!
+//! One seed and one sequence of calls replay a run exactly: nothing here
+//! reads a clock, iterates a hash map, or draws from ambient randomness.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use crate::envelope::{ClusterKey, KeyRing, Opener, Sealer};
+use crate::record::NodeId;
+use crate::rng::{Rng, splitmix64};
+use crate::strategy::{Instance, Time};
+
+/// How the simulated network behaves.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seeds every random choice of the run.
+    pub seed: u64,
+    /// Smallest one-way latency.
+    pub latency: Duration,
+    /// Fixed extra latency of a link, drawn once per link in `[0, spread)`.
+    pub link_spread: Duration,
+    /// Random extra latency per datagram in `[0, jitter)`: reorders.
+    pub jitter: Duration,
+    /// Probability a datagram is lost.
+    pub loss: f64,
+    /// Probability a datagram is delivered twice.
+    pub duplicate: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            latency: Duration::from_micros(100),
+            link_spread: Duration::from_micros(200),
+            jitter: Duration::from_micros(300),
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+}
+
+/// Traffic counters of a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimStats {
+    /// Datagrams sent (before loss).
+    pub datagrams: u64,
+    /// Bytes sent (before loss), envelope included.
+    pub bytes: u64,
+    /// Largest datagram sent.
+    pub max_datagram_bytes: usize,
+    /// Datagrams lost by the loss setting or a partition, or sent to a
+    /// crashed instance.
+    pub lost: u64,
+    /// Datagrams rejected by the receiving envelope.
+    pub rejected: u64,
+}
+
+enum What {
+    Datagram { from: NodeId, to: NodeId, bytes: Vec<u8> },
+    Wake { node: NodeId },
+}
+
+struct Event {
+    at: Time,
+    order: u64,
+    what: What,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        self.at == o.at && self.order == o.order
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the earliest.
+        (o.at, o.order).cmp(&(self.at, self.order))
+    }
+}
+
+struct Slot<I> {
+    inst: Option<I>,
+    armed: Option<Time>,
+    sealer: Sealer,
+    opener: Opener,
+    rx_datagrams: u64,
+}
+
+/// The simulator: instances, virtual clock, event queue.
+pub struct Sim<I: Instance> {
+    now: Time,
+    order: u64,
+    queue: BinaryHeap<Event>,
+    slots: Vec<Slot<I>>,
+    rng: Rng,
+    cfg: SimConfig,
+    keys: KeyRing,
+    side: Option<Vec<u8>>,
+    buf: Vec<u8>,
+    /// Traffic counters.
+    pub stats: SimStats,
+}
+
+impl<I: Instance> Sim<I> {
+    /// A simulator over `instances`, where instance `i` must have id `i`.
+    pub fn new(cfg: SimConfig, instances: Vec<I>) -> Sim<I> {
+        let slots = instances
+            .into_iter()
+            .enumerate()
+            .map(|(i, inst)| {
+                assert_eq!(inst.id() as usize, i, "instance ids are dense");
+                Slot {
+                    inst: Some(inst),
+                    armed: None,
+                    sealer: Sealer::new(i as NodeId, 1),
+                    opener: Opener::new(),
+                    rx_datagrams: 0,
+                }
+            })
+            .collect();
+        let keys = KeyRing::single(1, &ClusterKey::from_seed(cfg.seed));
+        let mut sim = Sim {
+            now: Duration::ZERO,
+            order: 0,
+            queue: BinaryHeap::new(),
+            slots,
+            rng: Rng::new(cfg.seed),
+            cfg,
+            keys,
+            side: None,
+            buf: Vec::with_capacity(2048),
+            stats: SimStats::default(),
+        };
+        for id in 0..sim.slots.len() as NodeId {
+            sim.drain(id);
+        }
+        sim
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Number of instances (crashed ones included).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when there are no instances.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The instance `id`, unless crashed.
+    pub fn get(&self, id: NodeId) -> Option<&I> {
+        self.slots[id as usize].inst.as_ref()
+    }
+
+    /// Datagrams delivered to `id` so far.
+    pub fn rx_datagrams(&self, id: NodeId) -> u64 {
+        self.slots[id as usize].rx_datagrams
+    }
+
+    /// Envelope drops at `id` so far.
+    pub fn drops(&self, id: NodeId) -> &crate::envelope::DropCounters {
+        &self.slots[id as usize].opener.drops
+    }
+
+    /// Runs `f` on instance `id` at the current time, then sends what it
+    /// produced and re-arms its timer. `None` if it is crashed.
+    pub fn with<R>(&mut self, id: NodeId, f: impl FnOnce(&mut I, Time) -> R) -> Option<R> {
+        let now = self.now;
+        let r = f(self.slots[id as usize].inst.as_mut()?, now);
+        self.drain(id);
+        Some(r)
+    }
+
+    /// Crashes `id`: it loses all state; datagrams to it are lost.
+    pub fn crash(&mut self, id: NodeId) {
+        let s = &mut self.slots[id as usize];
+        s.inst = None;
+        s.armed = None;
+    }
+
+    /// Restarts `id` with a fresh instance and a new envelope epoch.
+    pub fn restart(&mut self, id: NodeId, inst: I) {
+        assert_eq!(inst.id(), id);
+        let epoch = self.now.as_micros() as u64 + 2;
+        let s = &mut self.slots[id as usize];
+        s.inst = Some(inst);
+        s.armed = None;
+        s.sealer = Sealer::new(id, epoch);
+        self.drain(id);
+    }
+
+    /// Cuts the network: datagrams between instances on different sides
+    /// are lost. `None` heals it.
+    pub fn set_partition(&mut self, side: Option<Vec<u8>>) {
+        if let Some(s) = &side {
+            assert_eq!(s.len(), self.slots.len(), "one side per instance");
+        }
+        self.side = side;
+    }
+
+    /// Runs every event up to and including `until`; the clock ends there.
+    pub fn run_until(&mut self, until: Time) {
+        while self.queue.peek().is_some_and(|e| e.at <= until) {
+            let e = self.queue.pop().expect("peeked");
+            self.now = e.at;
+            self.dispatch(e.what);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs until `done` holds (checked every `step`) or `limit` passes.
+    /// Returns whether `done` held.
+    pub fn run_while(&mut self, step: Duration, limit: Time, mut done: impl FnMut(&Self) -> bool) -> bool {
+        while self.now < limit {
+            if done(self) {
+                return true;
+            }
+            let next = (self.now + step).min(limit);
+            self.run_until(next);
+        }
+        done(self)
+    }
+
+    fn dispatch(&mut self, what: What) {
+        match what {
+            What::Wake { node } => {
+                let s = &mut self.slots[node as usize];
+                if s.armed != Some(self.now) {
+                    return;
+                }
+                s.armed = None;
+                let now = self.now;
+                if let Some(inst) = s.inst.as_mut() {
+                    inst.handle_timeout(now);
+                    self.drain(node);
+                }
+            }
+            What::Datagram { from, to, bytes } => self.deliver(from, to, &bytes),
+        }
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
+        let now = self.now;
+        let s = &mut self.slots[to as usize];
+        let Some(inst) = s.inst.as_mut() else {
+            self.stats.lost += 1;
+            return;
+        };
+        match s.opener.open(&self.keys, bytes) {
+            Ok((opened, frame)) => {
+                debug_assert_eq!(opened.sender, from);
+                s.rx_datagrams += 1;
+                inst.handle_frame(now, opened.sender, frame);
+                self.drain(to);
+            }
+            Err(_) => self.stats.rejected += 1,
+        }
+    }
+
+    /// Sends what `id` has queued and re-arms its timer.
+    fn drain(&mut self, id: NodeId) {
+        loop {
+            let s = &mut self.slots[id as usize];
+            let Some(inst) = s.inst.as_mut() else { return };
+            let Some(t) = inst.poll_transmit() else { break };
+            s.sealer.seal(&self.keys, &t.frame, &mut self.buf);
+            let bytes = self.buf.clone();
+            self.send(id, t.to, bytes);
+        }
+        let s = &mut self.slots[id as usize];
+        let next = s.inst.as_mut().and_then(|i| i.poll_timeout());
+        if let Some(at) = next {
+            let at = at.max(self.now);
+            if s.armed != Some(at) {
+                s.armed = Some(at);
+                self.push(at, What::Wake { node: id });
+            }
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        self.stats.datagrams += 1;
+        self.stats.bytes += bytes.len() as u64;
+        self.stats.max_datagram_bytes = self.stats.max_datagram_bytes.max(bytes.len());
+        if (to as usize) >= self.slots.len() || self.cut(from, to) || self.rng.chance(self.cfg.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        if self.rng.chance(self.cfg.duplicate) {
+            let at = self.now + self.delay(from, to);
+            self.push(at, What::Datagram { from, to, bytes: bytes.clone() });
+        }
+        let at = self.now + self.delay(from, to);
+        self.push(at, What::Datagram { from, to, bytes });
+    }
+
+    fn cut(&self, a: NodeId, b: NodeId) -> bool {
+        self.side
+            .as_ref()
+            .is_some_and(|s| s[a as usize] != s[b as usize])
+    }
+
+    fn delay(&mut self, from: NodeId, to: NodeId) -> Duration {
+        let link = splitmix64(self.cfg.seed ^ ((from as u64) << 32 | to as u64));
+        let spread = self.cfg.link_spread.as_nanos() as u64;
+        let fixed = if spread == 0 { 0 } else { link % spread };
+        let jitter = self.cfg.jitter.as_nanos() as u64;
+        let random = if jitter == 0 { 0 } else { self.rng.below(jitter) };
+        self.cfg.latency + Duration::from_nanos(fixed + random)
+    }
+
+    fn push(&mut self, at: Time, what: What) {
+        self.order += 1;
+        self.queue.push(Event {
+            at,
+            order: self.order,
+            what,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! The static shape of the overlay: who is whose parent, and link timers.
+//!
+//! - [`Tree`]: parents, children, depths and subtrees of every instance,
+//!   built once from the topology and shared (behind an `Arc`) by every core
+//!   of a process. Routing a record is a walk up from its node.
+//! - [`LinkTimers`]: hello, dead and jitter of the link between an instance
+//!   and its parent (a per-level setting in the topology).
+//!
+//! **Invariant:** ids are dense (`0..len`), the root is 0, and a parent's id
+//! is lower than its children's, so one pass builds depths and subtrees.
+
+use std::time::Duration;
+
+use crate::record::NodeId;
+
+/// Timers of the link between an instance and its parent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkTimers {
+    /// Interval between hellos.
+    pub hello: Duration,
+    /// Silence after which the neighbour is declared down (> hello).
+    pub dead: Duration,
+    /// Random spread of each hello, as a fraction of `hello` (0..=0.5).
+    pub jitter: f64,
+}
+
+impl Default for LinkTimers {
+    fn default() -> Self {
+        LinkTimers {
+            hello: Duration::from_secs(1),
+            dead: Duration::from_secs(4),
+            jitter: 0.1,
+        }
+    }
+}
+
+/// Errors in the shape handed to [`Tree::new`].
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TreeError {
+    /// Instance 0 must be the root (no parent) and the only one.
+    #[error("instance {0} has no parent but is not instance 0")]
+    SecondRoot(NodeId),
+    /// A parent id at or above its child's id, or out of range.
+    #[error("instance {child} names parent {parent}, which is not an earlier instance")]
+    BadParent {
+        /// The child.
+        child: NodeId,
+        /// Its parent.
+        parent: NodeId,
+    },
+    /// A hello interval not below the dead interval.
+    #[error("instance {0}: hello must be shorter than dead")]
+    Timers(NodeId),
+}
+
+/// The overlay's tree of instances.
+#[derive(Debug)]
+pub struct Tree {
+    parent: Vec<Option<NodeId>>,
+    depth: Vec<u8>,
+    children: Vec<Vec<NodeId>>,
+    descendants: Vec<Vec<NodeId>>,
+    timers: Vec<LinkTimers>,
+}
+
+impl Tree {
+    /// Builds the tree from each instance's parent and link timers.
+    pub fn new(parent: Vec<Option<NodeId>>, timers: Vec<LinkTimers>) -> Result<Tree, TreeError> {
+        assert_eq!(parent.len(), timers.len(), "one timer set per instance");
+        let n = parent.len();
+        let mut depth = vec![0u8; n];
+        let mut children = vec![Vec::new(); n];
+        for (i, p) in parent.iter().enumerate() {
+            let id = i as NodeId;
+            if timers[i].hello >= timers[i].dead {
+                return Err(TreeError::Timers(id));
+            }
+            match *p {
+                None if i == 0 => {}
+                None => return Err(TreeError::SecondRoot(id)),
+                Some(p) if (p as usize) >= i => return Err(TreeError::BadParent { child: id, parent: p }),
+                Some(p) => {
+                    depth[i] = depth[p as usize] + 1;
+                    children[p as usize].push(id);
+                }
+            }
+        }
+        let mut descendants = vec![Vec::new(); n];
+        for i in (1..n).rev() {
+            let mut mine = std::mem::take(&mut descendants[i]);
+            let p = parent[i].expect("non-root") as usize;
+            descendants[p].push(i as NodeId);
+            descendants[p].append(&mut mine.clone());
+            mine.shrink_to_fit();
+            descendants[i] = mine;
+        }
+        Ok(Tree {
+            parent,
+            depth,
+            children,
+            descendants,
+            timers,
+        })
+    }
+
+    /// Number of instances.
+    pub fn len(&self) -> usize {
+        self.parent.len()
+    }
+
+    /// True for a tree without instances (never built by [`Tree::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.parent.is_empty()
+    }
+
+    /// The parent of `id` (`None` for the root).
+    pub fn parent(&self, id: NodeId) -> Option<NodeId> {
+        self.parent[id as usize]
+    }
+
+    /// The children of `id`.
+    pub fn children(&self, id: NodeId) -> &[NodeId] {
+        &self.children[id as usize]
+    }
+
+    /// Depth of `id` (root 0).
+    pub fn depth(&self, id: NodeId) -> u8 {
+        self.depth[id as usize]
+    }
+
+    /// `id` and every instance below it.
+    pub fn subtree(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        std::iter::once(id).chain(self.descendants[id as usize].iter().copied())
+    }
+
+    /// Number of instances in `id`'s subtree, itself included.
+    pub fn subtree_len(&self, id: NodeId) -> usize {
+        1 + self.descendants[id as usize].len()
+    }
+
+    /// Timers of the link between `id` and its parent.
+    pub fn timers(&self, id: NodeId) -> LinkTimers {
+        self.timers[id as usize]
+    }
+
+    /// The child of `from` whose subtree holds `target`, if any.
+    pub fn next_hop(&self, from: NodeId, target: NodeId) -> Option<NodeId> {
+        if (target as usize) >= self.len() {
+            return None;
+        }
+        let stop = self.depth[from as usize];
+        let mut t = target;
+        while self.depth[t as usize] > stop + 1 {
+            t = self.parent[t as usize]?;
+        }
+        (self.depth[t as usize] == stop + 1 && self.parent[t as usize] == Some(from)).then_some(t)
+    }
+
+    /// True when `target` is `top` or below it.
+    pub fn within(&self, target: NodeId, top: NodeId) -> bool {
+        target == top || self.next_hop(top, target).is_some()
+    }
+
+    /// The instances with children (the root and sub-parents).
+    pub fn aggregators(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (0..self.len() as NodeId).filter(|&i| !self.children[i as usize].is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// root 0 -> {1, 2}; 1 -> {3, 4}; 2 -> {5}; 3 -> {6}
+    fn sample() -> Tree {
+        let parents = vec![None, Some(0), Some(0), Some(1), Some(1), Some(2), Some(3)];
+        Tree::new(parents, vec![LinkTimers::default(); 7]).unwrap()
+    }
+
+    #[test]
+    fn routing_walks_up() {
+        let t = sample();
+        assert_eq!(t.next_hop(0, 6), Some(1));
+        assert_eq!(t.next_hop(1, 6), Some(3));
+        assert_eq!(t.next_hop(3, 6), Some(6));
+        assert_eq!(t.next_hop(2, 6), None);
+        assert_eq!(t.next_hop(6, 6), None);
+        assert_eq!(t.next_hop(0, 99), None);
+        assert!(t.within(6, 1) && t.within(1, 1) && !t.within(5, 1));
+    }
+
+    #[test]
+    fn subtrees_and_depths() {
+        let t = sample();
+        let mut s: Vec<_> = t.subtree(1).collect();
+        s.sort();
+        assert_eq!(s, vec![1, 3, 4, 6]);
+        assert_eq!(t.subtree_len(0), 7);
+        assert_eq!(t.depth(6), 3);
+        assert_eq!(t.aggregators().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn bad_shapes_are_rejected() {
+        let two_roots = Tree::new(vec![None, None], vec![LinkTimers::default(); 2]);
+        assert_eq!(two_roots.err(), Some(TreeError::SecondRoot(1)));
+        let forward = Tree::new(vec![None, Some(2), Some(0)], vec![LinkTimers::default(); 3]);
+        assert!(matches!(forward, Err(TreeError::BadParent { .. })));
+        let timers = LinkTimers {
+            hello: Duration::from_secs(4),
+            ..LinkTimers::default()
+        };
+        assert_eq!(Tree::new(vec![None], vec![timers]).err(), Some(TreeError::Timers(0)));
+    }
+}

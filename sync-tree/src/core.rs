@@ -1,0 +1,512 @@
+//! The tree strategy's protocol core for one instance.
+//!
+//! Inputs: [`Instance::handle_frame`], [`Instance::handle_timeout`],
+//! [`Strategy::publish`], [`Strategy::mark_failed`], all with `now`.
+//! Outputs: [`Instance::poll_transmit`], [`Strategy::poll_event`], and the
+//! next deadline from [`Instance::poll_timeout`]. Internally each link has
+//! one deadline; a heap of `(deadline, link)` with lazy deletion finds the
+//! next one without scanning hundreds of children.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto::prost::Message;
+use proto::overlay::{Ack, Frame, Hello, Update, frame};
+
+use overlay::record::Applied;
+use overlay::rng::Rng;
+use overlay::strategy::{Event, MAX_FRAME_BYTES, Strategy};
+use overlay::tree::Tree;
+use overlay::{Instance, Key, Kind, NodeId, Record, Store, Time, Transmit};
+
+use crate::config::TreeConfig;
+use crate::link::{Dir, InFlight, Link, NeighborState};
+
+/// Bytes kept free in an update for its header and acknowledgements.
+const UPDATE_OVERHEAD_BYTES: usize = 32;
+/// Most acknowledgements carried by one frame.
+const ACKS_PER_FRAME_MAX: usize = 64;
+/// Most events queued for the application before the oldest are dropped.
+const EVENTS_MAX: usize = 1 << 20;
+
+/// Counters of one core.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    /// Records that arrived from a direction they may not flow in.
+    pub records_rejected: u64,
+    /// Records too large for a datagram (they need the QUIC fallback).
+    pub records_oversized: u64,
+    /// Full resyncs started on a link.
+    pub resyncs: u64,
+    /// Updates re-sent after `rxmt` without acknowledgement.
+    pub retransmits: u64,
+    /// Frames received from instances that are not neighbours.
+    pub strangers: u64,
+    /// Events dropped because the application did not drain them.
+    pub events_dropped: u64,
+}
+
+/// One instance of the tree strategy.
+pub struct TreeCore {
+    me: NodeId,
+    tree: Arc<Tree>,
+    cfg: TreeConfig,
+    rng: Rng,
+    store: Store,
+    links: Vec<Link>,
+    index: HashMap<NodeId, usize>,
+    heap: BinaryHeap<Reverse<(Time, usize)>>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_seq: u64,
+    stats: TreeStats,
+}
+
+impl TreeCore {
+    /// The core of instance `me`, starting at `now`.
+    pub fn new(me: NodeId, tree: Arc<Tree>, cfg: TreeConfig, now: Time) -> TreeCore {
+        let mut rng = Rng::new(cfg.seed ^ (me as u64).wrapping_mul(0x9E37_79B9));
+        let mut links = Vec::new();
+        if let Some(p) = tree.parent(me) {
+            let t = tree.timers(me);
+            links.push(Link::new(p, Dir::ToParent, t, now + spread(&mut rng, t.hello)));
+        }
+        for &c in tree.children(me) {
+            let t = tree.timers(c);
+            links.push(Link::new(c, Dir::ToChild, t, now + spread(&mut rng, t.hello)));
+        }
+        let index = links.iter().enumerate().map(|(i, l)| (l.peer, i)).collect();
+        let mut core = TreeCore {
+            me,
+            tree,
+            cfg,
+            rng,
+            store: Store::new(),
+            links,
+            index,
+            heap: BinaryHeap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            next_seq: 0,
+            stats: TreeStats::default(),
+        };
+        for l in 0..core.links.len() {
+            core.reschedule(l);
+        }
+        core
+    }
+
+    /// The core's counters.
+    pub fn stats(&self) -> &TreeStats {
+        &self.stats
+    }
+
+    /// The neighbour state of `peer`, if it is a neighbour.
+    pub fn neighbor(&self, peer: NodeId) -> Option<NeighborState> {
+        self.index.get(&peer).map(|&l| self.links[l].state)
+    }
+
+    /// Number of records held.
+    pub fn held(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Keys that flow out on link `l`.
+    fn out_keys(&self, l: usize) -> impl Iterator<Item = Key> + '_ {
+        let (top, kind) = match self.links[l].dir {
+            Dir::ToParent => (self.me, Kind::Dsc),
+            Dir::ToChild => (self.links[l].peer, Kind::Cfg),
+        };
+        self.tree.subtree(top).map(move |node| Key { node, kind })
+    }
+
+    /// Keys that flow in on link `l`.
+    fn in_keys(&self, l: usize) -> impl Iterator<Item = Key> + '_ {
+        let (top, kind) = match self.links[l].dir {
+            Dir::ToParent => (self.me, Kind::Cfg),
+            Dir::ToChild => (self.links[l].peer, Kind::Dsc),
+        };
+        self.tree.subtree(top).map(move |node| Key { node, kind })
+    }
+
+    /// May `key` arrive on link `l`? (Cfg only from above, Dsc only from below.)
+    fn may_arrive(&self, l: usize, key: Key) -> bool {
+        match (self.links[l].dir, key.kind) {
+            (Dir::ToParent, Kind::Cfg) => self.tree.within(key.node, self.me),
+            (Dir::ToChild, Kind::Dsc) => self.tree.within(key.node, self.links[l].peer),
+            _ => false,
+        }
+    }
+
+    /// The link a changed record must travel next, if any.
+    fn route(&self, key: Key) -> Option<usize> {
+        match key.kind {
+            Kind::Cfg => self
+                .tree
+                .next_hop(self.me, key.node)
+                .and_then(|c| self.index.get(&c).copied()),
+            Kind::Dsc => (self.tree.parent(self.me).is_some() && self.tree.within(key.node, self.me)).then_some(0),
+        }
+    }
+
+    fn changed(&mut self, now: Time, key: Key) {
+        if let Some(l) = self.route(key) {
+            let cfg = self.cfg;
+            self.links[l].mark_dirty(key, now, &cfg);
+            self.reschedule(l);
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        if self.events.len() >= EVENTS_MAX {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    fn reschedule(&mut self, l: usize) {
+        let d = self.links[l].deadline(&self.cfg);
+        if self.links[l].scheduled != Some(d) {
+            self.links[l].scheduled = Some(d);
+            self.heap.push(Reverse((d, l)));
+        }
+    }
+
+    /// Does whatever link `l` has due at `now`, then re-arms it.
+    fn service(&mut self, now: Time, l: usize) {
+        self.check_dead(now, l);
+        self.retransmit(now, l);
+        if self.links[l].can_flush(&self.cfg) && self.links[l].flush_at.is_some_and(|f| f <= now) {
+            self.flush(now, l);
+        }
+        let link = &self.links[l];
+        if link.hello_now || link.next_hello <= now {
+            self.send_hello(now, l);
+        }
+        let link = &self.links[l];
+        if !link.acks.is_empty() && link.ack_at.is_some_and(|a| a <= now) {
+            self.send_ack(l);
+        }
+        self.reschedule(l);
+    }
+
+    fn check_dead(&mut self, now: Time, l: usize) {
+        let link = &mut self.links[l];
+        let expired = link.state != NeighborState::Down && link.last_rx.is_some_and(|rx| rx + link.timers.dead <= now);
+        if expired {
+            link.state = NeighborState::Down;
+            link.inflight.clear();
+            link.acks.clear();
+            let peer = link.peer;
+            self.event(Event::PeerDown(peer));
+        }
+    }
+
+    fn retransmit(&mut self, now: Time, l: usize) {
+        let cfg = self.cfg;
+        while let Some(f) = self.links[l].inflight.front() {
+            if f.sent_at + cfg.rxmt > now {
+                break;
+            }
+            let f = self.links[l].inflight.pop_front().expect("front exists");
+            self.stats.retransmits += 1;
+            for (key, _) in f.items {
+                if self.store.version(key) > self.links[l].known.get(&key).copied() {
+                    self.links[l].mark_dirty(key, now, &cfg);
+                }
+            }
+            self.links[l].flush_at = Some(now);
+        }
+    }
+
+    /// Packs dirty records into updates while the window allows.
+    fn flush(&mut self, now: Time, l: usize) {
+        while self.links[l].can_flush(&self.cfg) {
+            let Some(update) = self.pack(l) else { break };
+            let items = update
+                .records
+                .iter()
+                .filter_map(|r| Some((Key { node: r.node, kind: Kind::from_wire(r.kind)? }, r.version)))
+                .collect();
+            let link = &mut self.links[l];
+            link.inflight.push_back(InFlight {
+                seq: update.update_seq,
+                sent_at: now,
+                items,
+            });
+            let frame = Frame {
+                body: Some(frame::Body::Update(update)),
+            };
+            debug_assert!(frame.encoded_len() <= MAX_FRAME_BYTES);
+            self.out.push_back(Transmit { to: link.peer, frame });
+        }
+        let link = &mut self.links[l];
+        link.flush_at = if link.dirty.is_empty() { None } else { Some(now) };
+    }
+
+    /// One update of dirty records, or `None` if nothing was left to send.
+    fn pack(&mut self, l: usize) -> Option<Update> {
+        let acks = take_acks(&mut self.links[l]);
+        let mut size = UPDATE_OVERHEAD_BYTES + acks.len() * 10;
+        let mut records = Vec::new();
+        while let Some(key) = self.links[l].dirty.pop_front() {
+            let link = &mut self.links[l];
+            link.dirty_set.remove(&key);
+            let Some(rec) = self.store.get(key) else { continue };
+            if link.known.get(&key).is_some_and(|&v| v >= rec.version) {
+                continue;
+            }
+            let wire = rec.to_wire();
+            let len = wire.encoded_len() + 4;
+            if UPDATE_OVERHEAD_BYTES + len > MAX_FRAME_BYTES {
+                self.stats.records_oversized += 1;
+                continue;
+            }
+            if size + len > MAX_FRAME_BYTES {
+                link.dirty_set.insert(key);
+                link.dirty.push_front(key);
+                break;
+            }
+            size += len;
+            records.push(wire);
+        }
+        if records.is_empty() {
+            self.links[l].acks.extend(acks);
+            return None;
+        }
+        self.next_seq += 1;
+        Some(Update {
+            update_seq: self.next_seq,
+            records,
+            acks,
+        })
+    }
+
+    fn send_hello(&mut self, now: Time, l: usize) {
+        let (in_digest, in_count) = self.store.digest(self.in_keys(l));
+        let hello = {
+            let jitter = self.jittered(self.links[l].timers);
+            let link = &mut self.links[l];
+            link.hello_now = false;
+            link.next_hello = now + jitter;
+            Hello {
+                in_digest,
+                in_count,
+                acks: take_acks(link),
+                hello_ms: link.timers.hello.as_millis() as u32,
+                seen: link.state != NeighborState::Down,
+            }
+        };
+        let to = self.links[l].peer;
+        self.out.push_back(Transmit {
+            to,
+            frame: Frame {
+                body: Some(frame::Body::Hello(hello)),
+            },
+        });
+    }
+
+    fn send_ack(&mut self, l: usize) {
+        let acks = take_acks(&mut self.links[l]);
+        let to = self.links[l].peer;
+        self.out.push_back(Transmit {
+            to,
+            frame: Frame {
+                body: Some(frame::Body::Ack(Ack { acks })),
+            },
+        });
+    }
+
+    fn jittered(&mut self, t: overlay::tree::LinkTimers) -> Time {
+        let f = 1.0 - t.jitter + 2.0 * t.jitter * self.rng.next_f64();
+        t.hello.mul_f64(f)
+    }
+
+    fn on_hello(&mut self, now: Time, l: usize, h: Hello) {
+        self.on_acks(now, l, &h.acks);
+        let before = self.links[l].state;
+        let after = match (before, h.seen) {
+            (_, true) => NeighborState::Full,
+            (_, false) => NeighborState::Init,
+        };
+        self.links[l].state = after;
+        if after != before {
+            self.links[l].hello_now = true;
+        }
+        if after == NeighborState::Full && before != NeighborState::Full {
+            let peer = self.links[l].peer;
+            self.event(Event::PeerUp(peer));
+            self.resync(now, l);
+            return;
+        }
+        if after == NeighborState::Full {
+            self.check_digest(now, l, h.in_digest);
+        }
+    }
+
+    /// Compares what the peer holds from us with what we hold for it.
+    fn check_digest(&mut self, now: Time, l: usize, theirs: u64) {
+        let (mine, _) = self.store.digest(self.out_keys(l));
+        let link = &mut self.links[l];
+        if mine == theirs || !link.idle() {
+            link.mismatches = 0;
+            return;
+        }
+        link.mismatches += 1;
+        if link.mismatches >= self.cfg.mismatch_limit {
+            link.mismatches = 0;
+            self.resync(now, l);
+        }
+    }
+
+    /// Forgets what the peer is known to hold and re-sends everything;
+    /// records we own are re-stamped so they supersede a failure mark.
+    fn resync(&mut self, now: Time, l: usize) {
+        self.stats.resyncs += 1;
+        self.links[l].known.clear();
+        if self.links[l].dir == Dir::ToParent {
+            let own = Key { node: self.me, kind: Kind::Dsc };
+            if let Some(r) = self.store.get(own) {
+                self.publish(now, self.me, Kind::Dsc, r.data);
+            }
+        }
+        let keys: Vec<Key> = self.out_keys(l).filter(|&k| self.store.version(k).is_some()).collect();
+        let cfg = self.cfg;
+        for k in keys {
+            self.links[l].mark_dirty(k, now, &cfg);
+        }
+    }
+
+    fn on_acks(&mut self, _now: Time, l: usize, acks: &[u64]) {
+        for &seq in acks {
+            let Some(items) = self.links[l].take_acked(seq) else { continue };
+            let known = &mut self.links[l].known;
+            for (k, v) in items {
+                let e = known.entry(k).or_insert(0);
+                *e = (*e).max(v);
+            }
+        }
+        if self.links[l].can_flush(&self.cfg) && self.links[l].flush_at.is_none() {
+            self.links[l].flush_at = Some(_now);
+        }
+    }
+
+    fn on_update(&mut self, now: Time, l: usize, u: Update) {
+        self.on_acks(now, l, &u.acks);
+        for wire in u.records {
+            let Some(rec) = Record::from_wire(wire) else {
+                self.stats.records_rejected += 1;
+                continue;
+            };
+            if !self.may_arrive(l, rec.key) {
+                self.stats.records_rejected += 1;
+                continue;
+            }
+            if self.store.apply(&rec) == Applied::Newer {
+                let key = rec.key;
+                self.event(Event::Delivered(rec));
+                self.changed(now, key);
+            }
+        }
+        let link = &mut self.links[l];
+        if link.acks.len() < ACKS_PER_FRAME_MAX * 4 {
+            link.acks.push(u.update_seq);
+        }
+        if link.ack_at.is_none() {
+            link.ack_at = Some(now + self.cfg.ack_delay);
+        }
+    }
+}
+
+fn take_acks(link: &mut Link) -> Vec<u64> {
+    let n = link.acks.len().min(ACKS_PER_FRAME_MAX);
+    let acks: Vec<u64> = link.acks.drain(..n).collect();
+    if link.acks.is_empty() {
+        link.ack_at = None;
+    }
+    acks
+}
+
+/// A random first-hello offset in `[0, hello)`, so hellos do not align.
+fn spread(rng: &mut Rng, hello: Time) -> Time {
+    hello.mul_f64(rng.next_f64())
+}
+
+impl Instance for TreeCore {
+    fn id(&self) -> NodeId {
+        self.me
+    }
+
+    fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        let Some(&l) = self.index.get(&from) else {
+            self.stats.strangers += 1;
+            return;
+        };
+        self.links[l].last_rx = Some(now);
+        match frame.body {
+            Some(frame::Body::Hello(h)) => self.on_hello(now, l, h),
+            Some(frame::Body::Update(u)) => self.on_update(now, l, u),
+            Some(frame::Body::Ack(a)) => self.on_acks(now, l, &a.acks),
+            None => {}
+        }
+        self.service(now, l);
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        while let Some(&Reverse((t, l))) = self.heap.peek() {
+            if t > now {
+                break;
+            }
+            self.heap.pop();
+            if self.links[l].scheduled == Some(t) {
+                self.links[l].scheduled = None;
+                self.service(now, l);
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Time> {
+        while let Some(&Reverse((t, l))) = self.heap.peek() {
+            if self.links[l].scheduled == Some(t) {
+                return Some(t);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+}
+
+impl Strategy for TreeCore {
+    fn publish(&mut self, now: Time, node: NodeId, kind: Kind, data: Bytes) -> u64 {
+        let key = Key { node, kind };
+        let version = self.store.next_version(key, self.cfg.version_floor);
+        self.store.apply(&Record { key, version, data });
+        self.changed(now, key);
+        version
+    }
+
+    fn mark_failed(&mut self, now: Time, node: NodeId, data: Bytes) {
+        let key = Key { node, kind: Kind::Dsc };
+        let held = self.store.version(key).unwrap_or(0);
+        if held % 2 == 1 || !self.tree.within(node, self.me) {
+            return;
+        }
+        self.store.apply(&Record { key, version: held + 1, data });
+        self.changed(now, key);
+    }
+
+    fn get(&self, key: Key) -> Option<Record> {
+        self.store.get(key)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}

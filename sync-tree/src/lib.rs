@@ -1,0 +1,44 @@
+//! The tree strategy: OSPF-style state sync between parents and children.
+//!
+//! - [`TreeCore`]: one instance's protocol core (sans-io; implements
+//!   [`overlay::strategy::Strategy`]).
+//! - [`TreeConfig`]: the protocol's knobs other than per-link timers
+//!   (coalescing delay, retransmission, window).
+//! - `link`: per-neighbour state (down, init, full), what the neighbour is
+//!   known to hold, what is dirty, what is in flight.
+//!
+//! The protocol, per link between a parent and a child:
+//!
+//! 1. Both sides send a hello every `hello` (with jitter). It says whether
+//!    the sender hears the receiver (`seen`: down -> init -> full, like
+//!    OSPF's two-way check), acknowledges updates, and carries a digest of
+//!    what the sender holds that came from the receiver.
+//! 2. Cfg flows down only (records of nodes in the child's subtree), Dsc up
+//!    only (records of the sender's subtree); anything else is ignored.
+//! 3. A change marks the record dirty on the links it must travel and arms
+//!    a flush after `coalesce`; the flush packs dirty records into `Update`
+//!    datagrams of at most [`overlay::strategy::MAX_FRAME_BYTES`] (deltas,
+//!    triggered updates). Updates are acknowledged and retransmitted after
+//!    `rxmt`; at most `window` are in flight per link.
+//! 4. A sub-parent re-packs its children's Dsc into its own updates to its
+//!    parent, so the root's traffic grows with sub-parents, not nodes.
+//! 5. When a peer's digest of what it holds from us differs from ours on an
+//!    idle link twice in a row (it lost state, e.g. restarted), everything
+//!    is re-sent; records we own are re-stamped with a new version.
+//! 6. A child silent for `dead` is down: [`overlay::strategy::Event::PeerDown`]
+//!    lets the application mark it failed upward. Leaves keep sending hellos
+//!    to a dead parent and rejoin by themselves.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod core;
+mod link;
+
+pub use config::TreeConfig;
+pub use core::TreeCore;
+pub use link::NeighborState;
+
+#[cfg(test)]
+mod tests;

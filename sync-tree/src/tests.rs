@@ -1,0 +1,256 @@
+//! The tree strategy in the simulator: a small cluster with an echo
+//! application on top (a leaf copies its Cfg into its Dsc), checked for
+//! convergence, root load, datagram size, loss, crashes and direction rules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use overlay::sim::{Sim, SimConfig};
+use overlay::strategy::{Event, Strategy};
+use overlay::tree::{LinkTimers, Tree};
+use overlay::{Instance, Key, Kind, NodeId, Time, Transmit};
+use proto::overlay::Frame;
+
+use crate::{NeighborState, TreeConfig, TreeCore};
+
+/// A core plus the echo application.
+struct Echo {
+    core: TreeCore,
+    failed: Vec<NodeId>,
+}
+
+impl Echo {
+    fn pump(&mut self, now: Time) {
+        while let Some(e) = self.core.poll_event() {
+            match e {
+                Event::Delivered(r) if r.key.kind == Kind::Cfg && r.key.node == self.core.id() => {
+                    self.core.publish(now, r.key.node, Kind::Dsc, r.data);
+                }
+                Event::PeerDown(p) if p > self.core.id() => {
+                    self.failed.push(p);
+                    self.core.mark_failed(now, p, Bytes::from_static(b"failed"));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Instance for Echo {
+    fn id(&self) -> NodeId {
+        self.core.id()
+    }
+    fn handle_frame(&mut self, now: Time, from: NodeId, f: Frame) {
+        self.core.handle_frame(now, from, f);
+        self.pump(now);
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        self.core.handle_timeout(now);
+        self.pump(now);
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.core.poll_transmit()
+    }
+    fn poll_timeout(&mut self) -> Option<Time> {
+        self.core.poll_timeout()
+    }
+}
+
+/// root 0; sub-parents 1..=racks; then `per_rack` leaves per rack.
+fn tree(racks: u32, per_rack: u32) -> Arc<Tree> {
+    let mut parents = vec![None];
+    parents.extend((0..racks).map(|_| Some(0)));
+    for r in 0..racks {
+        parents.extend((0..per_rack).map(|_| Some(1 + r)));
+    }
+    let n = parents.len();
+    Arc::new(Tree::new(parents, vec![LinkTimers::default(); n]).unwrap())
+}
+
+fn echo(t: &Arc<Tree>, id: NodeId, seed: u64, now: Time) -> Echo {
+    let cfg = TreeConfig {
+        seed,
+        version_floor: now.as_millis() as u64 * 16,
+        ..TreeConfig::default()
+    };
+    Echo {
+        core: TreeCore::new(id, t.clone(), cfg, now),
+        failed: Vec::new(),
+    }
+}
+
+fn sim(t: &Arc<Tree>, seed: u64, loss: f64) -> Sim<Echo> {
+    let cfg = SimConfig {
+        seed,
+        loss,
+        ..SimConfig::default()
+    };
+    Sim::new(cfg, (0..t.len() as NodeId).map(|i| echo(t, i, seed, Time::ZERO)).collect())
+}
+
+fn leaves(t: &Tree) -> Vec<NodeId> {
+    (0..t.len() as NodeId).filter(|&i| t.children(i).is_empty()).collect()
+}
+
+fn set_all_cfg(s: &mut Sim<Echo>, t: &Tree, tag: &str) {
+    let ls = leaves(t);
+    s.with(0, |e, now| {
+        for &n in &ls {
+            e.core.publish(now, n, Kind::Cfg, Bytes::from(format!("{tag}-{n}")));
+        }
+    });
+}
+
+fn converged(s: &Sim<Echo>, t: &Tree, tag: &str) -> bool {
+    let root = s.get(0).unwrap();
+    leaves(t).iter().all(|&n| {
+        root.core
+            .get(Key { node: n, kind: Kind::Dsc })
+            .is_some_and(|r| r.data == format!("{tag}-{n}").as_bytes())
+    })
+}
+
+fn run_to(s: &mut Sim<Echo>, t: &Tree, tag: &str, limit: Duration) -> bool {
+    let limit = s.now() + limit;
+    s.run_while(Duration::from_millis(10), limit, |s| converged(s, t, tag))
+}
+
+#[test]
+fn a_cfg_change_reaches_every_leaf_and_its_dsc_comes_back() {
+    let t = tree(4, 25);
+    let mut s = sim(&t, 1, 0.0);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    s.run_until(s.now() + Duration::from_secs(3));
+    let t0 = s.now();
+    set_all_cfg(&mut s, &t, "b");
+    assert!(run_to(&mut s, &t, "b", Duration::from_secs(1)));
+    assert!(s.now() - t0 < Duration::from_millis(100), "triggered updates, not hellos");
+    assert!(s.stats.max_datagram_bytes <= overlay::strategy::MAX_DATAGRAM_BYTES);
+}
+
+#[test]
+fn root_hears_about_one_datagram_per_sub_parent_per_hello_in_steady_state() {
+    let t = tree(5, 200);
+    let mut s = sim(&t, 2, 0.0);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    s.run_until(s.now() + Duration::from_secs(5));
+    let before = s.rx_datagrams(0);
+    s.run_until(s.now() + Duration::from_secs(20));
+    let per_hello = (s.rx_datagrams(0) - before) as f64 / 20.0 / 5.0;
+    assert!(per_hello <= 1.1, "root rx per sub-parent per hello: {per_hello}");
+}
+
+#[test]
+fn converges_under_five_percent_loss() {
+    let t = tree(3, 50);
+    let mut s = sim(&t, 3, 0.05);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(10)));
+    set_all_cfg(&mut s, &t, "b");
+    assert!(run_to(&mut s, &t, "b", Duration::from_secs(5)));
+}
+
+#[test]
+fn a_restarted_sub_parent_is_refilled_from_both_sides() {
+    let t = tree(2, 20);
+    let mut s = sim(&t, 4, 0.0);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    s.crash(1);
+    s.run_until(s.now() + Duration::from_secs(1));
+    let now = s.now();
+    s.restart(1, echo(&t, 1, 4, now));
+    s.run_until(s.now() + Duration::from_secs(10));
+    let sp = s.get(1).unwrap();
+    assert_eq!(sp.core.held(), 40, "the Cfg and Dsc of its 20 leaves");
+    set_all_cfg(&mut s, &t, "b");
+    assert!(run_to(&mut s, &t, "b", Duration::from_secs(2)));
+}
+
+#[test]
+fn a_dead_leaf_is_marked_failed_and_supersedes_the_mark_when_back() {
+    let t = tree(1, 5);
+    let mut s = sim(&t, 5, 0.0);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    let leaf = 4;
+    let dsc = Key { node: leaf, kind: Kind::Dsc };
+    s.crash(leaf);
+    s.run_until(s.now() + Duration::from_secs(6));
+    assert_eq!(s.get(1).unwrap().failed, vec![leaf]);
+    let marked = s.get(0).unwrap().core.get(dsc).unwrap();
+    assert_eq!(marked.data, "failed".as_bytes());
+    assert_eq!(marked.version % 2, 1);
+    let now = s.now();
+    s.restart(leaf, echo(&t, leaf, 5, now));
+    s.run_until(s.now() + Duration::from_secs(5));
+    let back = s.get(0).unwrap().core.get(dsc).unwrap();
+    assert_eq!(back.data, format!("a-{leaf}").as_bytes());
+    assert!(back.version > marked.version);
+}
+
+#[test]
+fn a_leaf_whose_parent_died_rejoins_by_itself() {
+    let t = tree(1, 5);
+    let mut s = sim(&t, 6, 0.0);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    s.crash(1);
+    s.run_until(s.now() + Duration::from_secs(8));
+    assert_eq!(s.get(2).unwrap().core.neighbor(1), Some(NeighborState::Down));
+    let now = s.now();
+    s.restart(1, echo(&t, 1, 6, now));
+    s.run_until(s.now() + Duration::from_secs(3));
+    assert_eq!(s.get(2).unwrap().core.neighbor(1), Some(NeighborState::Full));
+    set_all_cfg(&mut s, &t, "b");
+    assert!(run_to(&mut s, &t, "b", Duration::from_secs(2)));
+}
+
+#[test]
+fn records_from_the_wrong_direction_are_rejected() {
+    let t = tree(1, 2);
+    let mut s = sim(&t, 7, 0.0);
+    s.run_until(Duration::from_secs(3));
+    // Leaf 2 claims a Cfg for its sibling 3 and a Dsc for the root.
+    let forged = Frame {
+        body: Some(proto::overlay::frame::Body::Update(proto::overlay::Update {
+            update_seq: 1,
+            records: vec![
+                overlay::Record {
+                    key: Key { node: 3, kind: Kind::Cfg },
+                    version: 100,
+                    data: Bytes::from_static(b"x"),
+                }
+                .to_wire(),
+                overlay::Record {
+                    key: Key { node: 0, kind: Kind::Dsc },
+                    version: 100,
+                    data: Bytes::from_static(b"x"),
+                }
+                .to_wire(),
+            ],
+            acks: vec![],
+        })),
+    };
+    s.with(1, |e, now| e.handle_frame(now, 2, forged));
+    assert_eq!(s.get(1).unwrap().core.stats().records_rejected, 2);
+    assert!(s.get(1).unwrap().core.get(Key { node: 3, kind: Kind::Cfg }).is_none());
+}
+
+#[test]
+fn one_seed_replays_the_same_run() {
+    let run = |seed| {
+        let t = tree(3, 30);
+        let mut s = sim(&t, seed, 0.02);
+        set_all_cfg(&mut s, &t, "a");
+        s.run_until(Duration::from_secs(4));
+        s.crash(5);
+        s.run_until(Duration::from_secs(8));
+        (s.stats.clone(), s.rx_datagrams(0), s.get(0).unwrap().core.stats().clone())
+    };
+    assert_eq!(run(11), run(11));
+    assert_ne!(run(11).0, run(12).0);
+}

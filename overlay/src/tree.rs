@@ -103,6 +103,22 @@ impl Tree {
         })
     }
 
+    /// Builds the tree of a flattened topology (its ids are already dense,
+    /// root first, parents before children).
+    pub fn from_flat(flat: &topo::Flat) -> Result<Tree, TreeError> {
+        let parents = flat.instances.iter().map(|i| i.parent).collect();
+        let timers = flat
+            .instances
+            .iter()
+            .map(|i| LinkTimers {
+                hello: i.sync.hello,
+                dead: i.sync.dead,
+                jitter: i.sync.jitter,
+            })
+            .collect();
+        Tree::new(parents, timers)
+    }
+
     /// Number of instances.
     pub fn len(&self) -> usize {
         self.parent.len()
@@ -198,6 +214,20 @@ mod tests {
         assert_eq!(t.subtree_len(0), 7);
         assert_eq!(t.depth(6), 3);
         assert_eq!(t.aggregators().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_generated_topology_makes_a_tree() {
+        let spec = topo::generate::GenSpec {
+            nodes: 100,
+            racks: 4,
+            ..Default::default()
+        };
+        let flat = topo::generate::generate(&spec).flatten();
+        let t = Tree::from_flat(&flat).unwrap();
+        assert_eq!(t.len(), 105);
+        assert_eq!(t.children(0).len(), 4);
+        assert_eq!(t.subtree_len(0), 105);
     }
 
     #[test]

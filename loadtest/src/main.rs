@@ -1,0 +1,107 @@
+//! `loadtest`: runs an overlay of tens of thousands of nodes and reports
+//! convergence times.
+//!
+//! - `loadtest run --net sim|udp ...`: one scenario, a table at the end and
+//!   an optional JSON report.
+//! - `loadtest worker ...` (hidden): one UDP worker process, started by `run`.
+
+mod app;
+mod progress;
+mod report;
+mod setup;
+mod sim_mode;
+mod udp_mode;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::setup::{ClusterArgs, parse_duration};
+
+#[derive(Parser)]
+#[command(name = "loadtest", version, about = "Load harness for the Layercake sync overlay")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one scenario and report convergence times.
+    Run(RunArgs),
+    /// One UDP worker process (started by `run --net udp`).
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Where the nodes run: `sim` (virtual time) or `udp` (real sockets).
+    #[arg(long, default_value = "sim")]
+    net: String,
+    /// The scenario: `converge`.
+    #[arg(long, default_value = "converge")]
+    scenario: String,
+    /// Give up on a phase after this long (virtual time in `sim`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// UDP worker processes (default: one per 12,500 instances).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address while running.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Run(a) => run(a),
+        Cmd::Worker(w) => worker::main(w),
+    }
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    if a.scenario != "converge" {
+        bail!("--scenario {}: only `converge` exists so far", a.scenario);
+    }
+    let cluster = setup::cluster(&a.cluster)?;
+    let progress = progress::Progress::new(a.quiet, a.metrics)?;
+    eprintln!(
+        "loadtest: {} nodes, {} sub-parents, net {}, strategy {}, seed {}",
+        cluster.leaves(),
+        cluster.sub_parents(),
+        a.net,
+        a.cluster.strategy,
+        a.cluster.seed
+    );
+    let report = match a.net.as_str() {
+        "sim" => sim_mode::run(&a.cluster, &cluster, a.timeout, &progress)?,
+        "udp" => udp_mode::run(&a.cluster, &cluster, a.timeout, a.workers, &progress)?,
+        other => bail!("--net {other}: use `sim` or `udp`"),
+    };
+    println!("{}", report.table());
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        eprintln!("report written to {}", path.display());
+    }
+    if report.reached < report.nodes {
+        bail!("only {} of {} nodes converged", report.reached, report.nodes);
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The run report: percentiles (hdrhistogram), JSON and a human table.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Everything a run measured. Times are seconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Report {
+    /// The scenario that ran (`converge`).
+    pub scenario: String,
+    /// `sim` or `udp`.
+    pub net: String,
+    /// The sync strategy.
+    pub strategy: String,
+    /// Whether the state engine ran on every node.
+    pub engine: bool,
+    /// Leaf nodes.
+    pub nodes: usize,
+    /// Aggregators other than the root.
+    pub sub_parents: usize,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Configured datagram loss.
+    pub loss: f64,
+    /// Hello interval of the nodes' tier.
+    pub hello_s: f64,
+    /// Leaves whose matching Dsc the root held by the end.
+    pub reached: usize,
+    /// Initial sync: start until the root held every leaf's first Dsc.
+    pub initial_sync_s: f64,
+    /// Cfg change at the root until the node holds it: median.
+    pub down_p50_s: f64,
+    /// Same, 99th percentile.
+    pub down_p99_s: f64,
+    /// Cfg change until the root holds the matching Dsc: median.
+    pub converge_p50_s: f64,
+    /// Same, 99th percentile.
+    pub converge_p99_s: f64,
+    /// Same, slowest node.
+    pub converge_max_s: f64,
+    /// Steady state: datagrams the root received per root child per hello.
+    pub root_rx_datagrams_per_hello: f64,
+    /// Largest datagram sent, envelope included.
+    pub max_datagram_bytes: usize,
+    /// Datagrams sent over the whole run.
+    pub datagrams_total: u64,
+    /// Bytes sent over the whole run.
+    pub bytes_total: u64,
+    /// Datagrams rejected by receivers' envelopes (replays of duplicates
+    /// in simulation, anything else on UDP).
+    pub datagrams_rejected: u64,
+    /// Wall-clock duration of the run.
+    pub wall_s: f64,
+    /// Virtual duration (simulation) or measured span (UDP).
+    pub virtual_s: f64,
+    /// Peak resident memory over all processes of the run, MiB.
+    pub peak_rss_mb: f64,
+    /// Worker processes (UDP).
+    pub workers: usize,
+}
+
+/// Percentiles of a set of durations.
+pub struct Percentiles {
+    h: Histogram<u64>,
+}
+
+impl Percentiles {
+    /// Collects durations (microsecond resolution, up to one hour).
+    pub fn new(samples: impl Iterator<Item = Duration>) -> Percentiles {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+        for s in samples {
+            h.saturating_record((s.as_micros() as u64).max(1));
+        }
+        Percentiles { h }
+    }
+
+    /// The value at `q` (0..=1), seconds; 0 when empty.
+    pub fn at(&self, q: f64) -> f64 {
+        if self.h.is_empty() {
+            return 0.0;
+        }
+        self.h.value_at_quantile(q) as f64 / 1e6
+    }
+
+    /// The largest value, seconds.
+    pub fn max(&self) -> f64 {
+        if self.h.is_empty() { 0.0 } else { self.h.max() as f64 / 1e6 }
+    }
+}
+
+/// Peak resident set of this process (VmHWM), MiB.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+impl Report {
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let rows = [
+            ("scenario", format!("{} ({} net, {} strategy, engine {})", self.scenario, self.net, self.strategy, self.engine)),
+            ("nodes / sub-parents", format!("{} / {}", self.nodes, self.sub_parents)),
+            ("reached", format!("{} of {}", self.reached, self.nodes)),
+            ("seed, loss, hello", format!("{}, {}, {} s", self.seed, self.loss, self.hello_s)),
+            ("initial sync", format!("{:.3} s", self.initial_sync_s)),
+            ("down p50 / p99", format!("{:.3} s / {:.3} s", self.down_p50_s, self.down_p99_s)),
+            ("converge p50 / p99 / max", format!("{:.3} s / {:.3} s / {:.3} s", self.converge_p50_s, self.converge_p99_s, self.converge_max_s)),
+            ("root rx per sub-parent per hello", format!("{:.2}", self.root_rx_datagrams_per_hello)),
+            ("datagrams / bytes", format!("{} / {}", self.datagrams_total, self.bytes_total)),
+            ("largest datagram", format!("{} bytes", self.max_datagram_bytes)),
+            ("rejected datagrams", format!("{}", self.datagrams_rejected)),
+            ("wall / virtual", format!("{:.2} s / {:.2} s", self.wall_s, self.virtual_s)),
+            ("peak RSS", format!("{:.0} MiB", self.peak_rss_mb)),
+        ];
+        let mut out = String::new();
+        for (k, v) in rows {
+            out.push_str(&format!("  {k:<34} {v}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_known_samples() {
+        let p = Percentiles::new((1..=100).map(Duration::from_millis));
+        assert!((p.at(0.5) - 0.050).abs() < 0.001);
+        assert!((p.at(0.99) - 0.099).abs() < 0.001);
+        assert!((p.max() - 0.100).abs() < 0.001);
+        assert_eq!(Percentiles::new(std::iter::empty()).at(0.5), 0.0);
+    }
+}

@@ -1,0 +1,181 @@
+//! From command-line settings to a topology, a tree and sync cores.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use overlay::tree::Tree;
+use sync_tree::{TreeConfig, TreeCore};
+use topo::{Flat, Role, StrategyKind, SyncSettings, Topology};
+
+use crate::app::LoadNode;
+
+/// Parses `250ms`, `1s`, `1.5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 250ms, 1s, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s or m)")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("`{s}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// What the cluster looks like (shared by `run` and the UDP workers).
+#[derive(Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Leaf nodes of a generated topology.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// Racks (sub-parents above the nodes) of a generated topology.
+    #[arg(long, default_value_t = 10)]
+    pub racks: usize,
+    /// Tiers below the root, nodes included (2 = racks + nodes).
+    #[arg(long, default_value_t = 2)]
+    pub levels: usize,
+    /// Use this topology file instead of generating one.
+    #[arg(long)]
+    pub topology: Option<PathBuf>,
+    /// Sync strategy: tree (hybrid and gossip come with sync-gossip).
+    #[arg(long, default_value = "tree")]
+    pub strategy: String,
+    /// Hello interval of every level (overrides the topology).
+    #[arg(long, value_parser = parse_duration)]
+    pub hello: Option<Duration>,
+    /// Dead interval of every level (default: 4 hellos).
+    #[arg(long, value_parser = parse_duration)]
+    pub dead: Option<Duration>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Probability that a datagram is lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+}
+
+/// The cluster a run works on.
+pub struct Cluster {
+    /// The topology, flattened.
+    pub flat: Flat,
+    /// Its tree, shared by every core.
+    pub tree: Arc<Tree>,
+    /// Which ids are leaves.
+    pub is_leaf: Vec<bool>,
+    /// Hello interval of the root's links (for load per hello).
+    pub root_hello: Duration,
+    /// Hello interval of the nodes' tier.
+    pub node_hello: Duration,
+}
+
+impl Cluster {
+    /// Leaves.
+    pub fn leaves(&self) -> usize {
+        self.is_leaf.iter().filter(|l| **l).count()
+    }
+
+    /// Aggregators other than the root.
+    pub fn sub_parents(&self) -> usize {
+        self.flat.instances.iter().filter(|i| i.role == Role::SubParent).count()
+    }
+
+    /// The loadtest instance `id`, started at `now`.
+    pub fn node(&self, id: u32, seed: u64, now: Duration) -> LoadNode {
+        let cfg = TreeConfig {
+            seed,
+            version_floor: now.as_millis() as u64 * 16,
+            ..TreeConfig::default()
+        };
+        LoadNode::new(TreeCore::new(id, self.tree.clone(), cfg, now))
+    }
+}
+
+/// Builds the cluster from the arguments.
+pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
+    let strategy: StrategyKind = a.strategy.parse().map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
+    if strategy != StrategyKind::Tree {
+        bail!("--strategy {strategy}: only `tree` is built so far (hybrid and gossip come with sync-gossip)");
+    }
+    if !(0.0..1.0).contains(&a.loss) {
+        bail!("--loss must be in [0, 1), got {}", a.loss);
+    }
+    let mut topo = match &a.topology {
+        Some(p) => Topology::load(p).with_context(|| format!("loading {}", p.display()))?,
+        None => {
+            if a.nodes == 0 || a.racks == 0 || a.racks > a.nodes {
+                bail!("--nodes must be >= --racks >= 1 (got {} nodes, {} racks)", a.nodes, a.racks);
+            }
+            if !(2..=topo::LEVELS_MAX).contains(&a.levels) {
+                bail!("--levels must be in 2..={}", topo::LEVELS_MAX);
+            }
+            topo::generate::generate(&topo::generate::GenSpec {
+                cluster: "loadtest".into(),
+                nodes: a.nodes,
+                racks: a.racks,
+                levels: a.levels,
+                sync: SyncSettings::default(),
+            })
+        }
+    };
+    override_timers(&mut topo, a.hello, a.dead)?;
+    let flat = topo.flatten();
+    let tree = Arc::new(Tree::from_flat(&flat).context("building the overlay tree")?);
+    let is_leaf = flat.instances.iter().map(|i| i.role == Role::Leaf).collect();
+    let root_hello = flat
+        .root_children()
+        .first()
+        .map_or(Duration::from_secs(1), |&c| flat.instances[c as usize].sync.hello);
+    let node_hello = topo.node_sync().hello;
+    Ok(Cluster {
+        flat,
+        tree,
+        is_leaf,
+        root_hello,
+        node_hello,
+    })
+}
+
+fn override_timers(t: &mut Topology, hello: Option<Duration>, dead: Option<Duration>) -> Result<()> {
+    let set = |s: &mut SyncSettings| -> Result<()> {
+        if let Some(h) = hello {
+            s.hello = h;
+            s.dead = dead.unwrap_or(h * 4);
+        } else if let Some(d) = dead {
+            s.dead = d;
+        }
+        if s.hello >= s.dead {
+            bail!("hello ({:?}) must be shorter than dead ({:?})", s.hello, s.dead);
+        }
+        Ok(())
+    };
+    set(&mut t.defaults)?;
+    for l in &mut t.levels {
+        set(&mut l.sync)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}

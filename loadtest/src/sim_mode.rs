@@ -1,0 +1,101 @@
+//! `--net sim`: every instance in one process on the deterministic simulator.
+//!
+//! Phases: (1) the root publishes generation 1 for every leaf and the run
+//! waits until it holds every matching Dsc (initial sync); (2) it settles
+//! and the root's received datagrams are counted over five hellos (steady
+//! state); (3) at `t0` the root publishes generation 2 for every leaf, and
+//! per node `down` (Cfg held by the node) and `converge` (matching Dsc held
+//! by the root) are measured on the virtual clock.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use overlay::sim::{Sim, SimConfig};
+
+use crate::app::LoadNode;
+use crate::progress::Progress;
+use crate::report::{Percentiles, Report, peak_rss_mb};
+use crate::setup::{Cluster, ClusterArgs};
+
+/// Hellos over which the root's steady-state load is measured.
+pub const STEADY_HELLOS: u32 = 5;
+
+fn reached(s: &Sim<LoadNode>) -> usize {
+    s.get(0).and_then(|r| r.track.as_ref()).map_or(0, |t| t.reached)
+}
+
+/// Runs the `converge` scenario in simulation.
+pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -> Result<Report> {
+    let wall = Instant::now();
+    let leaves = c.leaves();
+    let nodes = (0..c.flat.instances.len() as u32).map(|i| c.node(i, a.seed, Duration::ZERO)).collect();
+    let cfg = SimConfig {
+        seed: a.seed,
+        loss: a.loss,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg, nodes);
+    let step = Duration::from_millis(10);
+
+    progress.phase("initial sync", leaves);
+    sim.with(0, |r, now| r.roll_out(now, 1, &c.is_leaf));
+    let ok = sim.run_while(step, limit, |s| {
+        progress.set(reached(s), s.stats.datagrams);
+        reached(s) == leaves
+    });
+    if !ok {
+        bail!("initial sync did not finish within {limit:?} of virtual time ({} of {leaves})", reached(&sim));
+    }
+    let initial_sync = sim.now();
+
+    progress.phase("steady state", 0);
+    sim.run_until(sim.now() + c.root_hello * 2);
+    let rx0 = sim.rx_datagrams(0);
+    sim.run_until(sim.now() + c.root_hello * STEADY_HELLOS);
+    let root_children = c.tree.children(0).len().max(1) as f64;
+    let per_hello = (sim.rx_datagrams(0) - rx0) as f64 / STEADY_HELLOS as f64 / root_children;
+
+    progress.phase("converge", leaves);
+    let t0 = sim.now();
+    sim.with(0, |r, now| r.roll_out(now, 2, &c.is_leaf));
+    sim.run_while(step, t0 + limit, |s| {
+        progress.set(reached(s), s.stats.datagrams);
+        reached(s) == leaves
+    });
+    progress.finish();
+
+    let root = sim.get(0).expect("the root is never crashed here");
+    let track = root.track.as_ref().expect("tracking generation 2");
+    let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
+    let downs = (0..sim.len() as u32)
+        .filter_map(|i| sim.get(i))
+        .flat_map(|n| n.cfg_arrivals.iter().filter(|(g, _)| *g == 2).map(|(_, t)| *t - t0));
+    let down = Percentiles::new(downs);
+    Ok(Report {
+        scenario: "converge".into(),
+        net: "sim".into(),
+        strategy: a.strategy.clone(),
+        engine: false,
+        nodes: leaves,
+        sub_parents: c.sub_parents(),
+        seed: a.seed,
+        loss: a.loss,
+        hello_s: c.node_hello.as_secs_f64(),
+        reached: track.reached,
+        initial_sync_s: initial_sync.as_secs_f64(),
+        down_p50_s: down.at(0.5),
+        down_p99_s: down.at(0.99),
+        converge_p50_s: converge.at(0.5),
+        converge_p99_s: converge.at(0.99),
+        converge_max_s: converge.max(),
+        root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
+        max_datagram_bytes: sim.stats.max_datagram_bytes,
+        datagrams_total: sim.stats.datagrams,
+        bytes_total: sim.stats.bytes,
+        datagrams_rejected: sim.stats.rejected,
+        wall_s: wall.elapsed().as_secs_f64(),
+        virtual_s: sim.now().as_secs_f64(),
+        peak_rss_mb: peak_rss_mb(),
+        workers: 1,
+    })
+}

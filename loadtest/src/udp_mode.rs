@@ -1,0 +1,303 @@
+//! `--net udp`: every instance on its own real UDP socket on loopback,
+//! spread over worker processes (a process may hold at most 20,000 files).
+//!
+//! The orchestrator (this process) starts the workers, drives the same
+//! phases as the simulation (initial sync, steady state, converge) through
+//! the root's worker, and computes the report from the workers'
+//! `CLOCK_MONOTONIC` timestamps, which are comparable across processes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::progress::Progress;
+use crate::report::{Percentiles, Report, peak_rss_mb};
+use crate::setup::{Cluster, ClusterArgs};
+use crate::sim_mode::STEADY_HELLOS;
+use crate::worker::{Msg, WorkerReport};
+
+/// Most instances one worker process holds (one socket each).
+pub const INSTANCES_PER_WORKER_MAX: usize = 12_500;
+/// Socket buffer ceiling the run asks the kernel to allow, bytes.
+const SOCKET_BUFFER_MAX_BYTES: u64 = 32 << 20;
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+struct Fleet {
+    workers: Vec<Worker>,
+    rx: Receiver<(usize, Result<Msg>)>,
+}
+
+impl Fleet {
+    fn send(&mut self, w: usize, line: &str) -> Result<()> {
+        writeln!(self.workers[w].stdin, "{line}").with_context(|| format!("worker {w} is gone"))
+    }
+
+    fn broadcast(&mut self, line: &str) -> Result<()> {
+        (0..self.workers.len()).try_for_each(|w| self.send(w, line))
+    }
+
+    /// Waits for the next message matching `pick` (others are dropped).
+    fn wait<T>(&self, limit: Duration, mut pick: impl FnMut(usize, Msg) -> Option<T>) -> Result<T> {
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let (w, m) = self.rx.recv_timeout(left).context("timed out waiting for the workers")?;
+            if let Some(t) = pick(w, m.with_context(|| format!("worker {w}"))?) {
+                return Ok(t);
+            }
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = writeln!(w.stdin, "quit");
+        }
+        for w in &mut self.workers {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = w.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = w.child.kill();
+            let _ = w.child.wait();
+        }
+    }
+}
+
+/// Lets sockets have large buffers (best effort: needs root).
+fn raise_socket_buffer_limits() {
+    for f in ["/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max"] {
+        let cur: u64 = std::fs::read_to_string(f).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        if cur < SOCKET_BUFFER_MAX_BYTES && std::fs::write(f, SOCKET_BUFFER_MAX_BYTES.to_string()).is_err() {
+            eprintln!("note: could not raise {f} ({cur} bytes); bursts may overflow socket buffers");
+        }
+    }
+}
+
+fn worker_args(a: &ClusterArgs) -> Vec<String> {
+    let mut v = vec![
+        "--nodes".into(),
+        a.nodes.to_string(),
+        "--racks".into(),
+        a.racks.to_string(),
+        "--levels".into(),
+        a.levels.to_string(),
+        "--strategy".into(),
+        a.strategy.clone(),
+        "--seed".into(),
+        a.seed.to_string(),
+        "--loss".into(),
+        a.loss.to_string(),
+    ];
+    if let Some(t) = &a.topology {
+        v.extend(["--topology".into(), t.display().to_string()]);
+    }
+    if let Some(h) = a.hello {
+        v.extend(["--hello".into(), format!("{}ms", h.as_secs_f64() * 1000.0)]);
+    }
+    if let Some(d) = a.dead {
+        v.extend(["--dead".into(), format!("{}ms", d.as_secs_f64() * 1000.0)]);
+    }
+    v
+}
+
+/// Instance ranges: the root alone, then chunks of the rest.
+fn ranges(instances: usize, workers: Option<usize>) -> Vec<(usize, usize)> {
+    let rest = instances - 1;
+    let n = workers
+        .map(|w| w.saturating_sub(1).max(1))
+        .unwrap_or_else(|| rest.div_ceil(INSTANCES_PER_WORKER_MAX).max(1));
+    let chunk = rest.div_ceil(n).max(1);
+    let mut v = vec![(0, 1)];
+    let mut lo = 1;
+    while lo < instances {
+        let hi = (lo + chunk).min(instances);
+        v.push((lo, hi));
+        lo = hi;
+    }
+    v
+}
+
+fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet> {
+    let exe = std::env::current_exe()?;
+    let (tx, rx) = channel();
+    let mut workers = Vec::new();
+    for (i, &(lo, hi)) in ranges.iter().enumerate() {
+        if hi - lo > INSTANCES_PER_WORKER_MAX + 1 {
+            bail!("worker {i} would hold {} instances (at most {INSTANCES_PER_WORKER_MAX}): use more --workers", hi - lo);
+        }
+        let mut child = Command::new(&exe)
+            .arg("worker")
+            .args(worker_args(a))
+            .args(["--lo", &lo.to_string(), "--hi", &hi.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a worker")?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let msg = serde_json::from_str::<Msg>(&line).with_context(|| format!("bad line `{line}`"));
+                if tx.send((i, msg)).is_err() {
+                    break;
+                }
+            }
+        });
+        workers.push(Worker { child, stdin });
+    }
+    Ok(Fleet { workers, rx })
+}
+
+fn wait_reached(f: &Fleet, generation: u64, leaves: usize, limit: Duration, p: &Progress) -> Result<usize> {
+    let end = Instant::now() + limit;
+    let mut best = 0;
+    while Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now());
+        let r = f.wait(left, |_, m| match m {
+            Msg::Progress { generation: g, reached } if g == generation => Some(reached),
+            _ => None,
+        });
+        match r {
+            Ok(n) => {
+                best = n;
+                p.set(n, 0);
+                if n == leaves {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(best)
+}
+
+fn root_rx(f: &mut Fleet) -> Result<(u64, u64)> {
+    f.send(0, "rx")?;
+    f.wait(Duration::from_secs(10), |_, m| match m {
+        Msg::Rx { count, at_ns } => Some((count, at_ns)),
+        _ => None,
+    })
+}
+
+fn rollout(f: &mut Fleet, generation: u64) -> Result<u64> {
+    f.send(0, &format!("rollout {generation}"))?;
+    f.wait(Duration::from_secs(30), |_, m| match m {
+        Msg::RolledOut { t0_ns, .. } => Some(t0_ns),
+        _ => None,
+    })
+}
+
+/// Runs the `converge` scenario on real sockets.
+pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, workers: Option<usize>, p: &Progress) -> Result<Report> {
+    let wall = Instant::now();
+    let leaves = c.leaves();
+    raise_socket_buffer_limits();
+    let ranges = ranges(c.flat.instances.len(), workers);
+    eprintln!("starting {} worker processes", ranges.len());
+    let mut f = spawn(a, &ranges)?;
+    let n = f.workers.len();
+    let mut ready = 0;
+    f.wait(Duration::from_secs(300), |_, m| {
+        ready += matches!(m, Msg::Ready) as usize;
+        (ready == n).then_some(())
+    })?;
+    f.broadcast("start")?;
+    let started = Instant::now();
+
+    p.phase("initial sync", leaves);
+    rollout(&mut f, 1)?;
+    if wait_reached(&f, 1, leaves, limit, p)? < leaves {
+        bail!("initial sync did not finish within {limit:?}");
+    }
+    let initial_sync = started.elapsed();
+
+    p.phase("steady state", 0);
+    std::thread::sleep(c.root_hello * 2);
+    let (rx0, at0) = root_rx(&mut f)?;
+    std::thread::sleep(c.root_hello * STEADY_HELLOS);
+    let (rx1, at1) = root_rx(&mut f)?;
+    let hellos = (at1 - at0) as f64 / c.root_hello.as_nanos() as f64;
+    let per_hello = (rx1 - rx0) as f64 / hellos / c.tree.children(0).len().max(1) as f64;
+
+    p.phase("converge", leaves);
+    let t0 = rollout(&mut f, 2)?;
+    wait_reached(&f, 2, leaves, limit, p)?;
+    // Let the last progress settle before asking for reports.
+    std::thread::sleep(Duration::from_millis(100));
+    p.finish();
+    f.broadcast("report 2")?;
+    let mut reports: Vec<WorkerReport> = Vec::new();
+    f.wait(Duration::from_secs(60), |_, m| {
+        if let Msg::Report(r) = m {
+            reports.push(r);
+        }
+        (reports.len() == n).then_some(())
+    })?;
+    let virtual_s = started.elapsed().as_secs_f64();
+    drop(f);
+
+    let since = |t: &u64| Duration::from_nanos(t.saturating_sub(t0));
+    let down = Percentiles::new(reports.iter().flat_map(|r| r.downs_ns.iter().map(since)));
+    let conv = Percentiles::new(reports.iter().flat_map(|r| r.converged_ns.iter().map(since)));
+    let reached = reports.iter().map(|r| r.converged_ns.len()).sum();
+    Ok(Report {
+        scenario: "converge".into(),
+        net: "udp".into(),
+        strategy: a.strategy.clone(),
+        engine: false,
+        nodes: leaves,
+        sub_parents: c.sub_parents(),
+        seed: a.seed,
+        loss: a.loss,
+        hello_s: c.node_hello.as_secs_f64(),
+        reached,
+        initial_sync_s: initial_sync.as_secs_f64(),
+        down_p50_s: down.at(0.5),
+        down_p99_s: down.at(0.99),
+        converge_p50_s: conv.at(0.5),
+        converge_p99_s: conv.at(0.99),
+        converge_max_s: conv.max(),
+        root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
+        max_datagram_bytes: reports.iter().map(|r| r.tx_max_bytes).max().unwrap_or(0),
+        datagrams_total: reports.iter().map(|r| r.tx_datagrams).sum(),
+        bytes_total: reports.iter().map(|r| r.tx_bytes).sum(),
+        datagrams_rejected: reports.iter().map(|r| r.rejected).sum(),
+        wall_s: wall.elapsed().as_secs_f64(),
+        virtual_s,
+        peak_rss_mb: peak_rss_mb() + reports.iter().map(|r| r.peak_rss_mb).sum::<f64>(),
+        workers: n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_everything_once_with_the_root_alone() {
+        for (n, w) in [(2, None), (50_101, None), (1001, Some(3)), (100_201, None)] {
+            let r = ranges(n, w);
+            assert_eq!(r[0], (0, 1));
+            assert_eq!(r.last().unwrap().1, n);
+            for pair in r.windows(2) {
+                assert_eq!(pair[0].1, pair[1].0);
+            }
+            assert!(r.iter().all(|(lo, hi)| hi - lo <= INSTANCES_PER_WORKER_MAX + 1));
+        }
+    }
+}

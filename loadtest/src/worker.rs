@@ -1,0 +1,220 @@
+//! One UDP worker process: a range of instances, each on its own socket.
+//!
+//! Started by `loadtest run --net udp` with the same cluster arguments and
+//! an instance range. It binds every socket, says `ready`, and on `start`
+//! creates the cores on `CLOCK_MONOTONIC` (shared by all processes, so the
+//! orchestrator can subtract timestamps from different workers). Commands
+//! arrive as lines on stdin; replies are JSON lines on stdout.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use overlay::envelope::{ClusterKey, KeyRing};
+use overlay::udp::{self, Buffers, Handle, Shared, monotonic_now};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use topo::Role;
+
+use crate::app::LoadNode;
+use crate::report::peak_rss_mb;
+use crate::setup::{Cluster, ClusterArgs, cluster};
+
+/// Arguments of a worker.
+#[derive(Args, Clone, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// First instance id of this worker.
+    #[arg(long)]
+    pub lo: u32,
+    /// One past the last instance id.
+    #[arg(long)]
+    pub hi: u32,
+}
+
+/// A message from a worker to the orchestrator.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum Msg {
+    /// Every socket is bound.
+    Ready,
+    /// Root worker: leaves whose matching Dsc the root holds.
+    Progress {
+        /// The generation tracked.
+        generation: u64,
+        /// Leaves reached.
+        reached: usize,
+    },
+    /// Root worker: a generation was published at `t0_ns`.
+    RolledOut {
+        /// The generation.
+        generation: u64,
+        /// `CLOCK_MONOTONIC` at publication, nanoseconds.
+        t0_ns: u64,
+    },
+    /// Root worker: datagrams the root has received so far.
+    Rx {
+        /// The count.
+        count: u64,
+        /// When it was read, nanoseconds.
+        at_ns: u64,
+    },
+    /// The worker's measurements.
+    Report(WorkerReport),
+}
+
+/// What one worker measured.
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct WorkerReport {
+    /// For each leaf: when its Cfg of the asked generation arrived (ns).
+    pub downs_ns: Vec<u64>,
+    /// Root worker: when the root held each leaf's matching Dsc (ns).
+    pub converged_ns: Vec<u64>,
+    /// Datagrams sent.
+    pub tx_datagrams: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Largest datagram sent.
+    pub tx_max_bytes: usize,
+    /// Datagrams the envelope rejected.
+    pub rejected: u64,
+    /// Failed sends.
+    pub tx_errors: u64,
+    /// Peak resident memory, MiB.
+    pub peak_rss_mb: f64,
+}
+
+fn say(m: &Msg) {
+    println!("{}", serde_json::to_string(m).expect("serializable"));
+}
+
+/// Raises the open-file soft limit to the hard limit.
+fn raise_nofile() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `l` is a valid rlimit; the calls only read and write it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+fn buffers(role: Role) -> Buffers {
+    match role {
+        Role::Root => Buffers {
+            recv_bytes: 32 << 20,
+            send_bytes: 8 << 20,
+        },
+        Role::SubParent => Buffers {
+            recv_bytes: 8 << 20,
+            send_bytes: 4 << 20,
+        },
+        Role::Leaf => Buffers {
+            recv_bytes: 256 << 10,
+            send_bytes: 256 << 10,
+        },
+    }
+}
+
+/// Runs a worker until `quit` or end of input.
+pub fn main(a: WorkerArgs) -> Result<()> {
+    raise_nofile();
+    let c = cluster(&a.cluster)?;
+    if a.lo >= a.hi || a.hi as usize > c.flat.instances.len() {
+        bail!("bad instance range {}..{}", a.lo, a.hi);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, serve(a, c))
+}
+
+async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
+    let mut sockets = Vec::new();
+    for id in a.lo..a.hi {
+        let inst = &c.flat.instances[id as usize];
+        let s = udp::bind(inst.addr, buffers(inst.role)).with_context(|| format!("binding {} for {}", inst.addr, inst.name))?;
+        sockets.push(s);
+    }
+    say(&Msg::Ready);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let shared = Arc::new(Shared {
+        addrs: c.flat.instances.iter().map(|i| i.addr).collect(),
+        keys: KeyRing::single(1, &ClusterKey::from_seed(a.cluster.seed)),
+        loss: a.cluster.loss,
+        epoch: monotonic_now().as_nanos() as u64,
+    });
+    let mut handles: Vec<Handle<LoadNode>> = Vec::new();
+    let c = Rc::new(c);
+    while let Some(line) = lines.next_line().await? {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["start"] => {
+                let now = monotonic_now();
+                for (id, s) in (a.lo..a.hi).zip(sockets.drain(..)) {
+                    handles.push(udp::spawn(c.node(id, a.cluster.seed, now), s, shared.clone()));
+                }
+                if a.lo == 0 {
+                    tokio::task::spawn_local(progress(handles[0].clone()));
+                }
+            }
+            ["rollout", g] if a.lo == 0 => {
+                let g: u64 = g.parse()?;
+                let t0 = handles[0].with(|r, now| {
+                    r.roll_out(now, g, &c.is_leaf);
+                    now
+                });
+                say(&Msg::RolledOut {
+                    generation: g,
+                    t0_ns: t0.as_nanos() as u64,
+                });
+            }
+            ["rx"] if a.lo == 0 => say(&Msg::Rx {
+                count: handles[0].traffic().rx_datagrams,
+                at_ns: monotonic_now().as_nanos() as u64,
+            }),
+            ["report", g] => say(&Msg::Report(report(&handles, g.parse()?))),
+            ["quit"] => break,
+            _ => bail!("worker: unknown command `{line}`"),
+        }
+    }
+    Ok(())
+}
+
+async fn progress(root: Handle<LoadNode>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some((generation, reached)) = root.peek(|r| r.track.as_ref().map(|t| (t.generation, t.reached))) {
+            say(&Msg::Progress { generation, reached });
+        }
+    }
+}
+
+fn report(handles: &[Handle<LoadNode>], generation: u64) -> WorkerReport {
+    let mut r = WorkerReport {
+        peak_rss_mb: peak_rss_mb(),
+        ..Default::default()
+    };
+    for h in handles {
+        let t = h.traffic();
+        r.tx_datagrams += t.tx_datagrams;
+        r.tx_bytes += t.tx_bytes;
+        r.tx_max_bytes = r.tx_max_bytes.max(t.tx_max_bytes);
+        r.rejected += t.drops.total();
+        r.tx_errors += t.tx_errors;
+        h.peek(|n| {
+            let arrivals = n.cfg_arrivals.iter().filter(|(g, _)| *g == generation);
+            r.downs_ns.extend(arrivals.map(|(_, t)| t.as_nanos() as u64));
+            if let Some(track) = n.track.as_ref().filter(|t| t.generation == generation) {
+                r.converged_ns.extend(track.converged.iter().flatten().map(|t| t.as_nanos() as u64));
+            }
+        });
+    }
+    r
+}

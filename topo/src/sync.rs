@@ -1,0 +1,204 @@
+//! Per-level sync settings: the strategy, the hello and dead timers, jitter,
+//! transport and failover behaviour of the links between one tier and its
+//! parent.
+//!
+//! - [`SyncSettings`]: the effective settings of one link kind.
+//! - [`StrategyKind`], [`Transport`]: closed choices with the YAML names as
+//!   their `FromStr`/`Display` forms.
+//! - Durations are written `250ms`, `1s`, `1.5s`, `2m` (units `us`, `ms`,
+//!   `s`, `m`, `h`); they are parsed and printed exactly, to the nanosecond.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Longest hello or dead timer accepted.
+pub(crate) const TIMER_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Largest jitter fraction accepted.
+pub(crate) const JITTER_MAX: f64 = 0.5;
+
+/// How state is synchronised over the links of one tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum StrategyKind {
+    /// OSPF-style hellos between parent and child (`tree`).
+    #[default]
+    Tree,
+    /// Tree upward plus SWIM gossip among siblings (`hybrid`).
+    Hybrid,
+    /// Flat gossip, for comparison only (`gossip`).
+    Gossip,
+}
+
+/// The datagram transport of a tier's links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// Plain UDP datagrams, QUIC only as a fallback (`udp`).
+    #[default]
+    Udp,
+    /// QUIC for everything (`quic`).
+    Quic,
+}
+
+/// A word that names no variant of [`StrategyKind`] or [`Transport`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{found}` (expected one of: {expected})")]
+pub struct UnknownName {
+    /// What was being parsed ("strategy", "transport").
+    pub what: &'static str,
+    /// The word found.
+    pub found: String,
+    /// The accepted words, comma separated.
+    pub expected: &'static str,
+}
+
+impl StrategyKind {
+    /// The YAML name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyKind::Tree => "tree",
+            StrategyKind::Hybrid => "hybrid",
+            StrategyKind::Gossip => "gossip",
+        }
+    }
+}
+
+impl FromStr for StrategyKind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        match s {
+            "tree" => Ok(StrategyKind::Tree),
+            "hybrid" => Ok(StrategyKind::Hybrid),
+            "gossip" => Ok(StrategyKind::Gossip),
+            _ => Err(UnknownName {
+                what: "strategy",
+                found: s.to_string(),
+                expected: "tree, hybrid, gossip",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Transport {
+    /// The YAML name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+impl FromStr for Transport {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        match s {
+            "udp" => Ok(Transport::Udp),
+            "quic" => Ok(Transport::Quic),
+            _ => Err(UnknownName {
+                what: "transport",
+                found: s.to_string(),
+                expected: "udp, quic",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The effective settings of the links between an instance of one tier and
+/// its parent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SyncSettings {
+    /// The sync strategy.
+    pub strategy: StrategyKind,
+    /// Interval between hellos.
+    pub hello: Duration,
+    /// Silence after which the peer is declared dead; always > `hello`.
+    pub dead: Duration,
+    /// Random spread of timers, as a fraction in `0.0..=0.5`.
+    pub jitter: f64,
+    /// The datagram transport.
+    pub transport: Transport,
+    /// After a failover, the original sub-parent takes its role back when
+    /// it returns.
+    pub retake: bool,
+}
+
+impl Default for SyncSettings {
+    /// `tree`, hello 1 s, dead 4 s, jitter 0.1, `udp`, retake.
+    fn default() -> Self {
+        SyncSettings {
+            strategy: StrategyKind::Tree,
+            hello: Duration::from_secs(1),
+            dead: Duration::from_secs(4),
+            jitter: 0.1,
+            transport: Transport::Udp,
+            retake: true,
+        }
+    }
+}
+
+const UNITS_NS: [(&str, u128); 5] = [
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+];
+
+/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`, `100us`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("bad duration `{text}` (expected a number and a unit: 250ms, 1s, 1.5s, 2m)");
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let unit_ns = UNITS_NS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .map(|(_, ns)| *ns)
+        .ok_or_else(bad)?;
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    let digits_ok = |s: &str| s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits_ok(whole) || !digits_ok(frac) || number.ends_with('.') {
+        return Err(bad());
+    }
+    let whole: u128 = whole.parse().map_err(|_| bad())?;
+    let mut ns = whole * unit_ns;
+    if !frac.is_empty() {
+        let scale = 10u128.pow(frac.len() as u32);
+        let frac_value: u128 = frac.parse().map_err(|_| bad())?;
+        ns += frac_value * unit_ns / scale;
+    }
+    if ns > TIMER_MAX.as_nanos() {
+        return Err(format!("duration `{text}` is longer than 24h"));
+    }
+    Ok(Duration::from_nanos(ns as u64))
+}
+
+/// Prints a duration in the largest unit that keeps it exact; the result
+/// parses back to the same value.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    for (unit, unit_ns) in UNITS_NS {
+        if ns > 0 && ns % unit_ns == 0 {
+            return format!("{}{unit}", ns / unit_ns);
+        }
+    }
+    if ns == 0 {
+        return "0s".to_string();
+    }
+    let text = format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
+    format!("{}s", text.trim_end_matches('0'))
+}

@@ -1,17 +1,18 @@
 //! The datagram envelope: header, AEAD sealing, replay window, drop counters.
 //!
-//! Layout (all integers big-endian), 24 bytes of header then the sealed frame:
+//! Layout (all integers big-endian), 28 bytes of header then the sealed frame:
 //!
 //! ```text
-//! 0      2    3       4         8               16              24
-//! | "KR" | v1 | key id | sender | epoch (u64)   | sequence (u64) | ciphertext + 16-byte tag
+//! 0      2    3        4        8          12            20             28
+//! | "KR" | v1 | key id | sender | receiver | epoch (u64) | sequence (u64) | ciphertext + 16-byte tag
 //! ```
 //!
-//! The whole header is the XChaCha20-Poly1305 nonce and the associated data,
-//! so it cannot be altered, and it is unique per `(sender, epoch, sequence)`.
-//! A receiver checks, in order: size, magic, version, key id, tag, then the
-//! per-sender replay window (a restarted sender uses a higher epoch), then
-//! decodes the frame. Every rejection is a [`DropReason`], counted in
+//! The whole header is the associated data, so no field can be altered; its
+//! last 24 bytes (sender, receiver, epoch, sequence) are the XChaCha20-Poly1305
+//! nonce, unique because the sequence counts per `(sender, receiver)` within
+//! an epoch. A receiver checks, in order: size, magic, version, key id, tag,
+//! that it is the addressee, then the per-sender replay window (a restarted
+//! sender uses a higher epoch), then decodes the frame. Every rejection is a [`DropReason`], counted in
 //! [`DropCounters`]; nothing here panics on any input.
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
@@ -24,7 +25,9 @@ use crate::record::NodeId;
 use crate::strategy::MAX_DATAGRAM_BYTES;
 
 /// Bytes of the fixed header.
-pub const HEADER_BYTES: usize = 24;
+pub const HEADER_BYTES: usize = 28;
+/// Bytes of the header that form the nonce (sender to sequence).
+const NONCE_BYTES: usize = 24;
 /// Bytes of the AEAD tag.
 pub const TAG_BYTES: usize = 16;
 /// The header's magic.
@@ -69,11 +72,14 @@ pub enum DropReason {
     /// Authentic but from a sender this instance does not talk to.
     #[error("unknown sender")]
     UnknownSender,
+    /// Authentic but addressed to another instance (a reflection).
+    #[error("misdirected")]
+    Misdirected,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -84,6 +90,7 @@ impl DropReason {
         DropReason::StaleEpoch,
         DropReason::Malformed,
         DropReason::UnknownSender,
+        DropReason::Misdirected,
     ];
 
     /// A short label for metrics.
@@ -99,6 +106,7 @@ impl DropReason {
             DropReason::StaleEpoch => "stale_epoch",
             DropReason::Malformed => "malformed",
             DropReason::UnknownSender => "unknown_sender",
+            DropReason::Misdirected => "misdirected",
         }
     }
 }
@@ -106,7 +114,7 @@ impl DropReason {
 /// Counts of dropped datagrams by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DropCounters {
-    counts: [u64; 10],
+    counts: [u64; 11],
 }
 
 impl DropCounters {
@@ -209,11 +217,12 @@ impl KeyRing {
     }
 }
 
-/// Seals frames from one sender: owns its epoch and sequence counter.
+/// Seals frames from one sender: owns its epoch and a sequence counter
+/// per receiver.
 pub struct Sealer {
     sender: NodeId,
     epoch: u64,
-    seq: u64,
+    seqs: HashMap<NodeId, u64>,
 }
 
 impl Sealer {
@@ -222,29 +231,39 @@ impl Sealer {
         Sealer {
             sender,
             epoch,
-            seq: 0,
+            seqs: HashMap::new(),
         }
     }
 
-    /// Encodes and seals `frame` into `out` (cleared first).
-    pub fn seal(&mut self, keys: &KeyRing, frame: &Frame, out: &mut Vec<u8>) {
-        self.seq += 1;
-        out.clear();
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(keys.primary);
-        out.extend_from_slice(&self.sender.to_be_bytes());
-        out.extend_from_slice(&self.epoch.to_be_bytes());
-        out.extend_from_slice(&self.seq.to_be_bytes());
+    /// Encodes and seals `frame` for `to` into `out` (cleared first).
+    pub fn seal(&mut self, keys: &KeyRing, to: NodeId, frame: &Frame, out: &mut Vec<u8>) {
+        let seq = self.seqs.entry(to).or_insert(0);
+        *seq += 1;
+        write_header(out, keys.primary, self.sender, to, self.epoch, *seq);
         let header: [u8; HEADER_BYTES] = out[..HEADER_BYTES].try_into().expect("header");
         frame.encode(out).expect("Vec grows");
         let cipher = keys.cipher(keys.primary).expect("primary key is in the ring");
         let mut body = out.split_off(HEADER_BYTES);
         cipher
-            .encrypt_in_place(XNonce::from_slice(&header), &header, &mut body)
+            .encrypt_in_place(nonce(&header), &header, &mut body)
             .expect("encryption of a Vec cannot fail");
         out.extend_from_slice(&body);
     }
+}
+
+fn write_header(out: &mut Vec<u8>, key_id: u8, from: NodeId, to: NodeId, epoch: u64, seq: u64) {
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(key_id);
+    out.extend_from_slice(&from.to_be_bytes());
+    out.extend_from_slice(&to.to_be_bytes());
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+}
+
+fn nonce(header: &[u8; HEADER_BYTES]) -> &XNonce {
+    XNonce::from_slice(&header[HEADER_BYTES - NONCE_BYTES..])
 }
 
 /// The header fields of an opened datagram.
@@ -265,18 +284,23 @@ struct Window {
     bits: u64,
 }
 
-/// Authenticates, de-duplicates and decodes incoming datagrams.
-#[derive(Default)]
+/// Authenticates, de-duplicates and decodes datagrams addressed to one
+/// instance.
 pub struct Opener {
+    me: NodeId,
     windows: HashMap<NodeId, Window>,
     /// Drops so far, by reason.
     pub drops: DropCounters,
 }
 
 impl Opener {
-    /// A fresh opener with no replay history.
-    pub fn new() -> Opener {
-        Opener::default()
+    /// A fresh opener for instance `me`, with no replay history.
+    pub fn new(me: NodeId) -> Opener {
+        Opener {
+            me,
+            windows: HashMap::new(),
+            drops: DropCounters::default(),
+        }
     }
 
     /// Opens one datagram; on error the reason has been counted.
@@ -305,13 +329,16 @@ impl Opener {
         let header: [u8; HEADER_BYTES] = d[..HEADER_BYTES].try_into().expect("length checked");
         let mut body = d[HEADER_BYTES..].to_vec();
         cipher
-            .decrypt_in_place(XNonce::from_slice(&header), &header, &mut body)
+            .decrypt_in_place(nonce(&header), &header, &mut body)
             .map_err(|_| DropReason::AuthFailed)?;
         let opened = Opened {
             sender: u32::from_be_bytes(header[4..8].try_into().expect("4 bytes")),
-            epoch: u64::from_be_bytes(header[8..16].try_into().expect("8 bytes")),
-            seq: u64::from_be_bytes(header[16..24].try_into().expect("8 bytes")),
+            epoch: u64::from_be_bytes(header[12..20].try_into().expect("8 bytes")),
+            seq: u64::from_be_bytes(header[20..28].try_into().expect("8 bytes")),
         };
+        if u32::from_be_bytes(header[8..12].try_into().expect("4 bytes")) != self.me {
+            return Err(DropReason::Misdirected);
+        }
         let frame = Frame::decode(body.as_slice()).map_err(|_| DropReason::Malformed)?;
         self.check_replay(opened)?;
         Ok((opened, frame))

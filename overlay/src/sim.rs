@@ -131,7 +131,7 @@ impl<I: Instance> Sim<I> {
                     inst: Some(inst),
                     armed: None,
                     sealer: Sealer::new(i as NodeId, 1),
-                    opener: Opener::new(),
+                    opener: Opener::new(i as NodeId),
                     rx_datagrams: 0,
                 }
             })
@@ -209,6 +209,7 @@ impl<I: Instance> Sim<I> {
         s.inst = Some(inst);
         s.armed = None;
         s.sealer = Sealer::new(id, epoch);
+        s.opener = Opener::new(id);
         self.drain(id);
     }
 
@@ -286,7 +287,7 @@ impl<I: Instance> Sim<I> {
             let s = &mut self.slots[id as usize];
             let Some(inst) = s.inst.as_mut() else { return };
             let Some(t) = inst.poll_transmit() else { break };
-            s.sealer.seal(&self.keys, &t.frame, &mut self.buf);
+            s.sealer.seal(&self.keys, t.to, &t.frame, &mut self.buf);
             let bytes = self.buf.clone();
             self.send(id, t.to, bytes);
         }

@@ -152,7 +152,7 @@ pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shar
         h: h.clone(),
         socket,
         sealer: Sealer::new(h.inner.borrow().id(), shared.epoch),
-        opener: Opener::new(),
+        opener: Opener::new(h.inner.borrow().id()),
         rng: Rng::new(shared.epoch ^ h.inner.borrow().id() as u64),
         shared,
     };
@@ -217,7 +217,7 @@ impl<I: Instance> Task<I> {
         loop {
             let Some(t) = self.h.inner.borrow_mut().poll_transmit() else { return };
             let Some(&addr) = self.shared.addrs.get(t.to as usize) else { continue };
-            self.sealer.seal(&self.shared.keys, &t.frame, tx);
+            self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
             let sent = match self.socket.try_send_to(tx, addr) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.send_to(tx, addr).await,
                 r => r,

@@ -18,7 +18,7 @@ fn hello() -> Frame {
 
 fn sealed(sealer: &mut Sealer) -> Vec<u8> {
     let mut out = Vec::new();
-    sealer.seal(&ring(), &hello(), &mut out);
+    sealer.seal(&ring(), 2, &hello(), &mut out);
     out
 }
 
@@ -26,7 +26,7 @@ fn sealed(sealer: &mut Sealer) -> Vec<u8> {
 fn round_trip() {
     let mut s = Sealer::new(7, 1);
     let d = sealed(&mut s);
-    let mut o = Opener::new();
+    let mut o = Opener::new(2);
     let (opened, frame) = o.open(&ring(), &d).unwrap();
     assert_eq!(opened.sender, 7);
     assert_eq!(frame, hello());
@@ -36,7 +36,7 @@ fn round_trip() {
 fn replay_is_dropped_and_counted() {
     let mut s = Sealer::new(7, 1);
     let d = sealed(&mut s);
-    let mut o = Opener::new();
+    let mut o = Opener::new(2);
     o.open(&ring(), &d).unwrap();
     assert_eq!(o.open(&ring(), &d), Err(DropReason::Replayed));
     assert_eq!(o.drops.get(DropReason::Replayed), 1);
@@ -46,7 +46,7 @@ fn replay_is_dropped_and_counted() {
 fn reordering_within_the_window_is_accepted_once() {
     let mut s = Sealer::new(7, 1);
     let ds: Vec<_> = (0..10).map(|_| sealed(&mut s)).collect();
-    let mut o = Opener::new();
+    let mut o = Opener::new(2);
     for i in [9, 0, 5, 3, 1, 2, 4, 6, 8, 7] {
         o.open(&ring(), &ds[i]).unwrap();
     }
@@ -59,7 +59,7 @@ fn reordering_within_the_window_is_accepted_once() {
 fn too_old_for_the_window_is_replayed() {
     let mut s = Sealer::new(7, 1);
     let first = sealed(&mut s);
-    let mut o = Opener::new();
+    let mut o = Opener::new(2);
     for _ in 0..REPLAY_WINDOW + 1 {
         o.open(&ring(), &sealed(&mut s)).unwrap();
     }
@@ -71,7 +71,7 @@ fn restart_with_a_higher_epoch_is_accepted_and_old_epoch_is_stale() {
     let mut old = Sealer::new(7, 1);
     let old_d = sealed(&mut old);
     let mut new = Sealer::new(7, 2);
-    let mut o = Opener::new();
+    let mut o = Opener::new(2);
     o.open(&ring(), &sealed(&mut new)).unwrap();
     assert_eq!(o.open(&ring(), &old_d), Err(DropReason::StaleEpoch));
 }
@@ -83,7 +83,7 @@ fn tampered_byte_anywhere_fails_authentication() {
     for i in 3..d.len() {
         let mut t = d.clone();
         t[i] ^= 0x40;
-        let r = Opener::new().open(&ring(), &t);
+        let r = Opener::new(2).open(&ring(), &t);
         let want = if i == 3 {
             DropReason::UnknownKey
         } else {
@@ -94,18 +94,37 @@ fn tampered_byte_anywhere_fails_authentication() {
 }
 
 #[test]
+fn a_datagram_for_another_instance_is_misdirected() {
+    let mut out = Vec::new();
+    Sealer::new(7, 1).seal(&ring(), 3, &hello(), &mut out);
+    assert_eq!(Opener::new(2).open(&ring(), &out), Err(DropReason::Misdirected));
+}
+
+#[test]
+fn sequences_count_per_receiver() {
+    let mut s = Sealer::new(7, 1);
+    let mut out = Vec::new();
+    for _ in 0..200 {
+        s.seal(&ring(), 3, &hello(), &mut out);
+    }
+    let late_for_2 = sealed(&mut s);
+    let mut o = Opener::new(2);
+    assert!(o.open(&ring(), &late_for_2).is_ok());
+}
+
+#[test]
 fn forged_with_another_key_fails() {
     let other = KeyRing::single(1, &ClusterKey::from_seed(43));
     let mut out = Vec::new();
-    Sealer::new(7, 1).seal(&other, &hello(), &mut out);
-    assert_eq!(Opener::new().open(&ring(), &out), Err(DropReason::AuthFailed));
+    Sealer::new(7, 1).seal(&other, 2, &hello(), &mut out);
+    assert_eq!(Opener::new(2).open(&ring(), &out), Err(DropReason::AuthFailed));
 }
 
 #[test]
 fn header_checks() {
     let mut s = Sealer::new(7, 1);
     let d = sealed(&mut s);
-    let mut o = Opener::new();
+    let mut o = Opener::new(2);
     assert_eq!(o.open(&ring(), &d[..10]), Err(DropReason::Truncated));
     assert_eq!(o.open(&ring(), &[]), Err(DropReason::Truncated));
     assert_eq!(
@@ -130,16 +149,17 @@ fn authentic_garbage_is_malformed() {
     out.push(VERSION);
     out.push(1);
     out.extend_from_slice(&7u32.to_be_bytes());
+    out.extend_from_slice(&2u32.to_be_bytes());
     out.extend_from_slice(&1u64.to_be_bytes());
     out.extend_from_slice(&1u64.to_be_bytes());
     let header: [u8; HEADER_BYTES] = out[..].try_into().unwrap();
     let mut body = vec![0xff, 0xff, 0xff, 0xff];
     keys.cipher(1)
         .unwrap()
-        .encrypt_in_place(XNonce::from_slice(&header), &header, &mut body)
+        .encrypt_in_place(nonce(&header), &header, &mut body)
         .unwrap();
     out.extend_from_slice(&body);
-    assert_eq!(Opener::new().open(&keys, &out), Err(DropReason::Malformed));
+    assert_eq!(Opener::new(2).open(&keys, &out), Err(DropReason::Malformed));
 }
 
 #[test]
@@ -150,9 +170,9 @@ fn key_rotation_accepts_old_and_new() {
     b.insert(2, &ClusterKey::from_seed(2));
     assert!(b.set_primary(2));
     let mut out = Vec::new();
-    Sealer::new(3, 1).seal(&b, &hello(), &mut out);
+    Sealer::new(3, 1).seal(&b, 2, &hello(), &mut out);
     assert_eq!(out[3], 2);
-    assert!(Opener::new().open(&a, &out).is_ok());
+    assert!(Opener::new(2).open(&a, &out).is_ok());
     assert!(!b.set_primary(9));
 }
 
@@ -166,13 +186,13 @@ fn key_parsing() {
 proptest::proptest! {
     #[test]
     fn random_bytes_never_panic(d in proptest::collection::vec(proptest::num::u8::ANY, 0..1500)) {
-        let _ = Opener::new().open(&ring(), &d);
+        let _ = Opener::new(2).open(&ring(), &d);
     }
 
     #[test]
     fn random_bytes_behind_a_valid_header_never_panic(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..1400)) {
         let mut d = sealed(&mut Sealer::new(1, 1))[..HEADER_BYTES].to_vec();
         d.extend_from_slice(&tail);
-        let _ = Opener::new().open(&ring(), &d);
+        let _ = Opener::new(2).open(&ring(), &d);
     }
 }

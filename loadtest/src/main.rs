@@ -51,7 +51,7 @@ struct RunArgs {
     /// Give up on a phase after this long (virtual time in `sim`).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
-    /// UDP worker processes (default: one per 12,500 instances).
+    /// UDP worker processes (default: the root alone, then one per 18,000 instances).
     #[arg(long)]
     workers: Option<usize>,
     /// Write the report as JSON to this file.

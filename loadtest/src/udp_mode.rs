@@ -20,7 +20,7 @@ use crate::sim_mode::STEADY_HELLOS;
 use crate::worker::{Msg, WorkerReport};
 
 /// Most instances one worker process holds (one socket each).
-pub const INSTANCES_PER_WORKER_MAX: usize = 12_500;
+pub const INSTANCES_PER_WORKER_MAX: usize = 18_000;
 /// Socket buffer ceiling the run asks the kernel to allow, bytes.
 const SOCKET_BUFFER_MAX_BYTES: u64 = 32 << 20;
 

@@ -19,7 +19,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key as AeadKey, XChaCha20Poly1305, XNonce};
 use proto::prost::Message;
 use proto::overlay::Frame;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::record::NodeId;
 use crate::strategy::MAX_DATAGRAM_BYTES;
@@ -231,7 +231,7 @@ impl Sealer {
         Sealer {
             sender,
             epoch,
-            seqs: HashMap::new(),
+            seqs: HashMap::default(),
         }
     }
 
@@ -298,7 +298,7 @@ impl Opener {
     pub fn new(me: NodeId) -> Opener {
         Opener {
             me,
-            windows: HashMap::new(),
+            windows: HashMap::default(),
             drops: DropCounters::default(),
         }
     }

@@ -12,7 +12,7 @@
 //! node's last one, which the node's next (even) version supersedes.
 
 use bytes::Bytes;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::rng::splitmix64;
 

@@ -173,11 +173,23 @@ impl<I: Instance> Task<I> {
     async fn run(mut self) {
         let mut rx = vec![0u8; MAX_DATAGRAM_BYTES + 64];
         let mut tx = Vec::with_capacity(MAX_DATAGRAM_BYTES);
+        // One timer, re-armed only when the deadline moves: cheaper than a
+        // new timer-wheel entry per datagram.
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Time> = None;
         loop {
             self.flush(&mut tx).await;
             let deadline = self.h.inner.borrow_mut().poll_timeout();
-            let sleep = deadline.map(|d| d.saturating_sub(monotonic_now()));
+            if deadline != armed {
+                armed = deadline;
+                if let Some(d) = deadline {
+                    let wait = d.saturating_sub(monotonic_now());
+                    sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
             tokio::select! {
+                biased;
                 r = self.socket.recv_from(&mut rx) => {
                     if let Ok((n, _)) = r {
                         self.receive(&rx[..n]);
@@ -189,7 +201,8 @@ impl<I: Instance> Task<I> {
                         }
                     }
                 }
-                _ = sleep_for(sleep) => {
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
                     self.h.inner.borrow_mut().handle_timeout(monotonic_now());
                 }
                 _ = self.h.wake.notified() => {}
@@ -232,13 +245,6 @@ impl<I: Instance> Task<I> {
                 Err(_) => c.tx_errors += 1,
             }
         }
-    }
-}
-
-async fn sleep_for(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -7,10 +7,14 @@ use std::time::Duration;
 pub struct TreeConfig {
     /// How long a change waits for others before an update is sent.
     pub coalesce: Duration,
-    /// How long an acknowledgement waits for a datagram to ride on.
-    pub ack_delay: Duration,
-    /// How long an unacknowledged update waits before it is re-sent.
-    pub rxmt: Duration,
+    /// How long an acknowledgement waits for a datagram to ride on, in
+    /// hello intervals of its link. Above 1, acknowledgements ride on the
+    /// next hello and bare acknowledgements are rare (one datagram fewer per
+    /// update, which matters most at sub-parents with hundreds of leaves).
+    pub ack_delay_hellos: f64,
+    /// How long an unacknowledged update waits before it is re-sent, in
+    /// hello intervals of its link; must exceed `ack_delay_hellos`.
+    pub rxmt_hellos: f64,
     /// Most unacknowledged updates in flight per link.
     pub window: usize,
     /// Consecutive digest mismatches on an idle link before a full resync.
@@ -26,9 +30,9 @@ impl Default for TreeConfig {
     fn default() -> Self {
         TreeConfig {
             coalesce: Duration::from_millis(5),
-            ack_delay: Duration::from_millis(5),
-            rxmt: Duration::from_millis(250),
-            window: 64,
+            ack_delay_hellos: 1.25,
+            rxmt_hellos: 1.5,
+            window: 256,
             mismatch_limit: 2,
             version_floor: 0,
             seed: 0,

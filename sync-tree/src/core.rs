@@ -8,7 +8,9 @@
 //! next one without scanning hundreds of children.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -151,11 +153,25 @@ impl TreeCore {
         }
     }
 
+    /// Coalescing pays where many records change together (aggregators);
+    /// a leaf's only record goes at once, in the same wake-up.
+    fn coalesce(&self) -> Time {
+        if self.tree.children(self.me).is_empty() {
+            Time::ZERO
+        } else {
+            self.cfg.coalesce
+        }
+    }
+
     fn changed(&mut self, now: Time, key: Key) {
         if let Some(l) = self.route(key) {
-            let cfg = self.cfg;
-            self.links[l].mark_dirty(key, now, &cfg);
-            self.reschedule(l);
+            let coalesce = self.coalesce();
+            self.links[l].mark_dirty(key, now, coalesce);
+            if coalesce.is_zero() {
+                self.service(now, l);
+            } else {
+                self.reschedule(l);
+            }
         }
     }
 
@@ -207,15 +223,16 @@ impl TreeCore {
 
     fn retransmit(&mut self, now: Time, l: usize) {
         let cfg = self.cfg;
+        let rxmt = self.links[l].rxmt(&cfg);
         while let Some(f) = self.links[l].inflight.front() {
-            if f.sent_at + cfg.rxmt > now {
+            if f.sent_at + rxmt > now {
                 break;
             }
             let f = self.links[l].inflight.pop_front().expect("front exists");
             self.stats.retransmits += 1;
             for (key, _) in f.items {
                 if self.store.version(key) > self.links[l].known.get(&key).copied() {
-                    self.links[l].mark_dirty(key, now, &cfg);
+                    self.links[l].mark_dirty(key, now, Time::ZERO);
                 }
             }
             self.links[l].flush_at = Some(now);
@@ -374,9 +391,9 @@ impl TreeCore {
             }
         }
         let keys: Vec<Key> = self.out_keys(l).filter(|&k| self.store.version(k).is_some()).collect();
-        let cfg = self.cfg;
+        let coalesce = self.coalesce();
         for k in keys {
-            self.links[l].mark_dirty(k, now, &cfg);
+            self.links[l].mark_dirty(k, now, coalesce);
         }
     }
 
@@ -416,7 +433,7 @@ impl TreeCore {
             link.acks.push(u.update_seq);
         }
         if link.ack_at.is_none() {
-            link.ack_at = Some(now + self.cfg.ack_delay);
+            link.ack_at = Some(now + link.ack_delay(&self.cfg));
         }
     }
 }

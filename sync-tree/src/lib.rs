@@ -18,8 +18,9 @@
 //! 3. A change marks the record dirty on the links it must travel and arms
 //!    a flush after `coalesce`; the flush packs dirty records into `Update`
 //!    datagrams of at most [`overlay::strategy::MAX_FRAME_BYTES`] (deltas,
-//!    triggered updates). Updates are acknowledged and retransmitted after
-//!    `rxmt`; at most `window` are in flight per link.
+//!    triggered updates). Updates are acknowledged, on the next datagram
+//!    going the other way (usually a hello), and re-sent if unacknowledged
+//!    after 1.5 hellos; at most `window` are in flight per link.
 //! 4. A sub-parent re-packs its children's Dsc into its own updates to its
 //!    parent, so the root's traffic grows with sub-parents, not nodes.
 //! 5. When a peer's digest of what it holds from us differs from ours on an

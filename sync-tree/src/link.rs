@@ -5,7 +5,9 @@
 //! acknowledgements), what must still be sent (`dirty`, a de-duplicated
 //! queue), the updates in flight, and acknowledgements owed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use overlay::tree::LinkTimers;
 use overlay::{Key, NodeId, Time};
@@ -70,9 +72,9 @@ impl Link {
             last_rx: None,
             next_hello: first_hello,
             hello_now: false,
-            known: HashMap::new(),
+            known: HashMap::default(),
             dirty: VecDeque::new(),
-            dirty_set: HashSet::new(),
+            dirty_set: HashSet::default(),
             flush_at: None,
             inflight: VecDeque::new(),
             acks: Vec::new(),
@@ -83,12 +85,12 @@ impl Link {
     }
 
     /// Queues `key` to be sent; arms a flush `coalesce` from now.
-    pub fn mark_dirty(&mut self, key: Key, now: Time, cfg: &TreeConfig) {
+    pub fn mark_dirty(&mut self, key: Key, now: Time, coalesce: Time) {
         if self.dirty_set.insert(key) {
             self.dirty.push_back(key);
         }
         if self.flush_at.is_none() {
-            self.flush_at = Some(now + cfg.coalesce);
+            self.flush_at = Some(now + coalesce);
         }
     }
 
@@ -121,9 +123,19 @@ impl Link {
             d = d.min(a);
         }
         if let Some(f) = self.inflight.front() {
-            d = d.min(f.sent_at + cfg.rxmt);
+            d = d.min(f.sent_at + self.rxmt(cfg));
         }
         d
+    }
+
+    /// How long an update on this link waits for its acknowledgement.
+    pub fn rxmt(&self, cfg: &TreeConfig) -> Time {
+        self.timers.hello.mul_f64(cfg.rxmt_hellos)
+    }
+
+    /// How long an acknowledgement on this link waits for a ride.
+    pub fn ack_delay(&self, cfg: &TreeConfig) -> Time {
+        self.timers.hello.mul_f64(cfg.ack_delay_hellos)
     }
 
     /// Records an acknowledgement; returns the acknowledged items.

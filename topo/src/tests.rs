@@ -129,15 +129,15 @@ fn err_hello_not_below_dead() {
         26,
         "hello (4s) must be shorter than dead (4s)",
     );
-    let yaml = "cluster: demo\nlevels:\n  - name: node\n    sync: { hello: 5s }\n";
+    let yaml = "cluster: demo\nlevels:\n  - name: node\n    sync: { hello: 9s }\n";
     check_err(
         yaml,
         4,
         20,
-        "hello (5s) must be shorter than dead (4s) (dead from the default settings)",
+        "hello (9s) must be shorter than dead (8s) (dead from the default settings)",
     );
     let yaml = "cluster: demo\nsync:\n  dead: 500ms\n";
-    check_err(yaml, 3, 9, "hello (1s) must be shorter than dead (500ms)");
+    check_err(yaml, 3, 9, "hello (2s) must be shorter than dead (500ms)");
 }
 
 #[test]

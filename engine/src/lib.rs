@@ -1,0 +1,34 @@
+//! Kraken's state engine: the declarative core that turns "what the admin
+//! wants" (Cfg) and "what is really there" (Dsc) into mutation chains.
+//!
+//! - [`value`], [`url`], [`registry`]: values, the URL language, the
+//!   extension registry and typed access to `Node` fields.
+//! - [`store`], [`events`]: the Cfg/Dsc store and the event dispatcher.
+//! - [`mutation`]: module declarations and their validation.
+//! - [`graph`]: the epistemic state graph (three phases, JSON/DOT export).
+//! - [`planner`]: fewest-step chains by table lookup, and plan preview.
+//! - [`executor`]: the per-node chain state machine (sans-io).
+//! - [`node`]: [`node::NodeEngine`], one node's engine, sans-io.
+//! - [`virt`]: virtual power and boot modules on virtual time.
+//! - [`shell`]: the thin tokio shell that runs module calls.
+//! - [`bench`]: the `loadtest engine` benchmark.
+//!
+//! **Invariant:** every module except [`shell`] and [`bench`] is sans-io:
+//! no tokio, no wall clock, no ambient randomness (a test greps for them).
+//! The engine depends on `proto` only among workspace crates.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod events;
+pub mod executor;
+pub mod graph;
+pub mod mutation;
+pub mod node;
+pub mod planner;
+pub mod registry;
+pub mod shell;
+pub mod store;
+pub mod url;
+pub mod value;
+pub mod virt;

@@ -88,11 +88,15 @@ impl LoadNode {
             is_leaf: is_leaf.to_vec(),
         });
         for (id, _) in is_leaf.iter().enumerate().filter(|(_, l)| **l) {
-            self.core.publish(now, id as NodeId, Kind::Cfg, data.clone());
+            self.core
+                .publish(now, id as NodeId, Kind::Cfg, data.clone());
         }
         // Dsc that already matches (nothing changed) counts at once.
         for (id, _) in is_leaf.iter().enumerate().filter(|(_, l)| **l) {
-            let key = Key { node: id as NodeId, kind: Kind::Dsc };
+            let key = Key {
+                node: id as NodeId,
+                kind: Kind::Dsc,
+            };
             if let Some(r) = self.core.get(key) {
                 self.on_root_dsc(now, id as NodeId, &r.data);
             }
@@ -101,9 +105,12 @@ impl LoadNode {
 
     fn on_root_dsc(&mut self, now: Time, node: NodeId, data: &[u8]) {
         let Some(t) = self.track.as_mut() else { return };
-        let Some((g, run)) = generation_of(data) else { return };
+        let Some((g, run)) = generation_of(data) else {
+            return;
+        };
         let slot = &mut t.converged[node as usize];
-        if g == t.generation && run == RunState::Sync && slot.is_none() && t.is_leaf[node as usize] {
+        if g == t.generation && run == RunState::Sync && slot.is_none() && t.is_leaf[node as usize]
+        {
             *slot = Some(now);
             t.reached += 1;
         }
@@ -116,7 +123,8 @@ impl LoadNode {
                 Event::Delivered(r) if r.key.kind == Kind::Cfg && r.key.node == me => {
                     if let Some((g, _)) = generation_of(&r.data) {
                         self.cfg_arrivals.push((g, now));
-                        self.core.publish(now, me, Kind::Dsc, node_bytes(g, RunState::Sync));
+                        self.core
+                            .publish(now, me, Kind::Dsc, node_bytes(g, RunState::Sync));
                     }
                 }
                 Event::Delivered(r) if r.key.kind == Kind::Dsc && me == 0 => {
@@ -124,9 +132,17 @@ impl LoadNode {
                 }
                 Event::PeerDown(p) if self.core.neighbor(p).is_some() && p > me => {
                     self.peers_down += 1;
-                    let key = Key { node: p, kind: Kind::Dsc };
-                    let g = self.core.get(key).and_then(|r| generation_of(&r.data)).map_or(0, |x| x.0);
-                    self.core.mark_failed(now, p, node_bytes(g, RunState::Error));
+                    let key = Key {
+                        node: p,
+                        kind: Kind::Dsc,
+                    };
+                    let g = self
+                        .core
+                        .get(key)
+                        .and_then(|r| generation_of(&r.data))
+                        .map_or(0, |x| x.0);
+                    self.core
+                        .mark_failed(now, p, node_bytes(g, RunState::Error));
                 }
                 _ => {}
             }

@@ -23,7 +23,11 @@ use clap::{Parser, Subcommand};
 use crate::setup::{ClusterArgs, parse_duration};
 
 #[derive(Parser)]
-#[command(name = "loadtest", version, about = "Load harness for the Layercake sync overlay")]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Load harness for the Layercake sync overlay"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -101,7 +105,11 @@ fn run(a: RunArgs) -> Result<()> {
         eprintln!("report written to {}", path.display());
     }
     if report.reached < report.nodes {
-        bail!("only {} of {} nodes converged", report.reached, report.nodes);
+        bail!(
+            "only {} of {} nodes converged",
+            report.reached,
+            report.nodes
+        );
     }
     Ok(())
 }

@@ -39,9 +39,11 @@ impl Progress {
         }
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>14} [{bar:40}] {pos}/{len} nodes, {msg} {elapsed}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>14} [{bar:40}] {pos}/{len} nodes, {msg} {elapsed}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(name.to_string());
         *self.bar.borrow_mut() = Some(bar);

@@ -86,7 +86,11 @@ impl Percentiles {
 
     /// The largest value, seconds.
     pub fn max(&self) -> f64 {
-        if self.h.is_empty() { 0.0 } else { self.h.max() as f64 / 1e6 }
+        if self.h.is_empty() {
+            0.0
+        } else {
+            self.h.max() as f64 / 1e6
+        }
     }
 }
 
@@ -104,18 +108,51 @@ impl Report {
     /// A table for people.
     pub fn table(&self) -> String {
         let rows = [
-            ("scenario", format!("{} ({} net, {} strategy, engine {})", self.scenario, self.net, self.strategy, self.engine)),
-            ("nodes / sub-parents", format!("{} / {}", self.nodes, self.sub_parents)),
+            (
+                "scenario",
+                format!(
+                    "{} ({} net, {} strategy, engine {})",
+                    self.scenario, self.net, self.strategy, self.engine
+                ),
+            ),
+            (
+                "nodes / sub-parents",
+                format!("{} / {}", self.nodes, self.sub_parents),
+            ),
             ("reached", format!("{} of {}", self.reached, self.nodes)),
-            ("seed, loss, hello", format!("{}, {}, {} s", self.seed, self.loss, self.hello_s)),
+            (
+                "seed, loss, hello",
+                format!("{}, {}, {} s", self.seed, self.loss, self.hello_s),
+            ),
             ("initial sync", format!("{:.3} s", self.initial_sync_s)),
-            ("down p50 / p99", format!("{:.3} s / {:.3} s", self.down_p50_s, self.down_p99_s)),
-            ("converge p50 / p99 / max", format!("{:.3} s / {:.3} s / {:.3} s", self.converge_p50_s, self.converge_p99_s, self.converge_max_s)),
-            ("root rx per sub-parent per hello", format!("{:.2}", self.root_rx_datagrams_per_hello)),
-            ("datagrams / bytes", format!("{} / {}", self.datagrams_total, self.bytes_total)),
-            ("largest datagram", format!("{} bytes", self.max_datagram_bytes)),
+            (
+                "down p50 / p99",
+                format!("{:.3} s / {:.3} s", self.down_p50_s, self.down_p99_s),
+            ),
+            (
+                "converge p50 / p99 / max",
+                format!(
+                    "{:.3} s / {:.3} s / {:.3} s",
+                    self.converge_p50_s, self.converge_p99_s, self.converge_max_s
+                ),
+            ),
+            (
+                "root rx per sub-parent per hello",
+                format!("{:.2}", self.root_rx_datagrams_per_hello),
+            ),
+            (
+                "datagrams / bytes",
+                format!("{} / {}", self.datagrams_total, self.bytes_total),
+            ),
+            (
+                "largest datagram",
+                format!("{} bytes", self.max_datagram_bytes),
+            ),
             ("rejected datagrams", format!("{}", self.datagrams_rejected)),
-            ("wall / virtual", format!("{:.2} s / {:.2} s", self.wall_s, self.virtual_s)),
+            (
+                "wall / virtual",
+                format!("{:.2} s / {:.2} s", self.wall_s, self.virtual_s),
+            ),
             ("peak RSS", format!("{:.0} MiB", self.peak_rss_mb)),
         ];
         let mut out = String::new();

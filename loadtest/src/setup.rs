@@ -18,7 +18,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| c.is_ascii_alphabetic())
         .map_or((s, "s"), |i| s.split_at(i));
-    let v: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 250ms, 1s, 2m)"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 250ms, 1s, 2m)"))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" => v,
@@ -85,7 +87,11 @@ impl Cluster {
 
     /// Aggregators other than the root.
     pub fn sub_parents(&self) -> usize {
-        self.flat.instances.iter().filter(|i| i.role == Role::SubParent).count()
+        self.flat
+            .instances
+            .iter()
+            .filter(|i| i.role == Role::SubParent)
+            .count()
     }
 
     /// The loadtest instance `id`, started at `now`.
@@ -101,9 +107,14 @@ impl Cluster {
 
 /// Builds the cluster from the arguments.
 pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
-    let strategy: StrategyKind = a.strategy.parse().map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
+    let strategy: StrategyKind = a
+        .strategy
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
     if strategy != StrategyKind::Tree {
-        bail!("--strategy {strategy}: only `tree` is built so far (hybrid and gossip come with sync-gossip)");
+        bail!(
+            "--strategy {strategy}: only `tree` is built so far (hybrid and gossip come with sync-gossip)"
+        );
     }
     if !(0.0..1.0).contains(&a.loss) {
         bail!("--loss must be in [0, 1), got {}", a.loss);
@@ -112,7 +123,11 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         Some(p) => Topology::load(p).with_context(|| format!("loading {}", p.display()))?,
         None => {
             if a.nodes == 0 || a.racks == 0 || a.racks > a.nodes {
-                bail!("--nodes must be >= --racks >= 1 (got {} nodes, {} racks)", a.nodes, a.racks);
+                bail!(
+                    "--nodes must be >= --racks >= 1 (got {} nodes, {} racks)",
+                    a.nodes,
+                    a.racks
+                );
             }
             if !(2..=topo::LEVELS_MAX).contains(&a.levels) {
                 bail!("--levels must be in 2..={}", topo::LEVELS_MAX);
@@ -129,11 +144,17 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
     override_timers(&mut topo, a.hello, a.dead)?;
     let flat = topo.flatten();
     let tree = Arc::new(Tree::from_flat(&flat).context("building the overlay tree")?);
-    let is_leaf = flat.instances.iter().map(|i| i.role == Role::Leaf).collect();
+    let is_leaf = flat
+        .instances
+        .iter()
+        .map(|i| i.role == Role::Leaf)
+        .collect();
     let root_hello = flat
         .root_children()
         .first()
-        .map_or(Duration::from_secs(1), |&c| flat.instances[c as usize].sync.hello);
+        .map_or(Duration::from_secs(1), |&c| {
+            flat.instances[c as usize].sync.hello
+        });
     let node_hello = topo.node_sync().hello;
     Ok(Cluster {
         flat,
@@ -144,7 +165,11 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
     })
 }
 
-fn override_timers(t: &mut Topology, hello: Option<Duration>, dead: Option<Duration>) -> Result<()> {
+fn override_timers(
+    t: &mut Topology,
+    hello: Option<Duration>,
+    dead: Option<Duration>,
+) -> Result<()> {
     let set = |s: &mut SyncSettings| -> Result<()> {
         if let Some(h) = hello {
             s.hello = h;
@@ -153,7 +178,11 @@ fn override_timers(t: &mut Topology, hello: Option<Duration>, dead: Option<Durat
             s.dead = d;
         }
         if s.hello >= s.dead {
-            bail!("hello ({:?}) must be shorter than dead ({:?})", s.hello, s.dead);
+            bail!(
+                "hello ({:?}) must be shorter than dead ({:?})",
+                s.hello,
+                s.dead
+            );
         }
         Ok(())
     };

@@ -21,14 +21,18 @@ use crate::setup::{Cluster, ClusterArgs};
 pub const STEADY_HELLOS: u32 = 5;
 
 fn reached(s: &Sim<LoadNode>) -> usize {
-    s.get(0).and_then(|r| r.track.as_ref()).map_or(0, |t| t.reached)
+    s.get(0)
+        .and_then(|r| r.track.as_ref())
+        .map_or(0, |t| t.reached)
 }
 
 /// Runs the `converge` scenario in simulation.
 pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -> Result<Report> {
     let wall = Instant::now();
     let leaves = c.leaves();
-    let nodes = (0..c.flat.instances.len() as u32).map(|i| c.node(i, a.seed, Duration::ZERO)).collect();
+    let nodes = (0..c.flat.instances.len() as u32)
+        .map(|i| c.node(i, a.seed, Duration::ZERO))
+        .collect();
     let cfg = SimConfig {
         seed: a.seed,
         loss: a.loss,
@@ -44,7 +48,10 @@ pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -
         reached(s) == leaves
     });
     if !ok {
-        bail!("initial sync did not finish within {limit:?} of virtual time ({} of {leaves})", reached(&sim));
+        bail!(
+            "initial sync did not finish within {limit:?} of virtual time ({} of {leaves})",
+            reached(&sim)
+        );
     }
     let initial_sync = sim.now();
 
@@ -69,7 +76,12 @@ pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -
     let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
     let downs = (0..sim.len() as u32)
         .filter_map(|i| sim.get(i))
-        .flat_map(|n| n.cfg_arrivals.iter().filter(|(g, _)| *g == 2).map(|(_, t)| *t - t0));
+        .flat_map(|n| {
+            n.cfg_arrivals
+                .iter()
+                .filter(|(g, _)| *g == 2)
+                .map(|(_, t)| *t - t0)
+        });
     let down = Percentiles::new(downs);
     Ok(Report {
         scenario: "converge".into(),

@@ -48,7 +48,10 @@ impl Fleet {
         let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            let (w, m) = self.rx.recv_timeout(left).context("timed out waiting for the workers")?;
+            let (w, m) = self
+                .rx
+                .recv_timeout(left)
+                .context("timed out waiting for the workers")?;
             if let Some(t) = pick(w, m.with_context(|| format!("worker {w}"))?) {
                 return Ok(t);
             }
@@ -78,9 +81,16 @@ impl Drop for Fleet {
 /// Lets sockets have large buffers (best effort: needs root).
 fn raise_socket_buffer_limits() {
     for f in ["/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max"] {
-        let cur: u64 = std::fs::read_to_string(f).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        if cur < SOCKET_BUFFER_MAX_BYTES && std::fs::write(f, SOCKET_BUFFER_MAX_BYTES.to_string()).is_err() {
-            eprintln!("note: could not raise {f} ({cur} bytes); bursts may overflow socket buffers");
+        let cur: u64 = std::fs::read_to_string(f)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if cur < SOCKET_BUFFER_MAX_BYTES
+            && std::fs::write(f, SOCKET_BUFFER_MAX_BYTES.to_string()).is_err()
+        {
+            eprintln!(
+                "note: could not raise {f} ({cur} bytes); bursts may overflow socket buffers"
+            );
         }
     }
 }
@@ -135,7 +145,10 @@ fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet> {
     let mut workers = Vec::new();
     for (i, &(lo, hi)) in ranges.iter().enumerate() {
         if hi - lo > INSTANCES_PER_WORKER_MAX + 1 {
-            bail!("worker {i} would hold {} instances (at most {INSTANCES_PER_WORKER_MAX}): use more --workers", hi - lo);
+            bail!(
+                "worker {i} would hold {} instances (at most {INSTANCES_PER_WORKER_MAX}): use more --workers",
+                hi - lo
+            );
         }
         let mut child = Command::new(&exe)
             .arg("worker")
@@ -152,7 +165,8 @@ fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet> {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let msg = serde_json::from_str::<Msg>(&line).with_context(|| format!("bad line `{line}`"));
+                let msg = serde_json::from_str::<Msg>(&line)
+                    .with_context(|| format!("bad line `{line}`"));
                 if tx.send((i, msg)).is_err() {
                     break;
                 }
@@ -163,13 +177,22 @@ fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet> {
     Ok(Fleet { workers, rx })
 }
 
-fn wait_reached(f: &Fleet, generation: u64, leaves: usize, limit: Duration, p: &Progress) -> Result<usize> {
+fn wait_reached(
+    f: &Fleet,
+    generation: u64,
+    leaves: usize,
+    limit: Duration,
+    p: &Progress,
+) -> Result<usize> {
     let end = Instant::now() + limit;
     let mut best = 0;
     while Instant::now() < end {
         let left = end.saturating_duration_since(Instant::now());
         let r = f.wait(left, |_, m| match m {
-            Msg::Progress { generation: g, reached } if g == generation => Some(reached),
+            Msg::Progress {
+                generation: g,
+                reached,
+            } if g == generation => Some(reached),
             _ => None,
         });
         match r {
@@ -203,7 +226,13 @@ fn rollout(f: &mut Fleet, generation: u64) -> Result<u64> {
 }
 
 /// Runs the `converge` scenario on real sockets.
-pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, workers: Option<usize>, p: &Progress) -> Result<Report> {
+pub fn run(
+    a: &ClusterArgs,
+    c: &Cluster,
+    limit: Duration,
+    workers: Option<usize>,
+    p: &Progress,
+) -> Result<Report> {
     let wall = Instant::now();
     let leaves = c.leaves();
     raise_socket_buffer_limits();
@@ -253,7 +282,11 @@ pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, workers: Option<usize>
 
     let since = |t: &u64| Duration::from_nanos(t.saturating_sub(t0));
     let down = Percentiles::new(reports.iter().flat_map(|r| r.downs_ns.iter().map(since)));
-    let conv = Percentiles::new(reports.iter().flat_map(|r| r.converged_ns.iter().map(since)));
+    let conv = Percentiles::new(
+        reports
+            .iter()
+            .flat_map(|r| r.converged_ns.iter().map(since)),
+    );
     let reached = reports.iter().map(|r| r.converged_ns.len()).sum();
     Ok(Report {
         scenario: "converge".into(),
@@ -297,7 +330,10 @@ mod tests {
             for pair in r.windows(2) {
                 assert_eq!(pair[0].1, pair[1].0);
             }
-            assert!(r.iter().all(|(lo, hi)| hi - lo <= INSTANCES_PER_WORKER_MAX + 1));
+            assert!(
+                r.iter()
+                    .all(|(lo, hi)| hi - lo <= INSTANCES_PER_WORKER_MAX + 1)
+            );
         }
     }
 }

@@ -130,7 +130,9 @@ pub fn main(a: WorkerArgs) -> Result<()> {
     if a.lo >= a.hi || a.hi as usize > c.flat.instances.len() {
         bail!("bad instance range {}..{}", a.lo, a.hi);
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, serve(a, c))
 }
@@ -139,7 +141,8 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
     let mut sockets = Vec::new();
     for id in a.lo..a.hi {
         let inst = &c.flat.instances[id as usize];
-        let s = udp::bind(inst.addr, buffers(inst.role)).with_context(|| format!("binding {} for {}", inst.addr, inst.name))?;
+        let s = udp::bind(inst.addr, buffers(inst.role))
+            .with_context(|| format!("binding {} for {}", inst.addr, inst.name))?;
         sockets.push(s);
     }
     say(&Msg::Ready);
@@ -158,7 +161,11 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
             ["start"] => {
                 let now = monotonic_now();
                 for (id, s) in (a.lo..a.hi).zip(sockets.drain(..)) {
-                    handles.push(udp::spawn(c.node(id, a.cluster.seed, now), s, shared.clone()));
+                    handles.push(udp::spawn(
+                        c.node(id, a.cluster.seed, now),
+                        s,
+                        shared.clone(),
+                    ));
                 }
                 if a.lo == 0 {
                     tokio::task::spawn_local(progress(handles[0].clone()));
@@ -190,8 +197,13 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
 async fn progress(root: Handle<LoadNode>) {
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Some((generation, reached)) = root.peek(|r| r.track.as_ref().map(|t| (t.generation, t.reached))) {
-            say(&Msg::Progress { generation, reached });
+        if let Some((generation, reached)) =
+            root.peek(|r| r.track.as_ref().map(|t| (t.generation, t.reached)))
+        {
+            say(&Msg::Progress {
+                generation,
+                reached,
+            });
         }
     }
 }
@@ -210,9 +222,16 @@ fn report(handles: &[Handle<LoadNode>], generation: u64) -> WorkerReport {
         r.tx_errors += t.tx_errors;
         h.peek(|n| {
             let arrivals = n.cfg_arrivals.iter().filter(|(g, _)| *g == generation);
-            r.downs_ns.extend(arrivals.map(|(_, t)| t.as_nanos() as u64));
+            r.downs_ns
+                .extend(arrivals.map(|(_, t)| t.as_nanos() as u64));
             if let Some(track) = n.track.as_ref().filter(|t| t.generation == generation) {
-                r.converged_ns.extend(track.converged.iter().flatten().map(|t| t.as_nanos() as u64));
+                r.converged_ns.extend(
+                    track
+                        .converged
+                        .iter()
+                        .flatten()
+                        .map(|t| t.as_nanos() as u64),
+                );
             }
         });
     }

@@ -17,8 +17,8 @@
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key as AeadKey, XChaCha20Poly1305, XNonce};
-use proto::prost::Message;
 use proto::overlay::Frame;
+use proto::prost::Message;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::record::NodeId;
@@ -242,7 +242,9 @@ impl Sealer {
         write_header(out, keys.primary, self.sender, to, self.epoch, *seq);
         let header: [u8; HEADER_BYTES] = out[..HEADER_BYTES].try_into().expect("header");
         frame.encode(out).expect("Vec grows");
-        let cipher = keys.cipher(keys.primary).expect("primary key is in the ring");
+        let cipher = keys
+            .cipher(keys.primary)
+            .expect("primary key is in the ring");
         let mut body = out.split_off(HEADER_BYTES);
         cipher
             .encrypt_in_place(nonce(&header), &header, &mut body)
@@ -354,7 +356,10 @@ impl Opener {
         if !self.windows.contains_key(&o.sender) && self.windows.len() >= TRACKED_SENDERS_MAX {
             return Err(DropReason::UnknownSender);
         }
-        let w = self.windows.entry(o.sender).or_insert(Window { bits: 0, ..fresh });
+        let w = self
+            .windows
+            .entry(o.sender)
+            .or_insert(Window { bits: 0, ..fresh });
         if o.epoch < w.epoch {
             return Err(DropReason::StaleEpoch);
         }
@@ -364,7 +369,11 @@ impl Opener {
         }
         if o.seq > w.top {
             let shift = o.seq - w.top;
-            w.bits = if shift >= REPLAY_WINDOW { 0 } else { w.bits << shift };
+            w.bits = if shift >= REPLAY_WINDOW {
+                0
+            } else {
+                w.bits << shift
+            };
             w.bits |= 1;
             w.top = o.seq;
             return Ok(());

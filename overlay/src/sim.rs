@@ -68,8 +68,14 @@ pub struct SimStats {
 }
 
 enum What {
-    Datagram { from: NodeId, to: NodeId, bytes: Vec<u8> },
-    Wake { node: NodeId },
+    Datagram {
+        from: NodeId,
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+    Wake {
+        node: NodeId,
+    },
 }
 
 struct Event {
@@ -234,7 +240,12 @@ impl<I: Instance> Sim<I> {
 
     /// Runs until `done` holds (checked every `step`) or `limit` passes.
     /// Returns whether `done` held.
-    pub fn run_while(&mut self, step: Duration, limit: Time, mut done: impl FnMut(&Self) -> bool) -> bool {
+    pub fn run_while(
+        &mut self,
+        step: Duration,
+        limit: Time,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> bool {
         while self.now < limit {
             if done(self) {
                 return true;
@@ -306,13 +317,21 @@ impl<I: Instance> Sim<I> {
         self.stats.datagrams += 1;
         self.stats.bytes += bytes.len() as u64;
         self.stats.max_datagram_bytes = self.stats.max_datagram_bytes.max(bytes.len());
-        if (to as usize) >= self.slots.len() || self.cut(from, to) || self.rng.chance(self.cfg.loss) {
+        if (to as usize) >= self.slots.len() || self.cut(from, to) || self.rng.chance(self.cfg.loss)
+        {
             self.stats.lost += 1;
             return;
         }
         if self.rng.chance(self.cfg.duplicate) {
             let at = self.now + self.delay(from, to);
-            self.push(at, What::Datagram { from, to, bytes: bytes.clone() });
+            self.push(
+                at,
+                What::Datagram {
+                    from,
+                    to,
+                    bytes: bytes.clone(),
+                },
+            );
         }
         let at = self.now + self.delay(from, to);
         self.push(at, What::Datagram { from, to, bytes });
@@ -329,7 +348,11 @@ impl<I: Instance> Sim<I> {
         let spread = self.cfg.link_spread.as_nanos() as u64;
         let fixed = if spread == 0 { 0 } else { link % spread };
         let jitter = self.cfg.jitter.as_nanos() as u64;
-        let random = if jitter == 0 { 0 } else { self.rng.below(jitter) };
+        let random = if jitter == 0 {
+            0
+        } else {
+            self.rng.below(jitter)
+        };
         self.cfg.latency + Duration::from_nanos(fixed + random)
     }
 

@@ -78,7 +78,12 @@ impl Tree {
             match *p {
                 None if i == 0 => {}
                 None => return Err(TreeError::SecondRoot(id)),
-                Some(p) if (p as usize) >= i => return Err(TreeError::BadParent { child: id, parent: p }),
+                Some(p) if (p as usize) >= i => {
+                    return Err(TreeError::BadParent {
+                        child: id,
+                        parent: p,
+                    });
+                }
                 Some(p) => {
                     depth[i] = depth[p as usize] + 1;
                     children[p as usize].push(id);
@@ -240,6 +245,9 @@ mod tests {
             hello: Duration::from_secs(4),
             ..LinkTimers::default()
         };
-        assert_eq!(Tree::new(vec![None], vec![timers]).err(), Some(TreeError::Timers(0)));
+        assert_eq!(
+            Tree::new(vec![None], vec![timers]).err(),
+            Some(TreeError::Timers(0))
+        );
     }
 }

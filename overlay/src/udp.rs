@@ -220,7 +220,10 @@ impl<I: Instance> Task<I> {
             Ok((o, frame)) => {
                 t.rx_datagrams += 1;
                 drop(t);
-                self.h.inner.borrow_mut().handle_frame(monotonic_now(), o.sender, frame);
+                self.h
+                    .inner
+                    .borrow_mut()
+                    .handle_frame(monotonic_now(), o.sender, frame);
             }
             Err(_) => t.drops = self.opener.drops.clone(),
         }
@@ -228,11 +231,17 @@ impl<I: Instance> Task<I> {
 
     async fn flush(&mut self, tx: &mut Vec<u8>) {
         loop {
-            let Some(t) = self.h.inner.borrow_mut().poll_transmit() else { return };
-            let Some(&addr) = self.shared.addrs.get(t.to as usize) else { continue };
+            let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
+                return;
+            };
+            let Some(&addr) = self.shared.addrs.get(t.to as usize) else {
+                continue;
+            };
             self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
             let sent = match self.socket.try_send_to(tx, addr) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.send_to(tx, addr).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.socket.send_to(tx, addr).await
+                }
                 r => r,
             };
             let mut c = self.h.traffic.borrow_mut();

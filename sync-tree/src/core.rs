@@ -14,8 +14,8 @@ use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use proto::prost::Message;
 use proto::overlay::{Ack, Frame, Hello, Update, frame};
+use proto::prost::Message;
 
 use overlay::record::Applied;
 use overlay::rng::Rng;
@@ -73,11 +73,21 @@ impl TreeCore {
         let mut links = Vec::new();
         if let Some(p) = tree.parent(me) {
             let t = tree.timers(me);
-            links.push(Link::new(p, Dir::ToParent, t, now + spread(&mut rng, t.hello)));
+            links.push(Link::new(
+                p,
+                Dir::ToParent,
+                t,
+                now + spread(&mut rng, t.hello),
+            ));
         }
         for &c in tree.children(me) {
             let t = tree.timers(c);
-            links.push(Link::new(c, Dir::ToChild, t, now + spread(&mut rng, t.hello)));
+            links.push(Link::new(
+                c,
+                Dir::ToChild,
+                t,
+                now + spread(&mut rng, t.hello),
+            ));
         }
         let index = links.iter().enumerate().map(|(i, l)| (l.peer, i)).collect();
         let mut core = TreeCore {
@@ -149,7 +159,9 @@ impl TreeCore {
                 .tree
                 .next_hop(self.me, key.node)
                 .and_then(|c| self.index.get(&c).copied()),
-            Kind::Dsc => (self.tree.parent(self.me).is_some() && self.tree.within(key.node, self.me)).then_some(0),
+            Kind::Dsc => (self.tree.parent(self.me).is_some()
+                && self.tree.within(key.node, self.me))
+            .then_some(0),
         }
     }
 
@@ -211,7 +223,8 @@ impl TreeCore {
 
     fn check_dead(&mut self, now: Time, l: usize) {
         let link = &mut self.links[l];
-        let expired = link.state != NeighborState::Down && link.last_rx.is_some_and(|rx| rx + link.timers.dead <= now);
+        let expired = link.state != NeighborState::Down
+            && link.last_rx.is_some_and(|rx| rx + link.timers.dead <= now);
         if expired {
             link.state = NeighborState::Down;
             link.inflight.clear();
@@ -246,7 +259,15 @@ impl TreeCore {
             let items = update
                 .records
                 .iter()
-                .filter_map(|r| Some((Key { node: r.node, kind: Kind::from_wire(r.kind)? }, r.version)))
+                .filter_map(|r| {
+                    Some((
+                        Key {
+                            node: r.node,
+                            kind: Kind::from_wire(r.kind)?,
+                        },
+                        r.version,
+                    ))
+                })
                 .collect();
             let link = &mut self.links[l];
             link.inflight.push_back(InFlight {
@@ -258,10 +279,17 @@ impl TreeCore {
                 body: Some(frame::Body::Update(update)),
             };
             debug_assert!(frame.encoded_len() <= MAX_FRAME_BYTES);
-            self.out.push_back(Transmit { to: link.peer, frame });
+            self.out.push_back(Transmit {
+                to: link.peer,
+                frame,
+            });
         }
         let link = &mut self.links[l];
-        link.flush_at = if link.dirty.is_empty() { None } else { Some(now) };
+        link.flush_at = if link.dirty.is_empty() {
+            None
+        } else {
+            Some(now)
+        };
     }
 
     /// One update of dirty records, or `None` if nothing was left to send.
@@ -272,7 +300,9 @@ impl TreeCore {
         while let Some(key) = self.links[l].dirty.pop_front() {
             let link = &mut self.links[l];
             link.dirty_set.remove(&key);
-            let Some(rec) = self.store.get(key) else { continue };
+            let Some(rec) = self.store.get(key) else {
+                continue;
+            };
             if link.known.get(&key).is_some_and(|&v| v >= rec.version) {
                 continue;
             }
@@ -385,12 +415,18 @@ impl TreeCore {
         self.stats.resyncs += 1;
         self.links[l].known.clear();
         if self.links[l].dir == Dir::ToParent {
-            let own = Key { node: self.me, kind: Kind::Dsc };
+            let own = Key {
+                node: self.me,
+                kind: Kind::Dsc,
+            };
             if let Some(r) = self.store.get(own) {
                 self.publish(now, self.me, Kind::Dsc, r.data);
             }
         }
-        let keys: Vec<Key> = self.out_keys(l).filter(|&k| self.store.version(k).is_some()).collect();
+        let keys: Vec<Key> = self
+            .out_keys(l)
+            .filter(|&k| self.store.version(k).is_some())
+            .collect();
         let coalesce = self.coalesce();
         for k in keys {
             self.links[l].mark_dirty(k, now, coalesce);
@@ -399,7 +435,9 @@ impl TreeCore {
 
     fn on_acks(&mut self, _now: Time, l: usize, acks: &[u64]) {
         for &seq in acks {
-            let Some(items) = self.links[l].take_acked(seq) else { continue };
+            let Some(items) = self.links[l].take_acked(seq) else {
+                continue;
+            };
             let known = &mut self.links[l].known;
             for (k, v) in items {
                 let e = known.entry(k).or_insert(0);
@@ -510,12 +548,19 @@ impl Strategy for TreeCore {
     }
 
     fn mark_failed(&mut self, now: Time, node: NodeId, data: Bytes) {
-        let key = Key { node, kind: Kind::Dsc };
+        let key = Key {
+            node,
+            kind: Kind::Dsc,
+        };
         let held = self.store.version(key).unwrap_or(0);
         if held % 2 == 1 || !self.tree.within(node, self.me) {
             return;
         }
-        self.store.apply(&Record { key, version: held + 1, data });
+        self.store.apply(&Record {
+            key,
+            version: held + 1,
+            data,
+        });
         self.changed(now, key);
     }
 

@@ -101,12 +101,18 @@ impl Link {
 
     /// Whether a flush may run now (state and window permitting).
     pub fn can_flush(&self, cfg: &TreeConfig) -> bool {
-        self.state == NeighborState::Full && !self.dirty.is_empty() && self.inflight.len() < cfg.window
+        self.state == NeighborState::Full
+            && !self.dirty.is_empty()
+            && self.inflight.len() < cfg.window
     }
 
     /// When this link next needs service.
     pub fn deadline(&self, cfg: &TreeConfig) -> Time {
-        let mut d = if self.hello_now { Time::ZERO } else { self.next_hello };
+        let mut d = if self.hello_now {
+            Time::ZERO
+        } else {
+            self.next_hello
+        };
         if self.state != NeighborState::Down
             && let Some(rx) = self.last_rx
         {

@@ -86,18 +86,26 @@ fn sim(t: &Arc<Tree>, seed: u64, loss: f64) -> Sim<Echo> {
         loss,
         ..SimConfig::default()
     };
-    Sim::new(cfg, (0..t.len() as NodeId).map(|i| echo(t, i, seed, Time::ZERO)).collect())
+    Sim::new(
+        cfg,
+        (0..t.len() as NodeId)
+            .map(|i| echo(t, i, seed, Time::ZERO))
+            .collect(),
+    )
 }
 
 fn leaves(t: &Tree) -> Vec<NodeId> {
-    (0..t.len() as NodeId).filter(|&i| t.children(i).is_empty()).collect()
+    (0..t.len() as NodeId)
+        .filter(|&i| t.children(i).is_empty())
+        .collect()
 }
 
 fn set_all_cfg(s: &mut Sim<Echo>, t: &Tree, tag: &str) {
     let ls = leaves(t);
     s.with(0, |e, now| {
         for &n in &ls {
-            e.core.publish(now, n, Kind::Cfg, Bytes::from(format!("{tag}-{n}")));
+            e.core
+                .publish(now, n, Kind::Cfg, Bytes::from(format!("{tag}-{n}")));
         }
     });
 }
@@ -106,7 +114,10 @@ fn converged(s: &Sim<Echo>, t: &Tree, tag: &str) -> bool {
     let root = s.get(0).unwrap();
     leaves(t).iter().all(|&n| {
         root.core
-            .get(Key { node: n, kind: Kind::Dsc })
+            .get(Key {
+                node: n,
+                kind: Kind::Dsc,
+            })
             .is_some_and(|r| r.data == format!("{tag}-{n}").as_bytes())
     })
 }
@@ -126,7 +137,10 @@ fn a_cfg_change_reaches_every_leaf_and_its_dsc_comes_back() {
     let t0 = s.now();
     set_all_cfg(&mut s, &t, "b");
     assert!(run_to(&mut s, &t, "b", Duration::from_secs(1)));
-    assert!(s.now() - t0 < Duration::from_millis(100), "triggered updates, not hellos");
+    assert!(
+        s.now() - t0 < Duration::from_millis(100),
+        "triggered updates, not hellos"
+    );
     assert!(s.stats.max_datagram_bytes <= overlay::strategy::MAX_DATAGRAM_BYTES);
 }
 
@@ -140,7 +154,10 @@ fn root_hears_about_one_datagram_per_sub_parent_per_hello_in_steady_state() {
     let before = s.rx_datagrams(0);
     s.run_until(s.now() + Duration::from_secs(20));
     let per_hello = (s.rx_datagrams(0) - before) as f64 / 20.0 / 5.0;
-    assert!(per_hello <= 1.1, "root rx per sub-parent per hello: {per_hello}");
+    assert!(
+        per_hello <= 1.1,
+        "root rx per sub-parent per hello: {per_hello}"
+    );
 }
 
 #[test]
@@ -177,7 +194,10 @@ fn a_dead_leaf_is_marked_failed_and_supersedes_the_mark_when_back() {
     set_all_cfg(&mut s, &t, "a");
     assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
     let leaf = 4;
-    let dsc = Key { node: leaf, kind: Kind::Dsc };
+    let dsc = Key {
+        node: leaf,
+        kind: Kind::Dsc,
+    };
     s.crash(leaf);
     s.run_until(s.now() + Duration::from_secs(6));
     assert_eq!(s.get(1).unwrap().failed, vec![leaf]);
@@ -200,11 +220,17 @@ fn a_leaf_whose_parent_died_rejoins_by_itself() {
     assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
     s.crash(1);
     s.run_until(s.now() + Duration::from_secs(8));
-    assert_eq!(s.get(2).unwrap().core.neighbor(1), Some(NeighborState::Down));
+    assert_eq!(
+        s.get(2).unwrap().core.neighbor(1),
+        Some(NeighborState::Down)
+    );
     let now = s.now();
     s.restart(1, echo(&t, 1, 6, now));
     s.run_until(s.now() + Duration::from_secs(3));
-    assert_eq!(s.get(2).unwrap().core.neighbor(1), Some(NeighborState::Full));
+    assert_eq!(
+        s.get(2).unwrap().core.neighbor(1),
+        Some(NeighborState::Full)
+    );
     set_all_cfg(&mut s, &t, "b");
     assert!(run_to(&mut s, &t, "b", Duration::from_secs(2)));
 }
@@ -216,28 +242,45 @@ fn records_from_the_wrong_direction_are_rejected() {
     s.run_until(Duration::from_secs(3));
     // Leaf 2 claims a Cfg for its sibling 3 and a Dsc for the root.
     let forged = Frame {
-        body: Some(proto::overlay::frame::Body::Update(proto::overlay::Update {
-            update_seq: 1,
-            records: vec![
-                overlay::Record {
-                    key: Key { node: 3, kind: Kind::Cfg },
-                    version: 100,
-                    data: Bytes::from_static(b"x"),
-                }
-                .to_wire(),
-                overlay::Record {
-                    key: Key { node: 0, kind: Kind::Dsc },
-                    version: 100,
-                    data: Bytes::from_static(b"x"),
-                }
-                .to_wire(),
-            ],
-            acks: vec![],
-        })),
+        body: Some(proto::overlay::frame::Body::Update(
+            proto::overlay::Update {
+                update_seq: 1,
+                records: vec![
+                    overlay::Record {
+                        key: Key {
+                            node: 3,
+                            kind: Kind::Cfg,
+                        },
+                        version: 100,
+                        data: Bytes::from_static(b"x"),
+                    }
+                    .to_wire(),
+                    overlay::Record {
+                        key: Key {
+                            node: 0,
+                            kind: Kind::Dsc,
+                        },
+                        version: 100,
+                        data: Bytes::from_static(b"x"),
+                    }
+                    .to_wire(),
+                ],
+                acks: vec![],
+            },
+        )),
     };
     s.with(1, |e, now| e.handle_frame(now, 2, forged));
     assert_eq!(s.get(1).unwrap().core.stats().records_rejected, 2);
-    assert!(s.get(1).unwrap().core.get(Key { node: 3, kind: Kind::Cfg }).is_none());
+    assert!(
+        s.get(1)
+            .unwrap()
+            .core
+            .get(Key {
+                node: 3,
+                kind: Kind::Cfg
+            })
+            .is_none()
+    );
 }
 
 #[test]
@@ -249,7 +292,11 @@ fn one_seed_replays_the_same_run() {
         s.run_until(Duration::from_secs(4));
         s.crash(5);
         s.run_until(Duration::from_secs(8));
-        (s.stats.clone(), s.rx_datagrams(0), s.get(0).unwrap().core.stats().clone())
+        (
+            s.stats.clone(),
+            s.rx_datagrams(0),
+            s.get(0).unwrap().core.stats().clone(),
+        )
     };
     assert_eq!(run(11), run(11));
     assert_ne!(run(11).0, run(12).0);

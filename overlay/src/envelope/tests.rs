@@ -97,7 +97,10 @@ fn tampered_byte_anywhere_fails_authentication() {
 fn a_datagram_for_another_instance_is_misdirected() {
     let mut out = Vec::new();
     Sealer::new(7, 1).seal(&ring(), 3, &hello(), &mut out);
-    assert_eq!(Opener::new(2).open(&ring(), &out), Err(DropReason::Misdirected));
+    assert_eq!(
+        Opener::new(2).open(&ring(), &out),
+        Err(DropReason::Misdirected)
+    );
 }
 
 #[test]
@@ -117,7 +120,10 @@ fn forged_with_another_key_fails() {
     let other = KeyRing::single(1, &ClusterKey::from_seed(43));
     let mut out = Vec::new();
     Sealer::new(7, 1).seal(&other, 2, &hello(), &mut out);
-    assert_eq!(Opener::new(2).open(&ring(), &out), Err(DropReason::AuthFailed));
+    assert_eq!(
+        Opener::new(2).open(&ring(), &out),
+        Err(DropReason::AuthFailed)
+    );
 }
 
 #[test]
@@ -180,7 +186,10 @@ fn key_rotation_accepts_old_and_new() {
 fn key_parsing() {
     assert!(ClusterKey::from_hex(&"ab".repeat(32)).is_ok());
     assert_eq!(ClusterKey::from_hex("abc").err(), Some(KeyError::Length(3)));
-    assert_eq!(ClusterKey::from_hex(&"zz".repeat(32)).err(), Some(KeyError::NotHex));
+    assert_eq!(
+        ClusterKey::from_hex(&"zz".repeat(32)).err(),
+        Some(KeyError::NotHex)
+    );
 }
 
 proptest::proptest! {

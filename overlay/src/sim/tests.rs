@@ -6,11 +6,14 @@ use crate::strategy::Transmit;
 use proto::overlay::{Ack, Frame, frame};
 use std::collections::VecDeque;
 
+/// What one node saw: `(when, from whom, which ping)`.
+type Seen = Vec<(Time, NodeId, u64)>;
+
 struct Pinger {
     id: NodeId,
     next: Time,
     out: VecDeque<Transmit>,
-    seen: Vec<(Time, NodeId, u64)>,
+    seen: Seen,
     sent: u64,
 }
 
@@ -25,16 +28,24 @@ impl Instance for Pinger {
         self.id
     }
     fn handle_frame(&mut self, now: Time, from: NodeId, f: Frame) {
-        let Some(frame::Body::Ack(a)) = f.body else { panic!("only acks") };
+        let Some(frame::Body::Ack(a)) = f.body else {
+            panic!("only acks")
+        };
         self.seen.push((now, from, a.acks[0]));
         if self.id == 0 {
-            self.out.push_back(Transmit { to: from, frame: ack(a.acks[0]) });
+            self.out.push_back(Transmit {
+                to: from,
+                frame: ack(a.acks[0]),
+            });
         }
     }
     fn handle_timeout(&mut self, now: Time) {
         if self.id != 0 && now >= self.next {
             self.sent += 1;
-            self.out.push_back(Transmit { to: 0, frame: ack(self.sent) });
+            self.out.push_back(Transmit {
+                to: 0,
+                frame: ack(self.sent),
+            });
             self.next = now + Duration::from_millis(100);
         }
     }
@@ -56,7 +67,7 @@ fn pinger(id: NodeId) -> Pinger {
     }
 }
 
-fn run(seed: u64, loss: f64) -> (Vec<Vec<(Time, NodeId, u64)>>, SimStats) {
+fn run(seed: u64, loss: f64) -> (Vec<Seen>, SimStats) {
     let cfg = SimConfig {
         seed,
         loss,

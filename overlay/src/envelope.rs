@@ -7,27 +7,33 @@
 //! | "KR" | v1 | key id | sender | receiver | epoch (u64) | sequence (u64) | ciphertext + 16-byte tag
 //! ```
 //!
-//! The whole header is the associated data, so no field can be altered; its
-//! last 24 bytes (sender, receiver, epoch, sequence) are the XChaCha20-Poly1305
-//! nonce, unique because the sequence counts per `(sender, receiver)` within
-//! an epoch. A receiver checks, in order: size, magic, version, key id, tag,
-//! that it is the addressee, then the per-sender replay window (a restarted
-//! sender uses a higher epoch), then decodes the frame. Every rejection is a [`DropReason`], counted in
-//! [`DropCounters`]; nothing here panics on any input.
+//! The cipher is AES-256-GCM (hardware-accelerated where the CPU has AES-NI)
+//! under a key derived per `(sender, epoch)` from the cluster key with
+//! HKDF-SHA256; the nonce is `receiver || sequence`, unique because the
+//! sequence counts per `(sender, receiver)` within an epoch and a restarted
+//! sender uses a higher epoch (hence a fresh key). The whole header is the
+//! associated data, so no field can be altered. A receiver checks, in order:
+//! size, magic, version, key id, tag, that it is the addressee, then the
+//! per-sender replay window, then decodes the frame. Every rejection is a
+//! [`DropReason`], counted in [`DropCounters`]; nothing here panics on any
+//! input. Derived ciphers are cached: one per key id in a [`Sealer`], one per
+//! sender in an [`Opener`] (inserted only after a datagram authenticates).
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Key as AeadKey, XChaCha20Poly1305, XNonce};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
 use proto::overlay::Frame;
 use proto::prost::Message;
 use rustc_hash::FxHashMap as HashMap;
+use sha2::Sha256;
 
 use crate::record::NodeId;
 use crate::strategy::MAX_DATAGRAM_BYTES;
 
 /// Bytes of the fixed header.
 pub const HEADER_BYTES: usize = 28;
-/// Bytes of the header that form the nonce (sender to sequence).
-const NONCE_BYTES: usize = 24;
+/// Salt of the per-sender key derivation (changes with the format).
+const KDF_SALT: &[u8] = b"layercake overlay envelope v1";
 /// Bytes of the AEAD tag.
 pub const TAG_BYTES: usize = 16;
 /// The header's magic.
@@ -142,7 +148,7 @@ impl DropCounters {
 }
 
 /// A 256-bit cluster key.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey(pub [u8; 32]);
 
 impl ClusterKey {
@@ -183,7 +189,7 @@ pub enum KeyError {
 
 /// The keys an instance accepts; one of them is used for sending.
 pub struct KeyRing {
-    keys: Vec<(u8, XChaCha20Poly1305)>,
+    keys: Vec<(u8, ClusterKey)>,
     primary: u8,
 }
 
@@ -191,7 +197,7 @@ impl KeyRing {
     /// A ring holding one key, which is the primary.
     pub fn single(id: u8, key: &ClusterKey) -> KeyRing {
         KeyRing {
-            keys: vec![(id, XChaCha20Poly1305::new(AeadKey::from_slice(&key.0)))],
+            keys: vec![(id, key.clone())],
             primary: id,
         }
     }
@@ -199,8 +205,7 @@ impl KeyRing {
     /// Adds (or replaces) a key accepted for receiving.
     pub fn insert(&mut self, id: u8, key: &ClusterKey) {
         self.keys.retain(|(k, _)| *k != id);
-        self.keys
-            .push((id, XChaCha20Poly1305::new(AeadKey::from_slice(&key.0))));
+        self.keys.push((id, key.clone()));
     }
 
     /// Makes `id` the sending key; false if it is not in the ring.
@@ -212,17 +217,44 @@ impl KeyRing {
         known
     }
 
-    fn cipher(&self, id: u8) -> Option<&XChaCha20Poly1305> {
+    fn key(&self, id: u8) -> Option<&ClusterKey> {
         self.keys.iter().find(|(k, _)| *k == id).map(|(_, c)| c)
     }
 }
 
-/// Seals frames from one sender: owns its epoch and a sequence counter
-/// per receiver.
+/// The cipher of one sender in one epoch under one cluster key.
+fn derive(key: &ClusterKey, sender: NodeId, epoch: u64) -> Aes256Gcm {
+    let mut info = [0u8; 12];
+    info[..4].copy_from_slice(&sender.to_be_bytes());
+    info[4..].copy_from_slice(&epoch.to_be_bytes());
+    let mut okm = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(KDF_SALT), &key.0)
+        .expand(&info, &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    Aes256Gcm::new(&okm.into())
+}
+
+/// A derived cipher and what it was derived from.
+struct Derived {
+    key_id: u8,
+    key: ClusterKey,
+    epoch: u64,
+    cipher: Aes256Gcm,
+}
+
+impl Derived {
+    fn matches(&self, key_id: u8, key: &ClusterKey, epoch: u64) -> bool {
+        self.key_id == key_id && self.epoch == epoch && self.key == *key
+    }
+}
+
+/// Seals frames from one sender: owns its epoch, a sequence counter per
+/// receiver, and its derived cipher.
 pub struct Sealer {
     sender: NodeId,
     epoch: u64,
     seqs: HashMap<NodeId, u64>,
+    derived: Option<Derived>,
 }
 
 impl Sealer {
@@ -232,6 +264,7 @@ impl Sealer {
             sender,
             epoch,
             seqs: HashMap::default(),
+            derived: None,
         }
     }
 
@@ -242,14 +275,24 @@ impl Sealer {
         write_header(out, keys.primary, self.sender, to, self.epoch, *seq);
         let header: [u8; HEADER_BYTES] = out[..HEADER_BYTES].try_into().expect("header");
         frame.encode(out).expect("Vec grows");
-        let cipher = keys
-            .cipher(keys.primary)
-            .expect("primary key is in the ring");
-        let mut body = out.split_off(HEADER_BYTES);
-        cipher
-            .encrypt_in_place(nonce(&header), &header, &mut body)
-            .expect("encryption of a Vec cannot fail");
-        out.extend_from_slice(&body);
+        let key = keys.key(keys.primary).expect("primary key is in the ring");
+        if !self
+            .derived
+            .as_ref()
+            .is_some_and(|d| d.matches(keys.primary, key, self.epoch))
+        {
+            self.derived = Some(Derived {
+                key_id: keys.primary,
+                key: key.clone(),
+                epoch: self.epoch,
+                cipher: derive(key, self.sender, self.epoch),
+            });
+        }
+        let cipher = &self.derived.as_ref().expect("just derived").cipher;
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce(&header), &header, &mut out[HEADER_BYTES..])
+            .expect("a datagram is far below GCM's length limit");
+        out.extend_from_slice(&tag);
     }
 }
 
@@ -264,8 +307,12 @@ fn write_header(out: &mut Vec<u8>, key_id: u8, from: NodeId, to: NodeId, epoch: 
     out.extend_from_slice(&seq.to_be_bytes());
 }
 
-fn nonce(header: &[u8; HEADER_BYTES]) -> &XNonce {
-    XNonce::from_slice(&header[HEADER_BYTES - NONCE_BYTES..])
+/// `receiver || sequence`: unique per derived key.
+fn nonce(header: &[u8; HEADER_BYTES]) -> Nonce<aes_gcm::aead::consts::U12> {
+    let mut n = [0u8; 12];
+    n[..4].copy_from_slice(&header[8..12]);
+    n[4..].copy_from_slice(&header[20..28]);
+    n.into()
 }
 
 /// The header fields of an opened datagram.
@@ -291,6 +338,7 @@ struct Window {
 pub struct Opener {
     me: NodeId,
     windows: HashMap<NodeId, Window>,
+    ciphers: HashMap<NodeId, Derived>,
     /// Drops so far, by reason.
     pub drops: DropCounters,
 }
@@ -301,6 +349,7 @@ impl Opener {
         Opener {
             me,
             windows: HashMap::default(),
+            ciphers: HashMap::default(),
             drops: DropCounters::default(),
         }
     }
@@ -327,17 +376,39 @@ impl Opener {
         if d[2] != VERSION {
             return Err(DropReason::BadVersion);
         }
-        let cipher = keys.cipher(d[3]).ok_or(DropReason::UnknownKey)?;
+        let key_id = d[3];
+        let key = keys.key(key_id).ok_or(DropReason::UnknownKey)?;
         let header: [u8; HEADER_BYTES] = d[..HEADER_BYTES].try_into().expect("length checked");
-        let mut body = d[HEADER_BYTES..].to_vec();
-        cipher
-            .decrypt_in_place(nonce(&header), &header, &mut body)
-            .map_err(|_| DropReason::AuthFailed)?;
         let opened = Opened {
             sender: u32::from_be_bytes(header[4..8].try_into().expect("4 bytes")),
             epoch: u64::from_be_bytes(header[12..20].try_into().expect("8 bytes")),
             seq: u64::from_be_bytes(header[20..28].try_into().expect("8 bytes")),
         };
+        let (body, tag) = d[HEADER_BYTES..].split_at(d.len() - HEADER_BYTES - TAG_BYTES);
+        let mut body = body.to_vec();
+        let cached = self
+            .ciphers
+            .get(&opened.sender)
+            .is_some_and(|c| c.matches(key_id, key, opened.epoch));
+        let fresh = (!cached).then(|| derive(key, opened.sender, opened.epoch));
+        let cipher = match &fresh {
+            Some(c) => c,
+            None => &self.ciphers[&opened.sender].cipher,
+        };
+        cipher
+            .decrypt_in_place_detached(&nonce(&header), &header, &mut body, tag.into())
+            .map_err(|_| DropReason::AuthFailed)?;
+        let room =
+            self.ciphers.len() < TRACKED_SENDERS_MAX || self.ciphers.contains_key(&opened.sender);
+        if let Some(cipher) = fresh.filter(|_| room) {
+            let derived = Derived {
+                key_id,
+                key: key.clone(),
+                epoch: opened.epoch,
+                cipher,
+            };
+            self.ciphers.insert(opened.sender, derived);
+        }
         if u32::from_be_bytes(header[8..12].try_into().expect("4 bytes")) != self.me {
             return Err(DropReason::Misdirected);
         }

@@ -160,9 +160,8 @@ fn authentic_garbage_is_malformed() {
     out.extend_from_slice(&1u64.to_be_bytes());
     let header: [u8; HEADER_BYTES] = out[..].try_into().unwrap();
     let mut body = vec![0xff, 0xff, 0xff, 0xff];
-    keys.cipher(1)
-        .unwrap()
-        .encrypt_in_place(nonce(&header), &header, &mut body)
+    derive(keys.key(1).unwrap(), 7, 1)
+        .encrypt_in_place(&nonce(&header), &header, &mut body)
         .unwrap();
     out.extend_from_slice(&body);
     assert_eq!(Opener::new(2).open(&keys, &out), Err(DropReason::Malformed));

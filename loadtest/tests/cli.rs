@@ -1,0 +1,131 @@
+//! End-to-end runs of the `loadtest` binary: the simulator's determinism,
+//! a real-UDP run on loopback, a topology file, and bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn loadtest(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .output()
+        .expect("loadtest runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loadtest-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Runs a scenario and returns its JSON report.
+fn report(args: &[&str], name: &str) -> Value {
+    let path = tmp(name);
+    let mut all = vec!["run", "--quiet", "--json", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = loadtest(&all);
+    assert!(
+        out.status.success(),
+        "loadtest {all:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn check_converged(r: &Value) {
+    assert_eq!(r["reached"], r["nodes"], "every node converged: {r}");
+    assert!(r["max_datagram_bytes"].as_u64().unwrap() <= 1400);
+    assert!(r["converge_p99_s"].as_f64().unwrap() > 0.0);
+    assert!(r["root_rx_datagrams_per_hello"].as_f64().unwrap() <= 2.0);
+}
+
+#[test]
+fn sim_runs_replay_exactly_from_their_seed() {
+    let args = [
+        "--net", "sim", "--nodes", "300", "--racks", "3", "--loss", "0.02", "--hello", "1s",
+        "--seed", "9",
+    ];
+    let mut a = report(&args, "a.json");
+    let mut b = report(&args, "b.json");
+    check_converged(&a);
+    for k in ["wall_s", "peak_rss_mb"] {
+        a.as_object_mut().unwrap().remove(k);
+        b.as_object_mut().unwrap().remove(k);
+    }
+    assert_eq!(a, b);
+    let mut other = vec!["--seed", "10"];
+    other.extend_from_slice(&args[..args.len() - 2]);
+    let mut c = report(&other, "c.json");
+    c.as_object_mut().unwrap().remove("wall_s");
+    c.as_object_mut().unwrap().remove("peak_rss_mb");
+    assert_ne!(a, c, "another seed, another run");
+}
+
+#[test]
+fn three_levels_converge_in_simulation() {
+    let r = report(
+        &[
+            "--net", "sim", "--nodes", "400", "--racks", "8", "--levels", "3",
+        ],
+        "levels.json",
+    );
+    check_converged(&r);
+    assert_eq!(
+        r["sub_parents"],
+        8 + 3,
+        "8 racks under ceil(sqrt(8)) = 3 rows"
+    );
+}
+
+#[test]
+fn real_udp_on_loopback_converges() {
+    let r = report(
+        &[
+            "--net",
+            "udp",
+            "--nodes",
+            "300",
+            "--racks",
+            "3",
+            "--hello",
+            "250ms",
+            "--workers",
+            "3",
+        ],
+        "udp.json",
+    );
+    check_converged(&r);
+    assert_eq!(r["net"], "udp");
+    assert_eq!(r["workers"], 3);
+    assert_eq!(r["datagrams_rejected"], 0);
+}
+
+#[test]
+fn a_topology_file_is_accepted() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../topo/examples/small.yaml");
+    let r = report(&["--net", "sim", "--topology", file], "file.json");
+    check_converged(&r);
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_message() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["run", "--strategy", "mesh"], "mesh"),
+        (&["run", "--hello", "fast"], "fast"),
+        (&["run", "--nodes", "5", "--racks", "10"], "--racks"),
+        (
+            &["run", "--topology", "/nonexistent.yaml"],
+            "nonexistent.yaml",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = loadtest(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle),
+            "{args:?}: message should name `{needle}`: {err}"
+        );
+    }
+}

@@ -5,9 +5,17 @@
 //! - Sub-parents mark a child that went down as RunState ERROR upward.
 //! - The root publishes a generation for every leaf and notes when each
 //!   leaf's matching Dsc arrives (`converge` times).
+//! - With `--engine` ([`EngineRole`]), a leaf instead hands each Cfg to its
+//!   state engine and publishes the engine's Dsc, which carries the
+//!   generation only once the engine converged on it (see
+//!   [`crate::engine_leaf`]); the root's Cfgs are real power and boot
+//!   targets.
 //!
 //! Payloads are real `Node` messages carrying a `layercake.loadtest.Generation`
 //! extension, so record sizes are those of the product.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use overlay::strategy::{Event, Strategy};
@@ -18,29 +26,52 @@ use proto::overlay::Frame;
 use proto::prost::Message;
 use sync_tree::TreeCore;
 
+use crate::engine_leaf::{EngineLeaf, EngineShared};
+
 const GENERATION_URL: &str = "type.googleapis.com/layercake.loadtest.Generation";
 
 /// Encodes a node state carrying `generation`.
 pub fn node_bytes(generation: u64, run: RunState) -> Bytes {
-    let ext = proto::prost_types::Any {
-        type_url: GENERATION_URL.to_string(),
-        value: Generation { generation }.encode_to_vec(),
-    };
-    let n = Node {
+    let mut n = Node {
         run_state: run as i32,
         phys_state: PhysState::PowerOn as i32,
-        extensions: vec![ext],
         ..Default::default()
     };
+    set_generation(&mut n, generation);
     Bytes::from(n.encode_to_vec())
+}
+
+/// Sets (or replaces) the `Generation` extension of `n`.
+pub fn set_generation(n: &mut Node, generation: u64) {
+    let value = Generation { generation }.encode_to_vec();
+    match n
+        .extensions
+        .iter_mut()
+        .find(|a| a.type_url == GENERATION_URL)
+    {
+        Some(a) => a.value = value,
+        None => n.extensions.push(proto::prost_types::Any {
+            type_url: GENERATION_URL.to_string(),
+            value,
+        }),
+    }
+}
+
+/// The generation carried by a node state, if any.
+pub fn generation_in(n: &Node) -> Option<u64> {
+    let ext = n.extensions.iter().find(|a| a.type_url == GENERATION_URL)?;
+    Some(Generation::decode(ext.value.as_slice()).ok()?.generation)
 }
 
 /// The generation carried by an encoded node state, if any.
 pub fn generation_of(data: &[u8]) -> Option<(u64, RunState)> {
     let n = Node::decode(data).ok()?;
-    let ext = n.extensions.iter().find(|a| a.type_url == GENERATION_URL)?;
-    let g = Generation::decode(ext.value.as_slice()).ok()?;
-    Some((g.generation, n.run_state()))
+    Some((generation_in(&n)?, n.run_state()))
+}
+
+/// Milliseconds of an instance time (the engine's clock unit).
+fn ms(now: Time) -> u64 {
+    now.as_millis() as u64
 }
 
 /// What the root tracks for the generation being rolled out.
@@ -55,9 +86,21 @@ pub struct RootTrack {
     pub is_leaf: Vec<bool>,
 }
 
+/// Whether and how the state engine runs on an instance (`--engine`).
+pub enum EngineRole {
+    /// No engine: leaves copy the Cfg's generation into their Dsc at once
+    /// (also sub-parents with `--engine`: they only relay).
+    Off,
+    /// The root with `--engine`: publishes real power and boot Cfgs.
+    Root(Arc<EngineShared>),
+    /// A leaf with `--engine`: runs the engine and its virtual modules.
+    Leaf(Box<EngineLeaf>),
+}
+
 /// One loadtest instance: a sync core and the application above it.
 pub struct LoadNode {
     core: TreeCore,
+    engine: EngineRole,
     /// Leaves: `(generation, when its Cfg arrived)`, in arrival order.
     pub cfg_arrivals: Vec<(u64, Time)>,
     /// Root only: the generation being tracked.
@@ -67,10 +110,16 @@ pub struct LoadNode {
 }
 
 impl LoadNode {
-    /// Wraps a core.
+    /// Wraps a core (no engine).
     pub fn new(core: TreeCore) -> LoadNode {
+        LoadNode::with_engine(core, EngineRole::Off)
+    }
+
+    /// Wraps a core with the engine `role`.
+    pub fn with_engine(core: TreeCore, engine: EngineRole) -> LoadNode {
         LoadNode {
             core,
+            engine,
             cfg_arrivals: Vec::new(),
             track: None,
             peers_down: 0,
@@ -80,7 +129,10 @@ impl LoadNode {
     /// Root: publishes `generation` as the Cfg of every leaf and starts
     /// tracking it.
     pub fn roll_out(&mut self, now: Time, generation: u64, is_leaf: &[bool]) {
-        let data = node_bytes(generation, RunState::Sync);
+        let data = match &self.engine {
+            EngineRole::Root(shared) => Bytes::from(shared.cfg(generation).encode_to_vec()),
+            _ => node_bytes(generation, RunState::Sync),
+        };
         self.track = Some(RootTrack {
             generation,
             converged: vec![None; is_leaf.len()],
@@ -108,9 +160,15 @@ impl LoadNode {
         let Some((g, run)) = generation_of(data) else {
             return;
         };
+        // With the engine a leaf adds the generation only once converged
+        // (and a powered-off node's RunState is unknown); a Dsc marked
+        // ERROR by a sub-parent never counts.
+        let run_ok = match self.engine {
+            EngineRole::Root(_) => run != RunState::Error,
+            _ => run == RunState::Sync,
+        };
         let slot = &mut t.converged[node as usize];
-        if g == t.generation && run == RunState::Sync && slot.is_none() && t.is_leaf[node as usize]
-        {
+        if g == t.generation && run_ok && slot.is_none() && t.is_leaf[node as usize] {
             *slot = Some(now);
             t.reached += 1;
         }
@@ -121,7 +179,17 @@ impl LoadNode {
         while let Some(e) = self.core.poll_event() {
             match e {
                 Event::Delivered(r) if r.key.kind == Kind::Cfg && r.key.node == me => {
-                    if let Some((g, _)) = generation_of(&r.data) {
+                    if let EngineRole::Leaf(leaf) = &mut self.engine {
+                        let Ok(cfg) = Node::decode(r.data.as_ref()) else {
+                            continue;
+                        };
+                        if let Some(g) = generation_in(&cfg) {
+                            self.cfg_arrivals.push((g, now));
+                        }
+                        if let Some(dsc) = leaf.handle_cfg(cfg, ms(now)) {
+                            self.core.publish(now, me, Kind::Dsc, dsc);
+                        }
+                    } else if let Some((g, _)) = generation_of(&r.data) {
                         self.cfg_arrivals.push((g, now));
                         self.core
                             .publish(now, me, Kind::Dsc, node_bytes(g, RunState::Sync));
@@ -161,11 +229,22 @@ impl Instance for LoadNode {
     fn handle_timeout(&mut self, now: Time) {
         self.core.handle_timeout(now);
         self.pump(now);
+        if let EngineRole::Leaf(leaf) = &mut self.engine
+            && let Some(dsc) = leaf.handle_timeout(ms(now))
+        {
+            let me = self.core.id();
+            self.core.publish(now, me, Kind::Dsc, dsc);
+        }
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.core.poll_transmit()
     }
     fn poll_timeout(&mut self) -> Option<Time> {
-        self.core.poll_timeout()
+        let core = self.core.poll_timeout();
+        let EngineRole::Leaf(leaf) = &self.engine else {
+            return core;
+        };
+        let engine = leaf.poll_timeout().map(Duration::from_millis);
+        [core, engine].into_iter().flatten().min()
     }
 }

@@ -1,11 +1,16 @@
 //! `loadtest`: runs an overlay of tens of thousands of nodes and reports
 //! convergence times.
 //!
-//! - `loadtest run --net sim|udp ...`: one scenario, a table at the end and
-//!   an optional JSON report.
+//! - `loadtest run --net sim|udp [--engine] ...`: one scenario, a table at
+//!   the end and an optional JSON report; `--engine` runs the state engine
+//!   on every leaf.
+//! - `loadtest engine --nodes N ...`: the state engine alone (graph build,
+//!   planning, driving N nodes), a table and an optional JSON report.
 //! - `loadtest worker ...` (hidden): one UDP worker process, started by `run`.
 
 mod app;
+mod engine_bench;
+mod engine_leaf;
 mod progress;
 mod report;
 mod setup;
@@ -37,6 +42,8 @@ struct Cli {
 enum Cmd {
     /// Run one scenario and report convergence times.
     Run(RunArgs),
+    /// Benchmark the state engine alone: graph, planning, driving N nodes.
+    Engine(engine_bench::EngineArgs),
     /// One UDP worker process (started by `run --net udp`).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -76,6 +83,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().cmd {
         Cmd::Run(a) => run(a),
+        Cmd::Engine(a) => engine_bench::run(&a),
         Cmd::Worker(w) => worker::main(w),
     }
 }
@@ -87,12 +95,13 @@ fn run(a: RunArgs) -> Result<()> {
     let cluster = setup::cluster(&a.cluster)?;
     let progress = progress::Progress::new(a.quiet, a.metrics)?;
     eprintln!(
-        "loadtest: {} nodes, {} sub-parents, net {}, strategy {}, seed {}",
+        "loadtest: {} nodes, {} sub-parents, net {}, strategy {}, seed {}{}",
         cluster.leaves(),
         cluster.sub_parents(),
         a.net,
         a.cluster.strategy,
-        a.cluster.seed
+        a.cluster.seed,
+        if a.cluster.engine { ", engine" } else { "" }
     );
     let report = match a.net.as_str() {
         "sim" => sim_mode::run(&a.cluster, &cluster, a.timeout, &progress)?,

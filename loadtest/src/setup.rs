@@ -10,7 +10,8 @@ use overlay::tree::Tree;
 use sync_tree::{TreeConfig, TreeCore};
 use topo::{Flat, Role, StrategyKind, SyncSettings, Topology};
 
-use crate::app::LoadNode;
+use crate::app::{EngineRole, LoadNode};
+use crate::engine_leaf::EngineShared;
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -63,6 +64,17 @@ pub struct ClusterArgs {
     /// Probability that a datagram is lost.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
+    /// Run the state engine with virtual power and boot modules on every
+    /// leaf; `converge` then measures real mutation chains.
+    #[arg(long)]
+    pub engine: bool,
+    /// With `--engine`: probability that a module step reports an error.
+    #[arg(long, default_value_t = 0.0, requires = "engine")]
+    pub engine_fail_rate: f64,
+    /// With `--engine`: probability that a module step never answers (the
+    /// step times out after its declared timeout, seconds to minutes).
+    #[arg(long, default_value_t = 0.0, requires = "engine")]
+    pub engine_hang_rate: f64,
 }
 
 /// The cluster a run works on.
@@ -77,6 +89,8 @@ pub struct Cluster {
     pub root_hello: Duration,
     /// Hello interval of the nodes' tier.
     pub node_hello: Duration,
+    /// With `--engine`: the module set shared by every engine.
+    pub engine: Option<Arc<EngineShared>>,
 }
 
 impl Cluster {
@@ -101,7 +115,17 @@ impl Cluster {
             version_floor: now.as_millis() as u64 * 16,
             ..TreeConfig::default()
         };
-        LoadNode::new(TreeCore::new(id, self.tree.clone(), cfg, now))
+        let core = TreeCore::new(id, self.tree.clone(), cfg, now);
+        let Some(shared) = &self.engine else {
+            return LoadNode::new(core);
+        };
+        let inst = &self.flat.instances[id as usize];
+        let role = match inst.role {
+            Role::Root => EngineRole::Root(shared.clone()),
+            Role::Leaf => EngineRole::Leaf(Box::new(shared.leaf(id, &inst.name))),
+            Role::SubParent => EngineRole::Off,
+        };
+        LoadNode::with_engine(core, role)
     }
 }
 
@@ -156,12 +180,19 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
             flat.instances[c as usize].sync.hello
         });
     let node_hello = topo.node_sync().hello;
+    let engine = if a.engine {
+        let e = EngineShared::new(a.engine_fail_rate, a.engine_hang_rate, a.seed)?;
+        Some(Arc::new(e))
+    } else {
+        None
+    };
     Ok(Cluster {
         flat,
         tree,
         is_leaf,
         root_hello,
         node_hello,
+        engine,
     })
 }
 

@@ -119,6 +119,15 @@ fn worker_args(a: &ClusterArgs) -> Vec<String> {
     if let Some(d) = a.dead {
         v.extend(["--dead".into(), format!("{}ms", d.as_secs_f64() * 1000.0)]);
     }
+    if a.engine {
+        v.extend([
+            "--engine".into(),
+            "--engine-fail-rate".into(),
+            a.engine_fail_rate.to_string(),
+            "--engine-hang-rate".into(),
+            a.engine_hang_rate.to_string(),
+        ]);
+    }
     v
 }
 
@@ -292,7 +301,7 @@ pub fn run(
         scenario: "converge".into(),
         net: "udp".into(),
         strategy: a.strategy.clone(),
-        engine: false,
+        engine: a.engine,
         nodes: leaves,
         sub_parents: c.sub_parents(),
         seed: a.seed,

@@ -92,10 +92,10 @@ impl Topology {
             message: format!("cannot read: {e}"),
         })?;
         let mut topo = Topology::parse(&text, &file)?;
-        if let (Some(key), Some(dir)) = (&topo.key_file, path.parent()) {
-            if key.is_relative() {
-                topo.key_file = Some(dir.join(key));
-            }
+        if let (Some(key), Some(dir)) = (&topo.key_file, path.parent())
+            && key.is_relative()
+        {
+            topo.key_file = Some(dir.join(key));
         }
         Ok(topo)
     }

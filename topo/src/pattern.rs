@@ -178,10 +178,11 @@ pub(crate) fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     }
     let octets: Vec<&str> = host.split('.').collect();
     let numbers: Vec<Option<u64>> = octets.iter().map(|o| o.parse::<u64>().ok()).collect();
-    if octets.len() == 4 && numbers.iter().all(Option::is_some) {
-        if let Some(big) = numbers.iter().flatten().find(|v| **v > 255) {
-            return Err(format!("address `{text}`: octet {big} > 255"));
-        }
+    if octets.len() == 4
+        && numbers.iter().all(Option::is_some)
+        && let Some(big) = numbers.iter().flatten().find(|v| **v > 255)
+    {
+        return Err(format!("address `{text}`: octet {big} > 255"));
     }
     Err(format!(
         "address `{text}`: `{host}` is not an IP address (host names are not resolved)"

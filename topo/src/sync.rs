@@ -197,7 +197,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 pub(crate) fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     for (unit, unit_ns) in UNITS_NS {
-        if ns > 0 && ns % unit_ns == 0 {
+        if ns > 0 && ns.is_multiple_of(unit_ns) {
             return format!("{}{unit}", ns / unit_ns);
         }
     }

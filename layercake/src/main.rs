@@ -1,0 +1,2 @@
+//! The `layercake` binary.
+fn main() {}

@@ -1,0 +1,295 @@
+//! Every instance but the root: a sync core and, on a leaf, the node's own
+//! state engine with the virtual power and boot modules.
+//!
+//! - [`MemberApp`]: implements [`overlay::Instance`] for the UDP driver; it
+//!   feeds the core, reacts to its events (a Cfg for this node goes to the
+//!   engine; a child that went silent is marked failed upward), merges the
+//!   engine's deadlines into [`Instance::poll_timeout`], and publishes the
+//!   engine's Dsc whenever it changes.
+//! - [`NodeRuntime`]: one node's [`NodeEngine`] and the [`VirtualWorld`]
+//!   that performs its module calls, plus the mutation metrics.
+//!
+//! **Simplification (documented in `docs/cli.md`):** the engine runs with
+//! [`Relation::All`]: the node performs CHILD-context steps (power, PXE)
+//! itself against its virtual machine. On a real cluster those steps run on
+//! the node's parent (its sub-parent) with real power and PXE modules; the
+//! virtual modules make no difference between the two.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::executor::{ExecEvent, Relation};
+use engine::node::NodeEngine;
+use engine::virt::{Outcome, VirtualConfig, VirtualWorld};
+use overlay::strategy::{Event, Strategy};
+use overlay::{Instance, Key, Kind, NodeId, Time, Transmit};
+use prost::Message;
+use proto::node::{Node, RunState};
+use proto::overlay::Frame;
+use sync_tree::TreeCore;
+
+use crate::metrics as m;
+use crate::model::Model;
+
+/// Milliseconds of an instance time (the engine's clock unit).
+fn ms(now: Time) -> u64 {
+    now.as_millis() as u64
+}
+
+/// One node's engine and virtual machine.
+pub struct NodeRuntime {
+    model: Arc<Model>,
+    engine: NodeEngine,
+    world: VirtualWorld,
+    /// The mutation in flight and when it started (for its duration).
+    step: Option<(u32, u64)>,
+    /// The last completion delivered was a module error (not a timeout).
+    module_failed: bool,
+    published: Option<Bytes>,
+}
+
+impl NodeRuntime {
+    /// The engine of node `name` with a virtual machine seeded by `seed`.
+    pub fn new(model: Arc<Model>, name: &str, modules: VirtualConfig, seed: u64) -> NodeRuntime {
+        let engine = NodeEngine::new(
+            model.graph.clone(),
+            model.registry.clone(),
+            Relation::All,
+            name,
+        );
+        let world = VirtualWorld::new(&model.graph, 1, modules, seed);
+        NodeRuntime {
+            model,
+            engine,
+            world,
+            step: None,
+            module_failed: false,
+            published: None,
+        }
+    }
+
+    /// A new Cfg from the root; a re-delivery of the same Cfg changes
+    /// nothing. Freezing happens before the new target, thawing after.
+    pub fn handle_cfg(&mut self, cfg: Node, now_ms: u64) {
+        if *self.engine.cfg() == cfg {
+            return;
+        }
+        let frozen = self.model.frozen(&cfg);
+        let was = self.model.frozen(self.engine.cfg());
+        if frozen && !was {
+            self.engine.freeze();
+        }
+        if let Err(e) = self.engine.set_cfg(cfg, now_ms) {
+            tracing::warn!("engine rejected a Cfg: {e}");
+        }
+        if !frozen && was {
+            self.engine.thaw(now_ms);
+        }
+        self.drive(now_ms);
+    }
+
+    /// Delivers completions and deadlines due at `now_ms` and starts the
+    /// module calls the engine asks for.
+    pub fn drive(&mut self, now_ms: u64) {
+        while let Some(c) = self.world.poll_completion(now_ms) {
+            match c.outcome {
+                Outcome::Dsc(values) => self.engine.handle_report(&values, now_ms),
+                Outcome::Failed => {
+                    self.module_failed = true;
+                    self.engine.handle_failed(c.token, now_ms);
+                }
+            }
+            self.drain_events(now_ms);
+        }
+        self.engine.handle_timeout(now_ms);
+        self.drain_events(now_ms);
+        while let Some(a) = self.engine.poll_action() {
+            self.world.handle_action(&a, now_ms);
+        }
+        self.drain_events(now_ms);
+    }
+
+    fn drain_events(&mut self, now_ms: u64) {
+        while let Some(e) = self.engine.poll_event() {
+            let g = self.model.graph.clone();
+            let name = |mu: u32| g.mutation(mu).name.clone();
+            match e {
+                ExecEvent::StepStarted {
+                    mutation,
+                    local: true,
+                    ..
+                } => {
+                    m::mutation_started(name(mutation));
+                    self.step = Some((mutation, now_ms));
+                }
+                ExecEvent::StepDone { mutation, .. } => {
+                    let took = self.took(mutation, now_ms);
+                    m::mutation_completed(name(mutation), took);
+                }
+                ExecEvent::StepFailed { mutation, .. } => {
+                    let took = self.took(mutation, now_ms);
+                    m::mutation_failed(name(mutation), took, !self.module_failed);
+                    self.module_failed = false;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn took(&mut self, mutation: u32, now_ms: u64) -> Option<Duration> {
+        match self.step.take() {
+            Some((mu, t0)) if mu == mutation => Some(Duration::from_millis(now_ms - t0)),
+            other => {
+                self.step = other;
+                None
+            }
+        }
+    }
+
+    /// The next completion or step deadline, milliseconds.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        [self.engine.poll_timeout(), self.world.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The Dsc to publish (with the Frozen flag the engine really has), if
+    /// it changed since the last call.
+    pub fn dsc_if_changed(&mut self) -> Option<Bytes> {
+        let mut dsc = self.engine.dsc().clone();
+        let frozen = self.model.frozen(self.engine.cfg());
+        self.model.set_frozen(&mut dsc, frozen);
+        let bytes = Bytes::from(dsc.encode_to_vec());
+        if self.published.as_ref() == Some(&bytes) {
+            return None;
+        }
+        self.published = Some(bytes.clone());
+        Some(bytes)
+    }
+
+    /// True when the engine's Dsc is compatible with its Cfg.
+    pub fn is_converged(&self) -> bool {
+        self.engine.is_converged()
+    }
+}
+
+/// A sub-parent (relay) or a leaf (relay-less, with its engine).
+pub struct MemberApp {
+    core: TreeCore,
+    node: Option<Box<NodeRuntime>>,
+    /// Children this instance declared down.
+    pub peers_down: u64,
+}
+
+impl MemberApp {
+    /// A sub-parent: a core that only relays and marks lost children.
+    pub fn relay(core: TreeCore) -> MemberApp {
+        MemberApp {
+            core,
+            node: None,
+            peers_down: 0,
+        }
+    }
+
+    /// A leaf running `node`; publishes its first Dsc at `now`.
+    pub fn leaf(core: TreeCore, node: NodeRuntime, now: Time) -> MemberApp {
+        let mut app = MemberApp {
+            core,
+            node: Some(Box::new(node)),
+            peers_down: 0,
+        };
+        app.publish_dsc(now);
+        app
+    }
+
+    /// The sync core (for neighbour states and counters).
+    pub fn core(&self) -> &TreeCore {
+        &self.core
+    }
+
+    /// The node's engine, on a leaf.
+    pub fn node(&self) -> Option<&NodeRuntime> {
+        self.node.as_deref()
+    }
+
+    fn publish_dsc(&mut self, now: Time) {
+        let me = self.core.id();
+        if let Some(dsc) = self.node.as_mut().and_then(|n| n.dsc_if_changed()) {
+            self.core.publish(now, me, Kind::Dsc, dsc);
+        }
+    }
+
+    fn pump(&mut self, now: Time) {
+        let me = self.core.id();
+        while let Some(e) = self.core.poll_event() {
+            match e {
+                Event::Delivered(r) if r.key.kind == Kind::Cfg && r.key.node == me => {
+                    let Some(node) = self.node.as_mut() else {
+                        continue;
+                    };
+                    match Node::decode(r.data.as_ref()) {
+                        Ok(cfg) => node.handle_cfg(cfg, ms(now)),
+                        Err(e) => tracing::warn!("undecodable Cfg for instance {me}: {e}"),
+                    }
+                }
+                Event::PeerDown(p) => {
+                    m::peer_event("down");
+                    if p > me {
+                        self.mark_child_failed(now, p);
+                    }
+                }
+                Event::PeerUp(_) => m::peer_event("up"),
+                Event::Delivered(_) => {}
+            }
+        }
+        self.publish_dsc(now);
+    }
+
+    /// A child went silent: its Dsc is marked RunState ERROR upward.
+    fn mark_child_failed(&mut self, now: Time, child: NodeId) {
+        self.peers_down += 1;
+        let key = Key {
+            node: child,
+            kind: Kind::Dsc,
+        };
+        let mut last = self
+            .core
+            .get(key)
+            .and_then(|r| Node::decode(r.data.as_ref()).ok())
+            .unwrap_or_default();
+        last.run_state = RunState::Error as i32;
+        self.core
+            .mark_failed(now, child, Bytes::from(last.encode_to_vec()));
+    }
+}
+
+impl Instance for MemberApp {
+    fn id(&self) -> NodeId {
+        self.core.id()
+    }
+    fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        self.core.handle_frame(now, from, frame);
+        self.pump(now);
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        self.core.handle_timeout(now);
+        if let Some(n) = self.node.as_mut() {
+            n.drive(ms(now));
+        }
+        self.pump(now);
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.core.poll_transmit()
+    }
+    fn poll_timeout(&mut self) -> Option<Time> {
+        let core = self.core.poll_timeout();
+        let engine = self
+            .node
+            .as_ref()
+            .and_then(|n| n.poll_timeout())
+            .map(Duration::from_millis);
+        [core, engine].into_iter().flatten().min()
+    }
+}

@@ -1,0 +1,170 @@
+//! Prometheus metrics: the recorder, the metric names and one function per
+//! thing measured, so that names and labels live in one place (the
+//! reference is `docs/metrics.md`).
+//!
+//! - [`install`]: installs the global `metrics` recorder (a
+//!   `metrics-exporter-prometheus` handle that `/metrics` renders).
+//! - Engine side: [`mutation_started`], [`mutation_completed`],
+//!   [`mutation_failed`] (failed or timed out), with durations.
+//! - Root side: [`convergence`] (the `kraken_convergence_seconds`
+//!   histogram), node state gauges ([`node_states`]).
+//! - Sync side: [`peer_event`], [`traffic`], [`neighbors`].
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Histogram buckets of every `*_seconds` metric.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Installs the process-wide recorder and describes every metric.
+pub fn install() -> Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .context("histogram buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        "kraken_convergence_seconds",
+        metrics::Unit::Seconds,
+        "From a Cfg change accepted at the root until the root holds a matching Dsc, per node"
+    );
+    describe_gauge!("kraken_nodes", "Nodes managed by the root");
+    describe_gauge!(
+        "kraken_nodes_converged",
+        "Nodes whose Dsc (at the root) matches their Cfg"
+    );
+    describe_gauge!("kraken_nodes_phys_state", "Nodes by discovered PhysState");
+    describe_gauge!("kraken_nodes_run_state", "Nodes by discovered RunState");
+    describe_counter!("kraken_mutations_started_total", "Mutation steps started");
+    describe_counter!("kraken_mutations_completed_total", "Mutation steps completed");
+    describe_counter!(
+        "kraken_mutations_failed_total",
+        "Mutation steps whose module reported an error"
+    );
+    describe_counter!(
+        "kraken_mutations_timed_out_total",
+        "Mutation steps that exceeded their timeout"
+    );
+    describe_histogram!(
+        "kraken_mutation_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of mutation steps by mutation and outcome"
+    );
+    describe_counter!("kraken_sync_datagrams_total", "Sync datagrams by level and direction");
+    describe_counter!("kraken_sync_bytes_total", "Sync bytes sent by level");
+    describe_counter!("kraken_sync_dropped_total", "Datagrams the envelope rejected, by reason");
+    describe_gauge!("kraken_sync_neighbors", "Neighbour links by level and state (alive, dead)");
+    describe_counter!("kraken_sync_peer_events_total", "Neighbours that came up or went down");
+    describe_counter!(
+        "kraken_failovers_total",
+        "Sub-parent failovers (always 0 with the tree strategy, which has no standby takeover)"
+    );
+    describe_counter!("kraken_api_writes_total", "Cfg writes committed through the API");
+    describe_histogram!(
+        "kraken_cfg_commit_seconds",
+        metrics::Unit::Seconds,
+        "Time to commit one API write to the database"
+    );
+    counter!("kraken_failovers_total").absolute(0);
+}
+
+/// A mutation step started on this instance.
+pub fn mutation_started(mutation: String) {
+    counter!("kraken_mutations_started_total", "mutation" => mutation).increment(1);
+}
+
+/// A mutation step completed after `took` (if its start was seen).
+pub fn mutation_completed(mutation: String, took: Option<Duration>) {
+    counter!("kraken_mutations_completed_total", "mutation" => mutation.clone()).increment(1);
+    if let Some(t) = took {
+        histogram!("kraken_mutation_duration_seconds", "mutation" => mutation, "outcome" => "completed")
+            .record(t.as_secs_f64());
+    }
+}
+
+/// A mutation step failed (`timed_out`: no answer in time; else the
+/// module reported an error).
+pub fn mutation_failed(mutation: String, took: Option<Duration>, timed_out: bool) {
+    let (name, outcome) = if timed_out {
+        ("kraken_mutations_timed_out_total", "timed_out")
+    } else {
+        ("kraken_mutations_failed_total", "failed")
+    };
+    counter!(name, "mutation" => mutation.clone()).increment(1);
+    if let Some(t) = took {
+        histogram!("kraken_mutation_duration_seconds", "mutation" => mutation, "outcome" => outcome)
+            .record(t.as_secs_f64());
+    }
+}
+
+/// One node converged `took` after its Cfg change was accepted.
+pub fn convergence(took: Duration) {
+    histogram!("kraken_convergence_seconds").record(took.as_secs_f64());
+}
+
+/// A neighbour came `up` or went `down`.
+pub fn peer_event(event: &'static str) {
+    counter!("kraken_sync_peer_events_total", "event" => event).increment(1);
+}
+
+/// Node counts at the root: total, converged, by PhysState and RunState.
+pub fn node_states(total: usize, converged: usize, phys: &[(&'static str, usize)], run: &[(&'static str, usize)]) {
+    gauge!("kraken_nodes").set(total as f64);
+    gauge!("kraken_nodes_converged").set(converged as f64);
+    for &(s, n) in phys {
+        gauge!("kraken_nodes_phys_state", "state" => s).set(n as f64);
+    }
+    for &(s, n) in run {
+        gauge!("kraken_nodes_run_state", "state" => s).set(n as f64);
+    }
+}
+
+/// Traffic totals of one level (absolute counter values).
+#[derive(Clone, Debug, Default)]
+pub struct LevelTraffic {
+    /// Datagrams sent.
+    pub tx_datagrams: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Datagrams received and accepted.
+    pub rx_datagrams: u64,
+    /// Neighbour links in state full.
+    pub alive: u64,
+    /// Neighbour links in state down.
+    pub dead: u64,
+}
+
+/// Publishes the traffic and neighbour totals of `level`.
+pub fn traffic(level: &str, t: &LevelTraffic) {
+    let l = level.to_string();
+    counter!("kraken_sync_datagrams_total", "level" => l.clone(), "direction" => "out")
+        .absolute(t.tx_datagrams);
+    counter!("kraken_sync_datagrams_total", "level" => l.clone(), "direction" => "in")
+        .absolute(t.rx_datagrams);
+    counter!("kraken_sync_bytes_total", "level" => l.clone(), "direction" => "out")
+        .absolute(t.tx_bytes);
+    gauge!("kraken_sync_neighbors", "level" => l.clone(), "state" => "alive").set(t.alive as f64);
+    gauge!("kraken_sync_neighbors", "level" => l, "state" => "dead").set(t.dead as f64);
+}
+
+/// Publishes the envelope's drop counters (absolute, by reason).
+pub fn dropped(reason: &'static str, count: u64) {
+    counter!("kraken_sync_dropped_total", "reason" => reason).absolute(count);
+}
+
+/// One API write of `nodes` nodes committed in `took`.
+pub fn api_write(took: Duration) {
+    counter!("kraken_api_writes_total").increment(1);
+    histogram!("kraken_cfg_commit_seconds").record(took.as_secs_f64());
+}

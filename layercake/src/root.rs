@@ -1,0 +1,681 @@
+//! The root instance: source of truth for every node's Cfg, holder of
+//! every node's Dsc, and the state behind the API.
+//!
+//! - [`RootApp`]: implements [`overlay::Instance`] for the UDP driver. It
+//!   wraps the tree core, an engine [`Store`] with both copies of every
+//!   node, a [`Planner`] for plan preview and the active chains, and the
+//!   convergence tracking behind `kraken_convergence_seconds`.
+//! - Writes come in two steps driven by the control task
+//!   (`world::control`): [`RootApp::prepare`] computes the new Cfgs (and
+//!   validates the request) without changing anything; the caller commits
+//!   them to the database; then [`RootApp::apply`] stores and publishes
+//!   them. Nothing reaches the overlay before the commit.
+//! - Events: store changes become `change` messages, and changed node
+//!   summaries are flushed as one `nodes` message (with the counters) by
+//!   [`RootApp::flush`], on the [`Bus`] the event stream reads.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::events::{EventKind, Filter, Side, SubId};
+use engine::planner::Planner;
+use engine::store::Store;
+use engine::url::{Field, Path, Url};
+use engine::value::Value;
+use overlay::strategy::{Event, Strategy};
+use overlay::{Instance, Kind, NodeId, Time, Transmit};
+use prost::Message;
+use proto::node::Node;
+use proto::overlay::Frame;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use sync_tree::TreeCore;
+use tokio::sync::broadcast;
+
+use crate::cluster::Cluster;
+use crate::metrics as m;
+use crate::model::Model;
+
+/// Messages the event stream buffers per subscriber before it lags.
+pub const BUS_CAPACITY: usize = 8192;
+/// Store events drained per pump (the dispatcher's own queue is bounded).
+const CHANGES_PER_PUMP_MAX: usize = 4096;
+
+/// One event-stream message: an SSE event name and its JSON data.
+#[derive(Debug)]
+pub struct BusMsg {
+    /// `change` or `nodes`.
+    pub event: &'static str,
+    /// JSON text.
+    pub data: String,
+}
+
+/// The sender side of the event stream.
+pub type Bus = broadcast::Sender<Arc<BusMsg>>;
+
+/// An API failure: HTTP status, a stable code and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// Machine-readable code (`bad_request`, `not_found`, ...).
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 404,
+            code: "not_found",
+            message: message.into(),
+        }
+    }
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 500,
+            code: "internal",
+            message: message.into(),
+        }
+    }
+    /// 503.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 503,
+            code: "unavailable",
+            message: message.into(),
+        }
+    }
+}
+
+/// Which nodes a request is about.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Selection {
+    /// A hostlist (`n[0001-0010]`); every name must exist.
+    #[serde(default)]
+    pub hosts: Option<String>,
+    /// `URL=VALUE[,URL=VALUE...]`, all must hold on `side`.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// The copy `filter` reads: `dsc` (default) or `cfg`.
+    #[serde(default)]
+    pub side: Option<String>,
+    /// Every node (writes need `hosts`, `filter` or `all`).
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl Selection {
+    /// True when nothing narrows or widens the selection explicitly.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_none() && self.filter.is_none() && !self.all
+    }
+}
+
+/// What a write does to each selected node's Cfg.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    /// Sets `URL=VALUE` pairs; with `replace`, on a fresh Cfg.
+    Set {
+        /// The values, as text (enums by name or number).
+        values: Vec<(String, String)>,
+        /// Start from an empty Cfg instead of the current one.
+        replace: bool,
+    },
+    /// Resets the Cfg to empty (nothing wanted).
+    Reset,
+    /// Sets the Control/Frozen flag.
+    Freeze(bool),
+}
+
+/// The result of [`RootApp::prepare`]: the new Cfgs to commit.
+pub struct Prepared {
+    /// Nodes selected.
+    pub matched: usize,
+    /// The changed nodes' new Cfgs.
+    pub changes: Vec<(String, Node)>,
+}
+
+/// One managed node as the root sees it.
+struct Leaf {
+    name: String,
+    id: NodeId,
+    rack: String,
+    target: Vec<i32>,
+    dsc: Vec<i32>,
+    /// When the Cfg change not yet matched by Dsc was accepted.
+    pending: Option<Time>,
+    converged: bool,
+    frozen_cfg: bool,
+    frozen_dsc: bool,
+    dirty: bool,
+}
+
+/// The root's application.
+pub struct RootApp {
+    core: TreeCore,
+    model: Arc<Model>,
+    store: Store,
+    sub: Option<SubId>,
+    planner: RefCell<Planner>,
+    leaves: Vec<Leaf>,
+    by_name: HashMap<String, usize>,
+    by_id: HashMap<NodeId, usize>,
+    dirty: Vec<usize>,
+    bus: Bus,
+    /// Dsc records that did not decode.
+    pub bad_records: u64,
+}
+
+impl RootApp {
+    /// The root of `cluster` over `core`, with the Cfgs loaded from the
+    /// database (`stored`); they are published at once.
+    pub fn new(
+        core: TreeCore,
+        model: Arc<Model>,
+        cluster: &Cluster,
+        stored: Vec<(String, Node)>,
+        bus: Bus,
+        now: Time,
+    ) -> RootApp {
+        let mut store = Store::new(model.registry.clone());
+        let sub = store.events().subscribe(Filter {
+            kinds: vec![EventKind::StateChange],
+            ..Filter::default()
+        });
+        let mut leaves = Vec::new();
+        for id in cluster.leaves() {
+            let inst = &cluster.flat.instances[id as usize];
+            // Cannot fail: topology names are unique and far below NODES_MAX.
+            let _ = store.create(&inst.name);
+            leaves.push(Leaf {
+                name: inst.name.clone(),
+                id,
+                rack: cluster.rack[id as usize].clone(),
+                target: vec![0; model.graph.set().vars.len()],
+                dsc: vec![0; model.graph.set().vars.len()],
+                pending: None,
+                converged: true,
+                frozen_cfg: false,
+                frozen_dsc: false,
+                dirty: true,
+            });
+        }
+        let by_name = leaves
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.clone(), i))
+            .collect();
+        let by_id = leaves.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
+        let mut root = RootApp {
+            core,
+            planner: RefCell::new(Planner::new(model.graph.clone())),
+            model,
+            store,
+            sub,
+            dirty: (0..leaves.len()).collect(),
+            leaves,
+            by_name,
+            by_id,
+            bus,
+            bad_records: 0,
+        };
+        let known: Vec<_> = stored
+            .into_iter()
+            .filter(|(name, _)| {
+                let ok = root.by_name.contains_key(name);
+                if !ok {
+                    tracing::warn!("stored Cfg of `{name}` ignored: not in the topology");
+                }
+                ok
+            })
+            .collect();
+        tracing::info!("publishing {} stored Cfgs", known.len());
+        root.apply(known, now);
+        root
+    }
+
+    /// Number of managed nodes.
+    pub fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// Number of nodes whose Dsc matches their Cfg.
+    pub fn converged(&self) -> usize {
+        self.leaves.iter().filter(|l| l.converged).count()
+    }
+
+    /// The sync core.
+    pub fn core(&self) -> &TreeCore {
+        &self.core
+    }
+
+    /// The model in use.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Resolves a selection to leaf indices, in topology order.
+    pub fn select(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
+        let mut idx: Vec<usize> = match &sel.hosts {
+            Some(h) if !h.trim().is_empty() && h.trim() != "all" => {
+                let names = topo::hostlist::expand(h)
+                    .map_err(|e| ApiError::bad(format!("bad hostlist `{h}`: {e}")))?;
+                let mut out = Vec::with_capacity(names.len());
+                let mut missing = Vec::new();
+                for n in &names {
+                    match self.by_name.get(n) {
+                        Some(&i) => out.push(i),
+                        None => missing.push(n.clone()),
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(ApiError::not_found(format!(
+                        "no such node: {} ({} of {} names unknown)",
+                        topo::hostlist::compress(&missing),
+                        missing.len(),
+                        names.len()
+                    )));
+                }
+                out.sort_unstable();
+                out.dedup();
+                out
+            }
+            _ => (0..self.leaves.len()).collect(),
+        };
+        if let Some(f) = sel.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+            let side = match sel.side.as_deref() {
+                None | Some("dsc") => Side::Dsc,
+                Some("cfg") => Side::Cfg,
+                Some(s) => return Err(ApiError::bad(format!("side must be cfg or dsc, not `{s}`"))),
+            };
+            let conds = self.parse_pairs(f.split(','))?;
+            idx.retain(|&i| {
+                let node = self.store.get(&self.leaves[i].name, side);
+                node.is_some_and(|n| {
+                    conds
+                        .iter()
+                        .all(|(p, v)| self.model.registry.get(n, p).ok().as_ref() == Some(v))
+                })
+            });
+        }
+        Ok(idx)
+    }
+
+    /// Parses `URL=VALUE` words (node-relative URLs only).
+    fn parse_pairs<'a>(
+        &self,
+        words: impl Iterator<Item = &'a str>,
+    ) -> Result<Vec<(Path, Value)>, ApiError> {
+        let mut out = Vec::new();
+        for w in words.map(str::trim).filter(|w| !w.is_empty()) {
+            let Some((url, value)) = w.split_once('=') else {
+                return Err(ApiError::bad(format!("`{w}` is not URL=VALUE")));
+            };
+            out.push(self.parse_value(url.trim(), value.trim())?);
+        }
+        Ok(out)
+    }
+
+    fn parse_value(&self, url: &str, value: &str) -> Result<(Path, Value), ApiError> {
+        let u: Url = url
+            .parse()
+            .map_err(|e| ApiError::bad(format!("bad URL `{url}`: {e}")))?;
+        if u.node.is_some() {
+            return Err(ApiError::bad(format!(
+                "`{url}`: cluster-wide URLs (node:URL) are not accepted here; select nodes with hosts"
+            )));
+        }
+        let v = self
+            .model
+            .registry
+            .parse_value(&u.path, value)
+            .map_err(|e| ApiError::bad(format!("`{url}={value}`: {e}")))?;
+        Ok((u.path, v))
+    }
+
+    /// Computes the new Cfgs of a write without changing anything.
+    pub fn prepare(&self, sel: &Selection, op: &WriteOp) -> Result<Prepared, ApiError> {
+        if sel.is_empty() {
+            return Err(ApiError::bad(
+                "select nodes with `hosts`, `filter` or `all` (writes never default to every node)",
+            ));
+        }
+        let idx = self.select(sel)?;
+        let values = match op {
+            WriteOp::Set { values, .. } => {
+                let mut out = Vec::with_capacity(values.len());
+                for (u, v) in values {
+                    let (p, val) = self.parse_value(u, v)?;
+                    if matches!(p, Path::Field(Field::Id | Field::Nodename)) {
+                        return Err(ApiError::bad(format!("`{u}` is the node's identity; it cannot be set")));
+                    }
+                    out.push((p, val));
+                }
+                if out.is_empty() {
+                    return Err(ApiError::bad("no URL=VALUE given"));
+                }
+                out
+            }
+            _ => Vec::new(),
+        };
+        let reg = &self.model.registry;
+        let mut changes = Vec::new();
+        for &i in &idx {
+            let name = &self.leaves[i].name;
+            let Some(cur) = self.store.get(name, Side::Cfg) else {
+                continue;
+            };
+            let mut new = match op {
+                WriteOp::Set { replace: true, .. } | WriteOp::Reset => reg.new_node(name),
+                _ => cur.clone(),
+            };
+            for (p, v) in &values {
+                reg.set(&mut new, p, v)
+                    .map_err(|e| ApiError::bad(format!("{name}: {e}")))?;
+            }
+            if let WriteOp::Freeze(f) = op {
+                self.model.set_frozen(&mut new, *f);
+            }
+            self.model.normalize(&mut new);
+            if new != *cur {
+                changes.push((name.clone(), new));
+            }
+        }
+        Ok(Prepared {
+            matched: idx.len(),
+            changes,
+        })
+    }
+
+    /// Stores and publishes committed Cfgs.
+    pub fn apply(&mut self, changes: Vec<(String, Node)>, now: Time) {
+        for (name, node) in changes {
+            let Some(&i) = self.by_name.get(&name) else {
+                continue;
+            };
+            let bytes = Bytes::from(node.encode_to_vec());
+            let target = self.model.target(&node);
+            let frozen = self.model.frozen(&node);
+            // Cannot fail: the node exists.
+            let _ = self.store.update(&name, Side::Cfg, node);
+            let leaf = &mut self.leaves[i];
+            self.core.publish(now, leaf.id, Kind::Cfg, bytes);
+            if leaf.target != target {
+                leaf.target = target;
+                leaf.pending = Some(now);
+            }
+            leaf.frozen_cfg = frozen;
+            self.check(i, now);
+        }
+        self.drain_changes();
+    }
+
+    fn check(&mut self, i: usize, now: Time) {
+        let leaf = &mut self.leaves[i];
+        let ok = Model::matches(&leaf.target, &leaf.dsc);
+        if ok {
+            if let Some(t0) = leaf.pending.take() {
+                m::convergence(now.saturating_sub(t0));
+            }
+        }
+        leaf.converged = ok;
+        if !leaf.dirty {
+            leaf.dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    fn on_dsc(&mut self, node: NodeId, data: &[u8], now: Time) {
+        let Some(&i) = self.by_id.get(&node) else {
+            return;
+        };
+        let Ok(dsc) = Node::decode(data) else {
+            self.bad_records += 1;
+            tracing::warn!("undecodable Dsc from instance {node}");
+            return;
+        };
+        let leaf = &mut self.leaves[i];
+        leaf.dsc = self.model.project(&dsc);
+        leaf.frozen_dsc = self.model.frozen(&dsc);
+        let name = leaf.name.clone();
+        let _ = self.store.update_from_sync(&name, Side::Dsc, dsc);
+        self.check(i, now);
+    }
+
+    fn pump(&mut self, now: Time) {
+        while let Some(e) = self.core.poll_event() {
+            match e {
+                Event::Delivered(r) if r.key.kind == Kind::Dsc => {
+                    self.on_dsc(r.key.node, &r.data, now);
+                }
+                Event::PeerUp(_) => m::peer_event("up"),
+                Event::PeerDown(_) => m::peer_event("down"),
+                Event::Delivered(_) => {}
+            }
+        }
+        self.drain_changes();
+    }
+
+    /// Turns store events into `change` messages on the bus.
+    fn drain_changes(&mut self) {
+        let Some(sub) = self.sub else { return };
+        let live = self.bus.receiver_count() > 0;
+        for _ in 0..CHANGES_PER_PUMP_MAX {
+            let Some(e) = self.store.events().poll(sub) else {
+                break;
+            };
+            if !live {
+                continue;
+            }
+            let show = |v: &Option<Value>| {
+                v.as_ref().map(|v| {
+                    let kind = e
+                        .url
+                        .parse::<Path>()
+                        .ok()
+                        .and_then(|p| self.model.registry.kind(&p).ok());
+                    kind.map_or_else(|| v.to_string(), |k| k.display(v))
+                })
+            };
+            let data = json!({
+                "node": e.node,
+                "side": if e.side == Side::Cfg { "cfg" } else { "dsc" },
+                "url": e.url,
+                "old": show(&e.old),
+                "new": show(&e.new),
+            });
+            let _ = self.bus.send(Arc::new(BusMsg {
+                event: "change",
+                data: data.to_string(),
+            }));
+        }
+    }
+
+    fn summary(&self, i: usize) -> Json {
+        let l = &self.leaves[i];
+        let (p, r, x) = (self.model.phys, self.model.run, self.model.pxe);
+        json!({
+            "n": l.name, "r": l.rack,
+            "cp": l.target[p], "cr": l.target[r],
+            "dp": l.dsc[p], "dr": l.dsc[r], "dx": l.dsc[x],
+            "ok": l.converged, "fz": l.frozen_cfg || l.frozen_dsc,
+        })
+    }
+
+    /// Counts by state, for the dashboard, `/health` and the gauges.
+    pub fn counters(&self) -> Json {
+        let mut phys = [0usize; 6];
+        let mut run = [0usize; 4];
+        let mut frozen = 0;
+        for l in &self.leaves {
+            if let Some(c) = phys.get_mut(l.dsc[self.model.phys] as usize) {
+                *c += 1;
+            }
+            if let Some(c) = run.get_mut(l.dsc[self.model.run] as usize) {
+                *c += 1;
+            }
+            frozen += usize::from(l.frozen_cfg);
+        }
+        let phys: Vec<_> = (0..6)
+            .map(|x| (self.model.name_of(self.model.phys, x as i32), phys[x]))
+            .collect();
+        let run: Vec<_> = (0..4)
+            .map(|x| (self.model.name_of(self.model.run, x as i32), run[x]))
+            .collect();
+        m::node_states(self.len(), self.converged(), &phys, &run);
+        json!({
+            "nodes": self.len(),
+            "converged": self.converged(),
+            "frozen": frozen,
+            "phys": phys.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "run": run.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
+    /// Sends the summaries of nodes changed since the last flush, with the
+    /// counters, as one `nodes` message; updates the state gauges.
+    pub fn flush(&mut self) {
+        let counters = self.counters();
+        let dirty = std::mem::take(&mut self.dirty);
+        let nodes: Vec<Json> = dirty.iter().map(|&i| self.summary(i)).collect();
+        for &i in &dirty {
+            self.leaves[i].dirty = false;
+        }
+        if nodes.is_empty() && self.bus.receiver_count() == 0 {
+            return;
+        }
+        let data = json!({ "nodes": nodes, "counters": counters });
+        let _ = self.bus.send(Arc::new(BusMsg {
+            event: "nodes",
+            data: data.to_string(),
+        }));
+    }
+
+    /// Every node's summary and the counters (the dashboard's snapshot).
+    pub fn snapshot(&self) -> Json {
+        let nodes: Vec<Json> = (0..self.leaves.len()).map(|i| self.summary(i)).collect();
+        json!({ "nodes": nodes, "counters": self.counters() })
+    }
+
+    /// Selected nodes with both copies as `URL -> value` maps.
+    pub fn list(&self, sel: &Selection) -> Result<Json, ApiError> {
+        let idx = self.select(sel)?;
+        let nodes: Vec<Json> = idx.iter().map(|&i| self.detail(i, false)).collect();
+        Ok(json!({ "nodes": nodes }))
+    }
+
+    /// One node in full: both copies, convergence and its chain.
+    pub fn get(&mut self, name: &str) -> Result<Json, ApiError> {
+        let &i = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| ApiError::not_found(format!("no such node: {name}")))?;
+        Ok(self.detail(i, true))
+    }
+
+    fn detail(&self, i: usize, with_chain: bool) -> Json {
+        let l = &self.leaves[i];
+        let get = |side| self.store.get(&l.name, side).map(|n| self.model.values(n));
+        let mut out = json!({
+            "name": l.name,
+            "rack": l.rack,
+            "converged": l.converged,
+            "frozen": l.frozen_cfg,
+            "cfg": get(Side::Cfg),
+            "dsc": get(Side::Dsc),
+        });
+        if with_chain {
+            out["chain"] = json!(self.chain_of(i, None));
+        }
+        out
+    }
+
+    /// The chain node `i` runs (or would run with `cfg`), planned from its
+    /// Dsc as the root holds it. Since every chain of a target comes from
+    /// one shortest-path tree, this is the node's own active chain from its
+    /// current step on. `None`: no chain reaches the target.
+    fn chain_of(&self, i: usize, cfg: Option<&Node>) -> Option<Vec<String>> {
+        let l = &self.leaves[i];
+        let cur = self.store.get(&l.name, Side::Cfg)?;
+        let cfg = cfg.unwrap_or(cur);
+        let target = self.model.target(cfg);
+        let mask = self.model.graph.set().guard_mask(&self.model.registry, cfg);
+        let mut planner = self.planner.borrow_mut();
+        let plans = planner.preview(&[(l.dsc.clone(), mask)], &target).ok()?;
+        let plan = plans.into_iter().next().flatten()?;
+        Some(planner.describe(&plan))
+    }
+
+    /// Plan preview: the chain each selected node would run if `values`
+    /// were written to its Cfg. Nothing changes.
+    pub fn plan(&mut self, sel: &Selection, values: &[(String, String)]) -> Result<Json, ApiError> {
+        let prepared = self.prepare(
+            sel,
+            &WriteOp::Set {
+                values: values.to_vec(),
+                replace: false,
+            },
+        )?;
+        let idx = self.select(sel)?;
+        let changed: HashMap<&str, &Node> = prepared
+            .changes
+            .iter()
+            .map(|(n, c)| (n.as_str(), c))
+            .collect();
+        let nodes: Vec<Json> = idx
+            .iter()
+            .map(|&i| {
+                let name = self.leaves[i].name.as_str();
+                let chain = self.chain_of(i, changed.get(name).copied());
+                json!({ "name": name, "reachable": chain.is_some(), "chain": chain.unwrap_or_default() })
+            })
+            .collect();
+        Ok(json!({ "nodes": nodes }))
+    }
+
+    /// Health summary.
+    pub fn health(&self) -> Json {
+        json!({
+            "status": "ok",
+            "role": "root",
+            "nodes": self.len(),
+            "converged": self.converged(),
+            "held_records": self.core.held(),
+        })
+    }
+}
+
+impl Instance for RootApp {
+    fn id(&self) -> NodeId {
+        self.core.id()
+    }
+    fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        self.core.handle_frame(now, from, frame);
+        self.pump(now);
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        self.core.handle_timeout(now);
+        self.pump(now);
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.core.poll_transmit()
+    }
+    fn poll_timeout(&mut self) -> Option<Time> {
+        self.core.poll_timeout()
+    }
+}

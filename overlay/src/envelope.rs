@@ -40,8 +40,10 @@ pub const TAG_BYTES: usize = 16;
 pub const MAGIC: [u8; 2] = *b"KR";
 /// The envelope format version.
 pub const VERSION: u8 = 1;
-/// Width of the replay window, in sequence numbers.
-pub const REPLAY_WINDOW: u64 = 64;
+/// Width of the replay window, in sequence numbers: a burst to one peer may
+/// be reordered this much and still be accepted.
+pub const REPLAY_WINDOW: u64 = 1024;
+const WINDOW_WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 /// Most senders whose replay state is kept (the topology's size bounds it).
 pub const TRACKED_SENDERS_MAX: usize = 1 << 20;
 
@@ -326,11 +328,62 @@ pub struct Opened {
     pub seq: u64,
 }
 
+/// Sequences seen from one sender: the highest, and a ring bitmap of the
+/// last [`REPLAY_WINDOW`] (bit `seq % REPLAY_WINDOW`).
 #[derive(Clone, Copy)]
 struct Window {
     epoch: u64,
     top: u64,
-    bits: u64,
+    bits: [u64; WINDOW_WORDS],
+}
+
+impl Window {
+    fn fresh(epoch: u64, seq: u64) -> Window {
+        let mut w = Window {
+            epoch,
+            top: seq,
+            bits: [0; WINDOW_WORDS],
+        };
+        w.set(seq);
+        w
+    }
+
+    fn slot(seq: u64) -> (usize, u64) {
+        let i = seq % REPLAY_WINDOW;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    fn set(&mut self, seq: u64) {
+        let (w, b) = Window::slot(seq);
+        self.bits[w] |= b;
+    }
+
+    fn is_set(&self, seq: u64) -> bool {
+        let (w, b) = Window::slot(seq);
+        self.bits[w] & b != 0
+    }
+
+    /// Accepts `seq` once within the window.
+    fn accept(&mut self, seq: u64) -> Result<(), DropReason> {
+        if seq > self.top {
+            if seq - self.top >= REPLAY_WINDOW {
+                self.bits = [0; WINDOW_WORDS];
+            } else {
+                for s in self.top + 1..seq {
+                    let (w, b) = Window::slot(s);
+                    self.bits[w] &= !b;
+                }
+            }
+            self.top = seq;
+            self.set(seq);
+            return Ok(());
+        }
+        if self.top - seq >= REPLAY_WINDOW || self.is_set(seq) {
+            return Err(DropReason::Replayed);
+        }
+        self.set(seq);
+        Ok(())
+    }
 }
 
 /// Authenticates, de-duplicates and decodes datagrams addressed to one
@@ -419,42 +472,21 @@ impl Opener {
 
     /// Accepts each `(sender, epoch, seq)` once; a higher epoch resets.
     fn check_replay(&mut self, o: Opened) -> Result<(), DropReason> {
-        let fresh = Window {
-            epoch: o.epoch,
-            top: o.seq,
-            bits: 1,
+        let Some(w) = self.windows.get_mut(&o.sender) else {
+            if self.windows.len() >= TRACKED_SENDERS_MAX {
+                return Err(DropReason::UnknownSender);
+            }
+            self.windows.insert(o.sender, Window::fresh(o.epoch, o.seq));
+            return Ok(());
         };
-        if !self.windows.contains_key(&o.sender) && self.windows.len() >= TRACKED_SENDERS_MAX {
-            return Err(DropReason::UnknownSender);
-        }
-        let w = self
-            .windows
-            .entry(o.sender)
-            .or_insert(Window { bits: 0, ..fresh });
         if o.epoch < w.epoch {
             return Err(DropReason::StaleEpoch);
         }
-        if o.epoch > w.epoch || w.bits == 0 {
-            *w = fresh;
+        if o.epoch > w.epoch {
+            *w = Window::fresh(o.epoch, o.seq);
             return Ok(());
         }
-        if o.seq > w.top {
-            let shift = o.seq - w.top;
-            w.bits = if shift >= REPLAY_WINDOW {
-                0
-            } else {
-                w.bits << shift
-            };
-            w.bits |= 1;
-            w.top = o.seq;
-            return Ok(());
-        }
-        let age = w.top - o.seq;
-        if age >= REPLAY_WINDOW || w.bits & (1 << age) != 0 {
-            return Err(DropReason::Replayed);
-        }
-        w.bits |= 1 << age;
-        Ok(())
+        w.accept(o.seq)
     }
 }
 

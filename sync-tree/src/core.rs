@@ -505,7 +505,9 @@ impl Instance for TreeCore {
             Some(frame::Body::Hello(h)) => self.on_hello(now, l, h),
             Some(frame::Body::Update(u)) => self.on_update(now, l, u),
             Some(frame::Body::Ack(a)) => self.on_acks(now, l, &a.acks),
-            None => {}
+            // Gossip belongs to the sideways strategy; a tree-only core
+            // ignores it (the frame still proves the peer alive).
+            Some(frame::Body::Gossip(_)) | None => {}
         }
         self.service(now, l);
     }

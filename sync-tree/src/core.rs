@@ -25,6 +25,7 @@ use overlay::{Instance, Key, Kind, NodeId, Record, Store, Time, Transmit};
 
 use crate::config::TreeConfig;
 use crate::link::{Dir, InFlight, Link, NeighborState};
+use crate::routes::Routes;
 
 /// Bytes kept free in an update for its header and acknowledgements.
 const UPDATE_OVERHEAD_BYTES: usize = 32;
@@ -53,7 +54,7 @@ pub struct TreeStats {
 /// One instance of the tree strategy.
 pub struct TreeCore {
     me: NodeId,
-    tree: Arc<Tree>,
+    routes: Routes,
     cfg: TreeConfig,
     rng: Rng,
     store: Store,
@@ -69,45 +70,112 @@ pub struct TreeCore {
 impl TreeCore {
     /// The core of instance `me`, starting at `now`.
     pub fn new(me: NodeId, tree: Arc<Tree>, cfg: TreeConfig, now: Time) -> TreeCore {
-        let mut rng = Rng::new(cfg.seed ^ (me as u64).wrapping_mul(0x9E37_79B9));
-        let mut links = Vec::new();
-        if let Some(p) = tree.parent(me) {
-            let t = tree.timers(me);
-            links.push(Link::new(
-                p,
-                Dir::ToParent,
-                t,
-                now + spread(&mut rng, t.hello),
-            ));
-        }
-        for &c in tree.children(me) {
-            let t = tree.timers(c);
-            links.push(Link::new(
-                c,
-                Dir::ToChild,
-                t,
-                now + spread(&mut rng, t.hello),
-            ));
-        }
-        let index = links.iter().enumerate().map(|(i, l)| (l.peer, i)).collect();
+        let rng = Rng::new(cfg.seed ^ (me as u64).wrapping_mul(0x9E37_79B9));
         let mut core = TreeCore {
             me,
-            tree,
+            routes: Routes::new(tree),
             cfg,
             rng,
             store: Store::new(),
-            links,
-            index,
+            links: Vec::new(),
+            index: HashMap::default(),
             heap: BinaryHeap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_seq: 0,
             stats: TreeStats::default(),
         };
-        for l in 0..core.links.len() {
-            core.reschedule(l);
-        }
+        core.rebuild_links(now, true);
         core
+    }
+
+    /// Re-derives the links from the effective routes: links to neighbours
+    /// that remain keep their state; new ones start down with a hello due
+    /// (at a random point of the first interval when `spread_first`).
+    /// Records queued on a dropped link are routed again.
+    fn rebuild_links(&mut self, now: Time, spread_first: bool) {
+        let mut old: HashMap<(NodeId, bool), Link> = self
+            .links
+            .drain(..)
+            .map(|l| ((l.peer, l.dir == Dir::ToParent), l))
+            .collect();
+        let mut wanted: Vec<(NodeId, Dir)> = Vec::new();
+        if let Some(p) = self.routes.parent(self.me) {
+            wanted.push((p, Dir::ToParent));
+        }
+        wanted.extend(
+            self.routes
+                .children(self.me)
+                .into_iter()
+                .map(|c| (c, Dir::ToChild)),
+        );
+        for (peer, dir) in wanted {
+            let link = match old.remove(&(peer, dir == Dir::ToParent)) {
+                Some(l) => l,
+                None => {
+                    let child = if dir == Dir::ToParent { self.me } else { peer };
+                    let t = self.routes.timers(child);
+                    let first = if spread_first {
+                        spread(&mut self.rng, t.hello)
+                    } else {
+                        Time::ZERO
+                    };
+                    Link::new(peer, dir, t, now + first)
+                }
+            };
+            self.links.push(link);
+        }
+        self.index = self
+            .links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.peer, i))
+            .collect();
+        self.heap.clear();
+        for l in 0..self.links.len() {
+            self.links[l].scheduled = None;
+            self.reschedule(l);
+        }
+        let orphans: Vec<Key> = old
+            .into_values()
+            .flat_map(|l| l.dirty.into_iter())
+            .collect();
+        for key in orphans {
+            self.changed(now, key);
+        }
+    }
+
+    /// Applies a failover decision: `acting` now fills the place of the
+    /// static sub-parent `leader` (or `leader` itself, taking its role
+    /// back), if `epoch` is newer than the one known. Returns whether the
+    /// routes changed; links are re-derived at once.
+    pub fn set_acting(&mut self, now: Time, leader: NodeId, acting: NodeId, epoch: u64) -> bool {
+        let changed = self.routes.set(leader, acting, epoch);
+        if changed {
+            self.rebuild_links(now, false);
+        }
+        changed
+    }
+
+    /// The acting member of the group `leader` leads, as this core knows it.
+    pub fn acting(&self, leader: NodeId) -> NodeId {
+        self.routes.replaced(leader).unwrap_or(leader)
+    }
+
+    /// The effective parent of this instance.
+    pub fn parent(&self) -> Option<NodeId> {
+        self.routes.parent(self.me)
+    }
+
+    /// Takes a record from a trusted sideways source (the group's gossip)
+    /// as if it had arrived on its proper link; returns whether it was newer.
+    pub fn absorb(&mut self, now: Time, rec: Record) -> bool {
+        let key = rec.key;
+        let newer = self.store.apply(&rec) == Applied::Newer;
+        if newer {
+            self.changed(now, key);
+        }
+        newer
     }
 
     /// The core's counters.
@@ -131,7 +199,10 @@ impl TreeCore {
             Dir::ToParent => (self.me, Kind::Dsc),
             Dir::ToChild => (self.links[l].peer, Kind::Cfg),
         };
-        self.tree.subtree(top).map(move |node| Key { node, kind })
+        self.routes
+            .subtree(top)
+            .into_iter()
+            .map(move |node| Key { node, kind })
     }
 
     /// Keys that flow in on link `l`.
@@ -140,14 +211,17 @@ impl TreeCore {
             Dir::ToParent => (self.me, Kind::Cfg),
             Dir::ToChild => (self.links[l].peer, Kind::Dsc),
         };
-        self.tree.subtree(top).map(move |node| Key { node, kind })
+        self.routes
+            .subtree(top)
+            .into_iter()
+            .map(move |node| Key { node, kind })
     }
 
     /// May `key` arrive on link `l`? (Cfg only from above, Dsc only from below.)
     fn may_arrive(&self, l: usize, key: Key) -> bool {
         match (self.links[l].dir, key.kind) {
-            (Dir::ToParent, Kind::Cfg) => self.tree.within(key.node, self.me),
-            (Dir::ToChild, Kind::Dsc) => self.tree.within(key.node, self.links[l].peer),
+            (Dir::ToParent, Kind::Cfg) => self.routes.within(key.node, self.me),
+            (Dir::ToChild, Kind::Dsc) => self.routes.within(key.node, self.links[l].peer),
             _ => false,
         }
     }
@@ -156,19 +230,20 @@ impl TreeCore {
     fn route(&self, key: Key) -> Option<usize> {
         match key.kind {
             Kind::Cfg => self
-                .tree
+                .routes
                 .next_hop(self.me, key.node)
                 .and_then(|c| self.index.get(&c).copied()),
-            Kind::Dsc => (self.tree.parent(self.me).is_some()
-                && self.tree.within(key.node, self.me))
-            .then_some(0),
+            Kind::Dsc => {
+                let up = self.links.first().filter(|l| l.dir == Dir::ToParent);
+                (up.is_some() && self.routes.within(key.node, self.me)).then_some(0)
+            }
         }
     }
 
     /// Coalescing pays where many records change together (aggregators);
     /// a leaf's only record goes at once, in the same wake-up.
     fn coalesce(&self) -> Time {
-        if self.tree.children(self.me).is_empty() {
+        if !self.links.iter().any(|l| l.dir == Dir::ToChild) {
             Time::ZERO
         } else {
             self.cfg.coalesce
@@ -334,6 +409,10 @@ impl TreeCore {
 
     fn send_hello(&mut self, now: Time, l: usize) {
         let (in_digest, in_count) = self.store.digest(self.in_keys(l));
+        let claim = match self.links[l].dir {
+            Dir::ToParent => self.routes.acting_for(self.me),
+            Dir::ToChild => None,
+        };
         let hello = {
             let jitter = self.jittered(self.links[l].timers);
             let link = &mut self.links[l];
@@ -345,6 +424,8 @@ impl TreeCore {
                 acks: take_acks(link),
                 hello_ms: link.timers.hello.as_millis() as u32,
                 seen: link.state != NeighborState::Down,
+                claim_leader: claim.map_or(0, |c| c.0),
+                claim_epoch: claim.map_or(0, |c| c.1),
             }
         };
         let to = self.links[l].peer;
@@ -496,6 +577,11 @@ impl Instance for TreeCore {
     }
 
     fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        if let Some(frame::Body::Hello(h)) = &frame.body
+            && h.claim_epoch > 0
+        {
+            self.set_acting(now, h.claim_leader, from, h.claim_epoch);
+        }
         let Some(&l) = self.index.get(&from) else {
             self.stats.strangers += 1;
             return;
@@ -555,7 +641,7 @@ impl Strategy for TreeCore {
             kind: Kind::Dsc,
         };
         let held = self.store.version(key).unwrap_or(0);
-        if held % 2 == 1 || !self.tree.within(node, self.me) {
+        if held % 2 == 1 || !self.routes.within(node, self.me) {
             return;
         }
         self.store.apply(&Record {

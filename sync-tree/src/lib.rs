@@ -26,7 +26,11 @@
 //! 5. When a peer's digest of what it holds from us differs from ours on an
 //!    idle link twice in a row (it lost state, e.g. restarted), everything
 //!    is re-sent; records we own are re-stamped with a new version.
-//! 6. A child silent for `dead` is down: [`overlay::strategy::Event::PeerDown`]
+//! 6. Failover: [`TreeCore::set_acting`] (from the sideways strategy) or a
+//!    hello carrying a newer claim makes a member fill the place of its
+//!    group's sub-parent; links are re-derived from the effective routes
+//!    (`routes`), and new adjacencies resync as in step 1.
+//! 7. A child silent for `dead` is down: [`overlay::strategy::Event::PeerDown`]
 //!    lets the application mark it failed upward. Leaves keep sending hellos
 //!    to a dead parent and rejoin by themselves.
 
@@ -36,6 +40,7 @@
 mod config;
 mod core;
 mod link;
+mod routes;
 
 pub use config::TreeConfig;
 pub use core::TreeCore;

@@ -301,3 +301,88 @@ fn one_seed_replays_the_same_run() {
     assert_eq!(run(11), run(11));
     assert_ne!(run(11).0, run(12).0);
 }
+
+/// Gives every instance of group `leader` (and the root) the failover
+/// decision, as the sideways strategy would, and hands the acting member
+/// the group's records (its sideways replication).
+fn fail_over(s: &mut Sim<Echo>, t: &Tree, leader: NodeId, acting: NodeId, epoch: u64) {
+    let group: Vec<NodeId> = t.subtree(leader).collect();
+    let records: Vec<overlay::Record> = group
+        .iter()
+        .flat_map(|&n| [Kind::Cfg, Kind::Dsc].map(|kind| Key { node: n, kind }))
+        .filter_map(|k| s.get(0).unwrap().core.get(k))
+        .collect();
+    for &m in &group {
+        s.with(m, |e, now| {
+            e.core.set_acting(now, leader, acting, epoch);
+        });
+    }
+    s.with(acting, |e, now| {
+        for r in records {
+            e.core.absorb(now, r);
+        }
+    });
+}
+
+#[test]
+fn an_acting_member_takes_over_a_dead_sub_parent_and_the_root_adopts_it() {
+    let t = tree(2, 20);
+    let mut s = sim(&t, 21, 0.0);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    s.crash(1);
+    s.run_until(s.now() + Duration::from_secs(1));
+    let acting = 3;
+    fail_over(&mut s, &t, 1, acting, 1);
+    // The root learns of the acting member from its hello's claim.
+    s.run_until(s.now() + Duration::from_secs(3));
+    assert_eq!(s.get(0).unwrap().core.acting(1), acting);
+    assert_eq!(
+        s.get(0).unwrap().core.neighbor(acting),
+        Some(NeighborState::Full)
+    );
+    assert_eq!(s.get(4).unwrap().core.parent(), Some(acting));
+    set_all_cfg(&mut s, &t, "b");
+    assert!(
+        run_to(&mut s, &t, "b", Duration::from_secs(2)),
+        "every leaf converges through the acting member"
+    );
+}
+
+#[test]
+fn the_original_sub_parent_takes_its_role_back() {
+    let t = tree(1, 10);
+    let mut s = sim(&t, 22, 0.0);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    s.crash(1);
+    fail_over(&mut s, &t, 1, 2, 1);
+    s.run_until(s.now() + Duration::from_secs(3));
+    let now = s.now();
+    s.restart(1, echo(&t, 1, 22, now));
+    // Retake: the group (and the restarted original) agree on epoch 2.
+    fail_over(&mut s, &t, 1, 1, 2);
+    s.run_until(s.now() + Duration::from_secs(3));
+    assert_eq!(s.get(0).unwrap().core.acting(1), 1);
+    assert_eq!(s.get(2).unwrap().core.parent(), Some(1));
+    set_all_cfg(&mut s, &t, "b");
+    assert!(run_to(&mut s, &t, "b", Duration::from_secs(2)));
+}
+
+#[test]
+fn a_stale_claim_is_ignored() {
+    let t = tree(1, 4);
+    let mut s = sim(&t, 23, 0.0);
+    s.run_until(Duration::from_secs(3));
+    s.with(0, |e, now| assert!(e.core.set_acting(now, 1, 2, 5)));
+    s.with(0, |e, now| {
+        assert!(!e.core.set_acting(now, 1, 3, 4), "older epoch")
+    });
+    s.with(0, |e, now| {
+        assert!(
+            !e.core.set_acting(now, 1, 0, 9),
+            "not a member of the group"
+        )
+    });
+    assert_eq!(s.get(0).unwrap().core.acting(1), 2);
+}

@@ -104,6 +104,9 @@ fn run(a: RunArgs) -> Result<()> {
         if a.cluster.engine { ", engine" } else { "" }
     );
     let report = match a.net.as_str() {
+        "sim" if cluster.transport == topo::Transport::Quic => {
+            bail!("--transport quic runs on real sockets: use it with --net udp")
+        }
         "sim" => sim_mode::run(&a.cluster, &cluster, a.timeout, &progress)?,
         "udp" => udp_mode::run(&a.cluster, &cluster, a.timeout, a.workers, &progress)?,
         other => bail!("--net {other}: use `sim` or `udp`"),

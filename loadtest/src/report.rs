@@ -14,6 +14,8 @@ pub struct Report {
     pub net: String,
     /// The sync strategy.
     pub strategy: String,
+    /// The transport of every link (`udp` or `quic`).
+    pub transport: String,
     /// Whether the state engine ran on every node.
     pub engine: bool,
     /// Leaf nodes.
@@ -111,8 +113,8 @@ impl Report {
             (
                 "scenario",
                 format!(
-                    "{} ({} net, {} strategy, engine {})",
-                    self.scenario, self.net, self.strategy, self.engine
+                    "{} ({} net, {} transport, {} strategy, engine {})",
+                    self.scenario, self.net, self.transport, self.strategy, self.engine
                 ),
             ),
             (

@@ -64,6 +64,17 @@ pub struct ClusterArgs {
     /// Probability that a datagram is lost.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
+    /// Transport of every link on `--net udp`: `udp` datagrams, or `quic`
+    /// connections with mutual TLS (a cluster CA made for the run).
+    #[arg(long, default_value = "udp")]
+    pub transport: String,
+    /// Listen on this port instead of the topology's (every instance keeps
+    /// its own address), so that runs can share a machine.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Folder holding the run's CA (`ca.pem`, `ca.key`), for workers.
+    #[arg(long, hide = true)]
+    pub ca_dir: Option<PathBuf>,
     /// Run the state engine with virtual power and boot modules on every
     /// leaf; `converge` then measures real mutation chains.
     #[arg(long)]
@@ -91,6 +102,8 @@ pub struct Cluster {
     pub node_hello: Duration,
     /// With `--engine`: the module set shared by every engine.
     pub engine: Option<Arc<EngineShared>>,
+    /// The transport of every link.
+    pub transport: topo::Transport,
 }
 
 impl Cluster {
@@ -166,7 +179,16 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         }
     };
     override_timers(&mut topo, a.hello, a.dead)?;
-    let flat = topo.flatten();
+    let transport: topo::Transport = a
+        .transport
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
+    let mut flat = topo.flatten();
+    if let Some(port) = a.port {
+        for i in &mut flat.instances {
+            i.addr.set_port(port);
+        }
+    }
     let tree = Arc::new(Tree::from_flat(&flat).context("building the overlay tree")?);
     let is_leaf = flat
         .instances
@@ -193,6 +215,7 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         root_hello,
         node_hello,
         engine,
+        transport,
     })
 }
 

@@ -87,6 +87,7 @@ pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -
         scenario: "converge".into(),
         net: "sim".into(),
         strategy: a.strategy.clone(),
+        transport: "udp".into(),
         engine: a.engine,
         nodes: leaves,
         sub_parents: c.sub_parents(),

@@ -109,7 +109,15 @@ fn worker_args(a: &ClusterArgs) -> Vec<String> {
         a.seed.to_string(),
         "--loss".into(),
         a.loss.to_string(),
+        "--transport".into(),
+        a.transport.clone(),
     ];
+    if let Some(p) = a.port {
+        v.extend(["--port".into(), p.to_string()]);
+    }
+    if let Some(d) = &a.ca_dir {
+        v.extend(["--ca-dir".into(), d.display().to_string()]);
+    }
     if let Some(t) = &a.topology {
         v.extend(["--topology".into(), t.display().to_string()]);
     }
@@ -129,6 +137,27 @@ fn worker_args(a: &ClusterArgs) -> Vec<String> {
         ]);
     }
     v
+}
+
+/// A folder that is removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes the run's cluster CA and hands its folder to the workers.
+fn write_ca(a: &mut ClusterArgs) -> Result<TempDir> {
+    let dir = std::env::temp_dir().join(format!("loadtest-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ca = overlay::quic::Ca::generate("loadtest")?;
+    let (cert, key) = ca.to_pem();
+    std::fs::write(dir.join("ca.pem"), cert)?;
+    std::fs::write(dir.join("ca.key"), key)?;
+    a.ca_dir = Some(dir.clone());
+    Ok(TempDir(dir))
 }
 
 /// Instance ranges: the root alone, then chunks of the rest.
@@ -246,8 +275,13 @@ pub fn run(
     let leaves = c.leaves();
     raise_socket_buffer_limits();
     let ranges = ranges(c.flat.instances.len(), workers);
+    let mut a = a.clone();
+    let _ca_dir = match c.transport {
+        topo::Transport::Quic => Some(write_ca(&mut a)?),
+        topo::Transport::Udp => None,
+    };
     eprintln!("starting {} worker processes", ranges.len());
-    let mut f = spawn(a, &ranges)?;
+    let mut f = spawn(&a, &ranges)?;
     let n = f.workers.len();
     let mut ready = 0;
     f.wait(Duration::from_secs(300), |_, m| {
@@ -301,6 +335,7 @@ pub fn run(
         scenario: "converge".into(),
         net: "udp".into(),
         strategy: a.strategy.clone(),
+        transport: c.transport.to_string(),
         engine: a.engine,
         nodes: leaves,
         sub_parents: c.sub_parents(),

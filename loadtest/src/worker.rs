@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use overlay::envelope::{ClusterKey, KeyRing};
+use overlay::quic;
 use overlay::udp::{self, Buffers, Handle, Shared, monotonic_now};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -137,14 +138,46 @@ pub fn main(a: WorkerArgs) -> Result<()> {
     local.block_on(&rt, serve(a, c))
 }
 
-async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
-    let mut sockets = Vec::new();
+/// A bound transport waiting for its instance.
+enum Bound {
+    Udp(tokio::net::UdpSocket),
+    Quic(quinn::Endpoint),
+}
+
+fn bind_all(a: &WorkerArgs, c: &Cluster) -> Result<Vec<Bound>> {
+    let ca = match c.transport {
+        topo::Transport::Udp => None,
+        topo::Transport::Quic => {
+            let dir = a
+                .cluster
+                .ca_dir
+                .as_ref()
+                .context("--transport quic needs --ca-dir")?;
+            let cert = std::fs::read_to_string(dir.join("ca.pem"))?;
+            let key = std::fs::read_to_string(dir.join("ca.key"))?;
+            Some(quic::Ca::from_pem("loadtest", &cert, &key)?)
+        }
+    };
+    let mut bound = Vec::new();
     for id in a.lo..a.hi {
         let inst = &c.flat.instances[id as usize];
-        let s = udp::bind(inst.addr, buffers(inst.role))
-            .with_context(|| format!("binding {} for {}", inst.addr, inst.name))?;
-        sockets.push(s);
+        let what = || format!("binding {} for {}", inst.addr, inst.name);
+        bound.push(match &ca {
+            None => Bound::Udp(udp::bind(inst.addr, buffers(inst.role)).with_context(what)?),
+            Some(ca) => {
+                let id = ca.issue(&inst.name)?;
+                Bound::Quic(
+                    quic::endpoint(inst.addr, ca.cert(), &id, buffers(inst.role))
+                        .with_context(what)?,
+                )
+            }
+        });
     }
+    Ok(bound)
+}
+
+async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
+    let mut sockets = bind_all(&a, &c)?;
     say(&Msg::Ready);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let shared = Arc::new(Shared {
@@ -161,11 +194,11 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
             ["start"] => {
                 let now = monotonic_now();
                 for (id, s) in (a.lo..a.hi).zip(sockets.drain(..)) {
-                    handles.push(udp::spawn(
-                        c.node(id, a.cluster.seed, now),
-                        s,
-                        shared.clone(),
-                    ));
+                    let node = c.node(id, a.cluster.seed, now);
+                    handles.push(match s {
+                        Bound::Udp(s) => udp::spawn(node, s, shared.clone()),
+                        Bound::Quic(ep) => quic::spawn(node, ep, shared.clone()),
+                    });
                 }
                 if a.lo == 0 {
                     tokio::task::spawn_local(progress(handles[0].clone()));

@@ -92,6 +92,8 @@ fn real_udp_on_loopback_converges() {
             "250ms",
             "--workers",
             "3",
+            "--port",
+            "7301",
         ],
         "udp.json",
     );
@@ -99,6 +101,29 @@ fn real_udp_on_loopback_converges() {
     assert_eq!(r["net"], "udp");
     assert_eq!(r["workers"], 3);
     assert_eq!(r["datagrams_rejected"], 0);
+}
+
+#[test]
+fn every_link_over_quic_with_mutual_tls_converges() {
+    let r = report(
+        &[
+            "--net",
+            "udp",
+            "--transport",
+            "quic",
+            "--nodes",
+            "200",
+            "--racks",
+            "4",
+            "--hello",
+            "250ms",
+            "--port",
+            "7302",
+        ],
+        "quic.json",
+    );
+    check_converged(&r);
+    assert_eq!(r["transport"], "quic");
 }
 
 #[test]
@@ -110,7 +135,9 @@ fn a_topology_file_is_accepted() {
 
 #[test]
 fn bad_input_exits_non_zero_with_a_message() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["run", "--transport", "tcp"], "tcp"),
+        (&["run", "--transport", "quic"], "--net udp"),
         (&["run", "--strategy", "mesh"], "mesh"),
         (&["run", "--hello", "fast"], "fast"),
         (&["run", "--nodes", "5", "--racks", "10"], "--racks"),

@@ -15,6 +15,8 @@
 //!   latency, loss, duplication, reordering, crashes, partitions).
 //! - [`udp`]: the real UDP driver (tokio + socket2) that runs the same cores
 //!   on real sockets.
+//! - [`quic`]: the QUIC driver (quinn, mutual TLS with a cluster CA made by
+//!   rcgen) that runs them over QUIC connections.
 //! - [`rng`]: the small seeded PRNG every random choice goes through.
 //!
 //! **Architecture invariant:** the overlay knows nothing of the engine; it
@@ -23,6 +25,7 @@
 #![deny(unsafe_code)]
 
 pub mod envelope;
+pub mod quic;
 pub mod record;
 pub mod rng;
 pub mod sim;

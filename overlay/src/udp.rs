@@ -105,11 +105,11 @@ pub struct Traffic {
     pub drops: DropCounters,
 }
 
-/// The application's way into a running instance.
+/// The application's way into a running instance (both drivers).
 pub struct Handle<I> {
-    inner: Rc<RefCell<I>>,
-    traffic: Rc<RefCell<Traffic>>,
-    wake: Rc<Notify>,
+    pub(crate) inner: Rc<RefCell<I>>,
+    pub(crate) traffic: Rc<RefCell<Traffic>>,
+    pub(crate) wake: Rc<Notify>,
 }
 
 impl<I> Clone for Handle<I> {
@@ -123,6 +123,15 @@ impl<I> Clone for Handle<I> {
 }
 
 impl<I: Instance> Handle<I> {
+    /// Wraps a new instance (used by the drivers).
+    pub(crate) fn new(inst: I) -> Handle<I> {
+        Handle {
+            inner: Rc::new(RefCell::new(inst)),
+            traffic: Rc::new(RefCell::new(Traffic::default())),
+            wake: Rc::new(Notify::new()),
+        }
+    }
+
     /// Runs `f` on the instance now, then lets its task send and re-arm.
     pub fn with<R>(&self, f: impl FnOnce(&mut I, Time) -> R) -> R {
         let r = f(&mut self.inner.borrow_mut(), monotonic_now());
@@ -143,11 +152,7 @@ impl<I: Instance> Handle<I> {
 
 /// Starts `inst` on `socket` in the current `LocalSet`.
 pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shared>) -> Handle<I> {
-    let h = Handle {
-        inner: Rc::new(RefCell::new(inst)),
-        traffic: Rc::new(RefCell::new(Traffic::default())),
-        wake: Rc::new(Notify::new()),
-    };
+    let h = Handle::new(inst);
     let task = Task {
         h: h.clone(),
         socket,

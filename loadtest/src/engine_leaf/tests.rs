@@ -108,6 +108,9 @@ fn a_small_simulated_cluster_with_engines_converges() {
         engine: true,
         engine_fail_rate: 0.0,
         engine_hang_rate: 0.0,
+        transport: "udp".into(),
+        ca_dir: None,
+        port: None,
     };
     let c = cluster(&a).unwrap();
     let p = crate::progress::Progress::new(true, None).unwrap();

@@ -1,0 +1,448 @@
+//! The QUIC driver: the same sans-io instances over `quinn`, mutual TLS.
+//!
+//! - [`Ca`]: a cluster certificate authority made with `rcgen`; it issues
+//!   every instance an [`Identity`] (certificate and key). Both sides of a
+//!   connection present a certificate the CA signed, or the handshake fails.
+//! - [`endpoint`]: one QUIC endpoint per instance (its own UDP socket),
+//!   server and client at once.
+//! - [`spawn`]: one task per instance, like [`crate::udp::spawn`]. Each
+//!   instance sends on connections it opens and receives on connections it
+//!   accepts. A sealed envelope (the same as on UDP, so the sender's id is
+//!   authenticated by the cluster key) travels as a QUIC datagram when it
+//!   fits the path, otherwise on a unidirectional stream.
+//!
+//! Frames for a peer whose connection is still being set up wait in a
+//! bounded queue ([`PENDING_MAX`]); beyond it they are dropped, as a lost
+//! datagram would be (the protocols above re-send).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustc_hash::FxHashMap as HashMap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::sync::mpsc;
+
+use crate::envelope::{Opener, Sealer};
+use crate::record::NodeId;
+use crate::rng::Rng;
+use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
+use crate::udp::{Buffers, Handle, Shared, monotonic_now};
+
+/// The name every instance certificate carries and every client checks.
+pub const SERVER_NAME: &str = "node.layercake";
+/// ALPN protocol id.
+pub const ALPN: &[u8] = b"layercake/1";
+/// Frames queued per peer while its connection is being set up.
+pub const PENDING_MAX: usize = 64;
+/// Received envelopes queued for an instance before more are dropped.
+pub const INBOX_MAX: usize = 4096;
+/// Largest message accepted on a stream.
+pub const STREAM_BYTES_MAX: usize = 1 << 20;
+
+/// Errors setting up QUIC.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// Certificate generation or parsing failed.
+    #[error("certificate: {0}")]
+    Cert(String),
+    /// TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The socket could not be set up.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn cert_err(e: impl std::fmt::Display) -> QuicError {
+    QuicError::Cert(e.to_string())
+}
+
+fn tls_err(e: impl std::fmt::Display) -> QuicError {
+    QuicError::Tls(e.to_string())
+}
+
+/// A certificate and its private key.
+pub struct Identity {
+    /// The certificate, DER.
+    pub cert: CertificateDer<'static>,
+    /// The PKCS#8 private key, DER.
+    pub key: Vec<u8>,
+}
+
+/// The cluster's certificate authority.
+pub struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    cert: CertificateDer<'static>,
+}
+
+fn ca_params(cluster: &str) -> Result<CertificateParams, QuicError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(
+        DnType::CommonName,
+        format!("layercake {cluster} cluster CA"),
+    );
+    Ok(p)
+}
+
+impl Ca {
+    /// A new CA with a fresh ECDSA P-256 key.
+    pub fn generate(cluster: &str) -> Result<Ca, QuicError> {
+        let params = ca_params(cluster)?;
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let cert = params.self_signed(&key).map_err(cert_err)?.der().clone();
+        Ok(Ca { params, key, cert })
+    }
+
+    /// The CA's certificate and key, PEM.
+    pub fn to_pem(&self) -> (String, String) {
+        let cert = pem_block("CERTIFICATE", &self.cert);
+        (cert, self.key.serialize_pem())
+    }
+
+    /// Loads a CA written by [`Ca::to_pem`] for the same cluster name.
+    pub fn from_pem(cluster: &str, cert_pem: &str, key_pem: &str) -> Result<Ca, QuicError> {
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(cert_err)?;
+        let key = KeyPair::from_pem(key_pem).map_err(cert_err)?;
+        Ok(Ca {
+            params: ca_params(cluster)?,
+            key,
+            cert,
+        })
+    }
+
+    /// The CA certificate (what peers are checked against).
+    pub fn cert(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// Issues an identity for the instance called `name`.
+    pub fn issue(&self, name: &str) -> Result<Identity, QuicError> {
+        let params = CertificateParams::new(vec![name.to_string(), SERVER_NAME.to_string()])
+            .map_err(cert_err)?;
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+        Ok(Identity {
+            cert: cert.der().clone(),
+            key: key.serialize_der(),
+        })
+    }
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use std::fmt::Write;
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, &b| acc << 8 | b as u32) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        let _ = writeln!(out, "{}", std::str::from_utf8(line).expect("ascii"));
+    }
+    let _ = writeln!(out, "-----END {label}-----");
+    out
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<Arc<rustls::RootCertStore>, QuicError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).map_err(tls_err)?;
+    Ok(Arc::new(roots))
+}
+
+fn key_der(id: &Identity) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key.clone()))
+}
+
+fn server_config(
+    ca: &CertificateDer<'static>,
+    id: &Identity,
+) -> Result<quinn::ServerConfig, QuicError> {
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+            .build()
+            .map_err(tls_err)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![id.cert.clone()], key_der(id))
+        .map_err(tls_err)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+fn client_config(
+    ca: &CertificateDer<'static>,
+    id: &Identity,
+) -> Result<quinn::ClientConfig, QuicError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(vec![id.cert.clone()], key_der(id))
+        .map_err(tls_err)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(tls_err)?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("in range")));
+    Arc::new(t)
+}
+
+/// A QUIC endpoint for one instance at `addr`, trusting `ca`.
+pub fn endpoint(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    id: &Identity,
+    buffers: Buffers,
+) -> Result<quinn::Endpoint, QuicError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_recv_buffer_size(buffers.recv_bytes)?;
+    s.set_send_buffer_size(buffers.send_bytes)?;
+    s.bind(&addr.into())?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config(ca, id)?),
+        s.into(),
+        runtime,
+    )?;
+    ep.set_default_client_config(client_config(ca, id)?);
+    Ok(ep)
+}
+
+enum Peer {
+    Connecting(Vec<Bytes>),
+    Ready(quinn::Connection),
+}
+
+/// Starts `inst` on `ep` in the current `LocalSet`.
+pub fn spawn<I: Instance + 'static>(
+    inst: I,
+    ep: quinn::Endpoint,
+    shared: Arc<Shared>,
+) -> Handle<I> {
+    let h = Handle::new(inst);
+    let me = h.inner.borrow().id();
+    let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
+    tokio::task::spawn_local(accept_loop(ep.clone(), inbox_tx));
+    let (done_tx, done) = mpsc::unbounded_channel();
+    let task = Task {
+        h: h.clone(),
+        ep,
+        peers: HashMap::default(),
+        inbox,
+        done,
+        done_tx,
+        sealer: Sealer::new(me, shared.epoch),
+        opener: Opener::new(me),
+        rng: Rng::new(shared.epoch ^ me as u64),
+        shared,
+    };
+    tokio::task::spawn_local(task.run());
+    h
+}
+
+async fn accept_loop(ep: quinn::Endpoint, inbox: mpsc::Sender<Bytes>) {
+    while let Some(incoming) = ep.accept().await {
+        let inbox = inbox.clone();
+        tokio::task::spawn_local(async move {
+            if let Ok(conn) = incoming.await {
+                read_loop(conn, inbox).await;
+            }
+        });
+    }
+}
+
+/// Forwards everything a connection carries into the instance's inbox.
+async fn read_loop(conn: quinn::Connection, inbox: mpsc::Sender<Bytes>) {
+    loop {
+        tokio::select! {
+            d = conn.read_datagram() => match d {
+                Ok(d) => { let _ = inbox.try_send(d); }
+                Err(_) => return,
+            },
+            s = conn.accept_uni() => match s {
+                Ok(mut s) => {
+                    let inbox = inbox.clone();
+                    tokio::task::spawn_local(async move {
+                        if let Ok(m) = s.read_to_end(STREAM_BYTES_MAX).await {
+                            let _ = inbox.try_send(Bytes::from(m));
+                        }
+                    });
+                }
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+struct Task<I> {
+    h: Handle<I>,
+    ep: quinn::Endpoint,
+    peers: HashMap<NodeId, Peer>,
+    inbox: mpsc::Receiver<Bytes>,
+    done: mpsc::UnboundedReceiver<(NodeId, Option<quinn::Connection>)>,
+    done_tx: mpsc::UnboundedSender<(NodeId, Option<quinn::Connection>)>,
+    sealer: Sealer,
+    opener: Opener,
+    rng: Rng,
+    shared: Arc<Shared>,
+}
+
+impl<I: Instance> Task<I> {
+    async fn run(mut self) {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Time> = None;
+        let mut tx = Vec::with_capacity(MAX_DATAGRAM_BYTES);
+        loop {
+            self.flush(&mut tx);
+            let deadline = self.h.inner.borrow_mut().poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                if let Some(d) = deadline {
+                    let wait = d.saturating_sub(monotonic_now());
+                    sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
+            tokio::select! {
+                biased;
+                Some(d) = self.inbox.recv() => self.receive(&d),
+                Some((peer, conn)) = self.done.recv() => self.connected(peer, conn),
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.h.inner.borrow_mut().handle_timeout(monotonic_now());
+                }
+                _ = self.h.wake.notified() => {}
+            }
+        }
+    }
+
+    fn receive(&mut self, d: &[u8]) {
+        let mut t = self.h.traffic.borrow_mut();
+        if self.rng.chance(self.shared.loss) {
+            t.rx_lost += 1;
+            return;
+        }
+        match self.opener.open(&self.shared.keys, d) {
+            Ok((o, frame)) => {
+                t.rx_datagrams += 1;
+                drop(t);
+                self.h
+                    .inner
+                    .borrow_mut()
+                    .handle_frame(monotonic_now(), o.sender, frame);
+            }
+            Err(_) => t.drops = self.opener.drops.clone(),
+        }
+    }
+
+    fn flush(&mut self, tx: &mut Vec<u8>) {
+        loop {
+            let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
+                return;
+            };
+            self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
+            let bytes = Bytes::copy_from_slice(tx);
+            let mut c = self.h.traffic.borrow_mut();
+            c.tx_datagrams += 1;
+            c.tx_bytes += bytes.len() as u64;
+            c.tx_max_bytes = c.tx_max_bytes.max(bytes.len());
+            drop(c);
+            self.send(t.to, bytes);
+        }
+    }
+
+    fn send(&mut self, to: NodeId, bytes: Bytes) {
+        match self.peers.get_mut(&to) {
+            Some(Peer::Ready(conn)) if conn.close_reason().is_none() => send_on(conn, bytes),
+            Some(Peer::Connecting(q)) => {
+                if q.len() < PENDING_MAX {
+                    q.push(bytes);
+                } else {
+                    self.h.traffic.borrow_mut().tx_errors += 1;
+                }
+            }
+            _ => self.connect(to, bytes),
+        }
+    }
+
+    fn connect(&mut self, to: NodeId, first: Bytes) {
+        let Some(&addr) = self.shared.addrs.get(to as usize) else {
+            return;
+        };
+        let Ok(connecting) = self.ep.connect(addr, SERVER_NAME) else {
+            self.h.traffic.borrow_mut().tx_errors += 1;
+            return;
+        };
+        self.peers.insert(to, Peer::Connecting(vec![first]));
+        let done = self.done_tx.clone();
+        tokio::task::spawn_local(async move {
+            let _ = done.send((to, connecting.await.ok()));
+        });
+    }
+
+    fn connected(&mut self, peer: NodeId, conn: Option<quinn::Connection>) {
+        let Some(Peer::Connecting(q)) = self.peers.remove(&peer) else {
+            return;
+        };
+        match conn {
+            Some(conn) => {
+                for b in q {
+                    send_on(&conn, b);
+                }
+                self.peers.insert(peer, Peer::Ready(conn));
+            }
+            None => self.h.traffic.borrow_mut().tx_errors += q.len() as u64,
+        }
+    }
+}
+
+/// A QUIC datagram when it fits the path, else a unidirectional stream.
+fn send_on(conn: &quinn::Connection, bytes: Bytes) {
+    if conn.max_datagram_size().is_some_and(|m| bytes.len() <= m)
+        && conn.send_datagram(bytes.clone()).is_ok()
+    {
+        return;
+    }
+    let conn = conn.clone();
+    tokio::task::spawn_local(async move {
+        if let Ok(mut s) = conn.open_uni().await {
+            let _ = s.write_all(&bytes).await;
+            let _ = s.finish();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,589 @@
+//! [`GossipCore`]: one member's sans-io core for one group.
+//!
+//! Inputs take `now`; outputs are polled. After every `handle_*`,
+//! [`GossipCore::publish`] or [`GossipCore::leave`], drain in this order:
+//! [`GossipCore::poll_transmit`] until `None`, [`GossipCore::poll_event`]
+//! until `None`, then re-arm the timer with [`GossipCore::poll_timeout`].
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use foca::OwnedNotification;
+use overlay::record::Applied;
+use overlay::{Key, NodeId, Record, Time, Transmit};
+use proto::overlay::{Frame, frame::Body};
+
+use crate::config::{FOCA_PACKET_MAX_BYTES, GossipConfig, GroupSpec};
+use crate::election::{self, Acting};
+use crate::error::{ConfigError, GossipError};
+use crate::identity::MemberId;
+use crate::replica::{Handler, Replica, Shared};
+use crate::rng::SeededRng;
+use crate::runtime::{Outbox, Queues};
+use crate::wire::{self, DIGEST_BUCKETS, Digest, Item, Payload, RECORD_DATA_MAX_BYTES};
+
+/// Most events waiting for [`GossipCore::poll_event`].
+pub const EVENTS_MAX: usize = 8192;
+
+/// Most frames of records pushed in answer to one digest.
+pub const PUSH_FRAMES_MAX: usize = 16;
+
+/// Random members announced to at a join, besides the two best-ranked.
+pub const SEEDS_RANDOM: usize = 2;
+
+/// Rounds of the drain loop after one input (foca notifications, then
+/// records and claims, then the election, which may call foca again).
+const SETTLE_ROUNDS_MAX: usize = 4;
+
+/// The foca instance of a core.
+type Swim = foca::Foca<MemberId, wire::WireCodec, SeededRng, Handler>;
+
+/// What the application learns from a [`GossipCore`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum GossipEvent {
+    /// A member of the group became reachable (joined, returned, or
+    /// refuted a suspicion after being declared down).
+    MemberUp(NodeId),
+    /// The group declared a member down.
+    MemberDown(NodeId),
+    /// A record of the group, newer than the held one, arrived.
+    Delivered(Record),
+    /// The followed acting sub-parent changed (another member, or a new
+    /// epoch).
+    ActingChanged {
+        /// The member now acting for the group.
+        acting: NodeId,
+        /// Its claim's epoch.
+        epoch: u64,
+    },
+}
+
+/// Counters of a core (for metrics and tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Frames for another group, or not gossip.
+    pub frames_ignored: u64,
+    /// Frames from a node outside the group.
+    pub frames_foreign: u64,
+    /// Payloads that did not decode.
+    pub malformed: u64,
+    /// Errors foca returned (bad packets, mostly).
+    pub foca_errors: u64,
+    /// Claims of the acting role made by this member.
+    pub claims: u64,
+    /// Digests sent.
+    pub digests_sent: u64,
+    /// Frames of records pushed by anti-entropy.
+    pub push_frames: u64,
+    /// Records pushed by peers that were newer than ours.
+    pub pushed_newer: u64,
+    /// Automatic rejoins after being declared down.
+    pub rejoins: u64,
+    /// Events lost to [`EVENTS_MAX`].
+    pub events_dropped: u64,
+}
+
+/// One member's gossip core for one group.
+pub struct GossipCore {
+    node: NodeId,
+    group: Arc<GroupSpec>,
+    cfg: GossipConfig,
+    foca: Swim,
+    shared: Shared,
+    q: Queues,
+    rng: SeededRng,
+    alive: BTreeSet<NodeId>,
+    events: VecDeque<GossipEvent>,
+    stats: GossipStats,
+    next_anti_entropy: Time,
+    catch_up_peer: Option<NodeId>,
+    next_join: Option<Time>,
+    claim_not_before: Time,
+    claim_at: Option<Time>,
+}
+
+impl GossipCore {
+    /// Starts `node`'s core for `group` at `now` and announces it to the
+    /// group's two best-ranked members and [`SEEDS_RANDOM`] random ones.
+    pub fn new(
+        now: Time,
+        node: NodeId,
+        group: GroupSpec,
+        cfg: GossipConfig,
+    ) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        if !group.contains(node) {
+            return Err(ConfigError::NotAMember(node));
+        }
+        let group = Arc::new(group);
+        let shared = Shared::new(Replica::new(group.clone()));
+        let seed = overlay::rng::splitmix64(cfg.seed ^ u64::from(node) << 32);
+        let me = MemberId {
+            node,
+            incarnation: cfg.incarnation,
+        };
+        let foca = foca::Foca::with_custom_broadcast(
+            me,
+            cfg.foca_config(group.len()),
+            SeededRng::new(seed),
+            wire::WireCodec,
+            Handler::new(shared.clone()),
+        );
+        let mut core = GossipCore {
+            node,
+            foca,
+            shared,
+            q: Queues::default(),
+            rng: SeededRng::new(!seed),
+            alive: BTreeSet::new(),
+            events: VecDeque::new(),
+            stats: GossipStats::default(),
+            next_anti_entropy: now + cfg.anti_entropy_interval,
+            catch_up_peer: None,
+            next_join: (group.len() > 1).then_some(now),
+            claim_not_before: now + cfg.claim_holdoff,
+            claim_at: None,
+            group,
+            cfg,
+        };
+        core.join(now);
+        Ok(core)
+    }
+
+    /// This member's node id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The group.
+    pub fn group(&self) -> &GroupSpec {
+        &self.group
+    }
+
+    /// The followed acting claim. Until it hears one, a core follows the
+    /// topology's sub-parent at epoch 0.
+    pub fn acting(&self) -> Acting {
+        self.shared.lock().acting()
+    }
+
+    /// Whether this member believes `node` alive (itself always).
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        node == self.node || self.alive.contains(&node)
+    }
+
+    /// The other members believed alive, by id.
+    pub fn alive(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.alive.iter().copied()
+    }
+
+    /// The held record for `key`.
+    pub fn get(&self, key: Key) -> Option<Record> {
+        self.shared.lock().get(key)
+    }
+
+    /// Number of records held.
+    pub fn records(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GossipStats {
+        self.stats.clone()
+    }
+
+    /// This member's current SWIM identity (the incarnation rises on each
+    /// automatic rejoin).
+    pub fn identity(&self) -> MemberId {
+        *self.foca.identity()
+    }
+
+    /// Stores `record` and spreads it to the group: a member's own Dsc, or
+    /// a Cfg the sub-parent (or acting one) learned from above.
+    pub fn publish(&mut self, now: Time, record: Record) -> Result<(), GossipError> {
+        if !self.group.contains(record.key.node) {
+            return Err(GossipError::NotInGroup(record.key.node));
+        }
+        if record.data.len() > RECORD_DATA_MAX_BYTES {
+            return Err(GossipError::TooLarge {
+                bytes: record.data.len(),
+                max: RECORD_DATA_MAX_BYTES,
+            });
+        }
+        {
+            let mut r = self.shared.lock();
+            let held = r.version(record.key);
+            if r.apply(&record) == Applied::Stale {
+                let held = held.unwrap_or(0);
+                return Err(GossipError::Stale {
+                    offered: record.version,
+                    held,
+                });
+            }
+        }
+        let spread = self.broadcast(now, &Item::Record(record));
+        self.settle(now);
+        spread
+    }
+
+    /// Leaves the group (a clean shutdown): the others see it down at once
+    /// instead of after a suspicion.
+    pub fn leave(&mut self, now: Time) {
+        self.call_foca(now, |f, out| f.leave_cluster(out));
+        self.settle(now);
+    }
+
+    /// Handles a frame from `from`; anything but this group's gossip from a
+    /// member is counted and dropped.
+    pub fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        let Some(Body::Gossip(g)) = frame.body else {
+            self.stats.frames_ignored += 1;
+            return;
+        };
+        if g.group != self.group.group() {
+            self.stats.frames_ignored += 1;
+            return;
+        }
+        if !self.group.contains(from) || from == self.node {
+            self.stats.frames_foreign += 1;
+            return;
+        }
+        match wire::decode_payload(&g.payload) {
+            Ok(Payload::Foca(data)) => self.call_foca(now, |f, out| f.handle_data(data, out)),
+            Ok(Payload::Digest(d)) => self.on_digest(from, &d),
+            Ok(Payload::Records(rs)) => self.on_records(now, from, rs),
+            Err(_) => self.stats.malformed += 1,
+        }
+        self.settle(now);
+    }
+
+    /// Runs everything due at `now`: foca's timers, anti-entropy, join
+    /// retries, a claim held back by the hold-off.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(timer) = self.q.timers.pop_due(now) {
+            self.call_foca(now, |f, out| f.handle_timer(timer, out));
+        }
+        if self.next_join.is_some_and(|t| t <= now) {
+            self.join(now);
+        }
+        if self.next_anti_entropy <= now {
+            self.anti_entropy(now);
+        }
+        if self.claim_at.is_some_and(|t| t <= now) {
+            self.claim_at = None;
+        }
+        self.settle(now);
+    }
+
+    /// The next frame to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.q.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<GossipEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`GossipCore::handle_timeout`] should next run.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [
+            self.q.timers.next_at(),
+            Some(self.next_anti_entropy),
+            self.next_join,
+            self.claim_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ------------------------------------------------------------ internals
+
+    fn call_foca(
+        &mut self,
+        now: Time,
+        f: impl FnOnce(&mut Swim, Outbox<'_>) -> Result<(), foca::Error>,
+    ) {
+        let out = Outbox {
+            queues: &mut self.q,
+            now,
+            group: self.group.group(),
+        };
+        if f(&mut self.foca, out).is_err() {
+            self.stats.foca_errors += 1;
+        }
+    }
+
+    fn broadcast(&mut self, now: Time, item: &Item) -> Result<(), GossipError> {
+        self.foca.add_broadcast(&item.encode())?;
+        self.call_foca(now, |f, out| f.broadcast(out));
+        Ok(())
+    }
+
+    fn push_event(&mut self, e: GossipEvent) {
+        if self.events.len() >= EVENTS_MAX {
+            self.stats.events_dropped += 1;
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    /// Turns what the last calls produced into events and runs the
+    /// election, until nothing changes (at most [`SETTLE_ROUNDS_MAX`]).
+    fn settle(&mut self, now: Time) {
+        for _ in 0..SETTLE_ROUNDS_MAX {
+            let notes = std::mem::take(&mut self.q.notes);
+            let quiet = notes.is_empty();
+            for n in notes {
+                self.on_note(now, n);
+            }
+            self.drain_replica();
+            self.elect(now);
+            if quiet && self.q.notes.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn drain_replica(&mut self) {
+        let mut out = Vec::new();
+        let claim = {
+            let mut r = self.shared.lock();
+            while let Some(rec) = r.pop_delivered() {
+                out.push(rec);
+            }
+            r.take_claim_heard().then(|| r.acting())
+        };
+        for rec in out {
+            self.push_event(GossipEvent::Delivered(rec));
+        }
+        if let Some(a) = claim {
+            self.push_event(GossipEvent::ActingChanged {
+                acting: a.member,
+                epoch: a.epoch,
+            });
+        }
+    }
+
+    fn on_note(&mut self, now: Time, n: OwnedNotification<MemberId>) {
+        match n {
+            OwnedNotification::MemberUp(id)
+                if self.group.contains(id.node) && id.node != self.node =>
+            {
+                if self.alive.insert(id.node) {
+                    self.push_event(GossipEvent::MemberUp(id.node));
+                }
+                if self.acting().member == self.node {
+                    // Bring a newcomer (or a restarted member) up to date.
+                    self.send_digest(id.node, true);
+                }
+            }
+            OwnedNotification::MemberDown(id) => {
+                if self.alive.remove(&id.node) {
+                    self.push_event(GossipEvent::MemberDown(id.node));
+                }
+            }
+            OwnedNotification::Active => {
+                self.next_join = None;
+                let peers: Vec<NodeId> = self.alive.iter().copied().take(2).collect();
+                for p in peers {
+                    self.send_digest(p, true);
+                }
+            }
+            OwnedNotification::Idle => self.next_join = Some(now),
+            OwnedNotification::Rejoin(_) => self.stats.rejoins += 1,
+            _ => {}
+        }
+    }
+
+    /// Claims the acting role if this member is the candidate, does not
+    /// act yet, and the hold-off has passed (else arms `claim_at`).
+    fn elect(&mut self, now: Time) {
+        let current = self.acting();
+        let alive = |n| n == self.node || self.alive.contains(&n);
+        let cand = election::candidate(&self.group, current, self.cfg.retake, alive);
+        let claim = (cand == Some(self.node))
+            .then(|| election::claim(self.node, current))
+            .flatten();
+        let Some(claim) = claim else {
+            self.claim_at = None;
+            return;
+        };
+        if now < self.claim_not_before {
+            self.claim_at = Some(self.claim_not_before);
+            return;
+        }
+        self.claim_at = None;
+        self.claim_not_before = now + self.cfg.claim_holdoff;
+        self.stats.claims += 1;
+        {
+            let mut r = self.shared.lock();
+            r.follow(claim);
+            r.take_claim_heard();
+        }
+        self.push_event(GossipEvent::ActingChanged {
+            acting: claim.member,
+            epoch: claim.epoch,
+        });
+        // A refused broadcast still spreads through digests.
+        let _ = self.broadcast(now, &Item::Acting(claim));
+    }
+
+    /// Announces to the two best-ranked members and a few random ones;
+    /// repeats every two probe periods until foca reports `Active`.
+    fn join(&mut self, now: Time) {
+        let ranked = self.group.ranked();
+        let mut seeds: Vec<NodeId> = ranked
+            .iter()
+            .copied()
+            .filter(|&n| n != self.node)
+            .take(2)
+            .collect();
+        for _ in 0..SEEDS_RANDOM {
+            let n = ranked[self.rng.below(ranked.len() as u64) as usize];
+            if n != self.node && !seeds.contains(&n) {
+                seeds.push(n);
+            }
+        }
+        for n in seeds {
+            let to = MemberId {
+                node: n,
+                incarnation: 0,
+            };
+            self.call_foca(now, |f, out| f.announce(to, out));
+        }
+        self.next_join = Some(now + self.cfg.probe_period * 2);
+    }
+
+    // --------------------------------------------------------- anti-entropy
+
+    fn digest(&self, reply: bool) -> Digest {
+        let r = self.shared.lock();
+        Digest {
+            reply,
+            acting: r.acting(),
+            buckets: r.buckets(),
+        }
+    }
+
+    fn send_digest(&mut self, to: NodeId, reply: bool) {
+        let payload = wire::digest_payload(&self.digest(reply));
+        self.q.send(to, self.group.group(), payload);
+        self.stats.digests_sent += 1;
+    }
+
+    /// Sends a digest to one random live member (or to the peer whose push
+    /// just brought news), then re-arms with ±25 % jitter.
+    fn anti_entropy(&mut self, now: Time) {
+        let peer = self.catch_up_peer.take().or_else(|| {
+            let n = self.alive.len() as u64;
+            (n > 0)
+                .then(|| self.rng.below(n) as usize)
+                .and_then(|i| self.alive.iter().nth(i).copied())
+        });
+        if let Some(p) = peer {
+            self.send_digest(p, true);
+        }
+        let factor = 0.75 + 0.5 * (self.rng.below(1000) as f64 / 1000.0);
+        self.next_anti_entropy = now + self.cfg.anti_entropy_interval.mul_f64(factor);
+    }
+
+    /// Follows a better claim, pushes what differs, and answers with our
+    /// digest when asked and anything differs.
+    fn on_digest(&mut self, from: NodeId, d: &Digest) {
+        self.shared.lock().follow(d.acting);
+        let mine = self.digest(false);
+        let mut differ = [false; DIGEST_BUCKETS];
+        for (i, flag) in differ.iter_mut().enumerate() {
+            *flag = mine.buckets[i] != d.buckets[i];
+        }
+        if differ.iter().any(|&f| f) {
+            self.push_records(from, &differ);
+        }
+        let claims_differ = mine.acting != d.acting;
+        if d.reply && (claims_differ || differ.iter().any(|&f| f)) {
+            self.send_digest(from, false);
+        }
+    }
+
+    /// Sends the held records of the flagged buckets, buckets in random
+    /// order (so repeated rounds make progress), at most
+    /// [`PUSH_FRAMES_MAX`] frames.
+    fn push_records(&mut self, to: NodeId, differ: &[bool; DIGEST_BUCKETS]) {
+        let mut records = self.shared.lock().records_in(differ);
+        let start = self.rng.below(records.len().max(1) as u64) as usize;
+        records.rotate_left(start);
+        let mut batch: Vec<Record> = Vec::new();
+        let mut bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
+        let mut frames = 0;
+        for r in records {
+            let len = wire::record_len(&r);
+            if bytes + len > FOCA_PACKET_MAX_BYTES && !batch.is_empty() {
+                if frames + 1 >= PUSH_FRAMES_MAX {
+                    break;
+                }
+                self.send_records(to, &mut batch);
+                frames += 1;
+                bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
+            }
+            bytes += len;
+            batch.push(r);
+        }
+        if !batch.is_empty() {
+            self.send_records(to, &mut batch);
+        }
+    }
+
+    fn send_records(&mut self, to: NodeId, batch: &mut Vec<Record>) {
+        let payload = wire::records_payload(batch);
+        batch.clear();
+        self.q.send(to, self.group.group(), payload);
+        self.stats.push_frames += 1;
+    }
+
+    /// Applies pushed records; if any was news, asks the same peer again
+    /// soon (catch-up after a restart takes a few quick rounds).
+    fn on_records(&mut self, now: Time, from: NodeId, records: Vec<Record>) {
+        let mut newer = 0;
+        {
+            let mut r = self.shared.lock();
+            for rec in records {
+                if !self.group.contains(rec.key.node) {
+                    r.rejected += 1;
+                } else if r.apply_remote(rec) == Applied::Newer {
+                    newer += 1;
+                }
+            }
+        }
+        self.stats.pushed_newer += newer;
+        if newer > 0 {
+            self.catch_up_peer = Some(from);
+            self.next_anti_entropy = self.next_anti_entropy.min(now + self.cfg.probe_rtt);
+        }
+    }
+}
+
+impl overlay::Instance for GossipCore {
+    fn id(&self) -> NodeId {
+        self.node
+    }
+
+    fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        GossipCore::handle_frame(self, now, from, frame);
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        GossipCore::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        GossipCore::poll_transmit(self)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Time> {
+        GossipCore::poll_timeout(self)
+    }
+}

@@ -107,6 +107,35 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 impl Report {
+    /// A report of the `converge` scenario with the run's settings and the
+    /// two sets of per-node times filled in; the caller adds the rest.
+    pub fn converge(
+        a: &crate::setup::ClusterArgs,
+        c: &crate::setup::Cluster,
+        net: &str,
+        down: &Percentiles,
+        converge: &Percentiles,
+    ) -> Report {
+        Report {
+            scenario: "converge".into(),
+            net: net.into(),
+            strategy: a.strategy.clone(),
+            transport: c.transport.to_string(),
+            engine: a.engine,
+            nodes: c.leaves(),
+            sub_parents: c.sub_parents(),
+            seed: a.seed,
+            loss: a.loss,
+            hello_s: c.node_hello.as_secs_f64(),
+            down_p50_s: down.at(0.5),
+            down_p99_s: down.at(0.99),
+            converge_p50_s: converge.at(0.5),
+            converge_p99_s: converge.at(0.99),
+            converge_max_s: converge.max(),
+            ..Report::default()
+        }
+    }
+
     /// A table for people.
     pub fn table(&self) -> String {
         let rows = [

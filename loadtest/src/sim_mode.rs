@@ -84,23 +84,8 @@ pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -
         });
     let down = Percentiles::new(downs);
     Ok(Report {
-        scenario: "converge".into(),
-        net: "sim".into(),
-        strategy: a.strategy.clone(),
-        transport: "udp".into(),
-        engine: a.engine,
-        nodes: leaves,
-        sub_parents: c.sub_parents(),
-        seed: a.seed,
-        loss: a.loss,
-        hello_s: c.node_hello.as_secs_f64(),
         reached: track.reached,
         initial_sync_s: initial_sync.as_secs_f64(),
-        down_p50_s: down.at(0.5),
-        down_p99_s: down.at(0.99),
-        converge_p50_s: converge.at(0.5),
-        converge_p99_s: converge.at(0.99),
-        converge_max_s: converge.max(),
         root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
         max_datagram_bytes: sim.stats.max_datagram_bytes,
         datagrams_total: sim.stats.datagrams,
@@ -110,5 +95,6 @@ pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -
         virtual_s: sim.now().as_secs_f64(),
         peak_rss_mb: peak_rss_mb(),
         workers: 1,
+        ..Report::converge(a, c, "sim", &down, &converge)
     })
 }

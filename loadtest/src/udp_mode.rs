@@ -332,23 +332,8 @@ pub fn run(
     );
     let reached = reports.iter().map(|r| r.converged_ns.len()).sum();
     Ok(Report {
-        scenario: "converge".into(),
-        net: "udp".into(),
-        strategy: a.strategy.clone(),
-        transport: c.transport.to_string(),
-        engine: a.engine,
-        nodes: leaves,
-        sub_parents: c.sub_parents(),
-        seed: a.seed,
-        loss: a.loss,
-        hello_s: c.node_hello.as_secs_f64(),
         reached,
         initial_sync_s: initial_sync.as_secs_f64(),
-        down_p50_s: down.at(0.5),
-        down_p99_s: down.at(0.99),
-        converge_p50_s: conv.at(0.5),
-        converge_p99_s: conv.at(0.99),
-        converge_max_s: conv.max(),
         root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
         max_datagram_bytes: reports.iter().map(|r| r.tx_max_bytes).max().unwrap_or(0),
         datagrams_total: reports.iter().map(|r| r.tx_datagrams).sum(),
@@ -358,6 +343,7 @@ pub fn run(
         virtual_s,
         peak_rss_mb: peak_rss_mb() + reports.iter().map(|r| r.peak_rss_mb).sum::<f64>(),
         workers: n,
+        ..Report::converge(&a, c, "udp", &down, &conv)
     })
 }
 

@@ -24,6 +24,9 @@ pub struct TreeConfig {
     pub version_floor: u64,
     /// Seed of the core's own randomness (hello jitter).
     pub seed: u64,
+    /// When the parent is dead, report to the grandparent until it returns
+    /// (for groups without a sideways strategy to elect an acting one).
+    pub fallback: bool,
 }
 
 impl Default for TreeConfig {
@@ -36,6 +39,7 @@ impl Default for TreeConfig {
             mismatch_limit: 2,
             version_floor: 0,
             seed: 0,
+            fallback: true,
         }
     }
 }

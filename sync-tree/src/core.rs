@@ -49,6 +49,8 @@ pub struct TreeStats {
     pub strangers: u64,
     /// Events dropped because the application did not drain them.
     pub events_dropped: u64,
+    /// Times this instance fell back to its grandparent.
+    pub fallbacks: u64,
 }
 
 /// One instance of the tree strategy.
@@ -65,6 +67,7 @@ pub struct TreeCore {
     events: VecDeque<Event>,
     next_seq: u64,
     stats: TreeStats,
+    rebuild_pending: bool,
 }
 
 impl TreeCore {
@@ -84,6 +87,7 @@ impl TreeCore {
             events: VecDeque::new(),
             next_seq: 0,
             stats: TreeStats::default(),
+            rebuild_pending: false,
         };
         core.rebuild_links(now, true);
         core
@@ -304,8 +308,58 @@ impl TreeCore {
             link.state = NeighborState::Down;
             link.inflight.clear();
             link.acks.clear();
-            let peer = link.peer;
+            let (peer, dir) = (link.peer, link.dir);
             self.event(Event::PeerDown(peer));
+            let own_parent = self.routes.static_parent(self.me) == Some(peer);
+            if dir == Dir::ToParent
+                && own_parent
+                && self.cfg.fallback
+                && self.routes.set_fallback(self.me, true)
+            {
+                self.stats.fallbacks += 1;
+                self.rebuild_pending = true;
+            }
+        }
+    }
+
+    /// A hello from an instance that is not a neighbour: a fallback from a
+    /// grandchild whose parent is dead is adopted, or sent home if that
+    /// parent is alive for us.
+    fn on_stranger_hello(&mut self, now: Time, from: NodeId, h: &Hello) -> bool {
+        if !h.fallback || self.routes.grandparent(from) != Some(self.me) {
+            return false;
+        }
+        let parent = self.routes.static_parent(from).expect("has a grandparent");
+        // Send it home only if we have heard its parent lately: our own
+        // dead timer for that parent may not have run out yet.
+        let fresh = self.index.get(&parent).is_some_and(|&l| {
+            let link = &self.links[l];
+            link.state == NeighborState::Full
+                && link
+                    .last_rx
+                    .is_some_and(|rx| now.saturating_sub(rx) <= link.timers.hello.mul_f64(1.5))
+        });
+        if fresh {
+            let home = Hello {
+                home: true,
+                ..Hello::default()
+            };
+            self.out.push_back(Transmit {
+                to: from,
+                frame: Frame {
+                    body: Some(frame::Body::Hello(home)),
+                },
+            });
+            return false;
+        }
+        self.routes.set_fallback(from, true);
+        self.rebuild_links(now, false);
+        true
+    }
+
+    fn rebuild_if_pending(&mut self, now: Time) {
+        if std::mem::take(&mut self.rebuild_pending) {
+            self.rebuild_links(now, false);
         }
     }
 
@@ -426,6 +480,8 @@ impl TreeCore {
                 seen: link.state != NeighborState::Down,
                 claim_leader: claim.map_or(0, |c| c.0),
                 claim_epoch: claim.map_or(0, |c| c.1),
+                fallback: link.dir == Dir::ToParent && self.routes.is_fallback(self.me),
+                home: false,
             }
         };
         let to = self.links[l].peer;
@@ -455,6 +511,11 @@ impl TreeCore {
 
     fn on_hello(&mut self, now: Time, l: usize, h: Hello) {
         self.on_acks(now, l, &h.acks);
+        if h.home && self.links[l].dir == Dir::ToParent && self.routes.set_fallback(self.me, false)
+        {
+            self.rebuild_pending = true;
+            return;
+        }
         let before = self.links[l].state;
         let after = match (before, h.seen) {
             (_, true) => NeighborState::Full,
@@ -467,6 +528,11 @@ impl TreeCore {
         if after == NeighborState::Full && before != NeighborState::Full {
             let peer = self.links[l].peer;
             self.event(Event::PeerUp(peer));
+            // A child is back: its children that fell back to us go home.
+            for x in self.routes.fallen_from(peer) {
+                self.routes.set_fallback(x, false);
+                self.rebuild_pending = true;
+            }
             self.resync(now, l);
             return;
         }
@@ -582,6 +648,11 @@ impl Instance for TreeCore {
         {
             self.set_acting(now, h.claim_leader, from, h.claim_epoch);
         }
+        if !self.index.contains_key(&from)
+            && let Some(frame::Body::Hello(h)) = &frame.body
+        {
+            self.on_stranger_hello(now, from, h);
+        }
         let Some(&l) = self.index.get(&from) else {
             self.stats.strangers += 1;
             return;
@@ -596,6 +667,7 @@ impl Instance for TreeCore {
             Some(frame::Body::Gossip(_)) | None => {}
         }
         self.service(now, l);
+        self.rebuild_if_pending(now);
     }
 
     fn handle_timeout(&mut self, now: Time) {
@@ -609,6 +681,7 @@ impl Instance for TreeCore {
                 self.service(now, l);
             }
         }
+        self.rebuild_if_pending(now);
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

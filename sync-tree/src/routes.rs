@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use overlay::NodeId;
 use overlay::tree::{LinkTimers, Tree};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// Most levels a routing walk climbs (topologies have at most 16 tiers).
 const WALK_MAX: usize = 64;
@@ -27,6 +27,9 @@ pub(crate) struct Routes {
     tree: Arc<Tree>,
     /// Static sub-parent -> (acting member, epoch).
     acting: HashMap<NodeId, (NodeId, u64)>,
+    /// Instances whose parent is dead and that report to the position
+    /// above it (their grandparent) until it returns.
+    fallback: HashSet<NodeId>,
 }
 
 impl Routes {
@@ -34,6 +37,7 @@ impl Routes {
         Routes {
             tree,
             acting: HashMap::default(),
+            fallback: HashSet::default(),
         }
     }
 
@@ -62,15 +66,62 @@ impl Routes {
         before != self.replaced(leader)
     }
 
+    /// Whether nothing overrides the static tree.
+    fn is_static(&self) -> bool {
+        self.acting.is_empty() && self.fallback.is_empty()
+    }
+
+    /// Marks `x` as fallen back to its grandparent (or back home);
+    /// returns whether anything changed. Only an instance with a
+    /// grandparent can fall back.
+    pub fn set_fallback(&mut self, x: NodeId, on: bool) -> bool {
+        if on {
+            self.grandparent(x).is_some() && self.fallback.insert(x)
+        } else {
+            self.fallback.remove(&x)
+        }
+    }
+
+    /// Whether `x` has fallen back.
+    pub fn is_fallback(&self, x: NodeId) -> bool {
+        self.fallback.contains(&x)
+    }
+
+    /// The static grandparent of `x`.
+    pub fn grandparent(&self, x: NodeId) -> Option<NodeId> {
+        self.tree.parent(self.tree.parent(x)?)
+    }
+
+    /// The static parent of `x`.
+    pub fn static_parent(&self, x: NodeId) -> Option<NodeId> {
+        self.tree.parent(x)
+    }
+
+    /// Fallen-back instances whose static parent is `p`.
+    pub fn fallen_from(&self, p: NodeId) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .fallback
+            .iter()
+            .copied()
+            .filter(|&x| self.tree.parent(x) == Some(p))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The effective parent of `x`.
     pub fn parent(&self, x: NodeId) -> Option<NodeId> {
-        if self.acting.is_empty() {
+        if self.is_static() {
             return self.tree.parent(x);
         }
         if let Some(a) = self.replaced(x) {
             return Some(a);
         }
-        self.occupant(self.tree.parent(x)?, x, 0)
+        let p = self.tree.parent(x)?;
+        if self.fallback.contains(&x) {
+            return self.occupant(self.tree.parent(p)?, p, 0);
+        }
+        self.occupant(p, x, 0)
     }
 
     /// Who sits in position `pos` as seen from `asker`, a static child of
@@ -88,10 +139,11 @@ impl Routes {
 
     /// The effective children of `me`.
     pub fn children(&self, me: NodeId) -> Vec<NodeId> {
-        if self.acting.is_empty() {
+        if self.is_static() {
             return self.tree.children(me).to_vec();
         }
         let mut cand: Vec<NodeId> = self.tree.children(me).to_vec();
+        cand.extend(self.fallback.iter().copied());
         for (&s, &(a, _)) in &self.acting {
             if a == me && s != me {
                 cand.push(s);
@@ -109,7 +161,7 @@ impl Routes {
     /// The neighbour of `from` on the way down to `target`, if `target` is
     /// below `from`.
     pub fn next_hop(&self, from: NodeId, target: NodeId) -> Option<NodeId> {
-        if self.acting.is_empty() {
+        if self.is_static() {
             return self.tree.next_hop(from, target);
         }
         if (target as usize) >= self.tree.len() {
@@ -133,7 +185,7 @@ impl Routes {
 
     /// `top` and every instance effectively below it.
     pub fn subtree(&self, top: NodeId) -> Vec<NodeId> {
-        if self.acting.is_empty() {
+        if self.is_static() {
             return self.tree.subtree(top).collect();
         }
         let mut v: Vec<NodeId> = self.tree.subtree(top).collect();
@@ -172,6 +224,24 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fallen_back_leaf_reports_to_its_grandparent() {
+        let mut r = routes();
+        assert!(r.set_fallback(3, true));
+        assert!(
+            !r.set_fallback(1, true),
+            "a sub-parent under the root has no grandparent"
+        );
+        assert_eq!(r.parent(3), Some(0));
+        assert_eq!(r.children(0), vec![1, 2, 3]);
+        assert_eq!(r.children(1), vec![4, 5]);
+        assert_eq!(r.next_hop(0, 3), Some(3));
+        assert_eq!(r.subtree(1), vec![1, 4, 5]);
+        assert_eq!(r.fallen_from(1), vec![3]);
+        assert!(r.set_fallback(3, false));
+        assert_eq!(r.parent(3), Some(1));
+    }
 
     /// root 0 -> sub-parents 1, 2; 1 -> leaves 3, 4, 5; 2 -> leaves 6, 7.
     fn routes() -> Routes {

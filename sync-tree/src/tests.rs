@@ -213,13 +213,64 @@ fn a_dead_leaf_is_marked_failed_and_supersedes_the_mark_when_back() {
 }
 
 #[test]
-fn a_leaf_whose_parent_died_rejoins_by_itself() {
+fn a_leaf_whose_parent_died_falls_back_to_its_grandparent_and_returns() {
     let t = tree(1, 5);
     let mut s = sim(&t, 6, 0.0);
     set_all_cfg(&mut s, &t, "a");
     assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
     s.crash(1);
-    s.run_until(s.now() + Duration::from_secs(8));
+    s.run_until(s.now() + Duration::from_secs(10));
+    assert_eq!(
+        s.get(2).unwrap().core.parent(),
+        Some(0),
+        "fell back to the root"
+    );
+    assert_eq!(
+        s.get(0).unwrap().core.neighbor(2),
+        Some(NeighborState::Full)
+    );
+    set_all_cfg(&mut s, &t, "b");
+    assert!(
+        run_to(&mut s, &t, "b", Duration::from_secs(2)),
+        "Cfg and Dsc flow through the root meanwhile"
+    );
+    let now = s.now();
+    s.restart(1, echo(&t, 1, 6, now));
+    s.run_until(s.now() + Duration::from_secs(6));
+    assert_eq!(s.get(2).unwrap().core.parent(), Some(1), "home again");
+    assert_eq!(
+        s.get(2).unwrap().core.neighbor(1),
+        Some(NeighborState::Full)
+    );
+    set_all_cfg(&mut s, &t, "c");
+    assert!(run_to(&mut s, &t, "c", Duration::from_secs(2)));
+}
+
+#[test]
+fn a_leaf_whose_parent_died_rejoins_by_itself() {
+    let t = tree(1, 5);
+    let cfg = TreeConfig {
+        seed: 6,
+        fallback: false,
+        ..TreeConfig::default()
+    };
+    let nodes = (0..t.len() as NodeId)
+        .map(|i| Echo {
+            core: TreeCore::new(i, t.clone(), cfg, Time::ZERO),
+            failed: Vec::new(),
+        })
+        .collect();
+    let mut s = Sim::new(
+        SimConfig {
+            seed: 6,
+            ..SimConfig::default()
+        },
+        nodes,
+    );
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    s.crash(1);
+    s.run_until(s.now() + Duration::from_secs(10));
     assert_eq!(
         s.get(2).unwrap().core.neighbor(1),
         Some(NeighborState::Down)

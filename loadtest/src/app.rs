@@ -107,9 +107,47 @@ pub struct LoadNode {
     pub track: Option<RootTrack>,
     /// Children this instance declared down.
     pub peers_down: u64,
+    /// Root only, failover scenario: what it watches after the kill.
+    pub watch: Option<FailoverWatch>,
+}
+
+/// What the root records after sub-parents are killed.
+pub struct FailoverWatch {
+    /// Per instance: the Dsc version the root held at the kill.
+    pub since: Vec<u64>,
+    /// Per instance: when the root first held a newer Dsc (re-homed).
+    pub fresh_at: Vec<Option<Time>>,
+    /// Per instance: when it first became the root's neighbour (adopted
+    /// after a fallback or announced as acting).
+    pub adopted_at: Vec<Option<Time>>,
 }
 
 impl LoadNode {
+    /// Root: starts watching for fresh Dsc and adoptions (failover).
+    pub fn watch_failover(&mut self) {
+        let n = self.core.routes_len();
+        let since = (0..n as NodeId)
+            .map(|node| {
+                self.core
+                    .get(Key {
+                        node,
+                        kind: Kind::Dsc,
+                    })
+                    .map_or(0, |r| r.version)
+            })
+            .collect();
+        self.watch = Some(FailoverWatch {
+            since,
+            fresh_at: vec![None; n],
+            adopted_at: vec![None; n],
+        });
+    }
+
+    /// The effective parent of this instance.
+    pub fn parent(&self) -> Option<NodeId> {
+        self.core.parent()
+    }
+
     /// Wraps a core (no engine).
     pub fn new(core: TreeCore) -> LoadNode {
         LoadNode::with_engine(core, EngineRole::Off)
@@ -123,6 +161,7 @@ impl LoadNode {
             cfg_arrivals: Vec::new(),
             track: None,
             peers_down: 0,
+            watch: None,
         }
     }
 
@@ -196,7 +235,20 @@ impl LoadNode {
                     }
                 }
                 Event::Delivered(r) if r.key.kind == Kind::Dsc && me == 0 => {
+                    if let Some(w) = self.watch.as_mut() {
+                        let n = r.key.node as usize;
+                        if r.version > w.since[n] && r.version % 2 == 0 && w.fresh_at[n].is_none() {
+                            w.fresh_at[n] = Some(now);
+                        }
+                    }
                     self.on_root_dsc(now, r.key.node, &r.data);
+                }
+                Event::PeerUp(p) if me == 0 => {
+                    if let Some(w) = self.watch.as_mut()
+                        && w.adopted_at[p as usize].is_none()
+                    {
+                        w.adopted_at[p as usize] = Some(now);
+                    }
                 }
                 Event::PeerDown(p) if self.core.neighbor(p).is_some() && p > me => {
                     self.peers_down += 1;

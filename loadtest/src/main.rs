@@ -11,6 +11,7 @@
 mod app;
 mod engine_bench;
 mod engine_leaf;
+mod failover;
 mod progress;
 mod report;
 mod setup;
@@ -56,7 +57,8 @@ struct RunArgs {
     /// Where the nodes run: `sim` (virtual time) or `udp` (real sockets).
     #[arg(long, default_value = "sim")]
     net: String,
-    /// The scenario: `converge`.
+    /// The scenario: `converge`, or `failover` (simulation) with
+    /// `--kill-subparents K`.
     #[arg(long, default_value = "converge")]
     scenario: String,
     /// Give up on a phase after this long (virtual time in `sim`).
@@ -71,6 +73,12 @@ struct RunArgs {
     /// Serve Prometheus metrics on this address while running.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Failover: how many sub-parents to kill.
+    #[arg(long, default_value_t = 1)]
+    kill_subparents: usize,
+    /// Failover: bring the killed sub-parents back afterwards.
+    #[arg(long)]
+    restore: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -89,9 +97,15 @@ fn main() -> Result<()> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    if a.scenario != "converge" {
-        bail!("--scenario {}: only `converge` exists so far", a.scenario);
-    }
+    let failover = match a.scenario.as_str() {
+        "converge" => None,
+        "failover" if a.net == "sim" => Some(failover::Kill {
+            subparents: a.kill_subparents.max(1),
+            restore: a.restore,
+        }),
+        "failover" => bail!("--scenario failover runs with --net sim so far"),
+        other => bail!("--scenario {other}: use `converge` or `failover`"),
+    };
     let cluster = setup::cluster(&a.cluster)?;
     let progress = progress::Progress::new(a.quiet, a.metrics)?;
     eprintln!(
@@ -107,7 +121,13 @@ fn run(a: RunArgs) -> Result<()> {
         "sim" if cluster.transport == topo::Transport::Quic => {
             bail!("--transport quic runs on real sockets: use it with --net udp")
         }
-        "sim" => sim_mode::run(&a.cluster, &cluster, a.timeout, &progress)?,
+        "sim" => sim_mode::run(
+            &a.cluster,
+            &cluster,
+            a.timeout,
+            &progress,
+            failover.as_ref(),
+        )?,
         "udp" => udp_mode::run(&a.cluster, &cluster, a.timeout, a.workers, &progress)?,
         other => bail!("--net {other}: use `sim` or `udp`"),
     };

@@ -61,6 +61,24 @@ pub struct Report {
     pub peak_rss_mb: f64,
     /// Worker processes (UDP).
     pub workers: usize,
+    /// Failover: sub-parents killed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_subparents: Option<usize>,
+    /// Failover: the kill until the root adopts a member of the group
+    /// (p99 over killed groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover_detect_p99_s: Option<f64>,
+    /// Failover: the kill until the root holds fresh Dsc for every member
+    /// of the group (p99 over killed groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rehome_p99_s: Option<f64>,
+    /// Failover: Cfg changes accepted at the root that never reached their node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_updates: Option<u64>,
+    /// Failover: most distinct parents among one killed group's members
+    /// after stabilisation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acting_per_group_max: Option<usize>,
 }
 
 /// Percentiles of a set of durations.
@@ -189,6 +207,24 @@ impl Report {
         let mut out = String::new();
         for (k, v) in rows {
             out.push_str(&format!("  {k:<34} {v}\n"));
+        }
+        if let (Some(k), Some(d), Some(r), Some(l), Some(g)) = (
+            self.kill_subparents,
+            self.failover_detect_p99_s,
+            self.rehome_p99_s,
+            self.lost_updates,
+            self.acting_per_group_max,
+        ) {
+            let rows = [
+                ("sub-parents killed", k.to_string()),
+                ("failover detect p99", format!("{d:.3} s")),
+                ("rehome p99", format!("{r:.3} s")),
+                ("lost updates", l.to_string()),
+                ("acting per group (max)", g.to_string()),
+            ];
+            for (k, v) in rows {
+                out.push_str(&format!("  {k:<34} {v}\n"));
+            }
         }
         out
     }

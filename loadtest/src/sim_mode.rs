@@ -20,14 +20,21 @@ use crate::setup::{Cluster, ClusterArgs};
 /// Hellos over which the root's steady-state load is measured.
 pub const STEADY_HELLOS: u32 = 5;
 
-fn reached(s: &Sim<LoadNode>) -> usize {
+/// Leaves whose matching Dsc the root holds for the tracked generation.
+pub fn reached(s: &Sim<LoadNode>) -> usize {
     s.get(0)
         .and_then(|r| r.track.as_ref())
         .map_or(0, |t| t.reached)
 }
 
 /// Runs the `converge` scenario in simulation.
-pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -> Result<Report> {
+pub fn run(
+    a: &ClusterArgs,
+    c: &Cluster,
+    limit: Duration,
+    progress: &Progress,
+    failover: Option<&crate::failover::Kill>,
+) -> Result<Report> {
     let wall = Instant::now();
     let leaves = c.leaves();
     let nodes = (0..c.flat.instances.len() as u32)
@@ -61,6 +68,20 @@ pub fn run(a: &ClusterArgs, c: &Cluster, limit: Duration, progress: &Progress) -
     sim.run_until(sim.now() + c.root_hello * STEADY_HELLOS);
     let root_children = c.tree.children(0).len().max(1) as f64;
     let per_hello = (sim.rx_datagrams(0) - rx0) as f64 / STEADY_HELLOS as f64 / root_children;
+
+    if let Some(kill) = failover {
+        return crate::failover::run(
+            a,
+            c,
+            sim,
+            kill,
+            limit,
+            progress,
+            wall,
+            initial_sync,
+            per_hello,
+        );
+    }
 
     progress.phase("converge", leaves);
     let t0 = sim.now();

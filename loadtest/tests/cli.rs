@@ -127,6 +127,32 @@ fn every_link_over_quic_with_mutual_tls_converges() {
 }
 
 #[test]
+fn killed_sub_parents_lose_no_update_and_the_cluster_rehomes() {
+    let args = [
+        "--net",
+        "sim",
+        "--nodes",
+        "400",
+        "--racks",
+        "8",
+        "--hello",
+        "1s",
+        "--scenario",
+        "failover",
+        "--kill-subparents",
+        "2",
+        "--restore",
+    ];
+    let r = report(&args, "failover.json");
+    assert_eq!(r["reached"], r["nodes"], "{r}");
+    assert_eq!(r["kill_subparents"], 2);
+    assert_eq!(r["lost_updates"], 0);
+    assert_eq!(r["acting_per_group_max"], 1);
+    let rehome = r["rehome_p99_s"].as_f64().unwrap();
+    assert!(rehome > 0.0 && rehome < 10.0, "rehome {rehome}");
+}
+
+#[test]
 fn a_topology_file_is_accepted() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../topo/examples/small.yaml");
     let r = report(&["--net", "sim", "--topology", file], "file.json");

@@ -166,6 +166,11 @@ impl TreeCore {
         self.routes.replaced(leader).unwrap_or(leader)
     }
 
+    /// Number of instances in the topology.
+    pub fn routes_len(&self) -> usize {
+        self.routes.len()
+    }
+
     /// The effective parent of this instance.
     pub fn parent(&self) -> Option<NodeId> {
         self.routes.parent(self.me)

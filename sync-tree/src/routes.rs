@@ -41,6 +41,11 @@ impl Routes {
         }
     }
 
+    /// Number of instances.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
     /// The acting member of the group `leader` leads, if it was replaced.
     pub fn replaced(&self, leader: NodeId) -> Option<NodeId> {
         self.acting

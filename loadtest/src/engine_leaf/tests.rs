@@ -115,7 +115,7 @@ fn a_small_simulated_cluster_with_engines_converges() {
     let c = cluster(&a).unwrap();
     let p = crate::progress::Progress::new(true, None).unwrap();
     let limit = std::time::Duration::from_secs(60);
-    let r = crate::sim_mode::run(&a, &c, limit, &p).unwrap();
+    let r = crate::sim_mode::run(&a, &c, limit, &p, None).unwrap();
     assert!(r.engine);
     assert_eq!(r.reached, 50, "{}", r.table());
     // A boot chain of several steps of at least STEP_DELAY_MIN_MS each

@@ -1,0 +1,193 @@
+//! Scenario `failover` (simulation): kill sub-parents, change every Cfg
+//! while they are dead, and measure how the cluster re-homes.
+//!
+//! After the initial sync and steady state of [`crate::sim_mode`], `K`
+//! sub-parents spread over the cluster crash at `t_kill`; half a hello later
+//! the root publishes generation 2 for every leaf. Measured per killed group:
+//! `failover_detect` (the kill until the root first adopts a member of the
+//! group: a fallen-back leaf or an acting sub-parent announcing itself) and
+//! `rehome` (the kill until the root holds a Dsc published after the kill for
+//! every member). `lost_updates` counts leaves that never received
+//! generation 2; `acting_per_group_max` the most distinct parents the alive
+//! members of one killed group report to after stabilisation (1: no split).
+//! With `--restore`, the killed sub-parents come back afterwards and
+//! generation 3 must converge too.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use overlay::NodeId;
+use overlay::sim::Sim;
+
+use crate::app::LoadNode;
+use crate::progress::Progress;
+use crate::report::{Percentiles, Report, peak_rss_mb};
+use crate::setup::{Cluster, ClusterArgs};
+use crate::sim_mode::reached;
+
+/// What to kill.
+#[derive(Clone, Debug)]
+pub struct Kill {
+    /// Sub-parents to crash.
+    pub subparents: usize,
+    /// Bring them back once the cluster has re-homed.
+    pub restore: bool,
+}
+
+/// The sub-parents directly above leaves, `k` of them spread evenly.
+pub fn victims(c: &Cluster, k: usize) -> Vec<NodeId> {
+    let racks: Vec<NodeId> = c
+        .tree
+        .aggregators()
+        .filter(|&s| s != 0 && c.tree.children(s).iter().any(|&x| c.is_leaf[x as usize]))
+        .collect();
+    let k = k.min(racks.len());
+    (0..k).map(|i| racks[i * racks.len() / k.max(1)]).collect()
+}
+
+fn members(c: &Cluster, v: NodeId) -> Vec<NodeId> {
+    c.tree
+        .children(v)
+        .iter()
+        .copied()
+        .filter(|&x| c.is_leaf[x as usize])
+        .collect()
+}
+
+fn leaves_with(sim: &Sim<LoadNode>, c: &Cluster, generation: u64) -> usize {
+    (0..sim.len() as NodeId)
+        .filter(|&i| c.is_leaf[i as usize])
+        .filter_map(|i| sim.get(i))
+        .filter(|n| n.cfg_arrivals.iter().any(|(g, _)| *g == generation))
+        .count()
+}
+
+/// Runs the failover phases on a synced simulation.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    a: &ClusterArgs,
+    c: &Cluster,
+    mut sim: Sim<LoadNode>,
+    kill: &Kill,
+    limit: Duration,
+    progress: &Progress,
+    wall: Instant,
+    initial_sync: Duration,
+    per_hello: f64,
+) -> Result<Report> {
+    let leaves = c.leaves();
+    let victims = victims(c, kill.subparents);
+    let step = Duration::from_millis(10);
+    progress.phase("failover", leaves);
+    let t_kill = sim.now();
+    sim.with(0, |r, _| r.watch_failover());
+    for &v in &victims {
+        sim.crash(v);
+    }
+    sim.run_until(t_kill + c.node_hello / 2);
+    let t0 = sim.now();
+    sim.with(0, |r, now| r.roll_out(now, 2, &c.is_leaf));
+    let groups: Vec<Vec<NodeId>> = victims.iter().map(|&v| members(c, v)).collect();
+    let rehomed = |s: &Sim<LoadNode>| {
+        let w = s.get(0).and_then(|r| r.watch.as_ref()).expect("watching");
+        groups
+            .iter()
+            .flatten()
+            .all(|&m| w.fresh_at[m as usize].is_some())
+    };
+    sim.run_while(step, t0 + limit, |s| {
+        progress.set(reached(s), s.stats.datagrams);
+        reached(s) == leaves && rehomed(s)
+    });
+    // Stabilise, then look at who the members report to.
+    sim.run_until(sim.now() + c.node_hello * 2);
+    let acting_max = groups
+        .iter()
+        .map(|g| {
+            let mut parents: Vec<NodeId> = g.iter().filter_map(|&m| sim.get(m)?.parent()).collect();
+            parents.sort_unstable();
+            parents.dedup();
+            parents.len()
+        })
+        .max()
+        .unwrap_or(0);
+    let root = sim.get(0).expect("the root is never killed");
+    let w = root.watch.as_ref().expect("watching");
+    let since = |t: Option<Time>| t.map(|t| t - t_kill);
+    let rehome = Percentiles::new(groups.iter().filter_map(|g| {
+        g.iter()
+            .map(|&m| since(w.fresh_at[m as usize]))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
+    }));
+    let detect = Percentiles::new(groups.iter().filter_map(|g| {
+        g.iter()
+            .filter_map(|&m| since(w.adopted_at[m as usize]))
+            .min()
+    }));
+    let track = root.track.as_ref().expect("tracking generation 2");
+    let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
+    let down = Percentiles::new(
+        (0..sim.len() as NodeId)
+            .filter_map(|i| sim.get(i))
+            .flat_map(|n| {
+                n.cfg_arrivals
+                    .iter()
+                    .filter(|(g, _)| *g == 2)
+                    .map(|(_, t)| *t - t0)
+            }),
+    );
+    let mut lost = (leaves - leaves_with(&sim, c, 2)) as u64;
+    let reached_2 = track.reached;
+    if kill.restore {
+        lost += restore(c, &mut sim, &victims, a.seed, limit, progress);
+    }
+    Ok(Report {
+        scenario: "failover".into(),
+        reached: reached_2,
+        initial_sync_s: initial_sync.as_secs_f64(),
+        root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
+        max_datagram_bytes: sim.stats.max_datagram_bytes,
+        datagrams_total: sim.stats.datagrams,
+        bytes_total: sim.stats.bytes,
+        datagrams_rejected: sim.stats.rejected,
+        wall_s: wall.elapsed().as_secs_f64(),
+        virtual_s: sim.now().as_secs_f64(),
+        peak_rss_mb: peak_rss_mb(),
+        workers: 1,
+        kill_subparents: Some(victims.len()),
+        failover_detect_p99_s: Some(detect.at(0.99)),
+        rehome_p99_s: Some(rehome.at(0.99)),
+        lost_updates: Some(lost),
+        acting_per_group_max: Some(acting_max),
+        ..Report::converge(a, c, "sim", &down, &converge)
+    })
+}
+
+type Time = Duration;
+
+/// Brings the killed sub-parents back and rolls out generation 3; returns
+/// the leaves that never received it.
+fn restore(
+    c: &Cluster,
+    sim: &mut Sim<LoadNode>,
+    victims: &[NodeId],
+    seed: u64,
+    limit: Duration,
+    p: &Progress,
+) -> u64 {
+    p.phase("restore", c.leaves());
+    for &v in victims {
+        let now = sim.now();
+        sim.restart(v, c.node(v, seed, now));
+    }
+    sim.run_until(sim.now() + c.node_hello * 3);
+    let t0 = sim.now();
+    sim.with(0, |r, now| r.roll_out(now, 3, &c.is_leaf));
+    let leaves = c.leaves();
+    sim.run_while(Duration::from_millis(10), t0 + limit, |s| {
+        reached(s) == leaves
+    });
+    (leaves - leaves_with(sim, c, 3)) as u64
+}

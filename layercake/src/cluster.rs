@@ -190,7 +190,10 @@ mod tests {
     fn demo_names_and_racks() {
         let t = demo_topology(25, 3, 7000, Duration::from_secs(1)).unwrap();
         let c = Cluster::new(t).unwrap();
-        let names: Vec<_> = c.leaves().map(|i| c.flat.instances[i as usize].name.clone()).collect();
+        let names: Vec<_> = c
+            .leaves()
+            .map(|i| c.flat.instances[i as usize].name.clone())
+            .collect();
         assert_eq!(names.len(), 25);
         assert_eq!(names[0], "n0001");
         assert_eq!(names[24], "n0025");

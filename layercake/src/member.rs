@@ -168,11 +168,6 @@ impl NodeRuntime {
         self.published = Some(bytes.clone());
         Some(bytes)
     }
-
-    /// True when the engine's Dsc is compatible with its Cfg.
-    pub fn is_converged(&self) -> bool {
-        self.engine.is_converged()
-    }
 }
 
 /// A sub-parent (relay) or a leaf (relay-less, with its engine).
@@ -207,11 +202,6 @@ impl MemberApp {
     /// The sync core (for neighbour states and counters).
     pub fn core(&self) -> &TreeCore {
         &self.core
-    }
-
-    /// The node's engine, on a leaf.
-    pub fn node(&self) -> Option<&NodeRuntime> {
-        self.node.as_deref()
     }
 
     fn publish_dsc(&mut self, now: Time) {

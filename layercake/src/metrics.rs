@@ -47,7 +47,10 @@ fn describe() {
     describe_gauge!("kraken_nodes_phys_state", "Nodes by discovered PhysState");
     describe_gauge!("kraken_nodes_run_state", "Nodes by discovered RunState");
     describe_counter!("kraken_mutations_started_total", "Mutation steps started");
-    describe_counter!("kraken_mutations_completed_total", "Mutation steps completed");
+    describe_counter!(
+        "kraken_mutations_completed_total",
+        "Mutation steps completed"
+    );
     describe_counter!(
         "kraken_mutations_failed_total",
         "Mutation steps whose module reported an error"
@@ -61,16 +64,31 @@ fn describe() {
         metrics::Unit::Seconds,
         "Duration of mutation steps by mutation and outcome"
     );
-    describe_counter!("kraken_sync_datagrams_total", "Sync datagrams by level and direction");
+    describe_counter!(
+        "kraken_sync_datagrams_total",
+        "Sync datagrams by level and direction"
+    );
     describe_counter!("kraken_sync_bytes_total", "Sync bytes sent by level");
-    describe_counter!("kraken_sync_dropped_total", "Datagrams the envelope rejected, by reason");
-    describe_gauge!("kraken_sync_neighbors", "Neighbour links by level and state (alive, dead)");
-    describe_counter!("kraken_sync_peer_events_total", "Neighbours that came up or went down");
+    describe_counter!(
+        "kraken_sync_dropped_total",
+        "Datagrams the envelope rejected, by reason"
+    );
+    describe_gauge!(
+        "kraken_sync_neighbors",
+        "Neighbour links by level and state (alive, dead)"
+    );
+    describe_counter!(
+        "kraken_sync_peer_events_total",
+        "Neighbours that came up or went down"
+    );
     describe_counter!(
         "kraken_failovers_total",
         "Sub-parent failovers (always 0 with the tree strategy, which has no standby takeover)"
     );
-    describe_counter!("kraken_api_writes_total", "Cfg writes committed through the API");
+    describe_counter!(
+        "kraken_api_writes_total",
+        "Cfg writes committed through the API"
+    );
     describe_histogram!(
         "kraken_cfg_commit_seconds",
         metrics::Unit::Seconds,
@@ -119,7 +137,12 @@ pub fn peer_event(event: &'static str) {
 }
 
 /// Node counts at the root: total, converged, by PhysState and RunState.
-pub fn node_states(total: usize, converged: usize, phys: &[(&'static str, usize)], run: &[(&'static str, usize)]) {
+pub fn node_states(
+    total: usize,
+    converged: usize,
+    phys: &[(&'static str, usize)],
+    run: &[(&'static str, usize)],
+) {
     gauge!("kraken_nodes").set(total as f64);
     gauge!("kraken_nodes_converged").set(converged as f64);
     for &(s, n) in phys {

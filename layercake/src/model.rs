@@ -173,6 +173,7 @@ impl Model {
         self.graph.set().vars[var].spec.name_of(x).unwrap_or("?")
     }
 
+    #[cfg(test)]
     /// The Cfg asking for "powered on and booted" (PhysState POWER_ON,
     /// RunState SYNC, PXE COMP) on top of `base`.
     pub fn booted(&self, base: &Node) -> Node {

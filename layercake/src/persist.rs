@@ -40,7 +40,7 @@ pub enum PersistError {
         /// The database file.
         path: PathBuf,
         /// The cause.
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// A stored Cfg does not decode (the file is damaged or foreign).
     #[error("database {path}: stored Cfg of `{node}` does not decode")]
@@ -67,12 +67,8 @@ impl CfgDb {
             source,
         })?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| db_err(&path, e))?;
-        let mut me = CfgDb {
-            db,
-            path,
-            epoch: 0,
-        };
+        let db = Database::create(&path).db(&path)?;
+        let mut me = CfgDb { db, path, epoch: 0 };
         me.epoch = me.bump_epoch()?;
         Ok(me)
     }
@@ -88,28 +84,26 @@ impl CfgDb {
     }
 
     fn bump_epoch(&self) -> Result<u64, PersistError> {
-        let e = |err| db_err(&self.path, err);
-        let tx = self.db.begin_write().map_err(e)?;
+        let tx = self.db.begin_write().db(&self.path)?;
         let epoch = {
-            let mut meta = tx.open_table(META).map_err(e)?;
-            let old = meta.get(EPOCH_KEY).map_err(e)?.map_or(0, |v| v.value());
-            meta.insert(EPOCH_KEY, old + 1).map_err(e)?;
+            let mut meta = tx.open_table(META).db(&self.path)?;
+            let old = meta.get(EPOCH_KEY).db(&self.path)?.map_or(0, |v| v.value());
+            meta.insert(EPOCH_KEY, old + 1).db(&self.path)?;
             // Create the Cfg table so that readers always find it.
-            tx.open_table(CFG).map_err(e)?;
+            tx.open_table(CFG).db(&self.path)?;
             old + 1
         };
-        tx.commit().map_err(e)?;
+        tx.commit().db(&self.path)?;
         Ok(epoch)
     }
 
     /// Every stored Cfg, by node name.
     pub fn load(&self) -> Result<Vec<(String, Node)>, PersistError> {
-        let e = |err| db_err(&self.path, err);
-        let tx = self.db.begin_read().map_err(e)?;
-        let table = tx.open_table(CFG).map_err(e)?;
+        let tx = self.db.begin_read().db(&self.path)?;
+        let table = tx.open_table(CFG).db(&self.path)?;
         let mut out = Vec::new();
-        for row in table.iter().map_err(e)? {
-            let (k, v) = row.map_err(e)?;
+        for row in table.iter().db(&self.path)? {
+            let (k, v) = row.db(&self.path)?;
             let name = k.value().to_owned();
             let node = Node::decode(v.value()).map_err(|_| PersistError::Corrupt {
                 path: self.path.clone(),
@@ -122,24 +116,34 @@ impl CfgDb {
 
     /// Stores `nodes` in one transaction; returns once it is durable.
     pub fn put(&self, nodes: &[(String, Node)]) -> Result<(), PersistError> {
-        let e = |err| db_err(&self.path, err);
-        let tx = self.db.begin_write().map_err(e)?;
+        let tx = self.db.begin_write().db(&self.path)?;
         {
-            let mut table = tx.open_table(CFG).map_err(e)?;
+            let mut table = tx.open_table(CFG).db(&self.path)?;
             for (name, node) in nodes {
                 table
                     .insert(name.as_str(), node.encode_to_vec().as_slice())
-                    .map_err(e)?;
+                    .db(&self.path)?;
             }
         }
-        tx.commit().map_err(e)
+        tx.commit().db(&self.path)
     }
 }
 
 fn db_err(path: &Path, e: impl Into<redb::Error>) -> PersistError {
     PersistError::Db {
         path: path.to_path_buf(),
-        source: e.into(),
+        source: Box::new(e.into()),
+    }
+}
+
+/// Attaches the database path to any `redb` error.
+trait DbResult<T> {
+    fn db(self, path: &Path) -> Result<T, PersistError>;
+}
+
+impl<T, E: Into<redb::Error>> DbResult<T> for Result<T, E> {
+    fn db(self, path: &Path) -> Result<T, PersistError> {
+        self.map_err(|e| db_err(path, e))
     }
 }
 

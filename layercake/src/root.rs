@@ -264,11 +264,6 @@ impl RootApp {
         &self.core
     }
 
-    /// The model in use.
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
-    }
-
     /// Resolves a selection to leaf indices, in topology order.
     pub fn select(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
         let mut idx: Vec<usize> = match &sel.hosts {
@@ -301,7 +296,9 @@ impl RootApp {
             let side = match sel.side.as_deref() {
                 None | Some("dsc") => Side::Dsc,
                 Some("cfg") => Side::Cfg,
-                Some(s) => return Err(ApiError::bad(format!("side must be cfg or dsc, not `{s}`"))),
+                Some(s) => {
+                    return Err(ApiError::bad(format!("side must be cfg or dsc, not `{s}`")));
+                }
             };
             let conds = self.parse_pairs(f.split(','))?;
             idx.retain(|&i| {
@@ -362,7 +359,9 @@ impl RootApp {
                 for (u, v) in values {
                     let (p, val) = self.parse_value(u, v)?;
                     if matches!(p, Path::Field(Field::Id | Field::Nodename)) {
-                        return Err(ApiError::bad(format!("`{u}` is the node's identity; it cannot be set")));
+                        return Err(ApiError::bad(format!(
+                            "`{u}` is the node's identity; it cannot be set"
+                        )));
                     }
                     out.push((p, val));
                 }
@@ -428,10 +427,8 @@ impl RootApp {
     fn check(&mut self, i: usize, now: Time) {
         let leaf = &mut self.leaves[i];
         let ok = Model::matches(&leaf.target, &leaf.dsc);
-        if ok {
-            if let Some(t0) = leaf.pending.take() {
-                m::convergence(now.saturating_sub(t0));
-            }
+        if let Some(t0) = leaf.pending.take_if(|_| ok) {
+            m::convergence(now.saturating_sub(t0));
         }
         leaf.converged = ok;
         if !leaf.dirty {

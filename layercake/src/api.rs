@@ -1,0 +1,478 @@
+//! The REST API, the event stream, `/metrics` and the dashboard, served by
+//! the root (axum on its own multi-threaded runtime).
+//!
+//! Routes (the contract is `docs/api-openapi.yaml`):
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /api/v1/health` | liveness and node counts |
+//! | `GET /api/v1/nodes?hosts=&filter=&side=` | nodes with Cfg and Dsc |
+//! | `GET /api/v1/nodes/{name}` | one node, with its active chain |
+//! | `PUT/PATCH/DELETE /api/v1/nodes/{name}` | replace, update, reset one Cfg |
+//! | `POST /api/v1/cfg`, `DELETE /api/v1/cfg?...` | bulk update / reset |
+//! | `POST /api/v1/plan` | plan preview |
+//! | `GET /api/v1/graph`, `GET /api/v1/graph.dot` | the mutation graph |
+//! | `POST /api/v1/freeze`, `POST /api/v1/thaw` | stop / resume driving |
+//! | `GET /api/v1/snapshot` | every node's summary (dashboard) |
+//! | `GET /api/v1/events?types=` | server-sent events |
+//! | `GET /metrics` | Prometheus |
+//! | `GET /` | the dashboard |
+//!
+//! Every error is `{"error": {"code": ..., "message": ...}}` with the
+//! matching status; bodies and queries are parsed here (not by axum's
+//! extractors) so that malformed input also gets a JSON error.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::dashboard;
+use crate::model::Model;
+use crate::root::{ApiError, Bus, Selection, WriteOp};
+use crate::world::Control;
+
+/// Largest request body accepted.
+pub const BODY_BYTES_MAX: usize = 4 << 20;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The way to the root.
+    pub ctl: Control,
+    /// The event stream.
+    pub bus: Bus,
+    /// The metrics recorder.
+    pub prom: Option<PrometheusHandle>,
+    /// The module set (for the graph).
+    pub model: Arc<Model>,
+    /// Turns true when the process shuts down (ends event streams).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(v: Json) -> ApiResult {
+    Ok(axum::Json(v).into_response())
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/dashboard.css", get(dashboard::style))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/nodes", get(list))
+        .route(
+            "/api/v1/nodes/{name}",
+            get(node)
+                .put(put_node)
+                .patch(patch_node)
+                .delete(delete_node),
+        )
+        .route(
+            "/api/v1/cfg",
+            axum::routing::post(bulk_set).delete(bulk_reset),
+        )
+        .route("/api/v1/plan", axum::routing::post(plan))
+        .route("/api/v1/graph", get(graph))
+        .route("/api/v1/graph.dot", get(graph_dot))
+        .route("/api/v1/freeze", axum::routing::post(freeze))
+        .route("/api/v1/thaw", axum::routing::post(thaw))
+        .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/events", get(events))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (see docs/api-openapi.yaml)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: 405,
+        code: "method_not_allowed",
+        message: "method not allowed on this route".into(),
+    }
+}
+
+/// Decodes `%XX` and `+` in a query component.
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| ApiError::bad(format!("bad percent escape in `{s}`")))?;
+                out.push(hex);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad("query is not UTF-8"))
+}
+
+/// Parses a query string into `(key, value)` pairs.
+fn query_pairs(q: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out = Vec::new();
+    for part in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((percent_decode(k)?, percent_decode(v)?));
+    }
+    Ok(out)
+}
+
+fn selection_from_query(q: Option<&str>) -> Result<Selection, ApiError> {
+    let mut sel = Selection::default();
+    for (k, v) in query_pairs(q)? {
+        match k.as_str() {
+            "hosts" => sel.hosts = Some(v),
+            "filter" => sel.filter = Some(v),
+            "side" => sel.side = Some(v),
+            "all" => sel.all = v.is_empty() || v == "true" || v == "1",
+            "types" => {}
+            _ => return Err(ApiError::bad(format!("unknown query parameter `{k}`"))),
+        }
+    }
+    Ok(sel)
+}
+
+/// Values to write: `{"URL": "VALUE"}` or `["URL=VALUE", ...]`.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Values {
+    #[default]
+    None,
+    Map(serde_json::Map<String, Json>),
+    List(Vec<String>),
+}
+
+impl Values {
+    fn pairs(self) -> Result<Vec<(String, String)>, ApiError> {
+        match self {
+            Values::None => Ok(Vec::new()),
+            Values::Map(m) => m
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Json::String(s) => Ok((k, s)),
+                    Json::Bool(b) => Ok((k, b.to_string())),
+                    Json::Number(n) => Ok((k, n.to_string())),
+                    other => Err(ApiError::bad(format!(
+                        "value of `{k}` must be a string, not {other}"
+                    ))),
+                })
+                .collect(),
+            Values::List(l) => l
+                .into_iter()
+                .map(|w| {
+                    w.split_once('=')
+                        .map(|(u, v)| (u.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| ApiError::bad(format!("`{w}` is not URL=VALUE")))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A write body's selection, `URL=VALUE` pairs and `replace` flag.
+type Split = (Selection, Vec<(String, String)>, bool);
+
+/// The body of bulk writes, plan and freeze.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WriteBody {
+    #[serde(default)]
+    hosts: Option<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    side: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    values: Values,
+    #[serde(default)]
+    replace: bool,
+}
+
+impl WriteBody {
+    fn split(self) -> Result<Split, ApiError> {
+        let sel = Selection {
+            hosts: self.hosts,
+            filter: self.filter,
+            side: self.side,
+            all: self.all,
+        };
+        Ok((sel, self.values.pairs()?, self.replace))
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.len() > BODY_BYTES_MAX {
+        return Err(ApiError {
+            status: 413,
+            code: "too_large",
+            message: format!("body larger than {BODY_BYTES_MAX} bytes"),
+        });
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("bad JSON body: {e}")))
+}
+
+async fn health(State(s): State<ApiState>) -> ApiResult {
+    ok(s.ctl.read(|r| r.health()).await?)
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let text = s
+        .prom
+        .as_ref()
+        .map_or_else(String::new, PrometheusHandle::render);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn list(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
+    let sel = selection_from_query(q.as_deref())?;
+    ok(s.ctl.read(move |r| r.list(&sel)).await??)
+}
+
+async fn node(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    ok(s.ctl.read(move |r| r.get(&name)).await??)
+}
+
+async fn write_one(s: &ApiState, name: String, body: &Bytes, replace: bool) -> ApiResult {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct One {
+        #[serde(default)]
+        values: Values,
+    }
+    let one: One = parse_body(body)?;
+    let values = one.values.pairs()?;
+    let sel = one_node(&name)?;
+    let res = s.ctl.write(sel, WriteOp::Set { values, replace }).await?;
+    ok(json!(res))
+}
+
+/// A selection of exactly the node `name` (a plain name, not a hostlist).
+fn one_node(name: &str) -> Result<Selection, ApiError> {
+    if name.contains(['[', ',']) {
+        return Err(ApiError::bad(format!(
+            "`{name}` is not a node name (use /api/v1/cfg for hostlists)"
+        )));
+    }
+    Ok(Selection {
+        hosts: Some(name.to_string()),
+        ..Selection::default()
+    })
+}
+
+async fn put_node(
+    State(s): State<ApiState>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult {
+    write_one(&s, name, &body, true).await
+}
+
+async fn patch_node(
+    State(s): State<ApiState>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult {
+    write_one(&s, name, &body, false).await
+}
+
+async fn delete_node(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    let res = s.ctl.write(one_node(&name)?, WriteOp::Reset).await?;
+    ok(json!(res))
+}
+
+async fn bulk_set(State(s): State<ApiState>, body: Bytes) -> ApiResult {
+    let (sel, values, replace) = parse_body::<WriteBody>(&body)?.split()?;
+    let res = s.ctl.write(sel, WriteOp::Set { values, replace }).await?;
+    ok(json!(res))
+}
+
+async fn bulk_reset(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
+    let sel = selection_from_query(q.as_deref())?;
+    let res = s.ctl.write(sel, WriteOp::Reset).await?;
+    ok(json!(res))
+}
+
+async fn plan(State(s): State<ApiState>, body: Bytes) -> ApiResult {
+    let (mut sel, values, _) = parse_body::<WriteBody>(&body)?.split()?;
+    if values.is_empty() {
+        return Err(ApiError::bad("plan needs `values` (URL=VALUE pairs)"));
+    }
+    if sel.is_empty() {
+        sel.all = true;
+    }
+    ok(s.ctl.read(move |r| r.plan(&sel, &values)).await??)
+}
+
+async fn graph(State(s): State<ApiState>) -> ApiResult {
+    ok(s.model.graph.to_json())
+}
+
+async fn graph_dot(State(s): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/vnd.graphviz; charset=utf-8"),
+        )],
+        s.model.graph.to_dot(),
+    )
+        .into_response()
+}
+
+async fn freeze_op(s: &ApiState, body: &Bytes, frozen: bool) -> ApiResult {
+    let (mut sel, values, _) = parse_body::<WriteBody>(body)?.split()?;
+    if !values.is_empty() {
+        return Err(ApiError::bad("freeze and thaw take no values"));
+    }
+    if sel.is_empty() {
+        sel.all = true;
+    }
+    let res = s.ctl.write(sel, WriteOp::Freeze(frozen)).await?;
+    ok(json!(res))
+}
+
+async fn freeze(State(s): State<ApiState>, body: Bytes) -> ApiResult {
+    freeze_op(&s, &body, true).await
+}
+
+async fn thaw(State(s): State<ApiState>, body: Bytes) -> ApiResult {
+    freeze_op(&s, &body, false).await
+}
+
+async fn snapshot(State(s): State<ApiState>) -> ApiResult {
+    ok(s.ctl.read(|r| r.snapshot()).await?)
+}
+
+/// Server-sent events: a `snapshot` first, then `change` and `nodes`
+/// messages (`types=change,nodes` narrows them); `lagged` when this client
+/// fell more than the bus capacity behind (reload the snapshot).
+async fn events(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
+    let mut types: Option<Vec<String>> = None;
+    for (k, v) in query_pairs(q.as_deref())? {
+        match k.as_str() {
+            "types" => types = Some(v.split(',').map(str::to_string).collect()),
+            _ => return Err(ApiError::bad(format!("unknown query parameter `{k}`"))),
+        }
+    }
+    let wants = move |t: &str| types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t));
+    let rx = s.bus.subscribe();
+    let first = if wants("snapshot") {
+        Some(s.ctl.read(|r| r.snapshot()).await?.to_string())
+    } else {
+        None
+    };
+    let state = (rx, s.shutdown.clone(), first, wants);
+    let stream = futures_util::stream::unfold(
+        state,
+        |(mut rx, mut stop, first, wants)| async move {
+            if let Some(snap) = first {
+                let e = SseEvent::default().event("snapshot").data(snap);
+                return Some((Ok::<_, Infallible>(e), (rx, stop, None, wants)));
+            }
+            loop {
+                if *stop.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Ok(m) if wants(m.event) => {
+                            let e = SseEvent::default().event(m.event).data(m.data.clone());
+                            return Some((Ok(e), (rx, stop, None, wants)));
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            let e = SseEvent::default().event("lagged").data(json!({"missed": n}).to_string());
+                            return Some((Ok(e), (rx, stop, None, wants)));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = stop.changed() => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode() {
+        let p = query_pairs(Some(
+            "hosts=n%5B0001-0002%5D&filter=/PhysState%3DPOWER_OFF&all",
+        ))
+        .unwrap();
+        assert_eq!(p[0], ("hosts".into(), "n[0001-0002]".into()));
+        assert_eq!(p[1], ("filter".into(), "/PhysState=POWER_OFF".into()));
+        assert_eq!(p[2], ("all".into(), String::new()));
+        assert!(query_pairs(Some("hosts=%zz")).is_err());
+        assert!(selection_from_query(Some("bogus=1")).is_err());
+    }
+
+    #[test]
+    fn values_accept_maps_and_lists() {
+        let b: WriteBody = parse_body(&Bytes::from_static(
+            br#"{"hosts":"n1","values":{"/PhysState":"POWER_ON"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            b.split().unwrap().1,
+            vec![("/PhysState".into(), "POWER_ON".into())]
+        );
+        let b: WriteBody =
+            parse_body(&Bytes::from_static(br#"{"values":["/Busy=BUSY"]}"#)).unwrap();
+        assert_eq!(b.split().unwrap().1, vec![("/Busy".into(), "BUSY".into())]);
+        assert!(parse_body::<WriteBody>(&Bytes::from_static(b"{nope")).is_err());
+        assert!(parse_body::<WriteBody>(&Bytes::from_static(br#"{"bogus":1}"#)).is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! The command line: every subcommand's arguments (clap) and the dispatch
+//! to the code that runs it. The reference is `docs/cli.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{ctl, serve, topo_cmd};
+
+/// The default API address of the root.
+pub const DEFAULT_API: &str = "127.0.0.1:7180";
+
+/// Layercake: Kraken's state engine and cluster provisioning.
+#[derive(Parser, Debug)]
+#[command(name = "layercake", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+impl Cli {
+    /// True for client commands (quiet logs by default).
+    pub fn is_client(&self) -> bool {
+        matches!(self.cmd, Cmd::Ctl(_) | Cmd::Topo(_))
+    }
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run one instance of a topology (root, sub-parent or node).
+    Run(RunArgs),
+    /// Run a whole simulated cluster on loopback in this process.
+    Demo(DemoArgs),
+    /// Talk to the root's API (kubectl-style).
+    Ctl(ctl::CtlArgs),
+    /// Topology tools.
+    #[command(subcommand)]
+    Topo(TopoCmd),
+}
+
+/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let i = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .ok_or_else(|| format!("`{s}` needs a unit (e.g. 30s, 2m)"))?;
+    let (num, unit) = s.split_at(i);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 250ms, 30s, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !(secs.is_finite() && secs > 0.0 && secs <= 30.0 * 86_400.0) {
+        return Err(format!(
+            "`{s}` must be a positive duration of at most 30 days"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The virtual modules' settings.
+#[derive(Args, Debug, Clone)]
+pub struct ModuleArgs {
+    /// Shortest virtual power/boot step, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub step_min_ms: u64,
+    /// Longest virtual power/boot step, milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    pub step_max_ms: u64,
+    /// Probability that a virtual step reports a module error.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Probability that a virtual step never answers (it times out).
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
+    /// Seed of the virtual machines.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `layercake run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The topology file.
+    #[arg(long)]
+    pub topology: PathBuf,
+    /// This instance's name in the topology.
+    #[arg(long)]
+    pub id: String,
+    /// Where the root keeps its database.
+    #[arg(long, default_value = "/var/lib/layercake")]
+    pub data_dir: PathBuf,
+    /// The root's API, dashboard and metrics address.
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: SocketAddr,
+    /// Virtual modules (the only modules built so far).
+    #[command(flatten)]
+    pub modules: ModuleArgs,
+}
+
+/// `layercake demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Simulated nodes (`n0001`, `n0002`, ...).
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// Racks (`r01`, ...), each with a sub-parent.
+    #[arg(long, default_value_t = 10)]
+    pub racks: usize,
+    /// Sync strategy (only `tree` exists so far).
+    #[arg(long, default_value = "tree")]
+    pub strategy: String,
+    /// Exit after this long: status 0 only if every node converged.
+    #[arg(long = "for", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+    /// API, dashboard and metrics address (port 0: any free port).
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: SocketAddr,
+    /// Where the root keeps its database (default: a fresh temporary
+    /// directory, removed at exit).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// UDP port of every instance (each has its own 127.x address; 0: pick
+    /// a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Hello interval of every level (dead is four hellos).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub hello: Duration,
+    /// Do not ask for every node powered on and booted at start.
+    #[arg(long)]
+    pub no_boot: bool,
+    /// Virtual modules.
+    #[command(flatten)]
+    pub modules: ModuleArgs,
+}
+
+/// `layercake topo ...`.
+#[derive(Subcommand, Debug)]
+pub enum TopoCmd {
+    /// Check a topology file; errors name file:line:column.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Write a generated topology (YAML) to standard output.
+    Gen(topo_cmd::GenArgs),
+    /// Write a new random cluster key (64 hex digits) to standard output.
+    Key,
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Run(a) => serve::run(a),
+        Cmd::Demo(a) => serve::demo(a),
+        Cmd::Ctl(a) => Ok(ctl::main(a)),
+        Cmd::Topo(t) => topo_cmd::main(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1y").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,114 @@
+//! `layercake topo check|gen|key`: validating, generating and keying
+//! topology files.
+//!
+//! `check` prints a one-line summary and exits 0, or prints the first
+//! problem as `file:line:column: message` and exits 1.
+
+use anyhow::Result;
+use clap::Args;
+use topo::generate::{GenSpec, generate};
+use topo::{Role, SyncSettings, Topology};
+
+use crate::cli::{TopoCmd, parse_duration};
+use crate::cluster;
+
+/// `layercake topo gen`.
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    /// Leaf nodes.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// Racks.
+    #[arg(long, default_value_t = 10)]
+    pub racks: usize,
+    /// Tiers below the root, nodes included (2 = racks + nodes).
+    #[arg(long, default_value_t = 2)]
+    pub levels: usize,
+    /// The cluster's name.
+    #[arg(long, default_value = "cluster")]
+    pub cluster: String,
+    /// Hello interval of every level (dead: four hellos).
+    #[arg(long, value_parser = parse_duration)]
+    pub hello: Option<std::time::Duration>,
+    /// Demo naming (`n0001`, racks `r01`) on loopback port PORT instead of
+    /// the generator's (`n00001`, `r001`, port 7000).
+    #[arg(long)]
+    pub demo_port: Option<u16>,
+    /// Add `key_file: FILE` to the topology.
+    #[arg(long)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// Runs a `topo` command; returns the exit code.
+pub fn main(cmd: TopoCmd) -> Result<i32> {
+    match cmd {
+        TopoCmd::Check { file } => Ok(check(&file)),
+        TopoCmd::Gen(a) => {
+            print!("{}", gen_topology(&a)?.to_yaml());
+            Ok(0)
+        }
+        TopoCmd::Key => {
+            println!("{}", cluster::new_key_hex()?);
+            Ok(0)
+        }
+    }
+}
+
+fn check(file: &std::path::Path) -> i32 {
+    match Topology::load(file) {
+        Ok(t) => {
+            let flat = t.flatten();
+            let count = |r: Role| flat.instances.iter().filter(|i| i.role == r).count();
+            println!(
+                "{}: ok: cluster {}, {} nodes, {} sub-parents, {} levels ({}), key_file {}",
+                file.display(),
+                t.cluster,
+                count(Role::Leaf),
+                count(Role::SubParent),
+                t.levels.len(),
+                t.levels
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.key_file
+                    .as_ref()
+                    .map_or("none".to_string(), |k| k.display().to_string()),
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn gen_topology(a: &GenArgs) -> Result<Topology> {
+    let hello = a.hello.unwrap_or(SyncSettings::default().hello);
+    let mut t = match a.demo_port {
+        Some(port) => cluster::demo_topology(a.nodes, a.racks, port, hello)?,
+        None => {
+            if a.nodes == 0 || a.racks == 0 || a.racks > a.nodes {
+                anyhow::bail!("--nodes must be >= --racks >= 1");
+            }
+            if !(2..=topo::LEVELS_MAX).contains(&a.levels) {
+                anyhow::bail!("--levels must be in 2..={}", topo::LEVELS_MAX);
+            }
+            generate(&GenSpec {
+                cluster: a.cluster.clone(),
+                nodes: a.nodes,
+                racks: a.racks,
+                levels: a.levels,
+                sync: SyncSettings {
+                    hello,
+                    dead: hello * 4,
+                    ..SyncSettings::default()
+                },
+            })
+        }
+    };
+    t.cluster = a.cluster.clone();
+    t.key_file = a.key_file.clone();
+    Ok(t)
+}

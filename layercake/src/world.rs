@@ -1,0 +1,340 @@
+//! The overlay world of one process: every instance it hosts, each on its
+//! own UDP socket, on a single-threaded tokio `LocalSet`, and the bridge
+//! from the (multi-threaded, `Send`) API to the root.
+//!
+//! - [`start`]: binds the sockets, builds the cores and applications
+//!   ([`RootApp`], [`MemberApp`]) and spawns them with the UDP driver.
+//! - [`Control`]: the `Send` handle the API uses; it sends [`Command`]s on
+//!   a bounded channel to [`control_task`], the one task that owns the
+//!   root's handle. Writes are serialised there: prepare, commit to the
+//!   database (on the blocking pool, so the overlay keeps running), then
+//!   apply and acknowledge.
+//! - [`sampler_task`]: flushes the root's node summaries to the event
+//!   stream and samples traffic and neighbour metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use engine::virt::VirtualConfig;
+use metrics_exporter_prometheus::PrometheusHandle;
+use overlay::NodeId;
+use overlay::envelope::{ClusterKey, DropReason, KeyRing};
+use overlay::udp::{self, Buffers, Handle, Shared, monotonic_now};
+use sync_tree::{NeighborState, TreeConfig, TreeCore};
+use tokio::sync::{mpsc, oneshot};
+use topo::Role;
+
+use crate::cluster::Cluster;
+use crate::member::{MemberApp, NodeRuntime};
+use crate::metrics::{self as m, LevelTraffic};
+use crate::model::Model;
+use crate::persist::CfgDb;
+use crate::root::{ApiError, Bus, Prepared, RootApp, Selection, WriteOp};
+
+/// Commands queued for the root before the API answers 503.
+pub const COMMANDS_MAX: usize = 1024;
+/// How often changed node summaries are sent to the event stream.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// How often traffic and neighbour metrics are sampled.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A read of the root's state, run inside the world.
+pub type ReadFn = Box<dyn FnOnce(&mut RootApp) + Send>;
+
+/// What the API asks of the root.
+pub enum Command {
+    /// Runs a read (the closure sends its own answer).
+    Read(ReadFn),
+    /// A Cfg write: acknowledged once committed and published.
+    Write {
+        /// Which nodes.
+        sel: Selection,
+        /// What to do to their Cfg.
+        op: WriteOp,
+        /// The answer.
+        reply: oneshot::Sender<Result<WriteResult, ApiError>>,
+    },
+}
+
+/// The answer to a write.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct WriteResult {
+    /// Nodes selected.
+    pub matched: usize,
+    /// Nodes whose Cfg changed (committed and published).
+    pub changed: usize,
+}
+
+/// The API's handle on the root (cheap to clone, `Send`).
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Control {
+    /// Runs `f` on the root and returns its result.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut RootApp) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Read(Box::new(move |r| {
+            let _ = tx.send(f(r));
+        }));
+        self.send(cmd).await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the root is shutting down"))
+    }
+
+    /// Writes Cfg; returns once committed and published.
+    pub async fn write(&self, sel: Selection, op: WriteOp) -> Result<WriteResult, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Write { sel, op, reply }).await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the root is shutting down"))?
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), ApiError> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                ApiError::unavailable(format!("the root is busy ({COMMANDS_MAX} requests queued)"))
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                ApiError::unavailable("the root is shutting down")
+            }
+        })
+    }
+}
+
+/// What a process hosts and how.
+pub struct WorldConfig {
+    /// The cluster.
+    pub cluster: Arc<Cluster>,
+    /// The cluster key.
+    pub key: ClusterKey,
+    /// Instance ids hosted here.
+    pub ids: Vec<NodeId>,
+    /// The virtual modules' delays and fault rates.
+    pub modules: VirtualConfig,
+    /// Seed of the virtual machines.
+    pub seed: u64,
+    /// The root's database (required when the root is hosted here).
+    pub db: Option<Arc<CfgDb>>,
+    /// The event stream.
+    pub bus: Bus,
+}
+
+/// The running instances of this process.
+pub struct Hosted {
+    /// The root, if hosted here.
+    pub root: Option<Handle<RootApp>>,
+    /// Every other hosted instance.
+    pub members: Vec<(NodeId, Handle<MemberApp>)>,
+}
+
+fn buffers(role: Role) -> Buffers {
+    match role {
+        Role::Root => Buffers {
+            recv_bytes: 16 << 20,
+            send_bytes: 4 << 20,
+        },
+        Role::SubParent => Buffers {
+            recv_bytes: 4 << 20,
+            send_bytes: 2 << 20,
+        },
+        Role::Leaf => Buffers {
+            recv_bytes: 256 << 10,
+            send_bytes: 256 << 10,
+        },
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// SplitMix64 finaliser: spreads related seeds.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Binds and starts every hosted instance; call inside a `LocalSet`.
+pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<Hosted> {
+    let c = &cfg.cluster;
+    let mut sockets = Vec::with_capacity(cfg.ids.len());
+    for &id in &cfg.ids {
+        let inst = &c.flat.instances[id as usize];
+        let s = udp::bind(inst.addr, buffers(inst.role))
+            .with_context(|| format!("binding {} for {}", inst.addr, inst.name))?;
+        sockets.push(s);
+    }
+    let wall = wall_ms();
+    let shared = Arc::new(Shared {
+        addrs: c
+            .flat
+            .instances
+            .iter()
+            .map(|i| i.addr)
+            .collect::<Vec<SocketAddr>>(),
+        keys: KeyRing::single(1, &cfg.key),
+        loss: 0.0,
+        epoch: wall.saturating_mul(1_000_000),
+    });
+    let now = monotonic_now();
+    let mut hosted = Hosted {
+        root: None,
+        members: Vec::new(),
+    };
+    for (&id, socket) in cfg.ids.iter().zip(sockets) {
+        let inst = &c.flat.instances[id as usize];
+        let mut tc = TreeConfig {
+            seed: mix(cfg.seed ^ u64::from(id)),
+            version_floor: wall.saturating_mul(16),
+            ..TreeConfig::default()
+        };
+        match inst.role {
+            Role::Root => {
+                let db = cfg.db.as_ref().context("the root needs its database")?;
+                tc.version_floor = db.epoch() << 32;
+                let stored = db.load()?;
+                let core = TreeCore::new(id, c.tree.clone(), tc, now);
+                let app = RootApp::new(core, model.clone(), c, stored, cfg.bus.clone(), now);
+                hosted.root = Some(udp::spawn(app, socket, shared.clone()));
+            }
+            Role::SubParent => {
+                let core = TreeCore::new(id, c.tree.clone(), tc, now);
+                let h = udp::spawn(MemberApp::relay(core), socket, shared.clone());
+                hosted.members.push((id, h));
+            }
+            Role::Leaf => {
+                let core = TreeCore::new(id, c.tree.clone(), tc, now);
+                let seed = mix(cfg.seed ^ mix(u64::from(id)));
+                let node = NodeRuntime::new(model.clone(), &inst.name, cfg.modules, seed);
+                let app = MemberApp::leaf(core, node, now);
+                hosted
+                    .members
+                    .push((id, udp::spawn(app, socket, shared.clone())));
+            }
+        }
+    }
+    Ok(hosted)
+}
+
+/// A control channel for the API and its receiving end.
+pub fn control_channel() -> (Control, mpsc::Receiver<Command>) {
+    let (tx, rx) = mpsc::channel(COMMANDS_MAX);
+    (Control { tx }, rx)
+}
+
+/// Serves API commands against the root until the channel closes.
+pub async fn control_task(root: Handle<RootApp>, db: Arc<CfgDb>, mut rx: mpsc::Receiver<Command>) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Read(f) => root.with(|r, _| f(r)),
+            Command::Write { sel, op, reply } => {
+                let res = write(&root, &db, &sel, &op).await;
+                let _ = reply.send(res);
+            }
+        }
+    }
+}
+
+async fn write(
+    root: &Handle<RootApp>,
+    db: &Arc<CfgDb>,
+    sel: &Selection,
+    op: &WriteOp,
+) -> Result<WriteResult, ApiError> {
+    let Prepared { matched, changes } = root.peek(|r| r.prepare(sel, op))?;
+    let changed = changes.len();
+    if changed > 0 {
+        let t0 = std::time::Instant::now();
+        let db = db.clone();
+        let changes = tokio::task::spawn_blocking(move || db.put(&changes).map(|()| changes))
+            .await
+            .map_err(|e| ApiError::internal(format!("commit task failed: {e}")))?
+            .map_err(|e| {
+                tracing::error!("commit failed: {e}");
+                ApiError::internal(format!("commit failed: {e}"))
+            })?;
+        m::api_write(t0.elapsed());
+        root.with(|r, now| r.apply(changes, now));
+    }
+    Ok(WriteResult { matched, changed })
+}
+
+/// Flushes node summaries and samples metrics forever.
+pub async fn sampler_task(
+    root: Option<Handle<RootApp>>,
+    members: Vec<(NodeId, Handle<MemberApp>)>,
+    cluster: Arc<Cluster>,
+    prom: Option<PrometheusHandle>,
+) {
+    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+    let mut ticks: u64 = 0;
+    let per_sample = (SAMPLE_INTERVAL.as_millis() / FLUSH_INTERVAL.as_millis()).max(1) as u64;
+    loop {
+        flush.tick().await;
+        if let Some(r) = &root {
+            r.with(|r, _| r.flush());
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(per_sample) {
+            sample(root.as_ref(), &members, &cluster);
+            if let Some(p) = &prom {
+                p.run_upkeep();
+            }
+        }
+    }
+}
+
+fn sample(root: Option<&Handle<RootApp>>, members: &[(NodeId, Handle<MemberApp>)], c: &Cluster) {
+    let mut levels: Vec<(String, LevelTraffic)> = Vec::new();
+    let mut drops = overlay::envelope::DropCounters::default();
+    let mut add = |id: NodeId, t: udp::Traffic, core: &TreeCore| {
+        let level = &c.level[id as usize];
+        let i = match levels.iter().position(|(l, _)| l == level) {
+            Some(i) => i,
+            None => {
+                levels.push((level.clone(), LevelTraffic::default()));
+                levels.len() - 1
+            }
+        };
+        let lt = &mut levels[i].1;
+        lt.tx_datagrams += t.tx_datagrams;
+        lt.tx_bytes += t.tx_bytes;
+        lt.rx_datagrams += t.rx_datagrams;
+        let peers = c
+            .tree
+            .parent(id)
+            .into_iter()
+            .chain(c.tree.children(id).iter().copied());
+        for p in peers {
+            match core.neighbor(p) {
+                Some(NeighborState::Full) => lt.alive += 1,
+                Some(NeighborState::Down) => lt.dead += 1,
+                _ => {}
+            }
+        }
+        drops.merge(&t.drops);
+    };
+    if let Some(r) = root {
+        r.peek(|app| add(0, r.traffic(), app.core()));
+    }
+    for (id, h) in members {
+        h.peek(|app| add(*id, h.traffic(), app.core()));
+    }
+    for (level, t) in &levels {
+        m::traffic(level, t);
+    }
+    for reason in DropReason::ALL {
+        m::dropped(reason.label(), drops.get(reason));
+    }
+}

@@ -1,0 +1,474 @@
+//! End-to-end tests of the `layercake` binary: the demo converging, the
+//! API's error JSON, ctl's exit codes, `topo check` on a broken file, the
+//! root's persistence across SIGKILL, and a cluster of `run` processes.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A small real topology: a root, one rack and `nodes` nodes on loopback.
+fn small_topology(dir: &std::path::Path, nodes: usize) -> std::path::PathBuf {
+    let port = free_udp_port();
+    write_file(dir, "cluster.key", &"ab".repeat(32));
+    let yaml = format!(
+        "cluster: test\nkey_file: cluster.key\nsync: {{ hello: 500ms, dead: 2s }}\n\
+         root: {{ name: root, addr: \"127.0.0.1:{port}\" }}\n\
+         groups:\n  - name: r01\n    sub_parent: {{ name: r01-sp, addr: \"127.0.77.1:{port}\" }}\n\
+         \x20   nodes:\n      - {{ hosts: \"n[01-{nodes:02}]\", addr: \"127.0.77.{{n+10}}:{port}\" }}\n"
+    );
+    write_file(dir, "cluster.yaml", &yaml)
+}
+
+#[test]
+fn demo_converges_and_reports() {
+    let out = std::process::Command::new(bin())
+        .args([
+            "demo",
+            "--nodes",
+            "40",
+            "--racks",
+            "4",
+            "--for",
+            "10s",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .args(["--step-min-ms", "50", "--step-max-ms", "300"])
+        .env("LAYERCAKE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.lines().any(|l| l == "converged 40/40"), "{stdout}");
+    assert!(stdout.contains("dashboard: http://"), "{stdout}");
+}
+
+#[test]
+fn api_and_ctl_against_a_running_demo() {
+    let d = spawn(&[
+        "demo",
+        "--nodes",
+        "30",
+        "--racks",
+        "3",
+        "--api",
+        "127.0.0.1:0",
+        "--step-min-ms",
+        "50",
+        "--step-max-ms",
+        "300",
+    ]);
+    assert!(
+        wait_until(30, || converged(&d.api) == 30),
+        "demo did not converge"
+    );
+
+    // get nodes prints one row per node (plus the header).
+    let o = ctl(&d.api, &["get", "nodes", "n[0001-0010]"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().count(), 11, "{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with("n0001"));
+
+    // set turns nodes off; the root sees their Dsc follow.
+    let o = ctl(&d.api, &["set", "n[0001-0005]", "/PhysState=POWER_OFF"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let off = || {
+        let v = get_json(&d.api, "/api/v1/nodes?filter=/PhysState%3DPOWER_OFF");
+        v["nodes"].as_array().unwrap().len() == 5
+    };
+    assert!(wait_until(20, off), "nodes did not power off");
+
+    // Plan preview groups nodes by chain and runs nothing.
+    let o = ctl(&d.api, &["plan", "n[0006-0010]", "/PhysState=POWER_OFF"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("n[0006-0010] (5): power_off"));
+    let v = get_json(&d.api, "/api/v1/nodes/n0006");
+    assert_eq!(v["dsc"]["/PhysState"], "POWER_ON");
+
+    // Output formats.
+    let o = ctl(&d.api, &["get", "nodes", "n0001", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["nodes"][0]["cfg"]["/PhysState"], "POWER_OFF");
+    let o = ctl(&d.api, &["get", "nodes", "n0001", "-o", "yaml"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("/PhysState: POWER_OFF"));
+    let o = ctl(&d.api, &["graph", "--dot"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("digraph"));
+
+    // Exit codes a script relies on.
+    assert_eq!(
+        ctl(&d.api, &["set", "n9999", "/PhysState=POWER_ON"])
+            .status
+            .code(),
+        Some(4)
+    );
+    assert_eq!(
+        ctl(&d.api, &["set", "n0001", "/Bogus=1"]).status.code(),
+        Some(5)
+    );
+    assert_eq!(
+        ctl(&d.api, &["set", "n0001", "/PhysState=SIDEWAYS"])
+            .status
+            .code(),
+        Some(5)
+    );
+    assert_eq!(
+        ctl(&d.api, &["set", "n[0001", "/PhysState=POWER_ON"])
+            .status
+            .code(),
+        Some(5)
+    );
+    assert_eq!(
+        ctl(&d.api, &["set", "n0001", "PhysState"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(ctl(&d.api, &["frobnicate"]).status.code(), Some(2));
+    assert_eq!(ctl("127.0.0.1:1", &["get", "nodes"]).status.code(), Some(3));
+    let missing = std::env::temp_dir().join("layercake-no-such-file.yaml");
+    assert_eq!(
+        ctl(&d.api, &["apply", "-f", missing.to_str().unwrap()])
+            .status
+            .code(),
+        Some(6)
+    );
+
+    // apply -f, then freeze and thaw.
+    let dir = temp_dir("apply");
+    let f = write_file(
+        &dir,
+        "apply.yaml",
+        "nodes:\n  - hosts: \"n[0001-0002]\"\n    values:\n      /PhysState: POWER_ON\n",
+    );
+    let o = ctl(&d.api, &["apply", "-f", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        get_json(&d.api, "/api/v1/nodes/n0002")["cfg"]["/PhysState"],
+        "POWER_ON"
+    );
+    assert!(ctl(&d.api, &["freeze", "n0030"]).status.success());
+    assert_eq!(get_json(&d.api, "/api/v1/nodes/n0030")["frozen"], true);
+    assert!(ctl(&d.api, &["thaw"]).status.success());
+    assert_eq!(get_json(&d.api, "/api/v1/nodes/n0030")["frozen"], false);
+
+    // Metrics.
+    let (st, m) = http(&d.api, "GET", "/metrics", None);
+    assert_eq!(st, 200);
+    assert!(m.contains("kraken_convergence_seconds_bucket"), "{m}");
+    assert!(m.contains("kraken_mutations_started_total{mutation=\"power_on\"}"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn api_errors_are_json_with_the_right_status() {
+    let d = spawn(&[
+        "demo",
+        "--nodes",
+        "10",
+        "--racks",
+        "2",
+        "--api",
+        "127.0.0.1:0",
+        "--no-boot",
+    ]);
+    let check = |method: &str, path: &str, body: Option<&str>, status: u16, code: &str| {
+        let (st, b) = http(&d.api, method, path, body);
+        assert_eq!(st, status, "{method} {path}: {b}");
+        let v: serde_json::Value =
+            serde_json::from_str(&b).unwrap_or_else(|_| panic!("not JSON: {b}"));
+        assert_eq!(v["error"]["code"], code, "{b}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    };
+    check("GET", "/api/v1/nodes/n9999", None, 404, "not_found");
+    check("GET", "/api/v1/nope", None, 404, "not_found");
+    check("POST", "/api/v1/cfg", Some("{not json"), 400, "bad_request");
+    check(
+        "POST",
+        "/api/v1/cfg",
+        Some(r#"{"values":{"/PhysState":"POWER_ON"}}"#),
+        400,
+        "bad_request",
+    );
+    check(
+        "POST",
+        "/api/v1/cfg",
+        Some(r#"{"hosts":"n0001","values":{"/PhysState":"UP"}}"#),
+        400,
+        "bad_request",
+    );
+    check(
+        "POST",
+        "/api/v1/cfg",
+        Some(r#"{"hosts":"n0001","values":{"/Id":"x"}}"#),
+        400,
+        "bad_request",
+    );
+    check("GET", "/api/v1/nodes?hosts=n%5B1", None, 400, "bad_request");
+    check("GET", "/api/v1/nodes?wat=1", None, 400, "bad_request");
+    check("DELETE", "/api/v1/health", None, 405, "method_not_allowed");
+    let (st, b) = http(
+        &d.api,
+        "PATCH",
+        "/api/v1/nodes/n0001",
+        Some(r#"{"values":{"/Platform":"x86"}}"#),
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        get_json(&d.api, "/api/v1/nodes/n0001")["cfg"]["/Platform"],
+        "x86"
+    );
+}
+
+#[test]
+fn topo_check_names_the_line_of_a_broken_file() {
+    let dir = temp_dir("topo");
+    let bad = write_file(
+        &dir,
+        "bad.yaml",
+        "cluster: x\nroot: { name: root, addr: \"127.0.0.1:7000\" }\ngroups:\n  - name: r1\n    sub_parent: { name: sp, addr: \"127.0.0.2:7000\" }\n    nodes:\n      - { hosts: \"n[05-01]\", addr: \"127.0.1.{n}:7000\" }\n",
+    );
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.yaml:7:"), "{err}");
+    assert!(err.contains("reversed range"), "{err}");
+
+    let good = small_topology(&dir, 3);
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 nodes, 1 sub-parents"));
+
+    let o = std::process::Command::new(bin())
+        .args([
+            "topo",
+            "gen",
+            "--nodes",
+            "20",
+            "--racks",
+            "2",
+            "--demo-port",
+            "7000",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let generated = write_file(&dir, "gen.yaml", &String::from_utf8_lossy(&o.stdout));
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&generated)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("20 nodes, 2 sub-parents"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The root acknowledges a write only once it is durable: a root killed
+/// with SIGKILL while writes are in flight serves every acknowledged write
+/// after a restart.
+#[test]
+fn restart_after_sigkill_serves_every_acknowledged_write() {
+    let dir = temp_dir("restart");
+    let topo = small_topology(&dir, 40);
+    let data = dir.join("data");
+    let args = |_: ()| {
+        vec![
+            "run".to_string(),
+            "--topology".into(),
+            topo.display().to_string(),
+            "--id".into(),
+            "root".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--api".into(),
+            "127.0.0.1:0".into(),
+        ]
+    };
+    let a1 = args(());
+    let root = spawn(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (api, acked, stop) = (root.api.clone(), acked.clone(), stop.clone());
+        writers.push(std::thread::spawn(move || {
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let node = format!("n{:02}", (i * 4 + w) % 40 + 1);
+                let value = format!("w{w}-{i}");
+                let body = format!(r#"{{"hosts":"{node}","values":{{"/Platform":"{value}"}}}}"#);
+                match std::panic::catch_unwind(|| http(&api, "POST", "/api/v1/cfg", Some(&body))) {
+                    Ok((200, _)) => acked.lock().unwrap().push((node, value)),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    assert!(
+        wait_until(30, || acked.lock().unwrap().len() >= 200),
+        "too few writes acknowledged"
+    );
+    let mut root = root;
+    root.child.kill().unwrap(); // SIGKILL, writes still in flight
+    let _ = root.child.wait();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    let acked = acked.lock().unwrap().clone();
+    // The last acknowledged value of each node must be served after restart.
+    let mut want = std::collections::BTreeMap::new();
+    for (node, value) in &acked {
+        want.insert(node.clone(), value.clone());
+    }
+    let a2 = args(());
+    let root2 = spawn(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let v = get_json(&root2.api, "/api/v1/nodes");
+    let nodes = v["nodes"].as_array().unwrap();
+    for (node, value) in &want {
+        let n = nodes.iter().find(|n| n["name"] == node.as_str()).unwrap();
+        let got = n["cfg"]["/Platform"].as_str().unwrap();
+        // A later unacknowledged write may have committed too; it must come
+        // from the same writer with a higher sequence.
+        if got != value {
+            let (gw, gi) = got[1..].split_once('-').unwrap();
+            let (ww, wi) = value[1..].split_once('-').unwrap();
+            assert!(
+                gw == ww && gi.parse::<u64>().unwrap() > wi.parse::<u64>().unwrap(),
+                "{node}: acknowledged {value}, served {got}"
+            );
+        }
+    }
+    assert!(want.len() >= 40.min(acked.len()));
+    drop(root2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One process per instance (`layercake run`): the root, a sub-parent and
+/// three nodes converge on a Cfg written through ctl, and again after the
+/// root restarts.
+#[test]
+fn run_processes_form_a_cluster() {
+    let dir = temp_dir("run");
+    let topo = small_topology(&dir, 3);
+    let data = dir.join("data");
+    let t = topo.display().to_string();
+    let d = data.display().to_string();
+    let root = spawn(&[
+        "run",
+        "--topology",
+        &t,
+        "--id",
+        "root",
+        "--data-dir",
+        &d,
+        "--api",
+        "127.0.0.1:0",
+        "--step-max-ms",
+        "300",
+    ]);
+    let mut others = Vec::new();
+    for id in ["r01-sp", "n01", "n02", "n03"] {
+        others.push(spawn_quiet(&[
+            "run",
+            "--topology",
+            &t,
+            "--id",
+            id,
+            "--step-max-ms",
+            "300",
+        ]));
+    }
+    let o = ctl(
+        &root.api,
+        &["set", "n[01-03]", "/PhysState=POWER_ON", "/RunState=SYNC"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let on = |api: &str| {
+        let v = get_json(api, "/api/v1/nodes?filter=/RunState%3DSYNC");
+        v["nodes"].as_array().unwrap().len() == 3 && converged(api) == 3
+    };
+    assert!(
+        wait_until(30, || on(&root.api)),
+        "the cluster did not converge"
+    );
+    drop(root);
+    std::thread::sleep(Duration::from_millis(300));
+    let root = spawn(&[
+        "run",
+        "--topology",
+        &t,
+        "--id",
+        "root",
+        "--data-dir",
+        &d,
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        wait_until(30, || on(&root.api)),
+        "the cluster did not converge after the root restarted"
+    );
+    drop(others);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SIGTERM stops a root gracefully: it exits 0 soon, and its data stays.
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = temp_dir("sigterm");
+    let data = dir.join("data");
+    let d = data.display().to_string();
+    let mut p = spawn(&[
+        "demo",
+        "--nodes",
+        "10",
+        "--racks",
+        "1",
+        "--api",
+        "127.0.0.1:0",
+        "--data-dir",
+        &d,
+    ]);
+    assert!(wait_until(30, || converged(&p.api) == 10));
+    let pid = p.child.id().to_string();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut code = None;
+    assert!(
+        wait_until(15, || {
+            code = p.child.try_wait().unwrap().map(|s| s.code());
+            code.is_some()
+        }),
+        "no exit within 15 s of SIGTERM"
+    );
+    assert_eq!(code, Some(Some(0)));
+    assert!(data.join("cfg.redb").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}

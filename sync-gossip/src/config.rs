@@ -17,7 +17,7 @@
 //! | `probe_rtt` | period / 5 (100 ms) | LAN round trips are well under 1 ms; the rest of the period is left for the indirect probes |
 //! | `num_indirect_probes` | 3 | a probe fails falsely only if the direct and all three indirect paths fail: about 6e-4 at 5 % loss |
 //! | `suspect_to_down_after` | 2 periods (1 s) | time for a falsely suspected member to hear of it and refute; detection is then about 2 s after a death, within the 3 s re-homing budget |
-//! | `max_transmissions` | 4 log10(n+1), 5..=15 (11 for 500) | how many times each update and record is piggybacked; enough to reach every member of a rack with high probability, anti-entropy repairs the rest |
+//! | `max_transmissions` | 4 log10(n+1), 8..=15 (11 for 500) | how many times each update and record is piggybacked; enough to reach every member of a rack with high probability, anti-entropy repairs the rest |
 //! | `periodic_gossip` | every period / 4, 3 members | spreads suspicions, downs, records and claims without waiting for probes |
 //! | `periodic_announce` | every 10 periods, 1 member | finishes learning the full member list after a join |
 //! | `periodic_announce_to_down_members` | every 10 periods, 2 members | finds members on the other side of a healed partition |
@@ -228,12 +228,12 @@ impl GossipConfig {
     }
 }
 
-/// `4 log10(n + 1)`, rounded up, kept in `5..=15` (memberlist's rule).
+/// `4 log10(n + 1)`, rounded up (memberlist's rule), kept in `8..=15`: below 8, a small group sometimes misses an update for seconds (a member then learns a death only by probing the dead one itself, once per round of the group).
 fn max_transmissions(members: usize) -> NonZeroU8 {
     let tx = (4.0 * ((members + 1) as f64).log10())
         .ceil()
-        .clamp(5.0, 15.0) as u8;
-    NonZeroU8::new(tx).expect("at least 5")
+        .clamp(8.0, 15.0) as u8;
+    NonZeroU8::new(tx).expect("at least 8")
 }
 
 #[cfg(test)]

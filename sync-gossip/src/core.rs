@@ -251,6 +251,7 @@ impl GossipCore {
             Ok(Payload::Foca(data)) => self.call_foca(now, |f, out| f.handle_data(data, out)),
             Ok(Payload::Digest(d)) => self.on_digest(from, &d),
             Ok(Payload::Records(rs)) => self.on_records(now, from, rs),
+            Ok(Payload::Down(id)) => self.on_down_hint(now, id),
             Err(_) => self.stats.malformed += 1,
         }
         self.settle(now);
@@ -340,7 +341,7 @@ impl GossipCore {
             for n in notes {
                 self.on_note(now, n);
             }
-            self.drain_replica();
+            self.drain_replica(now);
             self.elect(now);
             if quiet && self.q.notes.is_empty() {
                 return;
@@ -348,7 +349,7 @@ impl GossipCore {
         }
     }
 
-    fn drain_replica(&mut self) {
+    fn drain_replica(&mut self, now: Time) {
         let mut out = Vec::new();
         let claim = {
             let mut r = self.shared.lock();
@@ -361,6 +362,10 @@ impl GossipCore {
             self.push_event(GossipEvent::Delivered(rec));
         }
         if let Some(a) = claim {
+            // Give a newly heard acting member the hold-off to show up in
+            // our view before we judge it dead and claim over it (after a
+            // partition heals, the claim often arrives before the member).
+            self.claim_not_before = self.claim_not_before.max(now + self.cfg.claim_holdoff);
             self.push_event(GossipEvent::ActingChanged {
                 acting: a.member,
                 epoch: a.epoch,
@@ -381,10 +386,9 @@ impl GossipCore {
                     self.send_digest(id.node, true);
                 }
             }
-            OwnedNotification::MemberDown(id) => {
-                if self.alive.remove(&id.node) {
-                    self.push_event(GossipEvent::MemberDown(id.node));
-                }
+            OwnedNotification::MemberDown(id) if self.alive.remove(&id.node) => {
+                self.push_event(GossipEvent::MemberDown(id.node));
+                self.hint_candidate(id);
             }
             OwnedNotification::Active => {
                 self.next_join = None;
@@ -394,8 +398,44 @@ impl GossipCore {
                 }
             }
             OwnedNotification::Idle => self.next_join = Some(now),
-            OwnedNotification::Rejoin(_) => self.stats.rejoins += 1,
+            OwnedNotification::Rejoin(_) => {
+                // foca resets to disconnected after renewing its identity
+                // and only reconnects when someone writes to the new one:
+                // if a whole side of a healed partition renews at once,
+                // nobody would. Announcing to the seeds breaks the tie.
+                self.stats.rejoins += 1;
+                self.next_join = Some(now);
+            }
             _ => {}
+        }
+    }
+
+    /// When the acting member goes down, tells the member that should
+    /// take over (in our view) directly, so failover does not wait for
+    /// foca's random dissemination to reach it.
+    fn hint_candidate(&mut self, down: MemberId) {
+        let current = self.acting();
+        if down.node != current.member {
+            return;
+        }
+        let alive = |n| n == self.node || self.alive.contains(&n);
+        let cand = election::candidate(&self.group, current, self.cfg.retake, alive);
+        if let Some(c) = cand.filter(|&c| c != self.node) {
+            self.q
+                .send(c, self.group.group(), wire::down_payload(&down));
+        }
+    }
+
+    /// Applies a down hint as foca would apply the same gossip: it only
+    /// takes effect on this exact identity, and foca spreads it.
+    fn on_down_hint(&mut self, now: Time, id: MemberId) {
+        if id.node == self.node || !self.group.contains(id.node) {
+            return;
+        }
+        let known = self.foca.iter_membership_state().any(|m| *m.id() == id);
+        if known {
+            let down = foca::Member::new(id, 0, foca::State::Down);
+            self.call_foca(now, |f, out| f.apply_many(std::iter::once(down), true, out));
         }
     }
 

@@ -43,11 +43,27 @@ impl Harness {
     /// replaced per member), on a network described by `net`.
     pub fn new(n: u32, net: SimConfig, cfg: GossipConfig) -> Harness {
         let spec = GroupSpec::new(0, (0..n).collect()).expect("a valid group");
-        let cores = (0..n).map(|id| Self::core(&spec, &cfg, net.seed, id, Duration::ZERO, 0)).collect();
-        Harness { sim: Sim::new(net, cores), spec, cfg, log: Vec::new(), log_dropped: 0, boots: 0 }
+        let cores = (0..n)
+            .map(|id| Self::core(&spec, &cfg, net.seed, id, Duration::ZERO, 0))
+            .collect();
+        Harness {
+            sim: Sim::new(net, cores),
+            spec,
+            cfg,
+            log: Vec::new(),
+            log_dropped: 0,
+            boots: 0,
+        }
     }
 
-    fn core(spec: &GroupSpec, cfg: &GossipConfig, seed: u64, id: NodeId, now: Time, boot: u64) -> GossipCore {
+    fn core(
+        spec: &GroupSpec,
+        cfg: &GossipConfig,
+        seed: u64,
+        id: NodeId,
+        now: Time,
+        boot: u64,
+    ) -> GossipCore {
         let cfg = GossipConfig {
             seed: overlay::rng::splitmix64(seed ^ boot << 40),
             incarnation: now.as_micros() as u64 + boot,
@@ -106,6 +122,34 @@ impl Harness {
         }
     }
 
+    /// Runs until `check` has passed at every [`STEP`] for `hold` in a
+    /// row, or `limit` passes; returns when it started to hold for good.
+    pub fn wait_stable(
+        &mut self,
+        limit: Duration,
+        hold: Duration,
+        check: impl Fn(&Harness) -> Result<(), String>,
+    ) -> Result<Duration, String> {
+        let start = self.sim.now();
+        let mut since: Option<Time> = None;
+        loop {
+            match check(self) {
+                Ok(()) => {
+                    let s = *since.get_or_insert(self.sim.now());
+                    if self.sim.now() >= s + hold {
+                        return Ok(s - start);
+                    }
+                }
+                Err(why) if self.sim.now() >= start + limit => return Err(why),
+                Err(_) => since = None,
+            }
+            if self.sim.now() >= start + limit + hold {
+                return Err("never held long enough".into());
+            }
+            self.run_for(STEP);
+        }
+    }
+
     fn drain_events(&mut self) {
         let now = self.sim.now();
         for id in 0..self.len() {
@@ -133,14 +177,23 @@ impl Harness {
     /// Restarts `id` with a fresh core and a higher incarnation.
     pub fn restart(&mut self, id: NodeId) {
         self.boots += 1;
-        let core = Self::core(&self.spec, &self.cfg, self.sim.now().as_nanos() as u64, id, self.sim.now(), self.boots);
+        let core = Self::core(
+            &self.spec,
+            &self.cfg,
+            self.sim.now().as_nanos() as u64,
+            id,
+            self.sim.now(),
+            self.boots,
+        );
         self.sim.restart(id, core);
     }
 
     /// Cuts the group in two: members in `side_b` on one side, the rest on
     /// the other.
     pub fn partition(&mut self, side_b: &[NodeId]) {
-        let sides = (0..self.len()).map(|id| side_b.contains(&id) as u8).collect();
+        let sides = (0..self.len())
+            .map(|id| side_b.contains(&id) as u8)
+            .collect();
         self.sim.set_partition(Some(sides));
     }
 
@@ -167,14 +220,18 @@ impl Harness {
             match seen {
                 None => seen = Some((id, a)),
                 Some((first, b)) if a != b => {
-                    return Err(format!("member {first} follows {b:?} but member {id} follows {a:?}"));
+                    return Err(format!(
+                        "member {first} follows {b:?} but member {id} follows {a:?}"
+                    ));
                 }
                 Some(_) => {}
             }
         }
         let (_, a) = seen.ok_or("no live member")?;
         if !self.is_up(a.member) || !among.contains(&a.member) {
-            return Err(format!("everyone follows {a:?} but that member is down or elsewhere"));
+            return Err(format!(
+                "everyone follows {a:?} but that member is down or elsewhere"
+            ));
         }
         Ok(a)
     }
@@ -191,7 +248,10 @@ impl Harness {
             let Some(core) = self.get(id) else { continue };
             let held = core.get(r.key).map(|h| h.version);
             if held.is_none_or(|v| v < r.version) {
-                return Err(format!("member {id} holds {held:?} of {:?}, want {}", r.key, r.version));
+                return Err(format!(
+                    "member {id} holds {held:?} of {:?}, want {}",
+                    r.key, r.version
+                ));
             }
         }
         Ok(())

@@ -112,6 +112,11 @@ impl Replica {
         self.store.len()
     }
 
+    /// True when no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
     /// The digest buckets.
     pub fn buckets(&self) -> [u64; DIGEST_BUCKETS] {
         self.buckets

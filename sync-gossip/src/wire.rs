@@ -29,6 +29,8 @@ const TAG_FOCA: u8 = 0;
 const TAG_DIGEST: u8 = 1;
 /// Payload tag: records pushed by anti-entropy follow.
 const TAG_RECORDS: u8 = 2;
+/// Payload tag: a down hint follows.
+const TAG_DOWN: u8 = 3;
 /// Item tag: a record.
 const ITEM_RECORD: u8 = 1;
 /// Item tag: an acting announcement.
@@ -88,10 +90,14 @@ pub struct Digest {
 pub enum Payload<'a> {
     /// A foca packet, to hand to `Foca::handle_data`.
     Foca(&'a [u8]),
-    /// An anti-entropy digest.
-    Digest(Digest),
+    /// An anti-entropy digest (boxed: it is the largest variant).
+    Digest(Box<Digest>),
     /// Records pushed by anti-entropy.
     Records(Vec<Record>),
+    /// "The acting member (this identity) is down": sent to the next
+    /// candidate so that it learns at once (foca's own dissemination of
+    /// the same fact is random and can miss it for seconds).
+    Down(MemberId),
 }
 
 /// The digest bucket of `key`.
@@ -419,6 +425,13 @@ pub fn records_payload(records: &[Record]) -> Vec<u8> {
     out
 }
 
+/// Encodes a down hint payload.
+pub fn down_payload(id: &MemberId) -> Vec<u8> {
+    let mut out = vec![TAG_DOWN];
+    put_id(&mut out, id);
+    out
+}
+
 /// Bytes of a records payload before its first record.
 pub const RECORDS_PAYLOAD_HEADER_BYTES: usize = 1;
 
@@ -451,7 +464,7 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, WireError> {
     let (&tag, rest) = payload.split_first().ok_or(WireError::Truncated)?;
     match tag {
         TAG_FOCA => Ok(Payload::Foca(rest)),
-        TAG_DIGEST => get_digest(rest).map(Payload::Digest),
+        TAG_DIGEST => get_digest(rest).map(|d| Payload::Digest(Box::new(d))),
         TAG_RECORDS => {
             let mut buf = rest;
             let mut records = Vec::new();
@@ -459,6 +472,14 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, WireError> {
                 records.push(get_record(&mut buf)?);
             }
             Ok(Payload::Records(records))
+        }
+        TAG_DOWN => {
+            let mut buf = rest;
+            let id = get_id(&mut buf)?;
+            if buf.has_remaining() {
+                return Err(WireError::Range);
+            }
+            Ok(Payload::Down(id))
         }
         t => Err(WireError::BadTag(t)),
     }

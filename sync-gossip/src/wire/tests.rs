@@ -95,7 +95,15 @@ fn items_and_payloads_round_trip() {
         buckets: [7; DIGEST_BUCKETS],
     };
     match decode_payload(&digest_payload(&d)).expect("decodes") {
-        Payload::Digest(back) => assert_eq!(back, d),
+        Payload::Digest(back) => assert_eq!(*back, d),
+        other => panic!("wrong payload {other:?}"),
+    }
+    let id = MemberId {
+        node: 4,
+        incarnation: 77,
+    };
+    match decode_payload(&down_payload(&id)).expect("decodes") {
+        Payload::Down(back) => assert_eq!(back, id),
         other => panic!("wrong payload {other:?}"),
     }
     let recs = vec![r.clone(), r];

@@ -162,6 +162,8 @@ pub struct LevelTraffic {
     pub tx_bytes: u64,
     /// Datagrams received and accepted.
     pub rx_datagrams: u64,
+    /// Bytes received and accepted.
+    pub rx_bytes: u64,
     /// Neighbour links in state full.
     pub alive: u64,
     /// Neighbour links in state down.
@@ -177,6 +179,8 @@ pub fn traffic(level: &str, t: &LevelTraffic) {
         .absolute(t.rx_datagrams);
     counter!("kraken_sync_bytes_total", "level" => l.clone(), "direction" => "out")
         .absolute(t.tx_bytes);
+    counter!("kraken_sync_bytes_total", "level" => l.clone(), "direction" => "in")
+        .absolute(t.rx_bytes);
     gauge!("kraken_sync_neighbors", "level" => l.clone(), "state" => "alive").set(t.alive as f64);
     gauge!("kraken_sync_neighbors", "level" => l, "state" => "dead").set(t.dead as f64);
 }

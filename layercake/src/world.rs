@@ -311,6 +311,7 @@ fn sample(root: Option<&Handle<RootApp>>, members: &[(NodeId, Handle<MemberApp>)
         lt.tx_datagrams += t.tx_datagrams;
         lt.tx_bytes += t.tx_bytes;
         lt.rx_datagrams += t.rx_datagrams;
+        lt.rx_bytes += t.rx_bytes;
         let peers = c
             .tree
             .parent(id)

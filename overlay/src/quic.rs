@@ -357,6 +357,7 @@ impl<I: Instance> Task<I> {
         match self.opener.open(&self.shared.keys, d) {
             Ok((o, frame)) => {
                 t.rx_datagrams += 1;
+                t.rx_bytes += d.len() as u64;
                 drop(t);
                 self.h
                     .inner

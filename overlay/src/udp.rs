@@ -97,6 +97,8 @@ pub struct Traffic {
     pub tx_max_bytes: usize,
     /// Datagrams accepted.
     pub rx_datagrams: u64,
+    /// Bytes of the datagrams accepted, envelope included.
+    pub rx_bytes: u64,
     /// Datagrams dropped by the loss setting.
     pub rx_lost: u64,
     /// Send errors (e.g. a full buffer).
@@ -224,6 +226,7 @@ impl<I: Instance> Task<I> {
         match self.opener.open(&self.shared.keys, d) {
             Ok((o, frame)) => {
                 t.rx_datagrams += 1;
+                t.rx_bytes += d.len() as u64;
                 drop(t);
                 self.h
                     .inner

@@ -20,7 +20,8 @@
 //!   runtime: timers, frames, notifications), [`rng`].
 //!
 //! Every frame is a `Frame::Gossip { group, payload }` whose payload is a
-//! foca packet, an anti-entropy digest, or a push of records (see
+//! foca packet, an anti-entropy digest, a push of records, or a down hint
+//! (see
 //! [`wire`]). The design, the settings and the bounds are in
 //! `docs/gossip.md`.
 //!

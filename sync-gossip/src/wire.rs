@@ -2,7 +2,7 @@
 //!
 //! - The payload's first byte says what follows ([`Payload`]): a foca packet
 //!   (SWIM probes, membership updates and custom broadcasts), an
-//!   anti-entropy [`Digest`], or a push of records.
+//!   anti-entropy [`Digest`], a push of records, or a down hint.
 //! - [`WireCodec`]: foca's [`foca::Codec`] for [`MemberId`] headers and
 //!   members (varints; a member is 4 to 20 bytes).
 //! - [`Item`]: one custom broadcast (a record or an acting announcement).

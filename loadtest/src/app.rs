@@ -22,8 +22,9 @@ use overlay::strategy::{Event, Strategy};
 use overlay::{Instance, Key, Kind, NodeId, Time, Transmit};
 use proto::loadtest::Generation;
 use proto::node::{Node, PhysState, RunState};
-use proto::overlay::Frame;
+use proto::overlay::{Frame, frame};
 use proto::prost::Message;
+use sync_gossip::{GossipCore, GossipEvent};
 use sync_tree::TreeCore;
 
 use crate::engine_leaf::{EngineLeaf, EngineShared};
@@ -109,6 +110,18 @@ pub struct LoadNode {
     pub peers_down: u64,
     /// Root only, failover scenario: what it watches after the kill.
     pub watch: Option<FailoverWatch>,
+    /// Hybrid strategy: the SWIM groups this instance belongs to.
+    sides: Vec<Side>,
+    /// Version of our own Dsc last shared with the groups.
+    shared_dsc: u64,
+}
+
+/// One SWIM group of an instance (hybrid strategy).
+pub struct Side {
+    /// The topology's sub-parent of the group.
+    pub leader: NodeId,
+    /// The gossip core.
+    pub core: GossipCore,
 }
 
 /// What the root records after sub-parents are killed.
@@ -143,9 +156,10 @@ impl LoadNode {
         });
     }
 
-    /// The effective parent of this instance.
-    pub fn parent(&self) -> Option<NodeId> {
-        self.core.parent()
+    /// The acting member of the group `leader` leads, as this instance
+    /// knows it.
+    pub fn acting(&self, leader: NodeId) -> NodeId {
+        self.core.acting(leader)
     }
 
     /// Wraps a core (no engine).
@@ -162,6 +176,70 @@ impl LoadNode {
             track: None,
             peers_down: 0,
             watch: None,
+            sides: Vec::new(),
+            shared_dsc: 0,
+        }
+    }
+
+    /// Adds the SWIM groups of the hybrid strategy.
+    pub fn with_sides(mut self, sides: Vec<Side>) -> LoadNode {
+        self.sides = sides;
+        self
+    }
+
+    /// Hybrid: handles the groups' events. A change of acting member
+    /// re-routes the tree; the acting member takes the group's records from
+    /// the sideways replica so it can serve the group at once.
+    fn pump_sides(&mut self, now: Time) {
+        let me = self.core.id();
+        for side in &mut self.sides {
+            while let Some(ev) = side.core.poll_event() {
+                match ev {
+                    GossipEvent::ActingChanged { acting, epoch } => {
+                        self.core.set_acting(now, side.leader, acting, epoch);
+                        if acting == me {
+                            for &node in side.core.group().ranked() {
+                                for kind in [Kind::Cfg, Kind::Dsc] {
+                                    if let Some(r) = side.core.get(Key { node, kind }) {
+                                        self.core.absorb(now, r);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    GossipEvent::Delivered(r) if self.core.acting(side.leader) == me => {
+                        self.core.absorb(now, r);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Hybrid: shares our own Dsc with our groups when it changed.
+    fn share_own(&mut self, now: Time) {
+        if self.sides.is_empty() {
+            return;
+        }
+        let key = Key {
+            node: self.core.id(),
+            kind: Kind::Dsc,
+        };
+        let Some(r) = self.core.get(key).filter(|r| r.version > self.shared_dsc) else {
+            return;
+        };
+        self.shared_dsc = r.version;
+        for side in &mut self.sides {
+            let _ = side.core.publish(now, r.clone());
+        }
+    }
+
+    /// Hybrid: shares a Cfg from above with the group that holds its node.
+    fn share_cfg(&mut self, now: Time, r: &overlay::Record) {
+        for side in &mut self.sides {
+            if side.core.group().contains(r.key.node) {
+                let _ = side.core.publish(now, r.clone());
+            }
         }
     }
 
@@ -216,6 +294,13 @@ impl LoadNode {
     fn pump(&mut self, now: Time) {
         let me = self.core.id();
         while let Some(e) = self.core.poll_event() {
+            if let Event::Delivered(r) = &e
+                && r.key.kind == Kind::Cfg
+                && !self.sides.is_empty()
+            {
+                let r = r.clone();
+                self.share_cfg(now, &r);
+            }
             match e {
                 Event::Delivered(r) if r.key.kind == Kind::Cfg && r.key.node == me => {
                     if let EngineRole::Leaf(leaf) = &mut self.engine {
@@ -275,11 +360,25 @@ impl Instance for LoadNode {
         self.core.id()
     }
     fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
-        self.core.handle_frame(now, from, frame);
-        self.pump(now);
+        if let Some(frame::Body::Gossip(g)) = &frame.body {
+            let group = g.group;
+            if let Some(side) = self
+                .sides
+                .iter_mut()
+                .find(|s| s.core.group().group() == group)
+            {
+                side.core.handle_frame(now, from, frame);
+            }
+        } else {
+            self.core.handle_frame(now, from, frame);
+        }
+        self.after(now);
     }
     fn handle_timeout(&mut self, now: Time) {
         self.core.handle_timeout(now);
+        for side in &mut self.sides {
+            side.core.handle_timeout(now);
+        }
         self.pump(now);
         if let EngineRole::Leaf(leaf) = &mut self.engine
             && let Some(dsc) = leaf.handle_timeout(ms(now))
@@ -287,16 +386,38 @@ impl Instance for LoadNode {
             let me = self.core.id();
             self.core.publish(now, me, Kind::Dsc, dsc);
         }
+        self.after(now);
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.core.poll_transmit()
+        if let Some(t) = self.core.poll_transmit() {
+            return Some(t);
+        }
+        self.sides.iter_mut().find_map(|s| s.core.poll_transmit())
     }
     fn poll_timeout(&mut self) -> Option<Time> {
         let core = self.core.poll_timeout();
-        let EngineRole::Leaf(leaf) = &self.engine else {
-            return core;
+        let engine = match &self.engine {
+            EngineRole::Leaf(leaf) => leaf.poll_timeout().map(Duration::from_millis),
+            _ => None,
         };
-        let engine = leaf.poll_timeout().map(Duration::from_millis);
-        [core, engine].into_iter().flatten().min()
+        let sides = self
+            .sides
+            .iter_mut()
+            .filter_map(|s| s.core.poll_timeout())
+            .min();
+        [core, engine, sides].into_iter().flatten().min()
+    }
+}
+
+impl LoadNode {
+    /// After any input: tree events, group events, our Dsc to the groups
+    /// (whose events may in turn move the tree).
+    fn after(&mut self, now: Time) {
+        self.pump(now);
+        if !self.sides.is_empty() {
+            self.pump_sides(now);
+            self.share_own(now);
+            self.pump(now);
+        }
     }
 }

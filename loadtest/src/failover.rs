@@ -8,8 +8,10 @@
 //! group: a fallen-back leaf or an acting sub-parent announcing itself) and
 //! `rehome` (the kill until the root holds a Dsc published after the kill for
 //! every member). `lost_updates` counts leaves that never received
-//! generation 2; `acting_per_group_max` the most distinct parents the alive
-//! members of one killed group report to after stabilisation (1: no split).
+//! generation 2; `acting_per_group_max` the most distinct acting members the
+//! alive members of one killed group believe in after stabilisation (1: no
+//! split brain; with the tree strategy every member keeps the dead
+//! sub-parent as the group's leader and falls back to the root).
 //! With `--restore`, the killed sub-parents come back afterwards and
 //! generation 3 must converge too.
 
@@ -101,13 +103,17 @@ pub fn run(
     });
     // Stabilise, then look at who the members report to.
     sim.run_until(sim.now() + c.node_hello * 2);
-    let acting_max = groups
+    let acting_max = victims
         .iter()
-        .map(|g| {
-            let mut parents: Vec<NodeId> = g.iter().filter_map(|&m| sim.get(m)?.parent()).collect();
-            parents.sort_unstable();
-            parents.dedup();
-            parents.len()
+        .zip(&groups)
+        .map(|(&v, g)| {
+            let mut acting: Vec<NodeId> = g
+                .iter()
+                .filter_map(|&m| Some(sim.get(m)?.acting(v)))
+                .collect();
+            acting.sort_unstable();
+            acting.dedup();
+            acting.len()
         })
         .max()
         .unwrap_or(0);

@@ -10,8 +10,9 @@ use overlay::tree::Tree;
 use sync_tree::{TreeConfig, TreeCore};
 use topo::{Flat, Role, StrategyKind, SyncSettings, Topology};
 
-use crate::app::{EngineRole, LoadNode};
+use crate::app::{EngineRole, LoadNode, Side};
 use crate::engine_leaf::EngineShared;
+use sync_gossip::{GossipConfig, GossipCore};
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -49,7 +50,9 @@ pub struct ClusterArgs {
     /// Use this topology file instead of generating one.
     #[arg(long)]
     pub topology: Option<PathBuf>,
-    /// Sync strategy: tree (hybrid and gossip come with sync-gossip).
+    /// Sync strategy: `tree` (hellos only; orphans fall back to their
+    /// grandparent) or `hybrid` (tree plus SWIM groups per rack that elect
+    /// an acting sub-parent).
     #[arg(long, default_value = "tree")]
     pub strategy: String,
     /// Hello interval of every level (overrides the topology).
@@ -104,6 +107,10 @@ pub struct Cluster {
     pub engine: Option<Arc<EngineShared>>,
     /// The transport of every link.
     pub transport: topo::Transport,
+    /// The sync strategy.
+    pub strategy: StrategyKind,
+    /// Hybrid: every group's members in rank order.
+    pub groups: Vec<sync_gossip::GroupSpec>,
 }
 
 impl Cluster {
@@ -126,9 +133,40 @@ impl Cluster {
         let cfg = TreeConfig {
             seed,
             version_floor: now.as_millis() as u64 * 16,
+            // In hybrid the group elects an acting sub-parent instead.
+            fallback: self.strategy != StrategyKind::Hybrid,
             ..TreeConfig::default()
         };
         let core = TreeCore::new(id, self.tree.clone(), cfg, now);
+        self.node_with(id, core, now)
+            .with_sides(self.sides(id, seed, now))
+    }
+
+    /// Hybrid: the gossip cores of instance `id` (the group it is a member
+    /// of and the group it leads).
+    fn sides(&self, id: u32, seed: u64, now: Duration) -> Vec<Side> {
+        if self.groups.is_empty() {
+            return Vec::new();
+        }
+        let inst = &self.flat.instances[id as usize];
+        [inst.group, inst.leads]
+            .into_iter()
+            .flatten()
+            .filter_map(|g| {
+                let spec = self.groups[g as usize].clone();
+                let leader = spec.sub_parent();
+                let member = *spec.ranked().last().expect("a group has members");
+                let mut cfg = GossipConfig::for_hello(self.tree.timers(member).hello);
+                cfg.incarnation = now.as_micros() as u64 + 1;
+                cfg.seed = seed ^ (id as u64) << 20 ^ g as u64;
+                cfg.retake = self.flat.instances[member as usize].sync.retake;
+                let core = GossipCore::new(now, id, spec, cfg).ok()?;
+                Some(Side { leader, core })
+            })
+            .collect()
+    }
+
+    fn node_with(&self, id: u32, core: TreeCore, _now: Duration) -> LoadNode {
         let Some(shared) = &self.engine else {
             return LoadNode::new(core);
         };
@@ -148,10 +186,8 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         .strategy
         .parse()
         .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
-    if strategy != StrategyKind::Tree {
-        bail!(
-            "--strategy {strategy}: only `tree` is built so far (hybrid and gossip come with sync-gossip)"
-        );
+    if strategy == StrategyKind::Gossip {
+        bail!("--strategy gossip (one flat SWIM group) is not built yet: use `tree` or `hybrid`");
     }
     if !(0.0..1.0).contains(&a.loss) {
         bail!("--loss must be in [0, 1), got {}", a.loss);
@@ -202,6 +238,13 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
             flat.instances[c as usize].sync.hello
         });
     let node_hello = topo.node_sync().hello;
+    let groups = match strategy {
+        StrategyKind::Hybrid => (0..flat.groups.len() as u32)
+            .map(|g| sync_gossip::GroupSpec::from_flat(&flat, g))
+            .collect::<Result<Vec<_>, _>>()
+            .context("building the SWIM groups")?,
+        _ => Vec::new(),
+    };
     let engine = if a.engine {
         let e = EngineShared::new(a.engine_fail_rate, a.engine_hang_rate, a.seed)?;
         Some(Arc::new(e))
@@ -216,6 +259,8 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         node_hello,
         engine,
         transport,
+        strategy,
+        groups,
     })
 }
 

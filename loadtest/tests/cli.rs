@@ -153,6 +153,32 @@ fn killed_sub_parents_lose_no_update_and_the_cluster_rehomes() {
 }
 
 #[test]
+fn hybrid_elects_one_acting_sub_parent_per_killed_rack() {
+    let args = [
+        "--net",
+        "sim",
+        "--strategy",
+        "hybrid",
+        "--nodes",
+        "200",
+        "--racks",
+        "4",
+        "--hello",
+        "1s",
+        "--scenario",
+        "failover",
+        "--kill-subparents",
+        "2",
+        "--restore",
+    ];
+    let r = report(&args, "hybrid.json");
+    assert_eq!(r["strategy"], "hybrid");
+    assert_eq!(r["reached"], r["nodes"], "{r}");
+    assert_eq!(r["lost_updates"], 0);
+    assert_eq!(r["acting_per_group_max"], 1);
+}
+
+#[test]
 fn a_topology_file_is_accepted() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../topo/examples/small.yaml");
     let r = report(&["--net", "sim", "--topology", file], "file.json");

@@ -234,10 +234,12 @@ impl LoadNode {
         }
     }
 
-    /// Hybrid: shares a Cfg from above with the group that holds its node.
+    /// Hybrid: the acting member of a group shares the Cfg it gets from
+    /// above with the group, so that a successor can serve it.
     fn share_cfg(&mut self, now: Time, r: &overlay::Record) {
+        let me = self.core.id();
         for side in &mut self.sides {
-            if side.core.group().contains(r.key.node) {
+            if side.core.group().contains(r.key.node) && self.core.acting(side.leader) == me {
                 let _ = side.core.publish(now, r.clone());
             }
         }

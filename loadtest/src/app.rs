@@ -114,6 +114,8 @@ pub struct LoadNode {
     sides: Vec<Side>,
     /// Version of our own Dsc last shared with the groups.
     shared_dsc: u64,
+    /// Crashed (UDP failover): ignores everything and sends nothing.
+    dead: bool,
 }
 
 /// One SWIM group of an instance (hybrid strategy).
@@ -178,7 +180,14 @@ impl LoadNode {
             watch: None,
             sides: Vec::new(),
             shared_dsc: 0,
+            dead: false,
         }
+    }
+
+    /// Crashes this instance where the driver cannot remove it (real
+    /// sockets): from now on it is silent and deaf, as a dead machine.
+    pub fn kill(&mut self) {
+        self.dead = true;
     }
 
     /// Adds the SWIM groups of the hybrid strategy.
@@ -362,6 +371,9 @@ impl Instance for LoadNode {
         self.core.id()
     }
     fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        if self.dead {
+            return;
+        }
         if let Some(frame::Body::Gossip(g)) = &frame.body {
             let group = g.group;
             if let Some(side) = self
@@ -377,6 +389,9 @@ impl Instance for LoadNode {
         self.after(now);
     }
     fn handle_timeout(&mut self, now: Time) {
+        if self.dead {
+            return;
+        }
         self.core.handle_timeout(now);
         for side in &mut self.sides {
             side.core.handle_timeout(now);
@@ -391,12 +406,18 @@ impl Instance for LoadNode {
         self.after(now);
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.dead {
+            return None;
+        }
         if let Some(t) = self.core.poll_transmit() {
             return Some(t);
         }
         self.sides.iter_mut().find_map(|s| s.core.poll_transmit())
     }
     fn poll_timeout(&mut self) -> Option<Time> {
+        if self.dead {
+            return None;
+        }
         let core = self.core.poll_timeout();
         let engine = match &self.engine {
             EngineRole::Leaf(leaf) => leaf.poll_timeout().map(Duration::from_millis),

@@ -99,11 +99,10 @@ fn main() -> Result<()> {
 fn run(a: RunArgs) -> Result<()> {
     let failover = match a.scenario.as_str() {
         "converge" => None,
-        "failover" if a.net == "sim" => Some(failover::Kill {
+        "failover" => Some(failover::Kill {
             subparents: a.kill_subparents.max(1),
             restore: a.restore,
         }),
-        "failover" => bail!("--scenario failover runs with --net sim so far"),
         other => bail!("--scenario {other}: use `converge` or `failover`"),
     };
     let cluster = setup::cluster(&a.cluster)?;
@@ -128,7 +127,14 @@ fn run(a: RunArgs) -> Result<()> {
             &progress,
             failover.as_ref(),
         )?,
-        "udp" => udp_mode::run(&a.cluster, &cluster, a.timeout, a.workers, &progress)?,
+        "udp" => udp_mode::run(
+            &a.cluster,
+            &cluster,
+            a.timeout,
+            a.workers,
+            &progress,
+            failover.as_ref(),
+        )?,
         other => bail!("--net {other}: use `sim` or `udp`"),
     };
     println!("{}", report.table());

@@ -263,6 +263,90 @@ fn rollout(f: &mut Fleet, generation: u64) -> Result<u64> {
     })
 }
 
+/// Sends `cmd` to every worker and gathers their reports.
+fn collect(f: &mut Fleet, n: usize, cmd: &str) -> Result<Vec<WorkerReport>> {
+    f.broadcast(cmd)?;
+    let mut reports: Vec<WorkerReport> = Vec::new();
+    f.wait(Duration::from_secs(60), |_, m| {
+        if let Msg::Report(r) = m {
+            reports.push(r);
+        }
+        (reports.len() == n).then_some(())
+    })?;
+    Ok(reports)
+}
+
+/// Fills in the failover figures (see [`crate::failover`]) from the
+/// workers' reports; `base` is returned as is without a kill.
+fn failover_fields(
+    c: &Cluster,
+    reports: &[WorkerReport],
+    victims: Option<&[u32]>,
+    t_kill: Option<u64>,
+    lost3: usize,
+    base: Report,
+) -> Report {
+    let (Some(victims), Some(t_kill)) = (victims, t_kill) else {
+        return base;
+    };
+    let fresh: std::collections::HashMap<u32, u64> = reports
+        .iter()
+        .flat_map(|r| r.fresh_ns.iter().copied())
+        .collect();
+    let adopted: std::collections::HashMap<u32, u64> = reports
+        .iter()
+        .flat_map(|r| r.adopted_ns.iter().copied())
+        .collect();
+    let acting: std::collections::HashMap<u32, u32> = reports
+        .iter()
+        .flat_map(|r| r.acting.iter().copied())
+        .collect();
+    let since = |t: u64| Duration::from_nanos(t.saturating_sub(t_kill));
+    let groups: Vec<Vec<u32>> = victims
+        .iter()
+        .map(|&v| {
+            c.tree
+                .children(v)
+                .iter()
+                .copied()
+                .filter(|&m| c.is_leaf[m as usize])
+                .collect()
+        })
+        .collect();
+    let rehome = Percentiles::new(groups.iter().filter_map(|g| {
+        g.iter()
+            .map(|m| fresh.get(m).map(|&t| since(t)))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
+    }));
+    let detect = Percentiles::new(groups.iter().filter_map(|g| {
+        g.iter()
+            .filter_map(|m| adopted.get(m).map(|&t| since(t)))
+            .min()
+    }));
+    let acting_max = groups
+        .iter()
+        .map(|g| {
+            let mut a: Vec<u32> = g.iter().filter_map(|m| acting.get(m).copied()).collect();
+            a.sort_unstable();
+            a.dedup();
+            a.len()
+        })
+        .max()
+        .unwrap_or(0);
+    let got: usize = reports.iter().map(|r| r.downs_ns.len()).sum();
+    Report {
+        scenario: "failover".into(),
+        kill_subparents: Some(victims.len()),
+        failover_detect_p99_s: Some(detect.at(0.99)),
+        rehome_p99_s: Some(rehome.at(0.99)),
+        lost_updates: Some((c.leaves() - got + lost3) as u64),
+        acting_per_group_max: Some(acting_max),
+        ..base
+    }
+}
+
 /// Runs the `converge` scenario on real sockets.
 pub fn run(
     a: &ClusterArgs,
@@ -270,6 +354,7 @@ pub fn run(
     limit: Duration,
     workers: Option<usize>,
     p: &Progress,
+    failover: Option<&crate::failover::Kill>,
 ) -> Result<Report> {
     let wall = Instant::now();
     let leaves = c.leaves();
@@ -306,20 +391,58 @@ pub fn run(
     let hellos = (at1 - at0) as f64 / c.root_hello.as_nanos() as f64;
     let per_hello = (rx1 - rx0) as f64 / hellos / c.tree.children(0).len().max(1) as f64;
 
-    p.phase("converge", leaves);
+    let victims = failover.map(|k| crate::failover::victims(c, k.subparents));
+    let list = victims.as_ref().map(|v| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let t_kill = match &list {
+        Some(list) => {
+            p.phase("failover", leaves);
+            f.send(0, "watch")?;
+            let t = overlay::udp::monotonic_now().as_nanos() as u64;
+            f.broadcast(&format!("kill {list}"))?;
+            std::thread::sleep(c.node_hello / 2);
+            Some(t)
+        }
+        None => {
+            p.phase("converge", leaves);
+            None
+        }
+    };
     let t0 = rollout(&mut f, 2)?;
     wait_reached(&f, 2, leaves, limit, p)?;
-    // Let the last progress settle before asking for reports.
-    std::thread::sleep(Duration::from_millis(100));
+    // Let the last progress settle (and, after a kill, the groups agree).
+    let settle = if t_kill.is_some() {
+        c.node_hello * 3
+    } else {
+        Duration::from_millis(100)
+    };
+    std::thread::sleep(settle);
     p.finish();
-    f.broadcast("report 2")?;
-    let mut reports: Vec<WorkerReport> = Vec::new();
-    f.wait(Duration::from_secs(60), |_, m| {
-        if let Msg::Report(r) = m {
-            reports.push(r);
-        }
-        (reports.len() == n).then_some(())
-    })?;
+    let reports = collect(
+        &mut f,
+        n,
+        &match &list {
+            Some(list) => format!("report 2 {list}"),
+            None => "report 2".into(),
+        },
+    )?;
+    let mut lost3 = 0;
+    if let (Some(list), Some(k)) = (&list, failover)
+        && k.restore
+    {
+        p.phase("restore", leaves);
+        f.broadcast(&format!("restore {list}"))?;
+        std::thread::sleep(c.node_hello * 3);
+        rollout(&mut f, 3)?;
+        wait_reached(&f, 3, leaves, limit, p)?;
+        p.finish();
+        let r3 = collect(&mut f, n, "report 3")?;
+        lost3 = leaves - r3.iter().map(|r| r.downs_ns.len()).sum::<usize>();
+    }
     let virtual_s = started.elapsed().as_secs_f64();
     drop(f);
 
@@ -343,7 +466,14 @@ pub fn run(
         virtual_s,
         peak_rss_mb: peak_rss_mb() + reports.iter().map(|r| r.peak_rss_mb).sum::<f64>(),
         workers: n,
-        ..Report::converge(&a, c, "udp", &down, &conv)
+        ..failover_fields(
+            c,
+            &reports,
+            victims.as_deref(),
+            t_kill,
+            lost3,
+            Report::converge(&a, c, "udp", &down, &conv),
+        )
     })
 }
 

@@ -86,6 +86,13 @@ pub struct WorkerReport {
     pub tx_errors: u64,
     /// Peak resident memory, MiB.
     pub peak_rss_mb: f64,
+    /// Failover: `(member, acting)` as each asked member believes.
+    pub acting: Vec<(u32, u32)>,
+    /// Failover, root worker: `(member, ns)` when the root first held a
+    /// Dsc newer than at the kill.
+    pub fresh_ns: Vec<(u32, u64)>,
+    /// Failover, root worker: `(member, ns)` when the root adopted it.
+    pub adopted_ns: Vec<(u32, u64)>,
 }
 
 fn say(m: &Msg) {
@@ -220,6 +227,26 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
                 at_ns: monotonic_now().as_nanos() as u64,
             }),
             ["report", g] => say(&Msg::Report(report(&handles, g.parse()?))),
+            ["report", g, victims] => {
+                let mut r = report(&handles, g.parse()?);
+                failover_report(&mut r, &handles, a.lo, &c, &ids(victims)?);
+                say(&Msg::Report(r));
+            }
+            ["watch"] if a.lo == 0 => handles[0].with(|r, _| r.watch_failover()),
+            ["kill", victims] => {
+                for id in ids(victims)? {
+                    if let Some(h) = mine(&handles, a.lo, id) {
+                        h.with(|n, _| n.kill());
+                    }
+                }
+            }
+            ["restore", victims] => {
+                for id in ids(victims)? {
+                    if let Some(h) = mine(&handles, a.lo, id) {
+                        h.with(|n, now| *n = c.node(id, a.cluster.seed, now));
+                    }
+                }
+            }
             ["quit"] => break,
             _ => bail!("worker: unknown command `{line}`"),
         }
@@ -237,6 +264,44 @@ async fn progress(root: Handle<LoadNode>) {
                 generation,
                 reached,
             });
+        }
+    }
+}
+
+/// Parses a comma-separated list of instance ids.
+fn ids(list: &str) -> Result<Vec<u32>> {
+    list.split(',').map(|x| Ok(x.parse::<u32>()?)).collect()
+}
+
+/// The handle of instance `id` if this worker runs it.
+fn mine(handles: &[Handle<LoadNode>], lo: u32, id: u32) -> Option<&Handle<LoadNode>> {
+    handles.get(id.checked_sub(lo)? as usize)
+}
+
+/// Adds what the failover scenario needs about the victims' groups.
+fn failover_report(
+    r: &mut WorkerReport,
+    handles: &[Handle<LoadNode>],
+    lo: u32,
+    c: &Cluster,
+    victims: &[u32],
+) {
+    for &v in victims {
+        for &m in c.tree.children(v) {
+            if let Some(h) = mine(handles, lo, m) {
+                r.acting.push((m, h.peek(|n| n.acting(v))));
+            }
+            if let Some(root) = mine(handles, lo, 0) {
+                root.peek(|n| {
+                    let Some(w) = n.watch.as_ref() else { return };
+                    if let Some(t) = w.fresh_at[m as usize] {
+                        r.fresh_ns.push((m, t.as_nanos() as u64));
+                    }
+                    if let Some(t) = w.adopted_at[m as usize] {
+                        r.adopted_ns.push((m, t.as_nanos() as u64));
+                    }
+                });
+            }
         }
     }
 }

@@ -179,6 +179,33 @@ fn hybrid_elects_one_acting_sub_parent_per_killed_rack() {
 }
 
 #[test]
+fn hybrid_failover_on_real_udp() {
+    let args = [
+        "--net",
+        "udp",
+        "--strategy",
+        "hybrid",
+        "--nodes",
+        "200",
+        "--racks",
+        "4",
+        "--hello",
+        "500ms",
+        "--scenario",
+        "failover",
+        "--kill-subparents",
+        "1",
+        "--restore",
+        "--port",
+        "7303",
+    ];
+    let r = report(&args, "udp-failover.json");
+    assert_eq!(r["reached"], r["nodes"], "{r}");
+    assert_eq!(r["lost_updates"], 0);
+    assert_eq!(r["acting_per_group_max"], 1);
+}
+
+#[test]
 fn a_topology_file_is_accepted() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../topo/examples/small.yaml");
     let r = report(&["--net", "sim", "--topology", file], "file.json");

@@ -217,11 +217,13 @@ fn healed_partition_agrees_on_one_acting_member() {
                     .ok_or(format!("side b follows {b:?}"))
             });
             took.unwrap_or_else(|why| panic!("{ctx} retake {retake}: {why}"));
-            assert_eq!(
-                h.agreed_acting_among(&side_a).map(|a| a.member),
-                Ok(0),
-                "{ctx}"
-            );
+            // Side A agrees on one acting member: normally the sub-parent
+            // 0, but with half the group cut off, indirect probes through
+            // side B fail too, so a lost direct probe can get 0 suspected
+            // and, if its refutation is late, replaced (1 seed in 200 at 1%
+            // loss with quarter-hello probing). Safety is agreement.
+            let a = h.agreed_acting_among(&side_a);
+            assert!(a.is_ok(), "{ctx}: side a does not agree: {a:?}");
             h.run_for(Duration::from_secs(3));
             h.heal();
             // With retake the best rank wins; without, any one member.

@@ -530,14 +530,17 @@ impl TreeCore {
         if after != before {
             self.links[l].hello_now = true;
         }
-        if after == NeighborState::Full && before != NeighborState::Full {
-            let peer = self.links[l].peer;
-            self.event(Event::PeerUp(peer));
-            // A child is back: its children that fell back to us go home.
-            for x in self.routes.fallen_from(peer) {
+        // A child we hear from in full: its children that fell back to us
+        // go home (whether its link went down or was only slow).
+        if after == NeighborState::Full && self.links[l].dir == Dir::ToChild && self.routes.has_fallback() {
+            for x in self.routes.fallen_from(self.links[l].peer) {
                 self.routes.set_fallback(x, false);
                 self.rebuild_pending = true;
             }
+        }
+        if after == NeighborState::Full && before != NeighborState::Full {
+            let peer = self.links[l].peer;
+            self.event(Event::PeerUp(peer));
             self.resync(now, l);
             return;
         }

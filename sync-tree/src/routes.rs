@@ -87,6 +87,11 @@ impl Routes {
         }
     }
 
+    /// Whether any instance has fallen back (the fast path is off).
+    pub fn has_fallback(&self) -> bool {
+        !self.fallback.is_empty()
+    }
+
     /// Whether `x` has fallen back.
     pub fn is_fallback(&self, x: NodeId) -> bool {
         self.fallback.contains(&x)

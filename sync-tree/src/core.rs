@@ -532,7 +532,10 @@ impl TreeCore {
         }
         // A child we hear from in full: its children that fell back to us
         // go home (whether its link went down or was only slow).
-        if after == NeighborState::Full && self.links[l].dir == Dir::ToChild && self.routes.has_fallback() {
+        if after == NeighborState::Full
+            && self.links[l].dir == Dir::ToChild
+            && self.routes.has_fallback()
+        {
             for x in self.routes.fallen_from(self.links[l].peer) {
                 self.routes.set_fallback(x, false);
                 self.rebuild_pending = true;

@@ -27,13 +27,16 @@ use crate::report::{Percentiles, Report, peak_rss_mb};
 use crate::setup::{Cluster, ClusterArgs};
 use crate::sim_mode::reached;
 
-/// What to kill.
+/// What to kill (or cut off).
 #[derive(Clone, Debug)]
 pub struct Kill {
-    /// Sub-parents to crash.
+    /// Sub-parents to crash (or racks to cut off).
     pub subparents: usize,
     /// Bring them back once the cluster has re-homed.
     pub restore: bool,
+    /// Scenario `partition`: instead of crashing, cut these racks (the
+    /// sub-parent and its members) off from the rest for this long.
+    pub partition: Option<Duration>,
 }
 
 /// The sub-parents directly above leaves, `k` of them spread evenly.
@@ -77,6 +80,18 @@ pub fn run(
     initial_sync: Duration,
     per_hello: f64,
 ) -> Result<Report> {
+    if let Some(cut) = kill.partition {
+        let ctx = Ctx {
+            a,
+            c,
+            limit,
+            progress,
+            wall,
+            initial_sync,
+            per_hello,
+        };
+        return partition(&ctx, sim, kill.subparents, cut);
+    }
     let leaves = c.leaves();
     let victims = victims(c, kill.subparents);
     let step = Duration::from_millis(10);
@@ -196,4 +211,107 @@ fn restore(
         reached(s) == leaves
     });
     (leaves - leaves_with(sim, c, 3)) as u64
+}
+
+/// What a scenario run carries along.
+struct Ctx<'a> {
+    a: &'a ClusterArgs,
+    c: &'a Cluster,
+    limit: Duration,
+    progress: &'a Progress,
+    wall: Instant,
+    initial_sync: Duration,
+    per_hello: f64,
+}
+
+/// Scenario `partition`: `k` racks are cut off for `cut`; half a hello
+/// into the cut every Cfg changes; then the network heals. Measured:
+/// `rehome` is the heal until the root holds a Dsc published after the heal
+/// for every member of the cut racks, `lost_updates` the leaves that never
+/// got the change, `acting_per_group_max` as in `failover`.
+fn partition(x: &Ctx, mut sim: Sim<LoadNode>, k: usize, cut: Duration) -> Result<Report> {
+    let (a, c) = (x.a, x.c);
+    let leaves = c.leaves();
+    let racks = victims(c, k);
+    let mut side = vec![0u8; sim.len()];
+    for &r in &racks {
+        for m in c.tree.subtree(r) {
+            side[m as usize] = 1;
+        }
+    }
+    x.progress.phase("partition", leaves);
+    sim.set_partition(Some(side));
+    let t_cut = sim.now();
+    sim.run_until(t_cut + c.node_hello / 2);
+    let t0 = sim.now();
+    sim.with(0, |r, now| r.roll_out(now, 2, &c.is_leaf));
+    sim.run_until(t_cut + cut);
+    sim.set_partition(None);
+    let t_heal = sim.now();
+    sim.with(0, |r, _| r.watch_failover());
+    let groups: Vec<Vec<NodeId>> = racks.iter().map(|&v| members(c, v)).collect();
+    sim.run_while(Duration::from_millis(10), t_heal + x.limit, |s| {
+        x.progress.set(reached(s), s.stats.datagrams);
+        let w = s.get(0).and_then(|r| r.watch.as_ref()).expect("watching");
+        reached(s) == leaves
+            && groups
+                .iter()
+                .flatten()
+                .all(|&m| w.fresh_at[m as usize].is_some())
+    });
+    sim.run_until(sim.now() + c.node_hello * 2);
+    let acting_max = racks
+        .iter()
+        .zip(&groups)
+        .map(|(&v, g)| {
+            let mut acting: Vec<NodeId> = g
+                .iter()
+                .filter_map(|&m| Some(sim.get(m)?.acting(v)))
+                .collect();
+            acting.sort_unstable();
+            acting.dedup();
+            acting.len()
+        })
+        .max()
+        .unwrap_or(0);
+    let root = sim.get(0).expect("the root is never cut off");
+    let w = root.watch.as_ref().expect("watching");
+    let rehome = Percentiles::new(groups.iter().filter_map(|g| {
+        g.iter()
+            .map(|&m| w.fresh_at[m as usize].map(|t| t - t_heal))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
+    }));
+    let track = root.track.as_ref().expect("tracking generation 2");
+    let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
+    let down = Percentiles::new(
+        (0..sim.len() as NodeId)
+            .filter_map(|i| sim.get(i))
+            .flat_map(|n| {
+                n.cfg_arrivals
+                    .iter()
+                    .filter(|(g, _)| *g == 2)
+                    .map(|(_, t)| *t - t0)
+            }),
+    );
+    Ok(Report {
+        scenario: "partition".into(),
+        reached: track.reached,
+        initial_sync_s: x.initial_sync.as_secs_f64(),
+        root_rx_datagrams_per_hello: (x.per_hello * 1000.0).round() / 1000.0,
+        max_datagram_bytes: sim.stats.max_datagram_bytes,
+        datagrams_total: sim.stats.datagrams,
+        bytes_total: sim.stats.bytes,
+        datagrams_rejected: sim.stats.rejected,
+        wall_s: x.wall.elapsed().as_secs_f64(),
+        virtual_s: sim.now().as_secs_f64(),
+        peak_rss_mb: peak_rss_mb(),
+        workers: 1,
+        kill_subparents: Some(racks.len()),
+        rehome_p99_s: Some(rehome.at(0.99)),
+        lost_updates: Some((leaves - leaves_with(&sim, c, 2)) as u64),
+        acting_per_group_max: Some(acting_max),
+        ..Report::converge(a, c, "sim", &down, &converge)
+    })
 }

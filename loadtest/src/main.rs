@@ -57,8 +57,9 @@ struct RunArgs {
     /// Where the nodes run: `sim` (virtual time) or `udp` (real sockets).
     #[arg(long, default_value = "sim")]
     net: String,
-    /// The scenario: `converge`, or `failover` (simulation) with
-    /// `--kill-subparents K`.
+    /// The scenario: `converge`, `failover` (`--kill-subparents K`,
+    /// `--restore`) or `partition` (simulation: `--kill-subparents K` racks
+    /// cut off for `--cut-for`, then healed).
     #[arg(long, default_value = "converge")]
     scenario: String,
     /// Give up on a phase after this long (virtual time in `sim`).
@@ -79,6 +80,9 @@ struct RunArgs {
     /// Failover: bring the killed sub-parents back afterwards.
     #[arg(long)]
     restore: bool,
+    /// Partition: how long the racks (`--kill-subparents` of them) stay cut off.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    cut_for: Duration,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -102,8 +106,15 @@ fn run(a: RunArgs) -> Result<()> {
         "failover" => Some(failover::Kill {
             subparents: a.kill_subparents.max(1),
             restore: a.restore,
+            partition: None,
         }),
-        other => bail!("--scenario {other}: use `converge` or `failover`"),
+        "partition" if a.net == "sim" => Some(failover::Kill {
+            subparents: a.kill_subparents.max(1),
+            restore: false,
+            partition: Some(a.cut_for),
+        }),
+        "partition" => bail!("--scenario partition runs with --net sim so far"),
+        other => bail!("--scenario {other}: use `converge`, `failover` or `partition`"),
     };
     let cluster = setup::cluster(&a.cluster)?;
     let progress = progress::Progress::new(a.quiet, a.metrics)?;

@@ -208,21 +208,24 @@ impl Report {
         for (k, v) in rows {
             out.push_str(&format!("  {k:<34} {v}\n"));
         }
-        if let (Some(k), Some(d), Some(r), Some(l), Some(g)) = (
-            self.kill_subparents,
-            self.failover_detect_p99_s,
-            self.rehome_p99_s,
-            self.lost_updates,
-            self.acting_per_group_max,
-        ) {
-            let rows = [
-                ("sub-parents killed", k.to_string()),
-                ("failover detect p99", format!("{d:.3} s")),
-                ("rehome p99", format!("{r:.3} s")),
-                ("lost updates", l.to_string()),
-                ("acting per group (max)", g.to_string()),
-            ];
-            for (k, v) in rows {
+        let extra = [
+            (
+                "sub-parents killed or racks cut",
+                self.kill_subparents.map(|k| k.to_string()),
+            ),
+            (
+                "failover detect p99",
+                self.failover_detect_p99_s.map(|d| format!("{d:.3} s")),
+            ),
+            ("rehome p99", self.rehome_p99_s.map(|r| format!("{r:.3} s"))),
+            ("lost updates", self.lost_updates.map(|l| l.to_string())),
+            (
+                "acting per group (max)",
+                self.acting_per_group_max.map(|g| g.to_string()),
+            ),
+        ];
+        for (k, v) in extra {
+            if let Some(v) = v {
                 out.push_str(&format!("  {k:<34} {v}\n"));
             }
         }

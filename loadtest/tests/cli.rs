@@ -206,6 +206,37 @@ fn hybrid_failover_on_real_udp() {
 }
 
 #[test]
+fn a_cut_off_rack_gets_every_change_after_the_heal() {
+    let args = [
+        "--net",
+        "sim",
+        "--strategy",
+        "hybrid",
+        "--nodes",
+        "200",
+        "--racks",
+        "4",
+        "--hello",
+        "1s",
+        "--scenario",
+        "partition",
+        "--kill-subparents",
+        "1",
+        "--cut-for",
+        "5s",
+    ];
+    let r = report(&args, "partition.json");
+    assert_eq!(r["scenario"], "partition");
+    assert_eq!(r["reached"], r["nodes"], "{r}");
+    assert_eq!(r["lost_updates"], 0);
+    assert_eq!(r["acting_per_group_max"], 1);
+    assert!(
+        r["converge_p99_s"].as_f64().unwrap() >= 4.5,
+        "the cut rack waits for the heal"
+    );
+}
+
+#[test]
 fn a_topology_file_is_accepted() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../topo/examples/small.yaml");
     let r = report(&["--net", "sim", "--topology", file], "file.json");

@@ -349,23 +349,8 @@ impl<I: Instance> Task<I> {
     }
 
     fn receive(&mut self, d: &[u8]) {
-        let mut t = self.h.traffic.borrow_mut();
-        if self.rng.chance(self.shared.loss) {
-            t.rx_lost += 1;
-            return;
-        }
-        match self.opener.open(&self.shared.keys, d) {
-            Ok((o, frame)) => {
-                t.rx_datagrams += 1;
-                t.rx_bytes += d.len() as u64;
-                drop(t);
-                self.h
-                    .inner
-                    .borrow_mut()
-                    .handle_frame(monotonic_now(), o.sender, frame);
-            }
-            Err(_) => t.drops = self.opener.drops.clone(),
-        }
+        self.h
+            .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
     }
 
     fn flush(&mut self, tx: &mut Vec<u8>) {

@@ -141,6 +141,27 @@ impl<I: Instance> Handle<I> {
         r
     }
 
+    /// Opens one received envelope and hands its frame to the instance,
+    /// counting it (or the reason it was dropped). Both drivers use it.
+    pub(crate) fn deliver(&self, opener: &mut Opener, rng: &mut Rng, shared: &Shared, d: &[u8]) {
+        let mut t = self.traffic.borrow_mut();
+        if rng.chance(shared.loss) {
+            t.rx_lost += 1;
+            return;
+        }
+        match opener.open(&shared.keys, d) {
+            Ok((o, frame)) => {
+                t.rx_datagrams += 1;
+                t.rx_bytes += d.len() as u64;
+                drop(t);
+                self.inner
+                    .borrow_mut()
+                    .handle_frame(monotonic_now(), o.sender, frame);
+            }
+            Err(_) => t.drops = opener.drops.clone(),
+        }
+    }
+
     /// Reads the instance without waking its task.
     pub fn peek<R>(&self, f: impl FnOnce(&I) -> R) -> R {
         f(&self.inner.borrow())
@@ -218,23 +239,8 @@ impl<I: Instance> Task<I> {
     }
 
     fn receive(&mut self, d: &[u8]) {
-        let mut t = self.h.traffic.borrow_mut();
-        if self.rng.chance(self.shared.loss) {
-            t.rx_lost += 1;
-            return;
-        }
-        match self.opener.open(&self.shared.keys, d) {
-            Ok((o, frame)) => {
-                t.rx_datagrams += 1;
-                t.rx_bytes += d.len() as u64;
-                drop(t);
-                self.h
-                    .inner
-                    .borrow_mut()
-                    .handle_frame(monotonic_now(), o.sender, frame);
-            }
-            Err(_) => t.drops = self.opener.drops.clone(),
-        }
+        self.h
+            .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
     }
 
     async fn flush(&mut self, tx: &mut Vec<u8>) {

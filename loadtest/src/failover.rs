@@ -67,6 +67,51 @@ fn leaves_with(sim: &Sim<LoadNode>, c: &Cluster, generation: u64) -> usize {
         .count()
 }
 
+/// Per group: how many distinct acting members its alive members believe
+/// in; the largest over the groups (1: no split brain).
+fn acting_max(sim: &Sim<LoadNode>, leaders: &[NodeId], groups: &[Vec<NodeId>]) -> usize {
+    leaders
+        .iter()
+        .zip(groups)
+        .map(|(&v, g)| {
+            let mut acting: Vec<NodeId> = g
+                .iter()
+                .filter_map(|&m| Some(sim.get(m)?.acting(v)))
+                .collect();
+            acting.sort_unstable();
+            acting.dedup();
+            acting.len()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Per group: from `since` until the root held a fresh Dsc of every member
+/// (groups with a member never refreshed are left out).
+fn rehome(fresh_at: &[Option<Time>], groups: &[Vec<NodeId>], since: Time) -> Percentiles {
+    Percentiles::new(groups.iter().filter_map(|g| {
+        g.iter()
+            .map(|&m| fresh_at[m as usize].map(|t| t - since))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
+    }))
+}
+
+/// When each node received the Cfg of `generation`, from `t0`.
+pub fn downs(sim: &Sim<LoadNode>, generation: u64, t0: Time) -> Percentiles {
+    Percentiles::new(
+        (0..sim.len() as NodeId)
+            .filter_map(|i| sim.get(i))
+            .flat_map(|n| {
+                n.cfg_arrivals
+                    .iter()
+                    .filter(move |(g, _)| *g == generation)
+                    .map(move |(_, t)| *t - t0)
+            }),
+    )
+}
+
 /// Runs the failover phases on a synced simulation.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -118,30 +163,11 @@ pub fn run(
     });
     // Stabilise, then look at who the members report to.
     sim.run_until(sim.now() + c.node_hello * 2);
-    let acting_max = victims
-        .iter()
-        .zip(&groups)
-        .map(|(&v, g)| {
-            let mut acting: Vec<NodeId> = g
-                .iter()
-                .filter_map(|&m| Some(sim.get(m)?.acting(v)))
-                .collect();
-            acting.sort_unstable();
-            acting.dedup();
-            acting.len()
-        })
-        .max()
-        .unwrap_or(0);
+    let acting_max = acting_max(&sim, &victims, &groups);
     let root = sim.get(0).expect("the root is never killed");
     let w = root.watch.as_ref().expect("watching");
     let since = |t: Option<Time>| t.map(|t| t - t_kill);
-    let rehome = Percentiles::new(groups.iter().filter_map(|g| {
-        g.iter()
-            .map(|&m| since(w.fresh_at[m as usize]))
-            .collect::<Option<Vec<_>>>()?
-            .into_iter()
-            .max()
-    }));
+    let rehome = rehome(&w.fresh_at, &groups, t_kill);
     let detect = Percentiles::new(groups.iter().filter_map(|g| {
         g.iter()
             .filter_map(|&m| since(w.adopted_at[m as usize]))
@@ -149,16 +175,7 @@ pub fn run(
     }));
     let track = root.track.as_ref().expect("tracking generation 2");
     let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
-    let down = Percentiles::new(
-        (0..sim.len() as NodeId)
-            .filter_map(|i| sim.get(i))
-            .flat_map(|n| {
-                n.cfg_arrivals
-                    .iter()
-                    .filter(|(g, _)| *g == 2)
-                    .map(|(_, t)| *t - t0)
-            }),
-    );
+    let down = downs(&sim, 2, t0);
     let mut lost = (leaves - leaves_with(&sim, c, 2)) as u64;
     let reached_2 = track.reached;
     if kill.restore {
@@ -260,41 +277,13 @@ fn partition(x: &Ctx, mut sim: Sim<LoadNode>, k: usize, cut: Duration) -> Result
                 .all(|&m| w.fresh_at[m as usize].is_some())
     });
     sim.run_until(sim.now() + c.node_hello * 2);
-    let acting_max = racks
-        .iter()
-        .zip(&groups)
-        .map(|(&v, g)| {
-            let mut acting: Vec<NodeId> = g
-                .iter()
-                .filter_map(|&m| Some(sim.get(m)?.acting(v)))
-                .collect();
-            acting.sort_unstable();
-            acting.dedup();
-            acting.len()
-        })
-        .max()
-        .unwrap_or(0);
+    let acting_max = acting_max(&sim, &racks, &groups);
     let root = sim.get(0).expect("the root is never cut off");
     let w = root.watch.as_ref().expect("watching");
-    let rehome = Percentiles::new(groups.iter().filter_map(|g| {
-        g.iter()
-            .map(|&m| w.fresh_at[m as usize].map(|t| t - t_heal))
-            .collect::<Option<Vec<_>>>()?
-            .into_iter()
-            .max()
-    }));
+    let rehome = rehome(&w.fresh_at, &groups, t_heal);
     let track = root.track.as_ref().expect("tracking generation 2");
     let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
-    let down = Percentiles::new(
-        (0..sim.len() as NodeId)
-            .filter_map(|i| sim.get(i))
-            .flat_map(|n| {
-                n.cfg_arrivals
-                    .iter()
-                    .filter(|(g, _)| *g == 2)
-                    .map(|(_, t)| *t - t0)
-            }),
-    );
+    let down = downs(&sim, 2, t0);
     Ok(Report {
         scenario: "partition".into(),
         reached: track.reached,

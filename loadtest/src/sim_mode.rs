@@ -95,15 +95,7 @@ pub fn run(
     let root = sim.get(0).expect("the root is never crashed here");
     let track = root.track.as_ref().expect("tracking generation 2");
     let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
-    let downs = (0..sim.len() as u32)
-        .filter_map(|i| sim.get(i))
-        .flat_map(|n| {
-            n.cfg_arrivals
-                .iter()
-                .filter(|(g, _)| *g == 2)
-                .map(|(_, t)| *t - t0)
-        });
-    let down = Percentiles::new(downs);
+    let down = crate::failover::downs(&sim, 2, t0);
     Ok(Report {
         reached: track.reached,
         initial_sync_s: initial_sync.as_secs_f64(),

@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/overlay.proto",
         "proto/loadtest.proto",
         "proto/engine.proto",
+        "proto/power.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

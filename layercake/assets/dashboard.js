@@ -12,6 +12,11 @@ let selected = null;
 let detailTimer = null;
 
 const $ = (id) => document.getElementById(id);
+// A root run with `--api-tokens` needs a token: open the page as
+// http://HOST/#token=TOKEN. A fragment never leaves the browser; the token
+// goes with each request as `access_token` (EventSource cannot set headers).
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token") || "";
+const authed = (u) => TOKEN ? u + (u.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(TOKEN) : u;
 
 function cellClass(s) {
   let c = "cell p" + s.dp + " r" + s.dr;
@@ -92,13 +97,13 @@ function update(msg) {
 
 async function resync() {
   try {
-    const r = await fetch("/api/v1/snapshot");
+    const r = await fetch(authed("/api/v1/snapshot"));
     if (r.ok) build(await r.json());
   } catch (e) { /* the stream reconnects by itself */ }
 }
 
 function connect() {
-  const es = new EventSource("/api/v1/events?types=snapshot,nodes,lagged");
+  const es = new EventSource(authed("/api/v1/events?types=snapshot,nodes,lagged"));
   es.addEventListener("open", () => { $("conn").className = "conn up"; $("conn").textContent = "live"; });
   es.addEventListener("error", () => { $("conn").className = "conn down"; $("conn").textContent = "reconnecting"; });
   es.addEventListener("snapshot", (e) => build(JSON.parse(e.data)));
@@ -115,7 +120,7 @@ async function showDetail(name) {
   if (!name) return;
   let d;
   try {
-    const r = await fetch("/api/v1/nodes/" + encodeURIComponent(name));
+    const r = await fetch(authed("/api/v1/nodes/" + encodeURIComponent(name)));
     if (!r.ok) return;
     d = await r.json();
   } catch (e) { return; }

@@ -59,6 +59,10 @@ pub struct ApiState {
     pub model: Arc<Model>,
     /// Turns true when the process shuts down (ends event streams).
     pub shutdown: watch::Receiver<bool>,
+    /// Accepted bearer tokens; `None`: no authentication (loopback only).
+    pub auth: Option<Arc<crate::auth::TokenTable>>,
+    /// The keyring service (a root running with `--pki`).
+    pub keys: Option<Arc<crate::keys::KeyService>>,
 }
 
 impl IntoResponse for ApiError {
@@ -75,9 +79,10 @@ fn ok(v: Json) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
-/// The router.
+/// The router (behind [`crate::auth::require`] when tokens are set).
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let auth = state.auth.clone();
+    let r = Router::new()
         .route("/", get(dashboard::index))
         .route("/dashboard.js", get(dashboard::script))
         .route("/dashboard.css", get(dashboard::style))
@@ -102,9 +107,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/thaw", axum::routing::post(thaw))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/events", get(events))
+        .merge(crate::keys::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    match auth {
+        Some(t) => r.layer(axum::middleware::from_fn_with_state(
+            t,
+            crate::auth::require,
+        )),
+        None => r,
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -25,7 +25,10 @@ pub struct Cli {
 impl Cli {
     /// True for client commands (quiet logs by default).
     pub fn is_client(&self) -> bool {
-        matches!(self.cmd, Cmd::Ctl(_) | Cmd::Topo(_))
+        matches!(
+            self.cmd,
+            Cmd::Ctl(_) | Cmd::Topo(_) | Cmd::Tokens(_) | Cmd::Keys(_) | Cmd::Certs(_)
+        )
     }
 }
 
@@ -41,6 +44,14 @@ pub enum Cmd {
     /// Topology tools.
     #[command(subcommand)]
     Topo(TopoCmd),
+    /// API tokens (`tokens create`).
+    #[command(subcommand)]
+    Tokens(crate::auth::TokensCmd),
+    /// The cluster keyring: generate, install, use, remove, list.
+    Keys(crate::keys::KeysArgs),
+    /// The cluster CA and instance certificates (`certs init|issue`).
+    #[command(subcommand)]
+    Certs(crate::certs::CertsCmd),
 }
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`.
@@ -107,9 +118,21 @@ pub struct RunArgs {
     /// The root's API, dashboard and metrics address.
     #[arg(long, default_value = DEFAULT_API)]
     pub api: SocketAddr,
+    /// API tokens and TLS.
+    #[command(flatten)]
+    pub api_security: crate::api_tls::ApiSecurityArgs,
+    /// The instance's certificate: join over QUIC for the keyring.
+    #[command(flatten)]
+    pub pki: crate::certs::PkiArgs,
+    /// How often a `--pki` instance fetches the root's keyring.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub key_poll: Duration,
     /// Virtual modules (the only modules built so far).
     #[command(flatten)]
     pub modules: ModuleArgs,
+    /// BMC power control (sub-parents; see docs/power.md).
+    #[command(flatten)]
+    pub power: crate::bmc::PowerArgs,
 }
 
 /// `layercake demo`.
@@ -130,6 +153,9 @@ pub struct DemoArgs {
     /// API, dashboard and metrics address (port 0: any free port).
     #[arg(long, default_value = DEFAULT_API)]
     pub api: SocketAddr,
+    /// API tokens and TLS (default: no token, loopback only).
+    #[command(flatten)]
+    pub api_security: crate::api_tls::ApiSecurityArgs,
     /// Where the root keeps its database (default: a fresh temporary
     /// directory, removed at exit).
     #[arg(long)]
@@ -170,6 +196,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Demo(a) => serve::demo(a),
         Cmd::Ctl(a) => Ok(ctl::main(a)),
         Cmd::Topo(t) => topo_cmd::main(t),
+        Cmd::Tokens(t) => crate::auth::main(t),
+        Cmd::Keys(k) => crate::keys::main(k),
+        Cmd::Certs(c) => crate::certs::main(c),
     }
 }
 

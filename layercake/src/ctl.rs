@@ -12,6 +12,7 @@
 //! | 4 | a node or route does not exist (404) |
 //! | 5 | the request was rejected (other 4xx: bad URL, value, hostlist) |
 //! | 6 | `apply -f`: the file could not be read or parsed |
+//! | 7 | not authorised (401, 403) or an unusable `--token-file` |
 //!
 //! Errors go to standard error as `error: MESSAGE`; data to standard output.
 
@@ -40,6 +41,8 @@ pub const EXIT_NOT_FOUND: i32 = 4;
 pub const EXIT_REJECTED: i32 = 5;
 /// Unreadable input file.
 pub const EXIT_INPUT: i32 = 6;
+/// Not authorised (HTTP 401 or 403), or an unusable token file.
+pub const EXIT_AUTH: i32 = 7;
 
 /// `layercake ctl`.
 #[derive(Args, Debug)]
@@ -50,6 +53,9 @@ pub struct CtlArgs {
     /// Never colour the output (also `NO_COLOR`).
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// A file holding the API token (mode 0600); else `LAYERCAKE_TOKEN`.
+    #[arg(long, env = "LAYERCAKE_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub cmd: CtlCmd,
@@ -182,6 +188,19 @@ pub fn main(a: CtlArgs) -> i32 {
     crate::sys::default_sigpipe();
     let color =
         !a.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+    let token = match a.token_file {
+        Some(f) => crate::auth::read_token_file(&f).map(Some),
+        None => Ok(std::env::var("LAYERCAKE_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string())),
+    };
+    match token {
+        Ok(t) => http::set_token(t),
+        Err(e) => {
+            eprintln!("error: --token-file: {e}");
+            return EXIT_AUTH;
+        }
+    }
     let c = Client { api: a.api, color };
     match c.run(a.cmd) {
         Ok(()) => EXIT_OK,
@@ -239,6 +258,7 @@ impl Client {
             .unwrap_or_else(|| String::from_utf8_lossy(&r.body).trim().to_string());
         let code = match r.status {
             404 => EXIT_NOT_FOUND,
+            401 | 403 => EXIT_AUTH,
             400..=499 => EXIT_REJECTED,
             _ => EXIT_SERVER,
         };

@@ -48,6 +48,14 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// The bearer token sent with every request (set once by `ctl`).
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Sets the bearer token of every later request (first call wins).
+pub fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(token.filter(|t| !t.is_empty()));
+}
+
 fn connect(addr: &str) -> Result<TcpStream, HttpError> {
     let err = |source| HttpError::Connect {
         addr: addr.to_string(),
@@ -78,6 +86,9 @@ fn send(
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\nUser-Agent: layercake-ctl\r\n"
     );
+    if let Some(Some(t)) = TOKEN.get() {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
     if let Some(b) = body {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

@@ -14,6 +14,15 @@
 //! itself against its virtual machine. On a real cluster those steps run on
 //! the node's parent (its sub-parent) with real power and PXE modules; the
 //! virtual modules make no difference between the two.
+//!
+//! **BMC nodes (CHILD context for real):** a node whose Cfg names a BMC
+//! (`layercake.power.Power/Protocol` ipmi, redfish or virtual) has no
+//! process of its own. Its sub-parent's [`MemberApp`] holds a
+//! [`BmcHost`] (attached with [`MemberApp::attach_bmc`]) that receives the
+//! child's Cfg from the overlay, runs the power steps through the backends
+//! (`crate::bmc` starts the driver task) and is the only author of the
+//! child's Dsc, published with [`Strategy::publish`]; the child's silence is
+//! not reported as a failure.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +38,10 @@ use proto::node::{Node, RunState};
 use proto::overlay::Frame;
 use sync_tree::TreeCore;
 
+use crate::bmc::ChildPlaces;
 use crate::metrics as m;
 use crate::model::Model;
+use layercake::power::host::BmcHost;
 
 /// Milliseconds of an instance time (the engine's clock unit).
 fn ms(now: Time) -> u64 {
@@ -170,10 +181,17 @@ impl NodeRuntime {
     }
 }
 
+/// The children whose power a sub-parent drives (see `crate::bmc`).
+struct BmcSide {
+    host: BmcHost,
+    places: ChildPlaces,
+}
+
 /// A sub-parent (relay) or a leaf (relay-less, with its engine).
 pub struct MemberApp {
     core: TreeCore,
     node: Option<Box<NodeRuntime>>,
+    bmc: Option<Box<BmcSide>>,
     /// Children this instance declared down.
     pub peers_down: u64,
 }
@@ -184,7 +202,64 @@ impl MemberApp {
         MemberApp {
             core,
             node: None,
+            bmc: None,
             peers_down: 0,
+        }
+    }
+
+    /// Makes this sub-parent drive the power of its children whose Cfg
+    /// names a BMC (CHILD context; it publishes their Dsc).
+    pub fn attach_bmc(&mut self, host: BmcHost, places: ChildPlaces) {
+        self.bmc = Some(Box::new(BmcSide { host, places }));
+    }
+
+    /// Runs `f` on the BMC host (the driver task's entry), then publishes
+    /// the children's Dsc that changed.
+    ///
+    /// # Panics
+    /// If no host is attached (the driver is only started for one).
+    pub fn with_bmc<R>(&mut self, now: Time, f: impl FnOnce(&mut BmcHost, u64) -> R) -> R {
+        let side = self.bmc.as_mut().expect("a BMC host is attached");
+        let r = f(&mut side.host, ms(now));
+        self.publish_bmc(now);
+        r
+    }
+
+    /// Publishes the Dsc of driven children that changed, over the latest
+    /// Dsc this instance holds for each (the overlay keeps the highest
+    /// version; this instance is the only author of a BMC node's Dsc).
+    fn publish_bmc(&mut self, now: Time) {
+        let Some(side) = self.bmc.as_mut() else {
+            return;
+        };
+        let core = &self.core;
+        let base = |id: u32| {
+            let key = Key {
+                node: id,
+                kind: Kind::Dsc,
+            };
+            core.get(key)
+                .and_then(|r| Node::decode(r.data.as_ref()).ok())
+        };
+        for (id, dsc) in side.host.dsc_changes(base) {
+            self.core.publish(now, id, Kind::Dsc, dsc);
+        }
+    }
+
+    /// A child's Cfg reached this sub-parent: its BMC host adopts or
+    /// releases the child.
+    fn child_cfg(&mut self, now: Time, child: NodeId, data: &[u8]) {
+        let Some(side) = self.bmc.as_mut() else {
+            return;
+        };
+        let Some(place) = side.places.place(child) else {
+            return;
+        };
+        match Node::decode(data) {
+            Ok(cfg) => {
+                side.host.handle_cfg(child, place, cfg, ms(now));
+            }
+            Err(e) => tracing::warn!("undecodable Cfg for instance {child}: {e}"),
         }
     }
 
@@ -193,6 +268,7 @@ impl MemberApp {
         let mut app = MemberApp {
             core,
             node: Some(Box::new(node)),
+            bmc: None,
             peers_down: 0,
         };
         app.publish_dsc(now);
@@ -224,9 +300,15 @@ impl MemberApp {
                         Err(e) => tracing::warn!("undecodable Cfg for instance {me}: {e}"),
                     }
                 }
+                Event::Delivered(r) if r.key.kind == Kind::Cfg => {
+                    self.child_cfg(now, r.key.node, r.data.as_ref());
+                }
                 Event::PeerDown(p) => {
                     m::peer_event("down");
-                    if p > me {
+                    // A BMC node has no process of its own: its silence is
+                    // expected, and this instance authors its Dsc.
+                    let driven = self.bmc.as_ref().is_some_and(|b| b.host.drives(p));
+                    if p > me && !driven {
                         self.mark_child_failed(now, p);
                     }
                 }
@@ -235,6 +317,7 @@ impl MemberApp {
             }
         }
         self.publish_dsc(now);
+        self.publish_bmc(now);
     }
 
     /// A child went silent: its Dsc is marked RunState ERROR upward.

@@ -83,6 +83,12 @@ impl CfgDb {
         &self.path
     }
 
+    /// The database itself, for the other tables the root keeps in the
+    /// same file (the keyring, `crate::keys`).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn bump_epoch(&self) -> Result<u64, PersistError> {
         let tx = self.db.begin_write().db(&self.path)?;
         let epoch = {

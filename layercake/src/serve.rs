@@ -22,6 +22,8 @@ use tokio::sync::{broadcast, watch};
 use topo::{Role, StrategyKind};
 
 use crate::api::{ApiState, router};
+use crate::api_tls::{ApiSecurity, ApiSecurityArgs};
+use crate::certs::Pki;
 use crate::cli::{DemoArgs, ModuleArgs, RunArgs};
 use crate::cluster::{self, Cluster};
 use crate::model::Model;
@@ -35,12 +37,20 @@ const API_SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 /// What one process serves.
 struct Plan {
     cluster: Arc<Cluster>,
-    key: ClusterKey,
+    /// The cluster key (`None`: a `--pki` instance that joins for its ring).
+    key: Option<ClusterKey>,
+    /// The instance's certificate (`run --pki`): join over QUIC.
+    pki: Option<Pki>,
+    /// How often a `--pki` instance fetches the root's keyring.
+    key_poll: Duration,
     ids: Vec<u32>,
     modules: VirtualConfig,
     seed: u64,
     data_dir: PathBuf,
     api: SocketAddr,
+    api_security: ApiSecurityArgs,
+    /// BMC power options (`run` only).
+    power: Option<crate::bmc::PowerArgs>,
     demo: Option<DemoPlan>,
 }
 
@@ -84,15 +94,25 @@ pub fn run(a: RunArgs) -> Result<i32> {
         .by_name(&a.id)
         .with_context(|| format!("`{}` is not an instance of {}", a.id, a.topology.display()))?;
     check_strategy(cluster.flat.instances[id as usize].sync.strategy)?;
-    let key = cluster::read_key(&cluster.topo)?;
+    let pki = a.pki.load(&a.id)?;
+    // With a certificate, an instance joins for its keyring; only the root
+    // reads the topology's key (to seed its stored ring), if there is one.
+    let key = match (&pki, id, &cluster.topo.key_file) {
+        (Some(_), 0, None) | (Some(_), 1.., _) => None,
+        _ => Some(cluster::read_key(&cluster.topo)?),
+    };
     let plan = Plan {
         cluster: Arc::new(cluster),
         key,
+        pki,
+        key_poll: a.key_poll,
         ids: vec![id],
         modules: modules(&a.modules)?,
         seed: a.modules.seed,
         data_dir: a.data_dir,
         api: a.api,
+        api_security: a.api_security,
+        power: Some(a.power),
         demo: None,
     };
     serve(plan)
@@ -122,12 +142,18 @@ pub fn demo(a: DemoArgs) -> Result<i32> {
     };
     let plan = Plan {
         cluster: Arc::new(cluster),
-        key: ClusterKey::from_seed(port as u64 ^ u64::from(std::process::id()) << 16),
+        key: Some(ClusterKey::from_seed(
+            port as u64 ^ u64::from(std::process::id()) << 16,
+        )),
+        pki: None,
+        key_poll: Duration::from_secs(10),
         ids,
         modules: modules(&a.modules)?,
         seed: a.modules.seed,
         data_dir,
         api: a.api,
+        api_security: a.api_security,
+        power: None,
         demo: Some(DemoPlan {
             for_: a.for_,
             boot: !a.no_boot,
@@ -166,6 +192,11 @@ fn serve(plan: Plan) -> Result<i32> {
     } else {
         None
     };
+    let security = if hosts_root {
+        ApiSecurity::load(&plan.api_security, plan.api)?
+    } else {
+        ApiSecurity::default()
+    };
     let listener = if hosts_root {
         let l = TcpListener::bind(plan.api)
             .with_context(|| format!("binding the API at {}", plan.api))?;
@@ -178,7 +209,10 @@ fn serve(plan: Plan) -> Result<i32> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let code = local.block_on(&rt, serve_world(&plan, model, prom, db, listener));
+    let code = local.block_on(
+        &rt,
+        serve_world(&plan, model, prom, db, (listener, security)),
+    );
     if plan.demo.as_ref().is_some_and(|d| d.remove_data_dir) {
         let _ = std::fs::remove_dir_all(&plan.data_dir);
     }
@@ -190,17 +224,37 @@ async fn serve_world(
     model: Arc<Model>,
     prom: PrometheusHandle,
     db: Option<Arc<CfgDb>>,
-    listener: Option<TcpListener>,
+    (listener, security): (Option<TcpListener>, ApiSecurity),
 ) -> Result<i32> {
     let bus = broadcast::channel(BUS_CAPACITY).0;
+    let upload_ok = plan.api.ip().is_loopback() || security.tls.is_some();
+    let me = plan.ids[0];
+    let (key, pki) = (plan.key.clone(), plan.pki.as_ref());
+    let setup = crate::join::Setup {
+        cluster: &plan.cluster,
+        me,
+        key,
+        pki,
+        poll: plan.key_poll,
+    };
+    let Some((ring, keys)) = crate::join::keyring(setup, db.as_ref(), upload_ok).await? else {
+        return Ok(0); // a signal during the join
+    };
     let cfg = WorldConfig {
         cluster: plan.cluster.clone(),
-        key: plan.key.clone(),
+        key: ring
+            .get(ring.primary())
+            .expect("the primary key is in the ring"),
+        ring: Some(ring),
         ids: plan.ids.clone(),
         modules: plan.modules,
         seed: plan.seed,
         db: db.clone(),
         bus: bus.clone(),
+        power: match &plan.power {
+            Some(p) => Some(crate::bmc::PowerSetup::new(p)?),
+            None => None,
+        },
     };
     let hosted = world::start(&cfg, &model)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -214,12 +268,15 @@ async fn serve_world(
             prom: Some(prom.clone()),
             model: model.clone(),
             shutdown: stop_rx.clone(),
+            auth: security.tokens.clone(),
+            keys,
         };
         let addr = listener.local_addr()?;
-        api_thread = Some(spawn_api(listener, state, stop_rx.clone())?);
-        println!("dashboard: http://{addr}/");
-        println!("api: http://{addr}/api/v1");
-        println!("metrics: http://{addr}/metrics");
+        let scheme = security.scheme();
+        api_thread = Some(spawn_api(listener, state, security.tls, stop_rx.clone())?);
+        println!("dashboard: {scheme}://{addr}/");
+        println!("api: {scheme}://{addr}/api/v1");
+        println!("metrics: {scheme}://{addr}/metrics");
     }
     tokio::task::spawn_local(world::sampler_task(
         hosted.root.clone(),
@@ -257,6 +314,7 @@ async fn serve_world(
 fn spawn_api(
     listener: TcpListener,
     state: ApiState,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -275,6 +333,10 @@ fn spawn_api(
                         return;
                     }
                 };
+                if let Some(tls) = tls {
+                    crate::api_tls::serve(l, router(state), tls, stop).await;
+                    return;
+                }
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
@@ -290,7 +352,7 @@ fn spawn_api(
 }
 
 /// Waits for SIGINT or SIGTERM.
-async fn wait_for_signal() -> Result<()> {
+pub(crate) async fn wait_for_signal() -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {

@@ -114,6 +114,9 @@ pub struct WorldConfig {
     pub cluster: Arc<Cluster>,
     /// The cluster key.
     pub key: ClusterKey,
+    /// The keyring to seal and open with (shared with whoever rotates it);
+    /// `None`: `key` alone, id 1.
+    pub ring: Option<KeyRing>,
     /// Instance ids hosted here.
     pub ids: Vec<NodeId>,
     /// The virtual modules' delays and fault rates.
@@ -124,6 +127,8 @@ pub struct WorldConfig {
     pub db: Option<Arc<CfgDb>>,
     /// The event stream.
     pub bus: Bus,
+    /// BMC power (sub-parents drive their BMC children); `None` in the demo.
+    pub power: Option<crate::bmc::PowerSetup>,
 }
 
 /// The running instances of this process.
@@ -183,7 +188,10 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<Hosted> {
             .iter()
             .map(|i| i.addr)
             .collect::<Vec<SocketAddr>>(),
-        keys: KeyRing::single(1, &cfg.key),
+        keys: cfg
+            .ring
+            .as_ref()
+            .map_or_else(|| KeyRing::single(1, &cfg.key), KeyRing::share),
         loss: 0.0,
         epoch: wall.saturating_mul(1_000_000),
     });
@@ -210,7 +218,14 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<Hosted> {
             }
             Role::SubParent => {
                 let core = TreeCore::new(id, c.tree.clone(), tc, now);
-                let h = udp::spawn(MemberApp::relay(core), socket, shared.clone());
+                let mut app = MemberApp::relay(core);
+                if let Some(p) = &cfg.power {
+                    app.attach_bmc(p.host(model)?, crate::bmc::ChildPlaces::of(&c.flat, id));
+                }
+                let h = udp::spawn(app, socket, shared.clone());
+                if let Some(p) = &cfg.power {
+                    crate::bmc::start_driver(h.clone(), p);
+                }
                 hosted.members.push((id, h));
             }
             Role::Leaf => {

@@ -24,7 +24,7 @@ use proto::loadtest::Generation;
 use proto::node::{Node, PhysState, RunState};
 use proto::overlay::{Frame, frame};
 use proto::prost::Message;
-use sync_gossip::{GossipCore, GossipEvent};
+use sync_gossip::{FlatGossip, GossipCore, GossipEvent};
 use sync_tree::TreeCore;
 
 use crate::engine_leaf::{EngineLeaf, EngineShared};
@@ -98,9 +98,85 @@ pub enum EngineRole {
     Leaf(Box<EngineLeaf>),
 }
 
+/// The sync core of an instance: the tree (strategies `tree` and `hybrid`)
+/// or one member of the flat SWIM group (strategy `gossip`).
+pub enum Core {
+    /// Hellos up and down the tree.
+    Tree(TreeCore),
+    /// The whole cluster as one SWIM group.
+    Flat(Box<FlatGossip>),
+}
+
+impl Core {
+    fn strategy(&self) -> &dyn Strategy {
+        match self {
+            Core::Tree(c) => c,
+            Core::Flat(c) => c.as_ref(),
+        }
+    }
+
+    fn strategy_mut(&mut self) -> &mut dyn Strategy {
+        match self {
+            Core::Tree(c) => c,
+            Core::Flat(c) => c.as_mut(),
+        }
+    }
+
+    fn id(&self) -> NodeId {
+        self.strategy().id()
+    }
+
+    fn get(&self, key: Key) -> Option<overlay::Record> {
+        self.strategy().get(key)
+    }
+
+    fn publish(&mut self, now: Time, node: NodeId, kind: Kind, data: Bytes) -> u64 {
+        self.strategy_mut().publish(now, node, kind, data)
+    }
+
+    fn mark_failed(&mut self, now: Time, node: NodeId, data: Bytes) {
+        self.strategy_mut().mark_failed(now, node, data);
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.strategy_mut().poll_event()
+    }
+
+    /// Instances of the cluster.
+    fn instances(&self) -> usize {
+        match self {
+            Core::Tree(c) => c.routes_len(),
+            Core::Flat(c) => c.members(),
+        }
+    }
+
+    /// The acting member of `leader`'s group (the flat group has none).
+    fn acting(&self, leader: NodeId) -> NodeId {
+        match self {
+            Core::Tree(c) => c.acting(leader),
+            Core::Flat(_) => leader,
+        }
+    }
+
+    /// Whether `p` is a tree neighbour (whose death we mark upward).
+    fn is_neighbor(&self, p: NodeId) -> bool {
+        match self {
+            Core::Tree(c) => c.neighbor(p).is_some(),
+            Core::Flat(_) => false,
+        }
+    }
+
+    fn tree_mut(&mut self) -> Option<&mut TreeCore> {
+        match self {
+            Core::Tree(c) => Some(c),
+            Core::Flat(_) => None,
+        }
+    }
+}
+
 /// One loadtest instance: a sync core and the application above it.
 pub struct LoadNode {
-    core: TreeCore,
+    core: Core,
     engine: EngineRole,
     /// Leaves: `(generation, when its Cfg arrived)`, in arrival order.
     pub cfg_arrivals: Vec<(u64, Time)>,
@@ -140,7 +216,7 @@ pub struct FailoverWatch {
 impl LoadNode {
     /// Root: starts watching for fresh Dsc and adoptions (failover).
     pub fn watch_failover(&mut self) {
-        let n = self.core.routes_len();
+        let n = self.core.instances();
         let since = (0..n as NodeId)
             .map(|node| {
                 self.core
@@ -164,13 +240,19 @@ impl LoadNode {
         self.core.acting(leader)
     }
 
+    /// The record this instance holds for `key` (read by checkers such as
+    /// the fault campaign).
+    pub fn record(&self, key: Key) -> Option<overlay::Record> {
+        self.core.get(key)
+    }
+
     /// Wraps a core (no engine).
-    pub fn new(core: TreeCore) -> LoadNode {
+    pub fn new(core: Core) -> LoadNode {
         LoadNode::with_engine(core, EngineRole::Off)
     }
 
     /// Wraps a core with the engine `role`.
-    pub fn with_engine(core: TreeCore, engine: EngineRole) -> LoadNode {
+    pub fn with_engine(core: Core, engine: EngineRole) -> LoadNode {
         LoadNode {
             core,
             engine,
@@ -205,19 +287,24 @@ impl LoadNode {
             while let Some(ev) = side.core.poll_event() {
                 match ev {
                     GossipEvent::ActingChanged { acting, epoch } => {
-                        self.core.set_acting(now, side.leader, acting, epoch);
+                        let Some(tree) = self.core.tree_mut() else {
+                            continue;
+                        };
+                        tree.set_acting(now, side.leader, acting, epoch);
                         if acting == me {
                             for &node in side.core.group().ranked() {
                                 for kind in [Kind::Cfg, Kind::Dsc] {
                                     if let Some(r) = side.core.get(Key { node, kind }) {
-                                        self.core.absorb(now, r);
+                                        tree.absorb(now, r);
                                     }
                                 }
                             }
                         }
                     }
                     GossipEvent::Delivered(r) if self.core.acting(side.leader) == me => {
-                        self.core.absorb(now, r);
+                        if let Some(tree) = self.core.tree_mut() {
+                            tree.absorb(now, r);
+                        }
                     }
                     _ => {}
                 }
@@ -346,7 +433,7 @@ impl LoadNode {
                         w.adopted_at[p as usize] = Some(now);
                     }
                 }
-                Event::PeerDown(p) if self.core.neighbor(p).is_some() && p > me => {
+                Event::PeerDown(p) if self.core.is_neighbor(p) && p > me => {
                     self.peers_down += 1;
                     let key = Key {
                         node: p,
@@ -374,7 +461,9 @@ impl Instance for LoadNode {
         if self.dead {
             return;
         }
-        if let Some(frame::Body::Gossip(g)) = &frame.body {
+        if let Core::Flat(_) = self.core {
+            self.core.strategy_mut().handle_frame(now, from, frame);
+        } else if let Some(frame::Body::Gossip(g)) = &frame.body {
             let group = g.group;
             if let Some(side) = self
                 .sides
@@ -384,7 +473,7 @@ impl Instance for LoadNode {
                 side.core.handle_frame(now, from, frame);
             }
         } else {
-            self.core.handle_frame(now, from, frame);
+            self.core.strategy_mut().handle_frame(now, from, frame);
         }
         self.after(now);
     }
@@ -392,7 +481,7 @@ impl Instance for LoadNode {
         if self.dead {
             return;
         }
-        self.core.handle_timeout(now);
+        self.core.strategy_mut().handle_timeout(now);
         for side in &mut self.sides {
             side.core.handle_timeout(now);
         }
@@ -409,7 +498,7 @@ impl Instance for LoadNode {
         if self.dead {
             return None;
         }
-        if let Some(t) = self.core.poll_transmit() {
+        if let Some(t) = self.core.strategy_mut().poll_transmit() {
             return Some(t);
         }
         self.sides.iter_mut().find_map(|s| s.core.poll_transmit())
@@ -418,7 +507,7 @@ impl Instance for LoadNode {
         if self.dead {
             return None;
         }
-        let core = self.core.poll_timeout();
+        let core = self.core.strategy_mut().poll_timeout();
         let engine = match &self.engine {
             EngineRole::Leaf(leaf) => leaf.poll_timeout().map(Duration::from_millis),
             _ => None,

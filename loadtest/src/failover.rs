@@ -124,6 +124,7 @@ pub fn run(
     wall: Instant,
     initial_sync: Duration,
     per_hello: f64,
+    steady: &crate::sim_mode::Steady,
 ) -> Result<Report> {
     if let Some(cut) = kill.partition {
         let ctx = Ctx {
@@ -134,6 +135,8 @@ pub fn run(
             wall,
             initial_sync,
             per_hello,
+            steady_total: steady.total(),
+            steady_bytes: steady.bytes(),
         };
         return partition(&ctx, sim, kill.subparents, cut);
     }
@@ -186,6 +189,8 @@ pub fn run(
         reached: reached_2,
         initial_sync_s: initial_sync.as_secs_f64(),
         root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
+        root_rx_datagrams_per_hello_total: steady.total(),
+        steady_bytes_per_node_per_s: steady.bytes(),
         max_datagram_bytes: sim.stats.max_datagram_bytes,
         datagrams_total: sim.stats.datagrams,
         bytes_total: sim.stats.bytes,
@@ -239,6 +244,8 @@ struct Ctx<'a> {
     wall: Instant,
     initial_sync: Duration,
     per_hello: f64,
+    steady_total: f64,
+    steady_bytes: f64,
 }
 
 /// Scenario `partition`: `k` racks are cut off for `cut`; half a hello
@@ -289,6 +296,8 @@ fn partition(x: &Ctx, mut sim: Sim<LoadNode>, k: usize, cut: Duration) -> Result
         reached: track.reached,
         initial_sync_s: x.initial_sync.as_secs_f64(),
         root_rx_datagrams_per_hello: (x.per_hello * 1000.0).round() / 1000.0,
+        root_rx_datagrams_per_hello_total: x.steady_total,
+        steady_bytes_per_node_per_s: x.steady_bytes,
         max_datagram_bytes: sim.stats.max_datagram_bytes,
         datagrams_total: sim.stats.datagrams,
         bytes_total: sim.stats.bytes,

@@ -6,12 +6,18 @@
 //!   on every leaf.
 //! - `loadtest engine --nodes N ...`: the state engine alone (graph build,
 //!   planning, driving N nodes), a table and an optional JSON report.
+//! - `loadtest campaign --seeds S --nodes N`: the deterministic fault
+//!   campaign (`campaign.rs`); `--seed S` alone replays one seed.
+//! - `loadtest flood --nodes N --flood D`: garbage at the root of a
+//!   real-UDP cluster while it converges (`flood.rs`).
 //! - `loadtest worker ...` (hidden): one UDP worker process, started by `run`.
 
 mod app;
+mod campaign;
 mod engine_bench;
 mod engine_leaf;
 mod failover;
+mod flood;
 mod progress;
 mod report;
 mod setup;
@@ -45,6 +51,12 @@ enum Cmd {
     Run(RunArgs),
     /// Benchmark the state engine alone: graph, planning, driving N nodes.
     Engine(engine_bench::EngineArgs),
+    /// Deterministic fault campaign: many seeds of faults in simulation,
+    /// invariants checked, failing seeds printed with their replay command.
+    Campaign(campaign::CampaignArgs),
+    /// Flood the root of a real-UDP cluster with garbage while it converges;
+    /// report the root's memory, drops by reason and converge times.
+    Flood(flood::FloodArgs),
     /// One UDP worker process (started by `run --net udp`).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -57,9 +69,10 @@ struct RunArgs {
     /// Where the nodes run: `sim` (virtual time) or `udp` (real sockets).
     #[arg(long, default_value = "sim")]
     net: String,
-    /// The scenario: `converge`, `failover` (`--kill-subparents K`,
-    /// `--restore`) or `partition` (simulation: `--kill-subparents K` racks
-    /// cut off for `--cut-for`, then healed).
+    /// The scenario: `converge`, `loss` (converge with `--loss`, 5 % if
+    /// unset, on the measured change; reports `lost_updates`), `failover`
+    /// (`--kill-subparents K`, `--restore`) or `partition` (simulation:
+    /// `--kill-subparents K` racks cut off for `--cut-for`, then healed).
     #[arg(long, default_value = "converge")]
     scenario: String,
     /// Give up on a phase after this long (virtual time in `sim`).
@@ -96,13 +109,24 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Run(a) => run(a),
         Cmd::Engine(a) => engine_bench::run(&a),
+        Cmd::Campaign(a) => campaign::run(&a),
+        Cmd::Flood(a) => flood::run(&a),
         Cmd::Worker(w) => worker::main(w),
     }
 }
 
-fn run(a: RunArgs) -> Result<()> {
+fn run(mut a: RunArgs) -> Result<()> {
     let failover = match a.scenario.as_str() {
         "converge" => None,
+        "loss" => {
+            // Simulation: a clean initial sync, then the loss on the
+            // measured change; UDP: the loss from the start.
+            if a.cluster.loss == 0.0 {
+                a.cluster.loss = 0.05;
+            }
+            a.cluster.loss_scenario = true;
+            None
+        }
         "failover" => Some(failover::Kill {
             subparents: a.kill_subparents.max(1),
             restore: a.restore,
@@ -114,7 +138,7 @@ fn run(a: RunArgs) -> Result<()> {
             partition: Some(a.cut_for),
         }),
         "partition" => bail!("--scenario partition runs with --net sim so far"),
-        other => bail!("--scenario {other}: use `converge`, `failover` or `partition`"),
+        other => bail!("--scenario {other}: use `converge`, `loss`, `failover` or `partition`"),
     };
     let cluster = setup::cluster(&a.cluster)?;
     let progress = progress::Progress::new(a.quiet, a.metrics)?;
@@ -128,8 +152,8 @@ fn run(a: RunArgs) -> Result<()> {
         if a.cluster.engine { ", engine" } else { "" }
     );
     let report = match a.net.as_str() {
-        "sim" if cluster.transport == topo::Transport::Quic => {
-            bail!("--transport quic runs on real sockets: use it with --net udp")
+        "sim" if cluster.transport != setup::Wire::Udp => {
+            bail!("--transport quic|auto runs on real sockets: use it with --net udp")
         }
         "sim" => sim_mode::run(
             &a.cluster,

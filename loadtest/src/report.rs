@@ -44,6 +44,11 @@ pub struct Report {
     pub converge_max_s: f64,
     /// Steady state: datagrams the root received per root child per hello.
     pub root_rx_datagrams_per_hello: f64,
+    /// Steady state: datagrams the root received per hello, in all.
+    pub root_rx_datagrams_per_hello_total: f64,
+    /// Steady state: bytes sent per instance per second (the background
+    /// load of the strategy).
+    pub steady_bytes_per_node_per_s: f64,
     /// Largest datagram sent, envelope included.
     pub max_datagram_bytes: usize,
     /// Datagrams sent over the whole run.
@@ -61,6 +66,9 @@ pub struct Report {
     pub peak_rss_mb: f64,
     /// Worker processes (UDP).
     pub workers: usize,
+    /// `--transport auto`: frames per path and path changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths: Option<crate::worker::Paths>,
     /// Failover: sub-parents killed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_subparents: Option<usize>,
@@ -84,6 +92,13 @@ pub struct Report {
 /// Percentiles of a set of durations.
 pub struct Percentiles {
     h: Histogram<u64>,
+}
+
+impl Percentiles {
+    /// Samples recorded.
+    pub fn len(&self) -> usize {
+        self.h.len() as usize
+    }
 }
 
 impl Percentiles {
@@ -188,6 +203,14 @@ impl Report {
             (
                 "root rx per sub-parent per hello",
                 format!("{:.2}", self.root_rx_datagrams_per_hello),
+            ),
+            (
+                "root rx per hello, all",
+                format!("{:.1}", self.root_rx_datagrams_per_hello_total),
+            ),
+            (
+                "steady bytes per node per second",
+                format!("{:.1}", self.steady_bytes_per_node_per_s),
             ),
             (
                 "datagrams / bytes",

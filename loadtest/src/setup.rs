@@ -10,9 +10,9 @@ use overlay::tree::Tree;
 use sync_tree::{TreeConfig, TreeCore};
 use topo::{Flat, Role, StrategyKind, SyncSettings, Topology};
 
-use crate::app::{EngineRole, LoadNode, Side};
+use crate::app::{Core, EngineRole, LoadNode, Side};
 use crate::engine_leaf::EngineShared;
-use sync_gossip::{GossipConfig, GossipCore};
+use sync_gossip::{FlatGossip, GossipConfig, GossipCore};
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -35,6 +35,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// How instances reach each other on `--net udp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// Plain UDP datagrams (`overlay::udp`).
+    Udp,
+    /// QUIC on every link (`overlay::quic`).
+    Quic,
+    /// UDP with per-link QUIC and fallback (`overlay::dual`).
+    Auto,
+}
+
+impl std::fmt::Display for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Wire::Udp => "udp",
+            Wire::Quic => "quic",
+            Wire::Auto => "auto",
+        })
+    }
+}
+
+/// The QUIC port of an instance in `auto` mode: its UDP port plus one.
+pub fn quic_addr(udp: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut a = udp;
+    a.set_port(udp.port().wrapping_add(1));
+    a
+}
+
 /// What the cluster looks like (shared by `run` and the UDP workers).
 #[derive(Args, Clone, Debug)]
 pub struct ClusterArgs {
@@ -51,8 +79,9 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub topology: Option<PathBuf>,
     /// Sync strategy: `tree` (hellos only; orphans fall back to their
-    /// grandparent) or `hybrid` (tree plus SWIM groups per rack that elect
-    /// an acting sub-parent).
+    /// grandparent), `hybrid` (tree plus SWIM groups per rack that elect
+    /// an acting sub-parent) or `gossip` (the whole cluster as one flat
+    /// SWIM group: the baseline, expected to lose at scale).
     #[arg(long, default_value = "tree")]
     pub strategy: String,
     /// Hello interval of every level (overrides the topology).
@@ -67,8 +96,12 @@ pub struct ClusterArgs {
     /// Probability that a datagram is lost.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
-    /// Transport of every link on `--net udp`: `udp` datagrams, or `quic`
-    /// connections with mutual TLS (a cluster CA made for the run).
+    /// Transport on `--net udp`: `udp` (plain datagrams, no fallback: the
+    /// load baseline), `quic` (every link over QUIC with mutual TLS, a
+    /// cluster CA made for the run) or `auto` (the product's behaviour:
+    /// UDP, QUIC on links whose topology level says `transport: quic` and
+    /// wherever UDP goes unanswered for a dead interval, back to UDP when
+    /// it works again; two sockets per instance).
     #[arg(long, default_value = "udp")]
     pub transport: String,
     /// Listen on this port instead of the topology's (every instance keeps
@@ -82,6 +115,11 @@ pub struct ClusterArgs {
     /// leaf; `converge` then measures real mutation chains.
     #[arg(long)]
     pub engine: bool,
+    /// Scenario `loss` (set by `run`): in simulation the initial sync runs
+    /// without loss and `--loss` applies from the measured change on; on
+    /// UDP it applies throughout. The report counts `lost_updates`.
+    #[arg(skip)]
+    pub loss_scenario: bool,
     /// With `--engine`: probability that a module step reports an error.
     #[arg(long, default_value_t = 0.0, requires = "engine")]
     pub engine_fail_rate: f64,
@@ -105,12 +143,14 @@ pub struct Cluster {
     pub node_hello: Duration,
     /// With `--engine`: the module set shared by every engine.
     pub engine: Option<Arc<EngineShared>>,
-    /// The transport of every link.
-    pub transport: topo::Transport,
+    /// The transport of the links.
+    pub transport: Wire,
     /// The sync strategy.
     pub strategy: StrategyKind,
     /// Hybrid: every group's members in rank order.
     pub groups: Vec<sync_gossip::GroupSpec>,
+    /// Gossip: the one flat group (every instance, the root first).
+    pub flat_group: Option<sync_gossip::GroupSpec>,
 }
 
 impl Cluster {
@@ -130,15 +170,24 @@ impl Cluster {
 
     /// The loadtest instance `id`, started at `now`.
     pub fn node(&self, id: u32, seed: u64, now: Duration) -> LoadNode {
+        let floor = now.as_millis() as u64 * 16;
+        if let Some(spec) = &self.flat_group {
+            let mut cfg = GossipConfig::for_hello(self.node_hello);
+            cfg.incarnation = now.as_micros() as u64 + 1;
+            cfg.seed = seed ^ (id as u64) << 20;
+            let core = FlatGossip::new(now, id, spec.clone(), cfg, floor)
+                .expect("every instance is a member of the flat group");
+            return self.node_with(id, Core::Flat(Box::new(core)), now);
+        }
         let cfg = TreeConfig {
             seed,
-            version_floor: now.as_millis() as u64 * 16,
+            version_floor: floor,
             // In hybrid the group elects an acting sub-parent instead.
             fallback: self.strategy != StrategyKind::Hybrid,
             ..TreeConfig::default()
         };
         let core = TreeCore::new(id, self.tree.clone(), cfg, now);
-        self.node_with(id, core, now)
+        self.node_with(id, Core::Tree(core), now)
             .with_sides(self.sides(id, seed, now))
     }
 
@@ -166,7 +215,7 @@ impl Cluster {
             .collect()
     }
 
-    fn node_with(&self, id: u32, core: TreeCore, _now: Duration) -> LoadNode {
+    fn node_with(&self, id: u32, core: Core, _now: Duration) -> LoadNode {
         let Some(shared) = &self.engine else {
             return LoadNode::new(core);
         };
@@ -186,9 +235,6 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         .strategy
         .parse()
         .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
-    if strategy == StrategyKind::Gossip {
-        bail!("--strategy gossip (one flat SWIM group) is not built yet: use `tree` or `hybrid`");
-    }
     if !(0.0..1.0).contains(&a.loss) {
         bail!("--loss must be in [0, 1), got {}", a.loss);
     }
@@ -215,10 +261,12 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         }
     };
     override_timers(&mut topo, a.hello, a.dead)?;
-    let transport: topo::Transport = a
-        .transport
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
+    let transport = match a.transport.as_str() {
+        "udp" => Wire::Udp,
+        "quic" => Wire::Quic,
+        "auto" => Wire::Auto,
+        other => bail!("--transport {other}: use `udp`, `quic` or `auto`"),
+    };
     let mut flat = topo.flatten();
     if let Some(port) = a.port {
         for i in &mut flat.instances {
@@ -245,6 +293,13 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
             .context("building the SWIM groups")?,
         _ => Vec::new(),
     };
+    let flat_group = match strategy {
+        StrategyKind::Gossip => Some(
+            sync_gossip::GroupSpec::flat(0, (0..flat.instances.len() as u32).collect())
+                .context("building the flat SWIM group")?,
+        ),
+        _ => None,
+    };
     let engine = if a.engine {
         let e = EngineShared::new(a.engine_fail_rate, a.engine_hang_rate, a.seed)?;
         Some(Arc::new(e))
@@ -261,6 +316,7 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         transport,
         strategy,
         groups,
+        flat_group,
     })
 }
 

@@ -3,7 +3,7 @@
 //! Phases: (1) the root publishes generation 1 for every leaf and the run
 //! waits until it holds every matching Dsc (initial sync); (2) it settles
 //! and the root's received datagrams are counted over five hellos (steady
-//! state); (3) at `t0` the root publishes generation 2 for every leaf, and
+//! state, after [`SETTLE_HELLOS`]); (3) at `t0` the root publishes generation 2 for every leaf, and
 //! per node `down` (Cfg held by the node) and `converge` (matching Dsc held
 //! by the root) are measured on the virtual clock.
 
@@ -19,6 +19,32 @@ use crate::setup::{Cluster, ClusterArgs};
 
 /// Hellos over which the root's steady-state load is measured.
 pub const STEADY_HELLOS: u32 = 5;
+
+/// Hellos between the initial sync and the steady-state window: the
+/// hybrid and gossip strategies fill their replicas (every member holds
+/// every record of its group) by anti-entropy for some seconds after the
+/// root already holds every Dsc.
+pub const SETTLE_HELLOS: u32 = 10;
+
+/// The steady-state background load (measured over [`STEADY_HELLOS`]).
+pub struct Steady {
+    /// Datagrams the root received per hello, in all.
+    pub per_hello_total: f64,
+    /// Bytes sent per instance per second.
+    pub bytes_per_node_per_s: f64,
+}
+
+impl Steady {
+    /// Datagrams at the root per hello, rounded for the report.
+    pub fn total(&self) -> f64 {
+        (self.per_hello_total * 10.0).round() / 10.0
+    }
+
+    /// Bytes per node per second, rounded for the report.
+    pub fn bytes(&self) -> f64 {
+        (self.bytes_per_node_per_s * 10.0).round() / 10.0
+    }
+}
 
 /// Leaves whose matching Dsc the root holds for the tracked generation.
 pub fn reached(s: &Sim<LoadNode>) -> usize {
@@ -42,7 +68,7 @@ pub fn run(
         .collect();
     let cfg = SimConfig {
         seed: a.seed,
-        loss: a.loss,
+        loss: if a.loss_scenario { 0.0 } else { a.loss },
         ..SimConfig::default()
     };
     let mut sim = Sim::new(cfg, nodes);
@@ -63,11 +89,20 @@ pub fn run(
     let initial_sync = sim.now();
 
     progress.phase("steady state", 0);
-    sim.run_until(sim.now() + c.root_hello * 2);
+    sim.run_until(sim.now() + c.root_hello * SETTLE_HELLOS);
     let rx0 = sim.rx_datagrams(0);
+    let bytes0 = sim.stats.bytes;
+
     sim.run_until(sim.now() + c.root_hello * STEADY_HELLOS);
     let root_children = c.tree.children(0).len().max(1) as f64;
-    let per_hello = (sim.rx_datagrams(0) - rx0) as f64 / STEADY_HELLOS as f64 / root_children;
+    let per_hello_total = (sim.rx_datagrams(0) - rx0) as f64 / STEADY_HELLOS as f64;
+    let per_hello = per_hello_total / root_children;
+    let steady = Steady {
+        per_hello_total,
+        bytes_per_node_per_s: (sim.stats.bytes - bytes0) as f64
+            / c.flat.instances.len() as f64
+            / (c.root_hello * STEADY_HELLOS).as_secs_f64(),
+    };
 
     if let Some(kill) = failover {
         return crate::failover::run(
@@ -80,10 +115,15 @@ pub fn run(
             wall,
             initial_sync,
             per_hello,
+            &steady,
         );
     }
 
     progress.phase("converge", leaves);
+    if a.loss_scenario {
+        let d = SimConfig::default();
+        sim.set_network(a.loss, d.duplicate, d.jitter);
+    }
     let t0 = sim.now();
     sim.with(0, |r, now| r.roll_out(now, 2, &c.is_leaf));
     sim.run_while(step, t0 + limit, |s| {
@@ -96,10 +136,19 @@ pub fn run(
     let track = root.track.as_ref().expect("tracking generation 2");
     let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
     let down = crate::failover::downs(&sim, 2, t0);
+    let (scenario, lost_updates) = if a.loss_scenario {
+        ("loss".to_string(), Some((leaves - down.len()) as u64))
+    } else {
+        ("converge".to_string(), None)
+    };
     Ok(Report {
+        scenario,
+        lost_updates,
         reached: track.reached,
         initial_sync_s: initial_sync.as_secs_f64(),
         root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
+        root_rx_datagrams_per_hello_total: steady.total(),
+        steady_bytes_per_node_per_s: steady.bytes(),
         max_datagram_bytes: sim.stats.max_datagram_bytes,
         datagrams_total: sim.stats.datagrams,
         bytes_total: sim.stats.bytes,

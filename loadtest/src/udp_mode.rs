@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use crate::progress::Progress;
 use crate::report::{Percentiles, Report, peak_rss_mb};
 use crate::setup::{Cluster, ClusterArgs};
+use crate::setup::Wire;
 use crate::sim_mode::STEADY_HELLOS;
 use crate::worker::{Msg, WorkerReport};
 
@@ -29,22 +30,32 @@ struct Worker {
     stdin: ChildStdin,
 }
 
-struct Fleet {
+pub(crate) struct Fleet {
     workers: Vec<Worker>,
     rx: Receiver<(usize, Result<Msg>)>,
 }
 
 impl Fleet {
+    /// The process id of worker `w` (the root's is worker 0).
+    pub(crate) fn pid(&self, w: usize) -> u32 {
+        self.workers[w].child.id()
+    }
+
+    /// Workers started.
+    pub(crate) fn len(&self) -> usize {
+        self.workers.len()
+    }
+
     fn send(&mut self, w: usize, line: &str) -> Result<()> {
         writeln!(self.workers[w].stdin, "{line}").with_context(|| format!("worker {w} is gone"))
     }
 
-    fn broadcast(&mut self, line: &str) -> Result<()> {
+    pub(crate) fn broadcast(&mut self, line: &str) -> Result<()> {
         (0..self.workers.len()).try_for_each(|w| self.send(w, line))
     }
 
     /// Waits for the next message matching `pick` (others are dropped).
-    fn wait<T>(&self, limit: Duration, mut pick: impl FnMut(usize, Msg) -> Option<T>) -> Result<T> {
+    pub(crate) fn wait<T>(&self, limit: Duration, mut pick: impl FnMut(usize, Msg) -> Option<T>) -> Result<T> {
         let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -79,7 +90,7 @@ impl Drop for Fleet {
 }
 
 /// Lets sockets have large buffers (best effort: needs root).
-fn raise_socket_buffer_limits() {
+pub(crate) fn raise_socket_buffer_limits() {
     for f in ["/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max"] {
         let cur: u64 = std::fs::read_to_string(f)
             .ok()
@@ -161,7 +172,7 @@ fn write_ca(a: &mut ClusterArgs) -> Result<TempDir> {
 }
 
 /// Instance ranges: the root alone, then chunks of the rest.
-fn ranges(instances: usize, workers: Option<usize>) -> Vec<(usize, usize)> {
+pub(crate) fn ranges(instances: usize, workers: Option<usize>) -> Vec<(usize, usize)> {
     let rest = instances - 1;
     let n = workers
         .map(|w| w.saturating_sub(1).max(1))
@@ -177,7 +188,7 @@ fn ranges(instances: usize, workers: Option<usize>) -> Vec<(usize, usize)> {
     v
 }
 
-fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet> {
+pub(crate) fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet> {
     let exe = std::env::current_exe()?;
     let (tx, rx) = channel();
     let mut workers = Vec::new();
@@ -215,7 +226,7 @@ fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet> {
     Ok(Fleet { workers, rx })
 }
 
-fn wait_reached(
+pub(crate) fn wait_reached(
     f: &Fleet,
     generation: u64,
     leaves: usize,
@@ -255,7 +266,21 @@ fn root_rx(f: &mut Fleet) -> Result<(u64, u64)> {
     })
 }
 
-fn rollout(f: &mut Fleet, generation: u64) -> Result<u64> {
+/// Bytes every worker's instances have sent so far, summed.
+fn fleet_tx(f: &mut Fleet) -> Result<u64> {
+    f.broadcast("tx")?;
+    let n = f.workers.len();
+    let (mut got, mut sum) = (0, 0);
+    f.wait(Duration::from_secs(10), |_, m| {
+        if let Msg::Tx { bytes } = m {
+            got += 1;
+            sum += bytes;
+        }
+        (got == n).then_some(sum)
+    })
+}
+
+pub(crate) fn rollout(f: &mut Fleet, generation: u64) -> Result<u64> {
     f.send(0, &format!("rollout {generation}"))?;
     f.wait(Duration::from_secs(30), |_, m| match m {
         Msg::RolledOut { t0_ns, .. } => Some(t0_ns),
@@ -264,7 +289,7 @@ fn rollout(f: &mut Fleet, generation: u64) -> Result<u64> {
 }
 
 /// Sends `cmd` to every worker and gathers their reports.
-fn collect(f: &mut Fleet, n: usize, cmd: &str) -> Result<Vec<WorkerReport>> {
+pub(crate) fn collect(f: &mut Fleet, n: usize, cmd: &str) -> Result<Vec<WorkerReport>> {
     f.broadcast(cmd)?;
     let mut reports: Vec<WorkerReport> = Vec::new();
     f.wait(Duration::from_secs(60), |_, m| {
@@ -359,11 +384,16 @@ pub fn run(
     let wall = Instant::now();
     let leaves = c.leaves();
     raise_socket_buffer_limits();
+    // `auto` binds two sockets per instance: half as many per worker.
+    let workers = workers.or_else(|| {
+        (c.transport == Wire::Auto)
+            .then(|| 1 + (c.flat.instances.len() - 1).div_ceil(INSTANCES_PER_WORKER_MAX / 2))
+    });
     let ranges = ranges(c.flat.instances.len(), workers);
     let mut a = a.clone();
     let _ca_dir = match c.transport {
-        topo::Transport::Quic => Some(write_ca(&mut a)?),
-        topo::Transport::Udp => None,
+        Wire::Quic | Wire::Auto => Some(write_ca(&mut a)?),
+        Wire::Udp => None,
     };
     eprintln!("starting {} worker processes", ranges.len());
     let mut f = spawn(&a, &ranges)?;
@@ -384,12 +414,21 @@ pub fn run(
     let initial_sync = started.elapsed();
 
     p.phase("steady state", 0);
-    std::thread::sleep(c.root_hello * 2);
+    std::thread::sleep(c.root_hello * crate::sim_mode::SETTLE_HELLOS);
     let (rx0, at0) = root_rx(&mut f)?;
+    let tx0 = fleet_tx(&mut f)?;
     std::thread::sleep(c.root_hello * STEADY_HELLOS);
     let (rx1, at1) = root_rx(&mut f)?;
+    let tx1 = fleet_tx(&mut f)?;
     let hellos = (at1 - at0) as f64 / c.root_hello.as_nanos() as f64;
-    let per_hello = (rx1 - rx0) as f64 / hellos / c.tree.children(0).len().max(1) as f64;
+    let per_hello_total = (rx1 - rx0) as f64 / hellos;
+    let per_hello = per_hello_total / c.tree.children(0).len().max(1) as f64;
+    let steady = crate::sim_mode::Steady {
+        per_hello_total,
+        bytes_per_node_per_s: (tx1 - tx0) as f64
+            / c.flat.instances.len() as f64
+            / ((at1 - at0) as f64 / 1e9),
+    };
 
     let victims = failover.map(|k| crate::failover::victims(c, k.subparents));
     let list = victims.as_ref().map(|v| {
@@ -458,6 +497,8 @@ pub fn run(
         reached,
         initial_sync_s: initial_sync.as_secs_f64(),
         root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
+        root_rx_datagrams_per_hello_total: steady.total(),
+        steady_bytes_per_node_per_s: steady.bytes(),
         max_datagram_bytes: reports.iter().map(|r| r.tx_max_bytes).max().unwrap_or(0),
         datagrams_total: reports.iter().map(|r| r.tx_datagrams).sum(),
         bytes_total: reports.iter().map(|r| r.tx_bytes).sum(),
@@ -466,13 +507,30 @@ pub fn run(
         virtual_s,
         peak_rss_mb: peak_rss_mb() + reports.iter().map(|r| r.peak_rss_mb).sum::<f64>(),
         workers: n,
+        paths: (c.transport == Wire::Auto).then(|| {
+            reports.iter().fold(crate::worker::Paths::default(), |mut p, r| {
+                p.udp_tx += r.paths.udp_tx;
+                p.quic_tx += r.paths.quic_tx;
+                p.fallbacks += r.paths.fallbacks;
+                p.returns += r.paths.returns;
+                p
+            })
+        }),
         ..failover_fields(
             c,
             &reports,
             victims.as_deref(),
             t_kill,
             lost3,
-            Report::converge(&a, c, "udp", &down, &conv),
+            if a.loss_scenario {
+                Report {
+                    scenario: "loss".into(),
+                    lost_updates: Some((c.leaves() - down.len()) as u64),
+                    ..Report::converge(&a, c, "udp", &down, &conv)
+                }
+            } else {
+                Report::converge(&a, c, "udp", &down, &conv)
+            },
         )
     })
 }

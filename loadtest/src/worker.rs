@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use overlay::envelope::{ClusterKey, KeyRing};
-use overlay::quic;
+use overlay::{dual, quic};
 use overlay::udp::{self, Buffers, Handle, Shared, monotonic_now};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -21,7 +21,7 @@ use topo::Role;
 
 use crate::app::LoadNode;
 use crate::report::peak_rss_mb;
-use crate::setup::{Cluster, ClusterArgs, cluster};
+use crate::setup::{Cluster, ClusterArgs, Wire, cluster, quic_addr};
 
 /// Arguments of a worker.
 #[derive(Args, Clone, Debug)]
@@ -63,8 +63,26 @@ pub enum Msg {
         /// When it was read, nanoseconds.
         at_ns: u64,
     },
+    /// Bytes this worker's instances have sent so far.
+    Tx {
+        /// The sum over the worker's sockets.
+        bytes: u64,
+    },
     /// The worker's measurements.
     Report(WorkerReport),
+}
+
+/// `--transport auto`: what the dual driver did, summed over instances.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
+pub struct Paths {
+    /// Frames sent by UDP.
+    pub udp_tx: u64,
+    /// Frames sent by QUIC (pinned links and fallbacks).
+    pub quic_tx: u64,
+    /// Peers that fell back to QUIC.
+    pub fallbacks: u64,
+    /// Peers that returned to UDP.
+    pub returns: u64,
 }
 
 /// What one worker measured.
@@ -78,6 +96,8 @@ pub struct WorkerReport {
     pub tx_datagrams: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// `--transport auto`: frames per path and path changes.
+    pub paths: Paths,
     /// Largest datagram sent.
     pub tx_max_bytes: usize,
     /// Datagrams the envelope rejected.
@@ -93,6 +113,10 @@ pub struct WorkerReport {
     pub fresh_ns: Vec<(u32, u64)>,
     /// Failover, root worker: `(member, ns)` when the root adopted it.
     pub adopted_ns: Vec<(u32, u64)>,
+    /// Dropped datagrams by reason (`DropReason::label`), summed over the
+    /// worker's instances; reasons with no drop are left out.
+    #[serde(default)]
+    pub drops: Vec<(String, u64)>,
 }
 
 fn say(m: &Msg) {
@@ -131,6 +155,27 @@ fn buffers(role: Role) -> Buffers {
     }
 }
 
+/// The path policy of instance `id` in `auto` mode: a link follows the
+/// settings of its deeper end (a tier's settings govern the links to its
+/// parents, and among its siblings), so it is pinned to QUIC when that
+/// tier says `transport: quic`; UDP falls back after the instance's dead
+/// interval and is probed once per hello.
+fn policy(c: &Cluster, id: u32) -> dual::PathPolicy {
+    let quic_tier = |i: &topo::Instance| i.sync.transport == topo::Transport::Quic;
+    let me = &c.flat.instances[id as usize];
+    dual::PathPolicy {
+        quic_addrs: c.flat.instances.iter().map(|i| quic_addr(i.addr)).collect(),
+        pinned: c
+            .flat
+            .instances
+            .iter()
+            .map(|i| quic_tier(if i.depth >= me.depth { i } else { me }))
+            .collect(),
+        dead: me.sync.dead,
+        probe: me.sync.hello,
+    }
+}
+
 /// Runs a worker until `quit` or end of input.
 pub fn main(a: WorkerArgs) -> Result<()> {
     raise_nofile();
@@ -149,12 +194,13 @@ pub fn main(a: WorkerArgs) -> Result<()> {
 enum Bound {
     Udp(tokio::net::UdpSocket),
     Quic(quinn::Endpoint),
+    Dual(tokio::net::UdpSocket, quinn::Endpoint),
 }
 
 fn bind_all(a: &WorkerArgs, c: &Cluster) -> Result<Vec<Bound>> {
     let ca = match c.transport {
-        topo::Transport::Udp => None,
-        topo::Transport::Quic => {
+        Wire::Udp => None,
+        Wire::Quic | Wire::Auto => {
             let dir = a
                 .cluster
                 .ca_dir
@@ -169,15 +215,22 @@ fn bind_all(a: &WorkerArgs, c: &Cluster) -> Result<Vec<Bound>> {
     for id in a.lo..a.hi {
         let inst = &c.flat.instances[id as usize];
         let what = || format!("binding {} for {}", inst.addr, inst.name);
-        bound.push(match &ca {
-            None => Bound::Udp(udp::bind(inst.addr, buffers(inst.role)).with_context(what)?),
-            Some(ca) => {
+        let bufs = buffers(inst.role);
+        bound.push(match (&ca, c.transport) {
+            (Some(ca), Wire::Auto) => {
                 let id = ca.issue(&inst.name)?;
-                Bound::Quic(
-                    quic::endpoint(inst.addr, ca.cert(), &id, buffers(inst.role))
-                        .with_context(what)?,
+                let q = quic_addr(inst.addr);
+                Bound::Dual(
+                    udp::bind(inst.addr, bufs).with_context(what)?,
+                    quic::endpoint(q, ca.cert(), &id, bufs)
+                        .with_context(|| format!("binding {q} (QUIC) for {}", inst.name))?,
                 )
             }
+            (Some(ca), _) => {
+                let id = ca.issue(&inst.name)?;
+                Bound::Quic(quic::endpoint(inst.addr, ca.cert(), &id, bufs).with_context(what)?)
+            }
+            (None, _) => Bound::Udp(udp::bind(inst.addr, bufs).with_context(what)?),
         });
     }
     Ok(bound)
@@ -194,6 +247,7 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
         epoch: monotonic_now().as_nanos() as u64,
     });
     let mut handles: Vec<Handle<LoadNode>> = Vec::new();
+    let mut views: Vec<dual::DualView> = Vec::new();
     let c = Rc::new(c);
     while let Some(line) = lines.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -205,6 +259,11 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
                     handles.push(match s {
                         Bound::Udp(s) => udp::spawn(node, s, shared.clone()),
                         Bound::Quic(ep) => quic::spawn(node, ep, shared.clone()),
+                        Bound::Dual(s, ep) => {
+                            let (h, v) = dual::spawn(node, s, ep, shared.clone(), policy(&c, id));
+                            views.push(v);
+                            h
+                        }
                     });
                 }
                 if a.lo == 0 {
@@ -226,9 +285,12 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
                 count: handles[0].traffic().rx_datagrams,
                 at_ns: monotonic_now().as_nanos() as u64,
             }),
-            ["report", g] => say(&Msg::Report(report(&handles, g.parse()?))),
+            ["tx"] => say(&Msg::Tx {
+                bytes: handles.iter().map(|h| h.traffic().tx_bytes).sum(),
+            }),
+            ["report", g] => say(&Msg::Report(report(&handles, &views, g.parse()?))),
             ["report", g, victims] => {
-                let mut r = report(&handles, g.parse()?);
+                let mut r = report(&handles, &views, g.parse()?);
                 failover_report(&mut r, &handles, a.lo, &c, &ids(victims)?);
                 say(&Msg::Report(r));
             }
@@ -306,17 +368,26 @@ fn failover_report(
     }
 }
 
-fn report(handles: &[Handle<LoadNode>], generation: u64) -> WorkerReport {
+fn report(handles: &[Handle<LoadNode>], views: &[dual::DualView], generation: u64) -> WorkerReport {
     let mut r = WorkerReport {
         peak_rss_mb: peak_rss_mb(),
         ..Default::default()
     };
+    for v in views {
+        let c = v.counters();
+        r.paths.quic_tx += c.quic_tx;
+        r.paths.udp_tx += c.udp_tx;
+        r.paths.fallbacks += c.fallbacks;
+        r.paths.returns += c.returns;
+    }
+    let mut drops = overlay::envelope::DropCounters::default();
     for h in handles {
         let t = h.traffic();
         r.tx_datagrams += t.tx_datagrams;
         r.tx_bytes += t.tx_bytes;
         r.tx_max_bytes = r.tx_max_bytes.max(t.tx_max_bytes);
         r.rejected += t.drops.total();
+        drops.merge(&t.drops);
         r.tx_errors += t.tx_errors;
         h.peek(|n| {
             let arrivals = n.cfg_arrivals.iter().filter(|(g, _)| *g == generation);
@@ -333,5 +404,10 @@ fn report(handles: &[Handle<LoadNode>], generation: u64) -> WorkerReport {
             }
         });
     }
+    r.drops = overlay::envelope::DropReason::ALL
+        .iter()
+        .filter(|&&k| drops.get(k) > 0)
+        .map(|&k| (k.label().to_string(), drops.get(k)))
+        .collect();
     r
 }

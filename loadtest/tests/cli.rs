@@ -126,6 +126,56 @@ fn every_link_over_quic_with_mutual_tls_converges() {
     assert_eq!(r["transport"], "quic");
 }
 
+/// `--transport auto`: the rack tier says `transport: quic`, so the
+/// root's links to the sub-parents ride QUIC and the nodes' links UDP.
+#[test]
+fn a_tier_marked_quic_uses_quic_and_the_rest_udp() {
+    let topo = tmp("quic-tier.yaml");
+    std::fs::write(
+        &topo,
+        r#"cluster: lt
+sync: { strategy: tree, hello: 250ms, dead: 1s }
+levels:
+  - name: rack
+    sync: { transport: quic }
+  - name: node
+root: { name: root, addr: "127.0.20.1:7304" }
+groups:
+  - name: r1
+    sub_parent: { name: r1-sp, addr: "127.0.20.2:7304" }
+    nodes:
+      - hosts: "a[001-040]"
+        addr: "127.0.21.{n}:7304"
+  - name: r2
+    sub_parent: { name: r2-sp, addr: "127.0.20.3:7304" }
+    nodes:
+      - hosts: "b[001-040]"
+        addr: "127.0.22.{n}:7304"
+"#,
+    )
+    .unwrap();
+    let r = report(
+        &[
+            "--net",
+            "udp",
+            "--transport",
+            "auto",
+            "--topology",
+            topo.to_str().unwrap(),
+        ],
+        "auto.json",
+    );
+    check_converged(&r);
+    assert_eq!(r["transport"], "auto");
+    let p = &r["paths"];
+    assert!(p["quic_tx"].as_u64().unwrap() > 0, "{p}");
+    assert!(
+        p["udp_tx"].as_u64().unwrap() > 10 * p["quic_tx"].as_u64().unwrap(),
+        "the nodes' tier stays on UDP: {p}"
+    );
+    assert_eq!(p["fallbacks"], 0, "{p}");
+}
+
 #[test]
 fn killed_sub_parents_lose_no_update_and_the_cluster_rehomes() {
     let args = [

@@ -13,8 +13,10 @@
 //! sequence counts per `(sender, receiver)` within an epoch and a restarted
 //! sender uses a higher epoch (hence a fresh key). The whole header is the
 //! associated data, so no field can be altered. A receiver checks, in order:
-//! size, magic, version, key id, tag, that it is the addressee, then the
-//! per-sender replay window, then decodes the frame. Every rejection is a
+//! size, magic, version, key id, that it is the addressee, the sender id, and
+//! the per-sender replay window on the header alone (no allocation, no
+//! decryption: garbage is cheap to reject), then the tag, then decodes the
+//! frame and commits the sequence to the replay window. Every rejection is a
 //! [`DropReason`], counted in [`DropCounters`]; nothing here panics on any
 //! input. Derived ciphers are cached: one per key id in a [`Sealer`], one per
 //! sender in an [`Opener`] (inserted only after a datagram authenticates).
@@ -26,6 +28,7 @@ use proto::overlay::Frame;
 use proto::prost::Message;
 use rustc_hash::FxHashMap as HashMap;
 use sha2::Sha256;
+use std::sync::{Arc, RwLock};
 
 use crate::record::NodeId;
 use crate::strategy::MAX_DATAGRAM_BYTES;
@@ -80,14 +83,22 @@ pub enum DropReason {
     /// Authentic but from a sender this instance does not talk to.
     #[error("unknown sender")]
     UnknownSender,
-    /// Authentic but addressed to another instance (a reflection).
+    /// Addressed to another instance (a reflection); checked on the
+    /// header, before any decryption.
     #[error("misdirected")]
     Misdirected,
+    /// Over the claimed sender's rate limit (UDP driver, before opening).
+    #[error("rate limited")]
+    RateLimited,
+    /// Came from an address other than the claimed sender's (UDP driver,
+    /// before opening).
+    #[error("source address mismatch")]
+    SourceMismatch,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -99,6 +110,8 @@ impl DropReason {
         DropReason::Malformed,
         DropReason::UnknownSender,
         DropReason::Misdirected,
+        DropReason::RateLimited,
+        DropReason::SourceMismatch,
     ];
 
     /// A short label for metrics.
@@ -115,6 +128,8 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::UnknownSender => "unknown_sender",
             DropReason::Misdirected => "misdirected",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::SourceMismatch => "source_mismatch",
         }
     }
 }
@@ -122,7 +137,7 @@ impl DropReason {
 /// Counts of dropped datagrams by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DropCounters {
-    counts: [u64; 11],
+    counts: [u64; DropReason::ALL.len()],
 }
 
 impl DropCounters {
@@ -190,7 +205,15 @@ pub enum KeyError {
 }
 
 /// The keys an instance accepts; one of them is used for sending.
+///
+/// Handles made with [`KeyRing::share`] see one ring: the application keeps
+/// one to rotate keys at run time while the drivers seal and open with
+/// another (each datagram reads the ring once, under a read lock).
 pub struct KeyRing {
+    inner: Arc<RwLock<Ring>>,
+}
+
+struct Ring {
     keys: Vec<(u8, ClusterKey)>,
     primary: u8,
 }
@@ -198,29 +221,84 @@ pub struct KeyRing {
 impl KeyRing {
     /// A ring holding one key, which is the primary.
     pub fn single(id: u8, key: &ClusterKey) -> KeyRing {
-        KeyRing {
+        let ring = Ring {
             keys: vec![(id, key.clone())],
             primary: id,
+        };
+        KeyRing {
+            inner: Arc::new(RwLock::new(ring)),
         }
+    }
+
+    /// Another handle on the same ring.
+    pub fn share(&self) -> KeyRing {
+        KeyRing {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+        // A writer cannot leave the ring half-changed: keep serving it.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&mut self) -> std::sync::RwLockWriteGuard<'_, Ring> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds (or replaces) a key accepted for receiving.
     pub fn insert(&mut self, id: u8, key: &ClusterKey) {
-        self.keys.retain(|(k, _)| *k != id);
-        self.keys.push((id, key.clone()));
+        let mut r = self.write();
+        r.keys.retain(|(k, _)| *k != id);
+        r.keys.push((id, key.clone()));
     }
 
     /// Makes `id` the sending key; false if it is not in the ring.
     pub fn set_primary(&mut self, id: u8) -> bool {
-        let known = self.keys.iter().any(|(k, _)| *k == id);
+        let mut r = self.write();
+        let known = r.keys.iter().any(|(k, _)| *k == id);
         if known {
-            self.primary = id;
+            r.primary = id;
         }
         known
     }
 
-    fn key(&self, id: u8) -> Option<&ClusterKey> {
-        self.keys.iter().find(|(k, _)| *k == id).map(|(_, c)| c)
+    /// Retires a key; false (and nothing changes) if it is the primary or
+    /// not in the ring.
+    pub fn remove(&mut self, id: u8) -> bool {
+        let mut r = self.write();
+        let known = r.keys.iter().any(|(k, _)| *k == id);
+        if !known || r.primary == id {
+            return false;
+        }
+        r.keys.retain(|(k, _)| *k != id);
+        true
+    }
+
+    /// The sending key's id.
+    pub fn primary(&self) -> u8 {
+        self.read().primary
+    }
+
+    /// Ids of every key accepted, in insertion order.
+    pub fn ids(&self) -> Vec<u8> {
+        self.read().keys.iter().map(|(k, _)| *k).collect()
+    }
+
+    /// The key with id `id`.
+    pub fn get(&self, id: u8) -> Option<ClusterKey> {
+        let r = self.read();
+        r.keys
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn primary_key(&self) -> (u8, ClusterKey) {
+        let r = self.read();
+        let key = r.keys.iter().find(|(k, _)| *k == r.primary);
+        let key = key.expect("the primary key is in the ring (remove refuses it)");
+        (r.primary, key.1.clone())
     }
 }
 
@@ -274,20 +352,20 @@ impl Sealer {
     pub fn seal(&mut self, keys: &KeyRing, to: NodeId, frame: &Frame, out: &mut Vec<u8>) {
         let seq = self.seqs.entry(to).or_insert(0);
         *seq += 1;
-        write_header(out, keys.primary, self.sender, to, self.epoch, *seq);
+        let (primary, key) = keys.primary_key();
+        write_header(out, primary, self.sender, to, self.epoch, *seq);
         let header: [u8; HEADER_BYTES] = out[..HEADER_BYTES].try_into().expect("header");
         frame.encode(out).expect("Vec grows");
-        let key = keys.key(keys.primary).expect("primary key is in the ring");
         if !self
             .derived
             .as_ref()
-            .is_some_and(|d| d.matches(keys.primary, key, self.epoch))
+            .is_some_and(|d| d.matches(primary, &key, self.epoch))
         {
             self.derived = Some(Derived {
-                key_id: keys.primary,
-                key: key.clone(),
+                key_id: primary,
+                cipher: derive(&key, self.sender, self.epoch),
+                key,
                 epoch: self.epoch,
-                cipher: derive(key, self.sender, self.epoch),
             });
         }
         let cipher = &self.derived.as_ref().expect("just derived").cipher;
@@ -363,6 +441,11 @@ impl Window {
         self.bits[w] & b != 0
     }
 
+    /// Whether [`Window::accept`] would take `seq` (changes nothing).
+    fn would_accept(&self, seq: u64) -> bool {
+        seq > self.top || (self.top - seq < REPLAY_WINDOW && !self.is_set(seq))
+    }
+
     /// Accepts `seq` once within the window.
     fn accept(&mut self, seq: u64) -> Result<(), DropReason> {
         if seq > self.top {
@@ -386,12 +469,63 @@ impl Window {
     }
 }
 
+/// The header fields of a datagram, read before anything is authenticated
+/// (so trusted by nobody: for cheap rejection only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Id of the key the datagram claims to be sealed with.
+    pub key_id: u8,
+    /// The claimed sender.
+    pub sender: NodeId,
+    /// The addressee.
+    pub receiver: NodeId,
+    /// The claimed sender epoch.
+    pub epoch: u64,
+    /// The claimed sequence.
+    pub seq: u64,
+}
+
+/// Checks size, magic and version and reads the header; allocates nothing,
+/// decrypts nothing.
+pub fn peek_header(d: &[u8]) -> Result<Header, DropReason> {
+    if d.len() > MAX_DATAGRAM_BYTES {
+        return Err(DropReason::Oversized);
+    }
+    if d.len() < HEADER_BYTES + TAG_BYTES {
+        return Err(DropReason::Truncated);
+    }
+    if d[0..2] != MAGIC {
+        return Err(DropReason::BadMagic);
+    }
+    if d[2] != VERSION {
+        return Err(DropReason::BadVersion);
+    }
+    let u32_at = |i: usize| u32::from_be_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
+    let u64_at = |i: usize| (u32_at(i) as u64) << 32 | u32_at(i + 4) as u64;
+    Ok(Header {
+        key_id: d[3],
+        sender: u32_at(4),
+        receiver: u32_at(8),
+        epoch: u64_at(12),
+        seq: u64_at(20),
+    })
+}
+
 /// Authenticates, de-duplicates and decodes datagrams addressed to one
 /// instance.
+///
+/// Cheap checks run first, on the header alone and without allocating: size,
+/// magic, version, key id, addressee, sender id (with
+/// [`Opener::with_senders`]), then the replay window (a sequence already seen
+/// or an epoch older than the sender's current one). Only then is a key
+/// derived (once per sender and epoch) and the tag checked, in a buffer the
+/// opener reuses. State is only created for datagrams that authenticate.
 pub struct Opener {
     me: NodeId,
+    senders: u32,
     windows: HashMap<NodeId, Window>,
     ciphers: HashMap<NodeId, Derived>,
+    scratch: Vec<u8>,
     /// Drops so far, by reason.
     pub drops: DropCounters,
 }
@@ -401,10 +535,19 @@ impl Opener {
     pub fn new(me: NodeId) -> Opener {
         Opener {
             me,
+            senders: NodeId::MAX,
             windows: HashMap::default(),
             ciphers: HashMap::default(),
+            scratch: Vec::new(),
             drops: DropCounters::default(),
         }
+    }
+
+    /// Rejects, before decryption, senders with an id of `senders` or more
+    /// (the cluster's size) as [`DropReason::UnknownSender`].
+    pub fn with_senders(mut self, senders: u32) -> Opener {
+        self.senders = senders;
+        self
     }
 
     /// Opens one datagram; on error the reason has been counted.
@@ -417,28 +560,27 @@ impl Opener {
     }
 
     fn open_inner(&mut self, keys: &KeyRing, d: &[u8]) -> Result<(Opened, Frame), DropReason> {
-        if d.len() > MAX_DATAGRAM_BYTES {
-            return Err(DropReason::Oversized);
+        let h = peek_header(d)?;
+        let key_id = h.key_id;
+        let key = keys.get(key_id).ok_or(DropReason::UnknownKey)?;
+        let key = &key;
+        if h.receiver != self.me {
+            return Err(DropReason::Misdirected);
         }
-        if d.len() < HEADER_BYTES + TAG_BYTES {
-            return Err(DropReason::Truncated);
+        if h.sender >= self.senders {
+            return Err(DropReason::UnknownSender);
         }
-        if d[0..2] != MAGIC {
-            return Err(DropReason::BadMagic);
-        }
-        if d[2] != VERSION {
-            return Err(DropReason::BadVersion);
-        }
-        let key_id = d[3];
-        let key = keys.key(key_id).ok_or(DropReason::UnknownKey)?;
-        let header: [u8; HEADER_BYTES] = d[..HEADER_BYTES].try_into().expect("length checked");
         let opened = Opened {
-            sender: u32::from_be_bytes(header[4..8].try_into().expect("4 bytes")),
-            epoch: u64::from_be_bytes(header[12..20].try_into().expect("8 bytes")),
-            seq: u64::from_be_bytes(header[20..28].try_into().expect("8 bytes")),
+            sender: h.sender,
+            epoch: h.epoch,
+            seq: h.seq,
         };
+        self.precheck_replay(opened)?;
+        let header: [u8; HEADER_BYTES] = d[..HEADER_BYTES].try_into().expect("length checked");
         let (body, tag) = d[HEADER_BYTES..].split_at(d.len() - HEADER_BYTES - TAG_BYTES);
-        let mut body = body.to_vec();
+        let body_buf = &mut self.scratch;
+        body_buf.clear();
+        body_buf.extend_from_slice(body);
         let cached = self
             .ciphers
             .get(&opened.sender)
@@ -449,7 +591,7 @@ impl Opener {
             None => &self.ciphers[&opened.sender].cipher,
         };
         cipher
-            .decrypt_in_place_detached(&nonce(&header), &header, &mut body, tag.into())
+            .decrypt_in_place_detached(&nonce(&header), &header, body_buf, tag.into())
             .map_err(|_| DropReason::AuthFailed)?;
         let room =
             self.ciphers.len() < TRACKED_SENDERS_MAX || self.ciphers.contains_key(&opened.sender);
@@ -462,12 +604,24 @@ impl Opener {
             };
             self.ciphers.insert(opened.sender, derived);
         }
-        if u32::from_be_bytes(header[8..12].try_into().expect("4 bytes")) != self.me {
-            return Err(DropReason::Misdirected);
-        }
-        let frame = Frame::decode(body.as_slice()).map_err(|_| DropReason::Malformed)?;
+        let frame = Frame::decode(self.scratch.as_slice()).map_err(|_| DropReason::Malformed)?;
         self.check_replay(opened)?;
         Ok((opened, frame))
+    }
+
+    /// The replay check on the unauthenticated header, changing nothing:
+    /// what it rejects could never be accepted after authentication either.
+    fn precheck_replay(&self, o: Opened) -> Result<(), DropReason> {
+        let Some(w) = self.windows.get(&o.sender) else {
+            return Ok(());
+        };
+        if o.epoch < w.epoch {
+            return Err(DropReason::StaleEpoch);
+        }
+        if o.epoch == w.epoch && !w.would_accept(o.seq) {
+            return Err(DropReason::Replayed);
+        }
+        Ok(())
     }
 
     /// Accepts each `(sender, epoch, seq)` once; a higher epoch resets.

@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod dual;
 pub mod envelope;
 pub mod quic;
 pub mod record;

@@ -245,6 +245,77 @@ enum Peer {
     Ready(quinn::Connection),
 }
 
+/// Outgoing connections of one endpoint: opened on first use, frames
+/// queued (at most [`PENDING_MAX`]) while the handshake runs. Shared by
+/// this driver and [`crate::dual`].
+pub(crate) struct Links {
+    ep: quinn::Endpoint,
+    peers: HashMap<NodeId, Peer>,
+    /// Finished handshakes: `(peer, connection or failure)`.
+    pub(crate) done: mpsc::UnboundedReceiver<(NodeId, Option<quinn::Connection>)>,
+    done_tx: mpsc::UnboundedSender<(NodeId, Option<quinn::Connection>)>,
+}
+
+impl Links {
+    /// Outgoing connections of `ep`; incoming ones feed `inbox`.
+    pub(crate) fn new(ep: quinn::Endpoint, inbox: mpsc::Sender<Bytes>) -> Links {
+        tokio::task::spawn_local(accept_loop(ep.clone(), inbox));
+        let (done_tx, done) = mpsc::unbounded_channel();
+        Links {
+            ep,
+            peers: HashMap::default(),
+            done,
+            done_tx,
+        }
+    }
+
+    /// Sends `bytes` to `to` at `addr`; false when it had to be dropped.
+    pub(crate) fn send(&mut self, to: NodeId, addr: SocketAddr, bytes: Bytes) -> bool {
+        match self.peers.get_mut(&to) {
+            Some(Peer::Ready(conn)) if conn.close_reason().is_none() => {
+                send_on(conn, bytes);
+                true
+            }
+            Some(Peer::Connecting(q)) if q.len() < PENDING_MAX => {
+                q.push(bytes);
+                true
+            }
+            Some(Peer::Connecting(_)) => false,
+            _ => self.connect(to, addr, bytes),
+        }
+    }
+
+    fn connect(&mut self, to: NodeId, addr: SocketAddr, first: Bytes) -> bool {
+        let Ok(connecting) = self.ep.connect(addr, SERVER_NAME) else {
+            return false;
+        };
+        self.peers.insert(to, Peer::Connecting(vec![first]));
+        let done = self.done_tx.clone();
+        tokio::task::spawn_local(async move {
+            let _ = done.send((to, connecting.await.ok()));
+        });
+        true
+    }
+
+    /// A handshake finished: flushes the queue. Returns the frames lost
+    /// (the handshake failed).
+    pub(crate) fn connected(&mut self, peer: NodeId, conn: Option<quinn::Connection>) -> u64 {
+        let Some(Peer::Connecting(q)) = self.peers.remove(&peer) else {
+            return 0;
+        };
+        match conn {
+            Some(conn) => {
+                for b in q {
+                    send_on(&conn, b);
+                }
+                self.peers.insert(peer, Peer::Ready(conn));
+                0
+            }
+            None => q.len() as u64,
+        }
+    }
+}
+
 /// Starts `inst` on `ep` in the current `LocalSet`.
 pub fn spawn<I: Instance + 'static>(
     inst: I,
@@ -254,15 +325,10 @@ pub fn spawn<I: Instance + 'static>(
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
-    tokio::task::spawn_local(accept_loop(ep.clone(), inbox_tx));
-    let (done_tx, done) = mpsc::unbounded_channel();
     let task = Task {
         h: h.clone(),
-        ep,
-        peers: HashMap::default(),
+        links: Links::new(ep, inbox_tx),
         inbox,
-        done,
-        done_tx,
         sealer: Sealer::new(me, shared.epoch),
         opener: Opener::new(me),
         rng: Rng::new(shared.epoch ^ me as u64),
@@ -308,11 +374,8 @@ async fn read_loop(conn: quinn::Connection, inbox: mpsc::Sender<Bytes>) {
 
 struct Task<I> {
     h: Handle<I>,
-    ep: quinn::Endpoint,
-    peers: HashMap<NodeId, Peer>,
+    links: Links,
     inbox: mpsc::Receiver<Bytes>,
-    done: mpsc::UnboundedReceiver<(NodeId, Option<quinn::Connection>)>,
-    done_tx: mpsc::UnboundedSender<(NodeId, Option<quinn::Connection>)>,
     sealer: Sealer,
     opener: Opener,
     rng: Rng,
@@ -338,7 +401,10 @@ impl<I: Instance> Task<I> {
             tokio::select! {
                 biased;
                 Some(d) = self.inbox.recv() => self.receive(&d),
-                Some((peer, conn)) = self.done.recv() => self.connected(peer, conn),
+                Some((peer, conn)) = self.links.done.recv() => {
+                    let lost = self.links.connected(peer, conn);
+                    self.h.traffic.borrow_mut().tx_errors += lost;
+                }
                 _ = &mut sleep, if armed.is_some() => {
                     armed = None;
                     self.h.inner.borrow_mut().handle_timeout(monotonic_now());
@@ -349,7 +415,8 @@ impl<I: Instance> Task<I> {
     }
 
     fn receive(&mut self, d: &[u8]) {
-        self.h
+        let _ = self
+            .h
             .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
     }
 
@@ -370,46 +437,11 @@ impl<I: Instance> Task<I> {
     }
 
     fn send(&mut self, to: NodeId, bytes: Bytes) {
-        match self.peers.get_mut(&to) {
-            Some(Peer::Ready(conn)) if conn.close_reason().is_none() => send_on(conn, bytes),
-            Some(Peer::Connecting(q)) => {
-                if q.len() < PENDING_MAX {
-                    q.push(bytes);
-                } else {
-                    self.h.traffic.borrow_mut().tx_errors += 1;
-                }
-            }
-            _ => self.connect(to, bytes),
-        }
-    }
-
-    fn connect(&mut self, to: NodeId, first: Bytes) {
         let Some(&addr) = self.shared.addrs.get(to as usize) else {
             return;
         };
-        let Ok(connecting) = self.ep.connect(addr, SERVER_NAME) else {
+        if !self.links.send(to, addr, bytes) {
             self.h.traffic.borrow_mut().tx_errors += 1;
-            return;
-        };
-        self.peers.insert(to, Peer::Connecting(vec![first]));
-        let done = self.done_tx.clone();
-        tokio::task::spawn_local(async move {
-            let _ = done.send((to, connecting.await.ok()));
-        });
-    }
-
-    fn connected(&mut self, peer: NodeId, conn: Option<quinn::Connection>) {
-        let Some(Peer::Connecting(q)) = self.peers.remove(&peer) else {
-            return;
-        };
-        match conn {
-            Some(conn) => {
-                for b in q {
-                    send_on(&conn, b);
-                }
-                self.peers.insert(peer, Peer::Ready(conn));
-            }
-            None => self.h.traffic.borrow_mut().tx_errors += q.len() as u64,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - [`SimConfig`]: latency (a fixed per-link part and a random per-datagram
 //!   part, which reorders), loss, duplication, the seed.
 //! - Faults: [`Sim::crash`] and [`Sim::restart`] (a new epoch),
-//!   [`Sim::set_partition`] (traffic between sides is dropped).
+//!   [`Sim::set_partition`] (traffic between sides is dropped),
+//!   [`Sim::set_network`] (loss, duplication and jitter changed mid-run).
 //!
 //! One seed and one sequence of calls replay a run exactly: nothing here
 //! reads a clock, iterates a hash map, or draws from ambient randomness.
@@ -217,6 +218,19 @@ impl<I: Instance> Sim<I> {
         s.sealer = Sealer::new(id, epoch);
         s.opener = Opener::new(id);
         self.drain(id);
+    }
+
+    /// Changes the network's loss, duplication and per-datagram jitter from
+    /// now on (fault campaigns); datagrams already in flight keep their fate.
+    pub fn set_network(&mut self, loss: f64, duplicate: f64, jitter: Duration) {
+        assert!((0.0..1.0).contains(&loss), "loss is a probability below 1");
+        assert!(
+            (0.0..1.0).contains(&duplicate),
+            "duplicate is a probability below 1"
+        );
+        self.cfg.loss = loss;
+        self.cfg.duplicate = duplicate;
+        self.cfg.jitter = jitter;
     }
 
     /// Cuts the network: datagrams between instances on different sides

@@ -11,6 +11,19 @@
 //!   timestamps from several processes on one host compare directly.
 //!
 //! Datagrams that fail the envelope are counted by reason and dropped.
+//!
+//! Bounded resources under a flood: nothing is queued in user space (the
+//! kernel's socket buffer, `SO_RCVBUF`, is the only receive queue, and what
+//! overflows it is lost like any datagram); each wake-up reads at most
+//! [`RECV_BATCH_MAX`] datagrams and then serves the instance's timer if it is
+//! due, so a socket that never drains cannot starve hellos. Before the
+//! envelope is opened, a datagram must pass, on its header alone and without
+//! allocating: size, magic and version ([`crate::envelope::peek_header`]),
+//! a sender id inside the cluster, a source address equal to that sender's
+//! ([`DropReason::SourceMismatch`]), and the sender's token bucket
+//! ([`PEER_DATAGRAMS_PER_S`], [`PEER_BURST_DATAGRAMS`];
+//! [`DropReason::RateLimited`]). Per-peer state exists only for senders whose
+//! address matched, so it is bounded by the cluster's size.
 
 use std::cell::RefCell;
 use std::io;
@@ -22,12 +35,71 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::envelope::{DropCounters, KeyRing, Opener, Sealer};
+use crate::envelope::{DropCounters, DropReason, KeyRing, Opener, Sealer, peek_header};
+use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
 
 /// Datagrams read in one wake-up before the instance's output is flushed.
 pub const RECV_BATCH_MAX: usize = 64;
+/// Sustained datagrams per second one peer may send an instance (far above
+/// a protocol's needs: two hellos per interval plus bursts of updates).
+pub const PEER_DATAGRAMS_PER_S: f64 = 4096.0;
+/// Datagrams one peer may send at once above the sustained rate.
+pub const PEER_BURST_DATAGRAMS: f64 = 4096.0;
+
+/// Per-peer token buckets; a peer is only tracked once its datagram came
+/// from its own address, so the table holds at most the cluster's size.
+#[derive(Default)]
+pub(crate) struct Limiter {
+    buckets: rustc_hash::FxHashMap<NodeId, (f64, Time)>,
+}
+
+impl Limiter {
+    /// Takes one token from `peer`'s bucket; false if it is empty.
+    fn admit(&mut self, peer: NodeId, now: Time) -> bool {
+        let (tokens, last) = self
+            .buckets
+            .entry(peer)
+            .or_insert((PEER_BURST_DATAGRAMS, now));
+        let refill = now.saturating_sub(*last).as_secs_f64() * PEER_DATAGRAMS_PER_S;
+        *tokens = (*tokens + refill).min(PEER_BURST_DATAGRAMS);
+        *last = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
+    /// The checks before an envelope from `src` is opened: header, sender
+    /// id, source address, rate limit. Allocates nothing but a bucket for
+    /// a sender whose address matched.
+    pub(crate) fn check(
+        &mut self,
+        addrs: &[SocketAddr],
+        d: &[u8],
+        src: SocketAddr,
+    ) -> Result<(), DropReason> {
+        let h = peek_header(d)?;
+        let Some(&addr) = addrs.get(h.sender as usize) else {
+            return Err(DropReason::UnknownSender);
+        };
+        if !same_source(addr, src) {
+            return Err(DropReason::SourceMismatch);
+        }
+        if !self.admit(h.sender, monotonic_now()) {
+            return Err(DropReason::RateLimited);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a datagram from `src` may come from the instance at `addr` (an
+/// instance listening on the unspecified address is matched by port).
+fn same_source(addr: SocketAddr, src: SocketAddr) -> bool {
+    addr == src || (addr.ip().is_unspecified() && addr.port() == src.port())
+}
 
 /// `CLOCK_MONOTONIC` as a duration since boot; shared by all processes.
 pub fn monotonic_now() -> Time {
@@ -142,12 +214,19 @@ impl<I: Instance> Handle<I> {
     }
 
     /// Opens one received envelope and hands its frame to the instance,
-    /// counting it (or the reason it was dropped). Both drivers use it.
-    pub(crate) fn deliver(&self, opener: &mut Opener, rng: &mut Rng, shared: &Shared, d: &[u8]) {
+    /// counting it (or the reason it was dropped); returns the
+    /// authenticated sender of an accepted one. Every driver uses it.
+    pub(crate) fn deliver(
+        &self,
+        opener: &mut Opener,
+        rng: &mut Rng,
+        shared: &Shared,
+        d: &[u8],
+    ) -> Option<crate::record::NodeId> {
         let mut t = self.traffic.borrow_mut();
         if rng.chance(shared.loss) {
             t.rx_lost += 1;
-            return;
+            return None;
         }
         match opener.open(&shared.keys, d) {
             Ok((o, frame)) => {
@@ -157,8 +236,12 @@ impl<I: Instance> Handle<I> {
                 self.inner
                     .borrow_mut()
                     .handle_frame(monotonic_now(), o.sender, frame);
+                Some(o.sender)
             }
-            Err(_) => t.drops = opener.drops.clone(),
+            Err(_) => {
+                t.drops = opener.drops.clone();
+                None
+            }
         }
     }
 
@@ -180,8 +263,9 @@ pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shar
         h: h.clone(),
         socket,
         sealer: Sealer::new(h.inner.borrow().id(), shared.epoch),
-        opener: Opener::new(h.inner.borrow().id()),
+        opener: Opener::new(h.inner.borrow().id()).with_senders(shared.addrs.len() as u32),
         rng: Rng::new(shared.epoch ^ h.inner.borrow().id() as u64),
+        limiter: Limiter::default(),
         shared,
     };
     tokio::task::spawn_local(task.run());
@@ -194,6 +278,7 @@ struct Task<I> {
     sealer: Sealer,
     opener: Opener,
     rng: Rng,
+    limiter: Limiter,
     shared: Arc<Shared>,
 }
 
@@ -219,14 +304,20 @@ impl<I: Instance> Task<I> {
             tokio::select! {
                 biased;
                 r = self.socket.recv_from(&mut rx) => {
-                    if let Ok((n, _)) = r {
-                        self.receive(&rx[..n]);
+                    if let Ok((n, src)) = r {
+                        self.receive(&rx[..n], src);
                     }
                     for _ in 1..RECV_BATCH_MAX {
                         match self.socket.try_recv_from(&mut rx) {
-                            Ok((n, _)) => self.receive(&rx[..n]),
+                            Ok((n, src)) => self.receive(&rx[..n], src),
                             Err(_) => break,
                         }
+                    }
+                    // A socket that is always readable wins every biased
+                    // select: serve a due timer here so hellos keep going.
+                    if armed.is_some_and(|d| monotonic_now() >= d) {
+                        armed = None;
+                        self.h.inner.borrow_mut().handle_timeout(monotonic_now());
                     }
                 }
                 _ = &mut sleep, if armed.is_some() => {
@@ -238,9 +329,18 @@ impl<I: Instance> Task<I> {
         }
     }
 
-    fn receive(&mut self, d: &[u8]) {
-        self.h
-            .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+    fn receive(&mut self, d: &[u8], src: SocketAddr) {
+        match self.limiter.check(&self.shared.addrs, d, src) {
+            Ok(()) => {
+                let _ = self
+                    .h
+                    .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+            }
+            Err(reason) => {
+                self.opener.drops.count(reason);
+                self.h.traffic.borrow_mut().drops.count(reason);
+            }
+        }
     }
 
     async fn flush(&mut self, tx: &mut Vec<u8>) {
@@ -274,6 +374,43 @@ impl<I: Instance> Task<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_over_its_rate_is_limited_then_refilled() {
+        let mut l = Limiter::default();
+        let t = Duration::from_secs(10);
+        let burst = PEER_BURST_DATAGRAMS as usize;
+        assert!((0..burst).all(|_| l.admit(3, t)));
+        assert!(!l.admit(3, t));
+        assert!(l.admit(4, t), "peers have their own buckets");
+        assert!(l.admit(3, t + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn sources_must_match_the_claimed_sender() {
+        let a: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        assert!(same_source(a, a));
+        assert!(!same_source(a, "127.0.0.3:7000".parse().unwrap()));
+        let any: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        assert!(same_source(any, a));
+    }
+
+    #[test]
+    fn garbage_is_rejected_before_opening() {
+        let addrs: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(); 4];
+        let me: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let other: SocketAddr = "127.0.0.9:1".parse().unwrap();
+        let mut l = Limiter::default();
+        let mut d = vec![0u8; 60];
+        assert_eq!(l.check(&addrs, &d, me), Err(DropReason::BadMagic));
+        d[..3].copy_from_slice(b"KR\x01");
+        d[4..8].copy_from_slice(&9u32.to_be_bytes());
+        assert_eq!(l.check(&addrs, &d, me), Err(DropReason::UnknownSender));
+        d[4..8].copy_from_slice(&2u32.to_be_bytes());
+        assert_eq!(l.check(&addrs, &d, other), Err(DropReason::SourceMismatch));
+        assert_eq!(l.check(&addrs, &d, me), Ok(()));
+        assert_eq!(l.buckets.len(), 1, "only a matching sender has a bucket");
+    }
 
     #[test]
     fn monotonic_clock_moves_forward() {

@@ -35,6 +35,12 @@ use crate::error::ConfigError;
 /// Most members of one group (a rack has up to ~500).
 pub const GROUP_MEMBERS_MAX: usize = 1024;
 
+/// Most members of the flat group of the `gossip` strategy (the whole
+/// cluster in one SWIM group; every member holds every record, so memory
+/// grows with the square of the cluster and the baseline stops far below
+/// this).
+pub const FLAT_MEMBERS_MAX: usize = 1 << 20;
+
 /// Bytes `Frame { gossip: Gossip { group, payload } }` adds around a foca
 /// packet: frame tag and length (1 + 2), group tag and varint (1 + 5),
 /// payload tag and length (1 + 2), our payload tag (1), and headroom.
@@ -57,13 +63,23 @@ impl GroupSpec {
     /// A group whose members are `ranked`, best rank first (the first is
     /// the topology's sub-parent).
     pub fn new(group: u32, ranked: Vec<NodeId>) -> Result<GroupSpec, ConfigError> {
+        GroupSpec::with_limit(group, ranked, GROUP_MEMBERS_MAX)
+    }
+
+    /// The one group of the flat `gossip` strategy: every instance of the
+    /// cluster, the root first (up to [`FLAT_MEMBERS_MAX`]).
+    pub fn flat(group: u32, ranked: Vec<NodeId>) -> Result<GroupSpec, ConfigError> {
+        GroupSpec::with_limit(group, ranked, FLAT_MEMBERS_MAX)
+    }
+
+    fn with_limit(group: u32, ranked: Vec<NodeId>, max: usize) -> Result<GroupSpec, ConfigError> {
         if ranked.is_empty() {
             return Err(ConfigError::EmptyGroup(group));
         }
-        if ranked.len() > GROUP_MEMBERS_MAX {
+        if ranked.len() > max {
             return Err(ConfigError::GroupTooLarge {
                 members: ranked.len(),
-                max: GROUP_MEMBERS_MAX,
+                max,
             });
         }
         let mut index: Vec<(NodeId, u32)> = ranked
@@ -166,6 +182,23 @@ pub struct GossipConfig {
     /// Least time between two claims of the acting role by this member, and
     /// between boot and its first claim (time to learn the group's claim).
     pub claim_holdoff: Duration,
+    /// How records spread and whether the group elects an acting member.
+    pub mode: Mode,
+}
+
+/// How a group spreads records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// A rack beside the tree (`hybrid`): fresh records go straight to the
+    /// best-ranked members, the rest catch up by anti-entropy, and the
+    /// group elects an acting sub-parent.
+    #[default]
+    Rack,
+    /// The whole cluster as one group (`gossip`, the baseline): every record
+    /// is an epidemic broadcast piggybacked on SWIM's messages (each member
+    /// re-sends news `max_transmissions` times), anti-entropy repairs what
+    /// the epidemic missed, and nobody is elected.
+    Flat,
 }
 
 impl GossipConfig {
@@ -188,6 +221,7 @@ impl GossipConfig {
             announce_interval: period * 10,
             anti_entropy_interval: period * 8,
             claim_holdoff: period * 4,
+            mode: Mode::Rack,
         }
     }
 

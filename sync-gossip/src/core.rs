@@ -13,7 +13,7 @@ use overlay::record::Applied;
 use overlay::{Key, NodeId, Record, Time, Transmit};
 use proto::overlay::{Frame, frame::Body};
 
-use crate::config::{FOCA_PACKET_MAX_BYTES, GossipConfig, GroupSpec};
+use crate::config::{FOCA_PACKET_MAX_BYTES, GossipConfig, GroupSpec, Mode};
 use crate::election::{self, Acting};
 use crate::error::{ConfigError, GossipError};
 use crate::identity::MemberId;
@@ -83,6 +83,8 @@ pub struct GossipStats {
     pub rejoins: u64,
     /// Events lost to [`EVENTS_MAX`].
     pub events_dropped: u64,
+    /// Records foca would not queue for broadcast (flat mode).
+    pub broadcasts_refused: u64,
 }
 
 /// One member's gossip core for one group.
@@ -222,7 +224,16 @@ impl GossipCore {
                 });
             }
         }
-        self.replicate(record);
+        match self.cfg.mode {
+            Mode::Rack => self.replicate(record),
+            // A refused broadcast (foca's queue is full) still spreads
+            // through anti-entropy.
+            Mode::Flat => {
+                if self.broadcast(now, &Item::Record(record)).is_err() {
+                    self.stats.broadcasts_refused += 1;
+                }
+            }
+        }
         self.settle(now);
         Ok(())
     }
@@ -437,7 +448,7 @@ impl GossipCore {
     /// foca's random dissemination to reach it.
     fn hint_candidate(&mut self, down: MemberId) {
         let current = self.acting();
-        if down.node != current.member {
+        if self.cfg.mode == Mode::Flat || down.node != current.member {
             return;
         }
         let alive = |n| n == self.node || self.alive.contains(&n);
@@ -464,6 +475,9 @@ impl GossipCore {
     /// Claims the acting role if this member is the candidate, does not
     /// act yet, and the hold-off has passed (else arms `claim_at`).
     fn elect(&mut self, now: Time) {
+        if self.cfg.mode == Mode::Flat {
+            return;
+        }
         let current = self.acting();
         let alive = |n| n == self.node || self.alive.contains(&n);
         let cand = election::candidate(&self.group, current, self.cfg.retake, alive);

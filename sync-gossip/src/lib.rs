@@ -12,6 +12,8 @@
 //! - [`GroupSpec`] (members in rank order, from the topology) and
 //!   [`GossipConfig`] (incarnation, seed, `retake`, foca timers).
 //! - [`election`]: the acting rule as pure functions.
+//! - [`FlatGossip`]: the flat `gossip` strategy (the whole cluster as one
+//!   group, records as epidemic broadcasts) as an [`overlay::Strategy`].
 //! - [`harness`]: an N-member group on [`overlay::sim::Sim`] with the
 //!   checkers the tests use (agreement on one acting member, replicas).
 //! - Inner modules: [`identity`] (foca identity with incarnation),
@@ -34,6 +36,7 @@ pub mod config;
 mod core;
 pub mod election;
 pub mod error;
+pub mod flat;
 pub mod harness;
 pub mod identity;
 pub mod replica;
@@ -44,7 +47,8 @@ pub mod wire;
 pub use crate::core::{
     EVENTS_MAX, GossipCore, GossipEvent, GossipStats, PUSH_FRAMES_MAX, SEEDS_RANDOM,
 };
-pub use config::{GROUP_MEMBERS_MAX, GossipConfig, GroupSpec};
+pub use config::{FLAT_MEMBERS_MAX, GROUP_MEMBERS_MAX, GossipConfig, GroupSpec, Mode};
+pub use flat::FlatGossip;
 pub use election::Acting;
 pub use error::{ConfigError, GossipError};
 pub use identity::MemberId;

@@ -50,4 +50,5 @@ pub use flat::{Flat, FlatGroup, Instance, Role};
 pub use hostlist::HostlistError;
 pub use model::{Group, Level, Member, Topology};
 pub use parse::LEVELS_MAX;
+pub use pattern::fill_pattern;
 pub use sync::{StrategyKind, SyncSettings, Transport, UnknownName};

@@ -257,3 +257,22 @@ pub(crate) fn candidates(name: &str, addr: SocketAddr, next: Option<SocketAddr>)
     }
     out
 }
+
+/// Fills the address-pattern text `pattern` (same syntax as `nodes` entries:
+/// `{n}`, `{i}`, `{g}` with `+ - * / %` operations) for host `host`, the
+/// `i`-th (1-based) of its entry, in the `g`-th group. The result is text;
+/// it is not checked to be a socket address. Used by applications for
+/// per-node values such as BMC addresses.
+pub fn fill_pattern(pattern: &str, host: &str, i: u64, g: u64) -> Result<String, String> {
+    let p = AddrPattern::parse(pattern)
+        .map_err(|(at, msg)| format!("bad pattern `{pattern}` at byte {at}: {msg}"))?;
+    let mut out = String::new();
+    let vars = Vars {
+        n: numeric_suffix(host),
+        i,
+        g,
+    };
+    p.fill(vars, &mut out)
+        .map_err(|e| format!("pattern `{pattern}` for host {host}: {e}"))?;
+    Ok(out)
+}

@@ -105,6 +105,7 @@ fn a_small_simulated_cluster_with_engines_converges() {
         dead: None,
         seed: 11,
         loss: 0.0,
+        loss_scenario: false,
         engine: true,
         engine_fail_rate: 0.0,
         engine_hang_rate: 0.0,

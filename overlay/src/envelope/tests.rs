@@ -84,10 +84,11 @@ fn tampered_byte_anywhere_fails_authentication() {
         let mut t = d.clone();
         t[i] ^= 0x40;
         let r = Opener::new(2).open(&ring(), &t);
-        let want = if i == 3 {
-            DropReason::UnknownKey
-        } else {
-            DropReason::AuthFailed
+        // The addressee is checked on the header, before decryption.
+        let want = match i {
+            3 => DropReason::UnknownKey,
+            8..12 => DropReason::Misdirected,
+            _ => DropReason::AuthFailed,
         };
         assert_eq!(r, Err(want), "byte {i}");
     }
@@ -160,7 +161,7 @@ fn authentic_garbage_is_malformed() {
     out.extend_from_slice(&1u64.to_be_bytes());
     let header: [u8; HEADER_BYTES] = out[..].try_into().unwrap();
     let mut body = vec![0xff, 0xff, 0xff, 0xff];
-    derive(keys.key(1).unwrap(), 7, 1)
+    derive(&keys.get(1).unwrap(), 7, 1)
         .encrypt_in_place(&nonce(&header), &header, &mut body)
         .unwrap();
     out.extend_from_slice(&body);
@@ -179,6 +180,29 @@ fn key_rotation_accepts_old_and_new() {
     assert_eq!(out[3], 2);
     assert!(Opener::new(2).open(&a, &out).is_ok());
     assert!(!b.set_primary(9));
+}
+
+#[test]
+fn shared_rings_rotate_at_run_time() {
+    let ring = KeyRing::single(1, &ClusterKey::from_seed(1));
+    let mut admin = ring.share();
+    admin.insert(2, &ClusterKey::from_seed(2));
+    assert_eq!(ring.ids(), vec![1, 2]);
+    assert!(!admin.remove(1), "the primary cannot be retired");
+    assert!(admin.set_primary(2));
+    let mut out = Vec::new();
+    Sealer::new(3, 1).seal(&ring, 2, &hello(), &mut out);
+    assert_eq!(out[3], 2);
+    assert!(admin.remove(1));
+    assert!(!admin.remove(7));
+    assert_eq!((ring.ids(), ring.primary()), (vec![2], 2));
+    let old = KeyRing::single(1, &ClusterKey::from_seed(1));
+    let mut stale = Vec::new();
+    Sealer::new(4, 1).seal(&old, 2, &hello(), &mut stale);
+    assert_eq!(
+        Opener::new(2).open(&ring, &stale),
+        Err(DropReason::UnknownKey)
+    );
 }
 
 #[test]
@@ -203,4 +227,35 @@ proptest::proptest! {
         d.extend_from_slice(&tail);
         let _ = Opener::new(2).open(&ring(), &d);
     }
+}
+
+#[test]
+fn cheap_checks_run_before_decryption() {
+    let mut s = Sealer::new(7, 1);
+    let d = sealed(&mut s);
+    let mut o = Opener::new(2).with_senders(5);
+    assert_eq!(o.open(&ring(), &d), Err(DropReason::UnknownSender));
+    let mut o = Opener::new(2);
+    o.open(&ring(), &d).unwrap();
+    // A replayed header with a broken tag is rejected as replayed: the
+    // window is consulted before any decryption.
+    let mut t = d.clone();
+    let last = t.len() - 1;
+    t[last] ^= 1;
+    assert_eq!(o.open(&ring(), &t), Err(DropReason::Replayed));
+    // A forged datagram never moves the window.
+    let mut f = sealed(&mut s);
+    let last = f.len() - 1;
+    f[last] ^= 1;
+    assert_eq!(o.open(&ring(), &f), Err(DropReason::AuthFailed));
+    assert!(o.open(&ring(), &sealed(&mut s)).is_ok());
+}
+
+#[test]
+fn peek_header_reads_every_field() {
+    let mut s = Sealer::new(7, 9);
+    let d = sealed(&mut s);
+    let h = peek_header(&d).unwrap();
+    assert_eq!((h.key_id, h.sender, h.receiver, h.epoch, h.seq), (1, 7, 2, 9, 1));
+    assert_eq!(peek_header(&d[..20]), Err(DropReason::Truncated));
 }

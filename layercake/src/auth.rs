@@ -1,0 +1,434 @@
+//! REST API authentication: bearer tokens with two roles.
+//!
+//! - [`Role`]: `read` (every GET, and `POST /api/v1/plan`, which runs
+//!   nothing) or `admin` (everything, including Cfg writes, freeze, thaw).
+//! - [`TokenTable`]: the root's table of accepted tokens, one line per
+//!   token: `ROLE NAME SHA256-HEX`. Only the SHA-256 of a token is stored,
+//!   so the table itself is not a credential; it must still be private
+//!   (mode 0600, see [`crate::secrets`]) because whoever can write it can
+//!   add a token.
+//! - [`require`]: the axum middleware. Public without a token: the
+//!   dashboard's static files and `GET /api/v1/health`; everything else
+//!   needs `Authorization: Bearer TOKEN` (or, for a GET, an `access_token`
+//!   query parameter, which the dashboard's `EventSource` needs since it
+//!   cannot set headers; the parameter is removed before the handler sees
+//!   the query). Missing or unknown token: 401; a read token on a write:
+//!   403; both with the API's JSON error body and counted in
+//!   `kraken_api_refused_total{reason}`.
+//! - [`new_token`], [`create`]: `layercake tokens create`.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::root::ApiError;
+use crate::secrets::{self, SecretError};
+
+/// Prefix of every token (lets scanners and people recognise one).
+pub const TOKEN_PREFIX: &str = "lct_";
+/// Most tokens a table may hold (each request scans the table).
+pub const TOKENS_MAX: usize = 4096;
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads only.
+    Read,
+    /// Reads and writes.
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "read" => Ok(Role::Read),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!("unknown role `{s}` (use `read` or `admin`)")),
+        }
+    }
+}
+
+/// Why a token table or token file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The file is not private, missing, or unreadable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A line of the table is malformed.
+    #[error("{file}:{line}: {message}")]
+    Syntax {
+        /// The table file.
+        file: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A token file does not hold a token.
+    #[error("{0}: expected one token (`{TOKEN_PREFIX}` and 64 hex digits)")]
+    NotAToken(String),
+}
+
+/// One accepted token.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// What it may do.
+    pub role: Role,
+    /// Who holds it (for logs and 403 messages).
+    pub name: String,
+    hash: [u8; 32],
+}
+
+/// The tokens a root accepts.
+#[derive(Clone, Debug, Default)]
+pub struct TokenTable {
+    entries: Vec<Entry>,
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl TokenTable {
+    /// Parses a table; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<TokenTable, AuthError> {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = |message: String| AuthError::Syntax {
+                file: file.to_string(),
+                line: i + 1,
+                message,
+            };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [role, name, hash] = fields[..] else {
+                return Err(bad(format!(
+                    "expected `ROLE NAME SHA256` (3 fields), found {}",
+                    fields.len()
+                )));
+            };
+            let role = role.parse().map_err(bad)?;
+            let hash = unhex32(hash)
+                .ok_or_else(|| bad("the SHA-256 must be 64 hex digits".to_string()))?;
+            if entries.len() >= TOKENS_MAX {
+                return Err(bad(format!("more than {TOKENS_MAX} tokens")));
+            }
+            entries.push(Entry {
+                role,
+                name: name.to_string(),
+                hash,
+            });
+        }
+        Ok(TokenTable { entries })
+    }
+
+    /// Loads a private table file.
+    pub fn load(path: &Path) -> Result<TokenTable, AuthError> {
+        let text = secrets::read_private(path)?;
+        TokenTable::parse(&text, &path.display().to_string())
+    }
+
+    /// Tokens in the table.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if the table holds no token (every request is then refused).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry of `token`, if accepted. Every entry is compared (in
+    /// constant time), so timing tells nothing about which one matched.
+    pub fn find(&self, token: &str) -> Option<&Entry> {
+        let h = sha256(token);
+        let mut found = None;
+        for e in &self.entries {
+            if same(&e.hash, &h) && found.is_none() {
+                found = Some(e);
+            }
+        }
+        found
+    }
+}
+
+/// A new random token: [`TOKEN_PREFIX`] and 64 hex digits (256 bits).
+pub fn new_token() -> Result<String, SecretError> {
+    Ok(format!("{TOKEN_PREFIX}{}", secrets::random_hex(32)?))
+}
+
+/// The table line that accepts `token` as `name` with `role`.
+pub fn table_line(role: Role, name: &str, token: &str) -> String {
+    format!("{role} {name} {}\n", secrets::hex(&sha256(token)))
+}
+
+/// Reads a client's token file (private, one token).
+pub fn read_token_file(path: &Path) -> Result<String, AuthError> {
+    let text = secrets::read_private(path)?;
+    let t = text.trim();
+    if !t.starts_with(TOKEN_PREFIX) || t.len() != TOKEN_PREFIX.len() + 64 {
+        return Err(AuthError::NotAToken(path.display().to_string()));
+    }
+    Ok(t.to_string())
+}
+
+/// `layercake tokens create`: a new token written to `out` (0600, never
+/// overwritten) and its hash appended to the table `table`.
+pub fn create(role: Role, name: &str, out: &Path, table: &Path) -> anyhow::Result<()> {
+    if name.is_empty() || name.contains(char::is_whitespace) || name.contains('#') {
+        anyhow::bail!("--name must be one word without `#` (got `{name}`)");
+    }
+    if table.exists() {
+        TokenTable::load(table)?;
+    }
+    let token = new_token()?;
+    secrets::write_private(out, &format!("{token}\n"))?;
+    secrets::append_private(table, &table_line(role, name, &token))?;
+    Ok(())
+}
+
+/// `layercake tokens ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum TokensCmd {
+    /// Make a token: write it to `--out` (0600) and add its hash to the
+    /// root's table `--table` (created 0600 if missing).
+    Create {
+        /// `read` (GET and plan) or `admin` (everything).
+        #[arg(long)]
+        role: Role,
+        /// Who holds it (shown in logs and 403 messages).
+        #[arg(long)]
+        name: String,
+        /// The new token file (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// The root's token table (`--api-tokens`).
+        #[arg(long, value_name = "FILE")]
+        table: std::path::PathBuf,
+    },
+}
+
+impl clap::ValueEnum for Role {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Role::Read, Role::Admin]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }))
+    }
+}
+
+/// Runs a `tokens` command.
+pub fn main(cmd: TokensCmd) -> anyhow::Result<i32> {
+    match cmd {
+        TokensCmd::Create {
+            role,
+            name,
+            out,
+            table,
+        } => {
+            create(role, &name, &out, &table)?;
+            println!(
+                "token `{name}` ({role}) written to {}; {} accepts it (restart the root to load it)",
+                out.display(),
+                table.display()
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// The role a request needs, or `None` for the public routes.
+pub fn needed(method: &Method, path: &str) -> Option<Role> {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let public = ["/", "/dashboard.js", "/dashboard.css", "/api/v1/health"];
+    if read && public.contains(&path) {
+        return None;
+    }
+    if read || (*method == Method::POST && path == "/api/v1/plan") {
+        return Some(Role::Read);
+    }
+    Some(Role::Admin)
+}
+
+/// The token of a request: the bearer header, else (GET only) the
+/// `access_token` query parameter, which is then removed from the URI.
+fn take_token(req: &mut Request) -> Option<String> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
+    }
+    if req.method() != Method::GET {
+        return None;
+    }
+    let query = req.uri().query()?;
+    let mut token = None;
+    let mut rest = Vec::new();
+    for part in query.split('&') {
+        match part.strip_prefix("access_token=") {
+            Some(t) => token = Some(t.to_string()),
+            None => rest.push(part),
+        }
+    }
+    let token = token?;
+    let mut pq = req.uri().path().to_string();
+    if !rest.is_empty() {
+        pq = format!("{pq}?{}", rest.join("&"));
+    }
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    Some(token)
+}
+
+fn refuse(status: u16, reason: &'static str, message: String) -> Response {
+    metrics::counter!("kraken_api_refused_total", "reason" => reason).increment(1);
+    let code = if status == 401 {
+        "unauthorized"
+    } else {
+        "forbidden"
+    };
+    let mut r = ApiError {
+        status,
+        code,
+        message,
+    }
+    .into_response();
+    if status == 401 {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+/// The middleware: lets a request through only with a token whose role
+/// covers it.
+pub async fn require(
+    State(table): State<Arc<TokenTable>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(need) = needed(req.method(), &path) else {
+        return next.run(req).await;
+    };
+    let Some(token) = take_token(&mut req) else {
+        tracing::debug!("API: {} {path} without a token", req.method());
+        return refuse(
+            401,
+            "missing_token",
+            "this API needs a token: send `Authorization: Bearer TOKEN` \
+             (`layercake ctl --token-file FILE`; make one with `layercake tokens create`)"
+                .into(),
+        );
+    };
+    let Some(entry) = table.find(&token) else {
+        tracing::debug!("API: {} {path} with an unknown token", req.method());
+        return refuse(
+            401,
+            "unknown_token",
+            "the bearer token is not in this root's token table".into(),
+        );
+    };
+    if entry.role < need {
+        tracing::warn!(
+            "API: token `{}` (role {}) refused for {} {path}",
+            entry.name,
+            entry.role,
+            req.method()
+        );
+        return refuse(
+            403,
+            "forbidden",
+            format!(
+                "token `{}` has role `{}`; {} {path} needs role `{need}`",
+                entry.name,
+                entry.role,
+                req.method()
+            ),
+        );
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_parse_and_find_tokens() {
+        let t1 = new_token().unwrap();
+        let t2 = new_token().unwrap();
+        assert_ne!(t1, t2);
+        let text = format!(
+            "# comment\n{}\n{}",
+            table_line(Role::Admin, "alice", &t1).trim(),
+            table_line(Role::Read, "bob", &t2)
+        );
+        let t = TokenTable::parse(&text, "tokens").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.find(&t1).unwrap().role, Role::Admin);
+        assert_eq!(t.find(&t2).unwrap().name, "bob");
+        assert!(t.find("lct_nope").is_none());
+        let e = TokenTable::parse("admin x\n", "tokens").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tokens:1: expected `ROLE NAME SHA256` (3 fields), found 2"
+        );
+        let e = TokenTable::parse("\nroot x abc\n", "t").unwrap_err();
+        assert!(e.to_string().starts_with("t:2: unknown role `root`"), "{e}");
+    }
+
+    #[test]
+    fn roles_per_route() {
+        assert_eq!(needed(&Method::GET, "/"), None);
+        assert_eq!(needed(&Method::GET, "/api/v1/health"), None);
+        assert_eq!(needed(&Method::GET, "/api/v1/nodes"), Some(Role::Read));
+        assert_eq!(needed(&Method::GET, "/metrics"), Some(Role::Read));
+        assert_eq!(needed(&Method::POST, "/api/v1/plan"), Some(Role::Read));
+        assert_eq!(needed(&Method::POST, "/api/v1/cfg"), Some(Role::Admin));
+        assert_eq!(needed(&Method::DELETE, "/api/v1/health"), Some(Role::Admin));
+    }
+}

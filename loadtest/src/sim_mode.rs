@@ -24,7 +24,7 @@ pub const STEADY_HELLOS: u32 = 5;
 /// hybrid and gossip strategies fill their replicas (every member holds
 /// every record of its group) by anti-entropy for some seconds after the
 /// root already holds every Dsc.
-pub const SETTLE_HELLOS: u32 = 10;
+pub const SETTLE_HELLOS: u32 = 30;
 
 /// The steady-state background load (measured over [`STEADY_HELLOS`]).
 pub struct Steady {

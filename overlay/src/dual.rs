@@ -148,10 +148,7 @@ impl Paths {
                 }
             }
             PathMode::Fallback => {
-                if st
-                    .last_probe
-                    .is_none_or(|t| now.saturating_sub(t) >= probe)
-                {
+                if st.last_probe.is_none_or(|t| now.saturating_sub(t) >= probe) {
                     st.last_probe = Some(now);
                     Way::Udp
                 } else {
@@ -208,23 +205,30 @@ pub fn spawn<I: Instance + 'static>(
     (h, view)
 }
 
+/// What the task last published for the application.
+#[derive(Debug, Default)]
+struct Published {
+    counters: PathCounters,
+    modes: Vec<(NodeId, PathMode)>,
+}
+
 /// The application's read-only view of an instance's paths.
 #[derive(Clone, Debug, Default)]
 pub struct DualView {
-    inner: std::rc::Rc<std::cell::RefCell<(PathCounters, Vec<(NodeId, PathMode)>)>>,
+    inner: std::rc::Rc<std::cell::RefCell<Published>>,
 }
 
 impl DualView {
     /// The counters so far.
     pub fn counters(&self) -> PathCounters {
-        self.inner.borrow().0.clone()
+        self.inner.borrow().counters.clone()
     }
 
     /// The mode of the path to `peer` (UDP until a frame went to it).
     pub fn mode(&self, peer: NodeId) -> PathMode {
         self.inner
             .borrow()
-            .1
+            .modes
             .iter()
             .find(|(p, _)| *p == peer)
             .map_or(PathMode::Udp, |(_, m)| *m)
@@ -304,9 +308,9 @@ impl<I: Instance> Task<I> {
 
     fn publish_view(&self) {
         let mut v = self.view.inner.borrow_mut();
-        v.0 = self.paths.counters.clone();
-        v.1.clear();
-        v.1
+        v.counters = self.paths.counters.clone();
+        v.modes.clear();
+        v.modes
             .extend(self.paths.peers.iter().map(|(&p, s)| (p, s.mode)));
     }
 
@@ -326,9 +330,7 @@ impl<I: Instance> Task<I> {
                 // A full socket buffer drops the datagram, as the network
                 // might; the protocols above re-send.
                 Way::Udp => self.socket.try_send_to(tx, udp).is_ok(),
-                Way::Quic => self
-                    .links
-                    .send(t.to, quic, Bytes::copy_from_slice(tx)),
+                Way::Quic => self.links.send(t.to, quic, Bytes::copy_from_slice(tx)),
             };
             let mut c = self.h.traffic.borrow_mut();
             if ok {

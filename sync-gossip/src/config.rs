@@ -184,6 +184,15 @@ pub struct GossipConfig {
     pub claim_holdoff: Duration,
     /// How records spread and whether the group elects an acting member.
     pub mode: Mode,
+    /// Members that watch the acting one directly (rack mode): the best
+    /// ranked live members after it, i.e. its likely successors. 0 leaves
+    /// the detection of its death to SWIM's random probing alone.
+    pub watchers: usize,
+    /// Interval of a watcher's pings to the acting member.
+    pub watch_interval: Duration,
+    /// A watcher declares the acting member down after this long without
+    /// an answer.
+    pub watch_timeout: Duration,
 }
 
 /// How a group spreads records.
@@ -209,7 +218,7 @@ impl GossipConfig {
         // period has a 37% chance that nobody probes a given member), which
         // made re-homing miss 3 s. Anti-entropy slows to 8 periods (2 s at
         // hello 1 s), which more than pays for the faster probing.
-        let period = (hello / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let period = (hello / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
         GossipConfig {
             incarnation: 0,
             seed: 0,
@@ -222,6 +231,9 @@ impl GossipConfig {
             anti_entropy_interval: period * 8,
             claim_holdoff: period * 4,
             mode: Mode::Rack,
+            watchers: 2,
+            watch_interval: hello / 8,
+            watch_timeout: hello,
         }
     }
 
@@ -233,12 +245,18 @@ impl GossipConfig {
             (self.gossip_interval, "gossip_interval is zero"),
             (self.announce_interval, "announce_interval is zero"),
             (self.anti_entropy_interval, "anti_entropy_interval is zero"),
+            (self.watch_interval, "watch_interval is zero"),
         ];
         if let Some((_, why)) = zero.iter().find(|(d, _)| d.is_zero()) {
             return Err(ConfigError::Timers(why));
         }
         if self.probe_rtt >= self.probe_period {
             return Err(ConfigError::Timers("probe_rtt must be below probe_period"));
+        }
+        if self.watchers > 0 && self.watch_timeout <= self.watch_interval {
+            return Err(ConfigError::Timers(
+                "watch_timeout must be longer than watch_interval",
+            ));
         }
         Ok(())
     }

@@ -85,6 +85,17 @@ pub struct GossipStats {
     pub events_dropped: u64,
     /// Records foca would not queue for broadcast (flat mode).
     pub broadcasts_refused: u64,
+    /// Times this member, watching the acting one, declared it down.
+    pub watch_downs: u64,
+}
+
+/// A watcher's view of the acting member it watches.
+#[derive(Clone, Copy, Debug)]
+struct Watch {
+    target: NodeId,
+    seq: u64,
+    last_ack: Time,
+    next_ping: Time,
 }
 
 /// One member's gossip core for one group.
@@ -104,6 +115,7 @@ pub struct GossipCore {
     next_join: Option<Time>,
     claim_not_before: Time,
     claim_at: Option<Time>,
+    watch: Option<Watch>,
 }
 
 impl GossipCore {
@@ -147,6 +159,7 @@ impl GossipCore {
             next_join: (group.len() > 1).then_some(now),
             claim_not_before: now + cfg.claim_holdoff,
             claim_at: None,
+            watch: None,
             group,
             cfg,
         };
@@ -285,6 +298,23 @@ impl GossipCore {
             Ok(Payload::Digest(d)) => self.on_digest(from, &d),
             Ok(Payload::Records(rs)) => self.on_records(now, from, rs),
             Ok(Payload::Down(id)) => self.on_down_hint(now, id),
+            Ok(Payload::Watch(seq)) => {
+                self.q
+                    .send(from, self.group.group(), wire::watch_payload(seq, true));
+            }
+            Ok(Payload::WatchAck(_)) => {
+                if let Some(w) = self.watch.as_mut().filter(|w| w.target == from) {
+                    w.last_ack = now;
+                }
+            }
+            Ok(Payload::Claim(a)) => {
+                // News goes on through foca too: a member the direct
+                // message missed hears it from everyone, not only from the
+                // claimant.
+                if self.shared.lock().follow(a) {
+                    let _ = self.broadcast(now, &Item::Acting(a));
+                }
+            }
             Err(_) => self.stats.malformed += 1,
         }
         self.settle(now);
@@ -306,6 +336,7 @@ impl GossipCore {
             self.claim_at = None;
         }
         self.settle(now);
+        self.watch_tick(now);
     }
 
     /// The next frame to send.
@@ -328,6 +359,7 @@ impl GossipCore {
             Some(self.next_anti_entropy),
             self.next_join,
             self.claim_at,
+            self.watch.map(|w| w.next_ping),
         ]
         .into_iter()
         .flatten()
@@ -506,6 +538,75 @@ impl GossipCore {
         });
         // A refused broadcast still spreads through digests.
         let _ = self.broadcast(now, &Item::Acting(claim));
+        // Tell every member at once: re-homing should not wait for
+        // foca's rounds to reach the last member.
+        let payload = wire::claim_payload(&claim);
+        let members: Vec<NodeId> = self.alive.iter().copied().collect();
+        for m in members {
+            self.q.send(m, self.group.group(), payload.clone());
+        }
+    }
+
+    /// Whether this member watches `acting`: one of the
+    /// [`GossipConfig::watchers`] best-ranked live members after it.
+    fn is_watcher_of(&self, acting: NodeId) -> bool {
+        self.group
+            .ranked()
+            .iter()
+            .copied()
+            .filter(|&m| m != acting && (m == self.node || self.alive.contains(&m)))
+            .take(self.cfg.watchers)
+            .any(|m| m == self.node)
+    }
+
+    /// A watcher pings the acting member every watch interval and declares
+    /// it down after a watch timeout without an answer: its successors
+    /// learn of its death in about one timeout, whatever the group's size
+    /// (random SWIM probing leaves a given member unprobed for a while).
+    fn watch_tick(&mut self, now: Time) {
+        let acting = self.acting().member;
+        let watching = self.cfg.mode == Mode::Rack
+            && acting != self.node
+            && self.alive.contains(&acting)
+            && self.is_watcher_of(acting);
+        if !watching {
+            self.watch = None;
+            return;
+        }
+        let w = match self.watch {
+            Some(w) if w.target == acting => w,
+            _ => Watch {
+                target: acting,
+                seq: 0,
+                last_ack: now,
+                next_ping: now,
+            },
+        };
+        if now.saturating_sub(w.last_ack) >= self.cfg.watch_timeout {
+            self.watch = None;
+            self.stats.watch_downs += 1;
+            let id = self
+                .foca
+                .iter_membership_state()
+                .map(|m| *m.id())
+                .find(|id| id.node == acting);
+            if let Some(id) = id {
+                self.on_down_hint(now, id);
+                self.settle(now);
+            }
+            return;
+        }
+        let mut w = w;
+        if w.next_ping <= now {
+            w.seq += 1;
+            w.next_ping = now + self.cfg.watch_interval;
+            self.q.send(
+                acting,
+                self.group.group(),
+                wire::watch_payload(w.seq, false),
+            );
+        }
+        self.watch = Some(w);
     }
 
     /// Announces to the two best-ranked members and a few random ones;

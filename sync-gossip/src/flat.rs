@@ -161,7 +161,9 @@ mod tests {
             ..GossipConfig::for_hello(Duration::from_secs(1))
         };
         let nodes = (0..n)
-            .map(|i| FlatGossip::new(Duration::ZERO, i, spec.clone(), cfg.clone(), 0).expect("core"))
+            .map(|i| {
+                FlatGossip::new(Duration::ZERO, i, spec.clone(), cfg.clone(), 0).expect("core")
+            })
             .collect();
         let mut sim = Sim::new(
             SimConfig {

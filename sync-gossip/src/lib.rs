@@ -48,9 +48,9 @@ pub use crate::core::{
     EVENTS_MAX, GossipCore, GossipEvent, GossipStats, PUSH_FRAMES_MAX, SEEDS_RANDOM,
 };
 pub use config::{FLAT_MEMBERS_MAX, GROUP_MEMBERS_MAX, GossipConfig, GroupSpec, Mode};
-pub use flat::FlatGossip;
 pub use election::Acting;
 pub use error::{ConfigError, GossipError};
+pub use flat::FlatGossip;
 pub use identity::MemberId;
 
 #[cfg(test)]

@@ -31,6 +31,12 @@ const TAG_DIGEST: u8 = 1;
 const TAG_RECORDS: u8 = 2;
 /// Payload tag: a down hint follows.
 const TAG_DOWN: u8 = 3;
+/// Payload tag: a watch ping (a candidate checking the acting member).
+const TAG_WATCH: u8 = 4;
+/// Payload tag: the answer to a watch ping.
+const TAG_WATCH_ACK: u8 = 5;
+/// Payload tag: an acting claim sent straight to a member.
+const TAG_CLAIM: u8 = 6;
 /// Item tag: a record.
 const ITEM_RECORD: u8 = 1;
 /// Item tag: an acting announcement.
@@ -98,6 +104,13 @@ pub enum Payload<'a> {
     /// candidate so that it learns at once (foca's own dissemination of
     /// the same fact is random and can miss it for seconds).
     Down(MemberId),
+    /// A watch ping with its sequence number: answer with a watch ack.
+    Watch(u64),
+    /// The answer to the watch ping of that sequence number.
+    WatchAck(u64),
+    /// An acting claim sent straight to every member by the new acting
+    /// one, so that the group re-homes without waiting for foca's rounds.
+    Claim(Acting),
 }
 
 /// The digest bucket of `key`.
@@ -432,6 +445,21 @@ pub fn down_payload(id: &MemberId) -> Vec<u8> {
     out
 }
 
+/// A watch ping (`ack` false) or its answer (`ack` true).
+pub fn watch_payload(seq: u64, ack: bool) -> Vec<u8> {
+    let mut out = vec![if ack { TAG_WATCH_ACK } else { TAG_WATCH }];
+    put_varint(&mut out, seq);
+    out
+}
+
+/// An acting claim for one member.
+pub fn claim_payload(a: &Acting) -> Vec<u8> {
+    let mut out = vec![TAG_CLAIM];
+    put_varint(&mut out, a.member.into());
+    put_varint(&mut out, a.epoch);
+    out
+}
+
 /// Bytes of a records payload before its first record.
 pub const RECORDS_PAYLOAD_HEADER_BYTES: usize = 1;
 
@@ -480,6 +508,21 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, WireError> {
                 return Err(WireError::Range);
             }
             Ok(Payload::Down(id))
+        }
+        TAG_WATCH | TAG_WATCH_ACK | TAG_CLAIM => {
+            let mut buf = rest;
+            let p = match tag {
+                TAG_WATCH => Payload::Watch(get_varint(&mut buf)?),
+                TAG_WATCH_ACK => Payload::WatchAck(get_varint(&mut buf)?),
+                _ => Payload::Claim(Acting {
+                    member: get_u32(&mut buf)?,
+                    epoch: get_varint(&mut buf)?,
+                }),
+            };
+            if buf.has_remaining() {
+                return Err(WireError::Range);
+            }
+            Ok(p)
         }
         t => Err(WireError::BadTag(t)),
     }

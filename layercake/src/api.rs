@@ -60,7 +60,7 @@ pub struct ApiState {
     /// Turns true when the process shuts down (ends event streams).
     pub shutdown: watch::Receiver<bool>,
     /// Accepted bearer tokens; `None`: no authentication (loopback only).
-    pub auth: Option<Arc<crate::auth::TokenTable>>,
+    pub auth: Option<Arc<crate::auth::Tokens>>,
     /// The keyring service (a root running with `--pki`).
     pub keys: Option<Arc<crate::keys::KeyService>>,
 }

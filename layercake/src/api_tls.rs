@@ -22,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
-use crate::auth::TokenTable;
+use crate::auth::Tokens;
 
 /// How long a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +52,7 @@ pub struct ApiSecurityArgs {
 #[derive(Clone, Default)]
 pub struct ApiSecurity {
     /// Accepted tokens (`None`: no authentication).
-    pub tokens: Option<Arc<TokenTable>>,
+    pub tokens: Option<Arc<Tokens>>,
     /// TLS (`None`: plain HTTP).
     pub tls: Option<Arc<ServerConfig>>,
 }
@@ -62,13 +62,7 @@ impl ApiSecurity {
     pub fn load(a: &ApiSecurityArgs, addr: SocketAddr) -> Result<ApiSecurity> {
         let tokens = match &a.api_tokens {
             Some(p) => {
-                let t = TokenTable::load(p).context("--api-tokens")?;
-                if t.is_empty() {
-                    bail!(
-                        "--api-tokens {}: no token in the file (add one with `layercake tokens create`)",
-                        p.display()
-                    );
-                }
+                let t = Tokens::load(p).context("--api-tokens")?;
                 tracing::info!("API: {} tokens from {}", t.len(), p.display());
                 Some(Arc::new(t))
             }

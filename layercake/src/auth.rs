@@ -7,6 +7,8 @@
 //!   so the table itself is not a credential; it must still be private
 //!   (mode 0600, see [`crate::secrets`]) because whoever can write it can
 //!   add a token.
+//! - [`Tokens`]: the table a running root uses, reloaded from its file on
+//!   SIGHUP ([`reload_on_hangup`]; a bad file keeps the old table).
 //! - [`require`]: the axum middleware. Public without a token: the
 //!   dashboard's static files and `GET /api/v1/health`; everything else
 //!   needs `Authorization: Bearer TOKEN` (or, for a GET, an `access_token`
@@ -18,8 +20,8 @@
 //! - [`new_token`], [`create`]: `layercake tokens create`.
 
 use std::fmt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
@@ -80,6 +82,9 @@ pub enum AuthError {
         /// What is wrong.
         message: String,
     },
+    /// A table without any token (every request would be refused).
+    #[error("{0}: no token in the table (add one with `layercake tokens create`)")]
+    Empty(String),
     /// A token file does not hold a token.
     #[error("{0}: expected one token (`{TOKEN_PREFIX}` and 64 hex digits)")]
     NotAToken(String),
@@ -187,6 +192,67 @@ impl TokenTable {
     }
 }
 
+/// The root's live token table: reloaded from its file on SIGHUP.
+pub struct Tokens {
+    path: PathBuf,
+    table: RwLock<TokenTable>,
+}
+
+impl Tokens {
+    /// Loads the table at `path` (private, at least one token).
+    pub fn load(path: &Path) -> Result<Tokens, AuthError> {
+        let table = TokenTable::load(path)?;
+        if table.is_empty() {
+            return Err(AuthError::Empty(path.display().to_string()));
+        }
+        Ok(Tokens {
+            path: path.to_path_buf(),
+            table: RwLock::new(table),
+        })
+    }
+
+    /// Tokens in the table now.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, TokenTable> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry of `token`, if accepted now.
+    pub fn find(&self, token: &str) -> Option<Entry> {
+        self.read().find(token).cloned()
+    }
+
+    /// Reads the file again; on any error the current table stays.
+    pub fn reload(&self) -> Result<usize, AuthError> {
+        let fresh = TokenTable::load(&self.path)?;
+        if fresh.is_empty() {
+            return Err(AuthError::Empty(self.path.display().to_string()));
+        }
+        let n = fresh.len();
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(n)
+    }
+}
+
+/// Reloads `tokens` on every SIGHUP (adds and revokes tokens without a
+/// restart); runs until the process ends.
+pub async fn reload_on_hangup(tokens: Arc<Tokens>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("API tokens: cannot listen for SIGHUP; restart the root to reload");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tokens.reload() {
+            Ok(n) => tracing::info!("API tokens: reloaded {n} from {}", tokens.path.display()),
+            Err(e) => tracing::error!("API tokens: reload failed, keeping the old table: {e}"),
+        }
+    }
+}
+
 /// A new random token: [`TOKEN_PREFIX`] and 64 hex digits (256 bits).
 pub fn new_token() -> Result<String, SecretError> {
     Ok(format!("{TOKEN_PREFIX}{}", secrets::random_hex(32)?))
@@ -266,7 +332,7 @@ pub fn main(cmd: TokensCmd) -> anyhow::Result<i32> {
         } => {
             create(role, &name, &out, &table)?;
             println!(
-                "token `{name}` ({role}) written to {}; {} accepts it (restart the root to load it)",
+                "token `{name}` ({role}) written to {}; {} accepts it (send the root SIGHUP, or restart it, to load it)",
                 out.display(),
                 table.display()
             );
@@ -345,11 +411,7 @@ fn refuse(status: u16, reason: &'static str, message: String) -> Response {
 
 /// The middleware: lets a request through only with a token whose role
 /// covers it.
-pub async fn require(
-    State(table): State<Arc<TokenTable>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require(State(table): State<Arc<Tokens>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let Some(need) = needed(req.method(), &path) else {
         return next.run(req).await;

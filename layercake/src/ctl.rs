@@ -47,7 +47,8 @@ pub const EXIT_AUTH: i32 = 7;
 /// `layercake ctl`.
 #[derive(Args, Debug)]
 pub struct CtlArgs {
-    /// The root's API address (`host:port`); also `LAYERCAKE_API`.
+    /// The root's API address (`host:port`, or `https://host:port`); also
+    /// `LAYERCAKE_API`.
     #[arg(long, env = "LAYERCAKE_API", default_value = DEFAULT_API, global = true)]
     pub api: String,
     /// Never colour the output (also `NO_COLOR`).
@@ -56,6 +57,9 @@ pub struct CtlArgs {
     /// A file holding the API token (mode 0600); else `LAYERCAKE_TOKEN`.
     #[arg(long, env = "LAYERCAKE_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) of an `https://` API.
+    #[arg(long, env = "LAYERCAKE_API_CA", global = true)]
+    pub api_ca: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub cmd: CtlCmd,
@@ -200,6 +204,9 @@ pub fn main(a: CtlArgs) -> i32 {
             eprintln!("error: --token-file: {e}");
             return EXIT_AUTH;
         }
+    }
+    if let Some(ca) = a.api_ca {
+        http::set_tls_ca(ca);
     }
     let c = Client { api: a.api, color };
     match c.run(a.cmd) {

@@ -56,7 +56,108 @@ pub fn set_token(token: Option<String>) {
     let _ = TOKEN.set(token.filter(|t| !t.is_empty()));
 }
 
-fn connect(addr: &str) -> Result<TcpStream, HttpError> {
+/// The CA that an `https://` API's certificate must chain to.
+static TLS_CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the CA file for `https://` addresses (first call wins).
+pub fn set_tls_ca(path: std::path::PathBuf) {
+    let _ = TLS_CA.set(path);
+}
+
+/// A connection to the API: plain TCP, or TLS over TCP (`https://ADDR`).
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.set_read_timeout(t),
+            Conn::Tls(s) => s.sock.set_read_timeout(t),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// `host:port` without an `http://` or `https://` prefix, and whether TLS.
+fn host_of(addr: &str) -> (&str, bool) {
+    match addr.strip_prefix("https://") {
+        Some(h) => (h.trim_end_matches('/'), true),
+        None => (
+            addr.trim_start_matches("http://").trim_end_matches('/'),
+            false,
+        ),
+    }
+}
+
+fn tls_client(host: &str) -> Result<rustls::ClientConnection, HttpError> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |m: String| HttpError::Connect {
+        addr: host.to_string(),
+        source: std::io::Error::other(m),
+    };
+    let ca = TLS_CA.get().ok_or_else(|| {
+        bad("an https:// API needs --api-ca FILE (the CA of its certificate)".into())
+    })?;
+    let ca_err = |e: &dyn std::fmt::Display| bad(format!("--api-ca {}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| ca_err(&e))?;
+    for c in certs {
+        roots
+            .add(c.map_err(|e| ca_err(&e))?)
+            .map_err(|e| ca_err(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let name = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name =
+        rustls::pki_types::ServerName::try_from(name).map_err(|e| bad(format!("`{host}`: {e}")))?;
+    rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).map_err(|e| bad(e.to_string()))
+}
+
+fn connect(addr: &str) -> Result<Conn, HttpError> {
+    let (host, tls) = host_of(addr);
+    let tcp = connect_tcp(host)?;
+    if !tls {
+        return Ok(Conn::Plain(tcp));
+    }
+    let client = tls_client(host)?;
+    Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(client, tcp))))
+}
+
+fn connect_tcp(addr: &str) -> Result<TcpStream, HttpError> {
     let err = |source| HttpError::Connect {
         addr: addr.to_string(),
         source,
@@ -77,7 +178,7 @@ fn connect(addr: &str) -> Result<TcpStream, HttpError> {
 }
 
 fn send(
-    s: &mut TcpStream,
+    s: &mut Conn,
     addr: &str,
     method: &str,
     path: &str,
@@ -181,7 +282,7 @@ pub fn request(
     body: Option<&[u8]>,
 ) -> Result<Response, HttpError> {
     let mut s = connect(addr)?;
-    send(&mut s, addr, method, path, body)?;
+    send(&mut s, host_of(addr).0, method, path, body)?;
     let mut r = BufReader::new(s);
     let head = read_head(&mut r)?;
     let mut out = Vec::new();
@@ -217,7 +318,7 @@ pub fn stream_lines(
 ) -> Result<Option<Response>, HttpError> {
     let mut s = connect(addr)?;
     s.set_read_timeout(None)?;
-    send(&mut s, addr, "GET", path, None)?;
+    send(&mut s, host_of(addr).0, "GET", path, None)?;
     let mut r = BufReader::new(s);
     let head = read_head(&mut r)?;
     if !(200..300).contains(&head.status) {

@@ -471,12 +471,16 @@ async fn remove(
 /// `layercake keys ...`.
 #[derive(Args, Debug)]
 pub struct KeysArgs {
-    /// The root's API address (`host:port`); also `LAYERCAKE_API`.
+    /// The root's API address (`host:port` or `https://host:port`); also
+    /// `LAYERCAKE_API`.
     #[arg(long, env = "LAYERCAKE_API", default_value = crate::cli::DEFAULT_API, global = true)]
     pub api: String,
     /// A file holding an admin API token; else `LAYERCAKE_TOKEN`.
     #[arg(long, env = "LAYERCAKE_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) of an `https://` API.
+    #[arg(long, env = "LAYERCAKE_API_CA", global = true)]
+    pub api_ca: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub cmd: KeysCmd,
@@ -521,6 +525,18 @@ pub enum KeysCmd {
     List,
 }
 
+/// True if a request to `api` stays off the network or is encrypted.
+fn private_channel(api: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    if api.starts_with("https://") {
+        return true;
+    }
+    let host = api.trim_start_matches("http://").trim_end_matches('/');
+    host.to_socket_addrs()
+        .map(|mut a| a.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false)
+}
+
 /// Runs a `keys` command; returns the exit code.
 pub fn main(a: KeysArgs) -> Result<i32> {
     if let KeysCmd::Generate { out } = &a.cmd {
@@ -534,6 +550,9 @@ pub fn main(a: KeysArgs) -> Result<i32> {
         None => std::env::var("LAYERCAKE_TOKEN").ok(),
     };
     crate::http::set_token(token);
+    if let Some(ca) = &a.api_ca {
+        crate::http::set_tls_ca(ca.clone());
+    }
     let (method, path, body) = match &a.cmd {
         KeysCmd::Generate { .. } => unreachable!("handled above"),
         KeysCmd::Install { key_file, id } => {
@@ -542,6 +561,14 @@ pub fn main(a: KeysArgs) -> Result<i32> {
                 b["id"] = json!(i);
             }
             if let Some(f) = key_file {
+                if !private_channel(&a.api) {
+                    anyhow::bail!(
+                        "--key-file: {} is neither https:// nor loopback, so the key would \
+                         cross the network in clear; use an https:// API, or let the root \
+                         generate the key (`keys install` without --key-file)",
+                        a.api
+                    );
+                }
                 let text = secrets::read_private(f)?;
                 let key = ClusterKey::from_hex(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
@@ -581,6 +608,15 @@ pub fn main(a: KeysArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_uploaded_only_over_tls_or_loopback() {
+        assert!(private_channel("127.0.0.1:7180"));
+        assert!(private_channel("http://[::1]:7180"));
+        assert!(private_channel("https://10.0.0.1:7180"));
+        assert!(!private_channel("10.0.0.1:7180"));
+        assert!(!private_channel("http://10.0.0.1:7180"));
+    }
 
     #[test]
     fn wire_rings_apply_in_a_safe_order() {

@@ -6,6 +6,8 @@
 //!   process on loopback, with the dashboard, API and metrics.
 //! - `layercake ctl ...`: the command-line client of the root's API.
 //! - `layercake topo check|gen|key`: topology tools.
+//! - `layercake tokens create`, `keys ...`, `certs init|issue`: API tokens,
+//!   keyring rotation, the cluster CA (`docs/security.md`).
 //!
 //! Modules: [`cli`] (arguments), [`serve`] (run and demo), [`world`] (the
 //! overlay instances), [`root`], [`member`], [`model`], [`persist`],

@@ -41,6 +41,7 @@ use sync_tree::TreeCore;
 use crate::bmc::ChildPlaces;
 use crate::metrics as m;
 use crate::model::Model;
+use layercake::power::config::{Protocol, power_of};
 use layercake::power::host::BmcHost;
 
 /// Milliseconds of an instance time (the engine's clock unit).
@@ -58,6 +59,8 @@ pub struct NodeRuntime {
     /// The last completion delivered was a module error (not a timeout).
     module_failed: bool,
     published: Option<Bytes>,
+    /// The Cfg names a BMC: the sub-parent authors this node's Dsc.
+    parent_drives: bool,
 }
 
 impl NodeRuntime {
@@ -77,6 +80,7 @@ impl NodeRuntime {
             step: None,
             module_failed: false,
             published: None,
+            parent_drives: false,
         }
     }
 
@@ -86,6 +90,16 @@ impl NodeRuntime {
         if *self.engine.cfg() == cfg {
             return;
         }
+        let bmc =
+            power_of(&cfg).is_some_and(|p| matches!(Protocol::parse(&p.protocol), Ok(Some(_))));
+        if bmc && !self.parent_drives {
+            tracing::warn!(
+                "{}: the Cfg names a BMC; the sub-parent drives and reports this node, \
+                 this process stops publishing its Dsc",
+                cfg.nodename
+            );
+        }
+        self.parent_drives = bmc;
         let frozen = self.model.frozen(&cfg);
         let was = self.model.frozen(self.engine.cfg());
         if frozen && !was {
@@ -169,6 +183,9 @@ impl NodeRuntime {
     /// The Dsc to publish (with the Frozen flag the engine really has), if
     /// it changed since the last call.
     pub fn dsc_if_changed(&mut self) -> Option<Bytes> {
+        if self.parent_drives {
+            return None;
+        }
         let mut dsc = self.engine.dsc().clone();
         let frozen = self.model.frozen(self.engine.cfg());
         self.model.set_frozen(&mut dsc, frozen);

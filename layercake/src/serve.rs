@@ -333,6 +333,9 @@ fn spawn_api(
                         return;
                     }
                 };
+                if let Some(t) = state.auth.clone() {
+                    tokio::spawn(crate::auth::reload_on_hangup(t));
+                }
                 if let Some(tls) = tls {
                     crate::api_tls::serve(l, router(state), tls, stop).await;
                     return;

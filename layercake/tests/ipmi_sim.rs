@@ -228,6 +228,54 @@ async fn session_is_set_up_again_after_a_bmc_restart_and_after_close() {
     assert!(c.power_is_on(&t).await.unwrap());
 }
 
+#[tokio::test]
+async fn concurrent_calls_to_one_bmc_all_succeed() {
+    let sim = IpmiSim::start().unwrap();
+    sim.set_power_behind_back(true);
+    let (c, t) = (client().await, admin(sim.addr()));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, t) = (c.clone(), t.clone());
+            tokio::spawn(async move { c.power_is_on(&t).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap());
+    }
+    // Each call was answered by the BMC itself (calls to one BMC run one
+    // at a time through its slot; none got another call's reply).
+    assert_eq!(sim.log_of(0).matches("get power").count(), 20);
+}
+
+#[tokio::test]
+async fn garbage_at_the_clients_socket_is_dropped_and_counted() {
+    let sim = IpmiSim::start().unwrap();
+    let (c, t) = (client().await, admin(sim.addr()));
+    assert!(!c.power_is_on(&t).await.unwrap());
+    let port = c.local_addr().unwrap().port();
+    let rogue = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0x06], vec![0x06, 0, 0xff, 0x07, 0x06, 0xc0]];
+    // A plausible RMCP+ header for session 0 with a lying length.
+    junk.push(vec![
+        6, 0, 0xff, 7, 6, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1,
+    ]);
+    junk.extend((0..50u8).map(|i| vec![i; usize::from(i) * 7]));
+    for j in &junk {
+        rogue.send_to(j, ("127.0.0.1", port)).unwrap();
+    }
+    sim.set_power_behind_back(true);
+    assert!(c.power_is_on(&t).await.unwrap());
+    c.chassis_control(&t, ChassisControl::PowerOff)
+        .await
+        .unwrap();
+    assert!(!sim.power_of(0));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while c.dropped_datagrams() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.dropped_datagrams() > 0);
+}
+
 /// Sum of the BMC processes' proportional memory (kB) and open files.
 fn sim_resources(sim: &IpmiSim) -> (u64, usize) {
     let mut pss_kb = 0;

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::*;
 
-/// A UDP port free on 127.0.0.1 whose successor (the join port) is free.
+/// A UDP port free on 127.0.0.1 with port + 2 (the join port) free too.
 fn free_port_pair() -> u16 {
     loop {
         let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = a.local_addr().unwrap().port();
-        if p < 65535 && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+        if p < 65534 && std::net::UdpSocket::bind(("127.0.0.1", p + 2)).is_ok() {
             return p;
         }
     }
@@ -137,6 +137,7 @@ fn metric(api: &str, line_start: &str) -> f64 {
 /// Retries a keys command while the root answers 409 (acknowledgements
 /// pending), for up to `secs`.
 fn keys_until_ok(api: &str, args: &[&str], secs: u64) -> String {
+    let t0 = std::time::Instant::now();
     let mut last = None;
     let done = wait_until(secs, || {
         let o = keys(api, args);
@@ -149,6 +150,10 @@ fn keys_until_ok(api: &str, args: &[&str], secs: u64) -> String {
         done,
         "keys {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!(
+        "keys {args:?} accepted after {:.1} s",
+        t0.elapsed().as_secs_f64()
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -232,6 +237,10 @@ fn keyring_rotates_while_the_cluster_keeps_converging() {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert!(writes.load(Ordering::Relaxed) >= 20);
+    eprintln!(
+        "{} Cfg writes during the rotation",
+        writes.load(Ordering::Relaxed)
+    );
     let status = ok(&keys(&root.api, &["list"]));
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["primary"], 3, "{status}");
@@ -245,6 +254,9 @@ fn keyring_rotates_while_the_cluster_keeps_converging() {
     };
     assert_eq!(drops("unknown_key"), 0.0);
     assert_eq!(drops("auth_failed"), 0.0);
+    // ... and the root never lost its link to the sub-parent.
+    let down = metric(&root.api, "kraken_sync_peer_events_total{event=\"down\"}");
+    assert_eq!(down, 0.0, "a link went down during the rotation");
 
     // The ring is durable: a root killed and restarted keeps key 3, and
     // the nodes (which kept it) converge with it.
@@ -335,6 +347,13 @@ fn joins_with_a_foreign_or_misnamed_certificate_are_refused() {
         status.contains("n02"),
         "n02 must not hold the key: {status}"
     );
+    // So a new key cannot become the sending key: n02 never acknowledges
+    // it (409, exit 8, naming n02), unless forced.
+    ok(&keys(&root.api, &["install"]));
+    let o = keys(&root.api, &["use", "2"]);
+    assert_eq!(o.status.code(), Some(8));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("n02"));
+    ok(&keys(&root.api, &["use", "2", "--force"]));
     drop((ghost, n01, sp, root));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -5,7 +5,7 @@
 //! Each body checks one claim of the power abstraction, either on the
 //! backend alone or through [`BmcHost`] (a node engine per BMC in CHILD
 //! context, the poller and the bounded pool): initial discovery, on, off,
-//! cycle, a change behind the system's back noticed and corrected, wrong
+//! soft off, cycle, a change behind the system's back noticed and corrected, wrong
 //! credentials (PHYS_ERROR with a clear message, no hang), an unreachable
 //! BMC (timeout, then the fail-to value) and 50 BMCs at once.
 //!
@@ -50,9 +50,32 @@ enum Kind {
     Ipmi,
 }
 
+/// Fake systems per Redfish emulator process: sushy-tools keeps its state
+/// in one SQLite file per process and slows down (then answers 500,
+/// "database is locked") with hundreds of systems under load, so larger
+/// fixtures start several emulators, like racks of separate BMCs.
+const SYSTEMS_PER_EMULATOR: usize = 25;
+
+/// Starts `ceil(n / SYSTEMS_PER_EMULATOR)` emulators.
+fn sushies(n: usize, delay_max_s: u32) -> Vec<Sushy> {
+    let mut v = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(SYSTEMS_PER_EMULATOR);
+        v.push(Sushy::start_with(k, delay_max_s));
+        left -= k;
+    }
+    v
+}
+
+/// The emulator and system number (1-based) of Redfish BMC `i`.
+fn sushy_of(v: &[Sushy], i: usize) -> (&Sushy, usize) {
+    (&v[i / SYSTEMS_PER_EMULATOR], i % SYSTEMS_PER_EMULATOR + 1)
+}
+
 enum Emu {
     Virtual(VirtualFleet),
-    Redfish(Sushy),
+    Redfish(Vec<Sushy>),
     Ipmi(IpmiSim),
 }
 
@@ -60,6 +83,9 @@ enum Emu {
 struct Fixture {
     emu: Emu,
     backends: Backends,
+    /// Sockets bound for the test's lifetime that never answer (so no
+    /// other test's emulator can get their ports).
+    silent: Mutex<(Vec<std::net::TcpListener>, Vec<std::net::UdpSocket>)>,
 }
 
 fn policy() -> Policy {
@@ -84,7 +110,7 @@ impl Fixture {
                 }
                 (Emu::Virtual(fleet.clone()), VIRTUAL_PASSWORD)
             }
-            Kind::Redfish => (Emu::Redfish(Sushy::start(n)), sushy::PASSWORD),
+            Kind::Redfish => (Emu::Redfish(sushies(n, 0)), sushy::PASSWORD),
             Kind::Ipmi => (
                 Emu::Ipmi(IpmiSim::start_many(n).expect("starting ipmi_sim")),
                 IpmiSim::PASSWORD,
@@ -101,7 +127,11 @@ impl Fixture {
                 retries: 1,
             }),
         };
-        Fixture { emu, backends }
+        Fixture {
+            emu,
+            backends,
+            silent: Mutex::default(),
+        }
     }
 
     /// The power extension of BMC `i` (0-based) with `credential`.
@@ -112,15 +142,18 @@ impl Fixture {
                 address: vm(i),
                 ..Power::default()
             },
-            Emu::Redfish(s) => Power {
-                protocol: "redfish".into(),
-                address: "127.0.0.1".into(),
-                port: u32::from(s.port()),
-                user: sushy::USER.into(),
-                scheme: "http".into(),
-                system: sushy::system_id(i + 1),
-                ..Power::default()
-            },
+            Emu::Redfish(v) => {
+                let (s, sys) = sushy_of(v, i);
+                Power {
+                    protocol: "redfish".into(),
+                    address: "127.0.0.1".into(),
+                    port: u32::from(s.port()),
+                    user: sushy::USER.into(),
+                    scheme: "http".into(),
+                    system: sushy::system_id(sys),
+                    ..Power::default()
+                }
+            }
             Emu::Ipmi(s) => {
                 let a = s.addrs()[i];
                 Power {
@@ -148,22 +181,37 @@ impl Fixture {
                     ..Power::default()
                 }
             }
-            // Nothing listens on these loopback ports (bound and dropped).
-            Emu::Redfish(_) => Power {
-                port: u32::from(closed_tcp_port()),
-                ..self.power(0, GOOD)
-            },
-            Emu::Ipmi(_) => Power {
-                port: u32::from(closed_udp_port()),
-                ..self.power(0, GOOD)
-            },
+            // Bound but silent: a TCP listener that never accepts (the
+            // request waits for an answer until the timeout), a UDP socket
+            // that never replies.
+            Emu::Redfish(_) => {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = l.local_addr().unwrap().port();
+                self.silent.lock().unwrap().0.push(l);
+                Power {
+                    port: u32::from(port),
+                    ..self.power(0, GOOD)
+                }
+            }
+            Emu::Ipmi(_) => {
+                let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let port = u.local_addr().unwrap().port();
+                self.silent.lock().unwrap().1.push(u);
+                Power {
+                    port: u32::from(port),
+                    ..self.power(0, GOOD)
+                }
+            }
         }
     }
 
     async fn set_behind_back(&self, i: usize, on: bool) {
         match &self.emu {
             Emu::Virtual(f) => f.machine(&vm(i)).set_power_behind_back(on),
-            Emu::Redfish(s) => s.set_power_behind_back(i + 1, on).await,
+            Emu::Redfish(v) => {
+                let (s, sys) = sushy_of(v, i);
+                s.set_power_behind_back(sys, on).await
+            }
             Emu::Ipmi(s) => s.set_power_behind_back_of(i, on),
         }
     }
@@ -171,7 +219,10 @@ impl Fixture {
     async fn is_on(&self, i: usize) -> bool {
         match &self.emu {
             Emu::Virtual(f) => f.machine(&vm(i)).is_on(),
-            Emu::Redfish(s) => s.is_on(i + 1).await,
+            Emu::Redfish(v) => {
+                let (s, sys) = sushy_of(v, i);
+                s.is_on(sys).await
+            }
             Emu::Ipmi(s) => s.power_of(i),
         }
     }
@@ -184,22 +235,6 @@ impl Fixture {
 
 fn vm(i: usize) -> String {
     format!("vm-{i}")
-}
-
-fn closed_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn closed_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn place(name: &str, i: usize) -> Place<'_> {
@@ -375,6 +410,17 @@ async fn cycle(kind: Kind) {
     assert!(!f.is_on(0).await);
 }
 
+async fn soft_off(kind: Kind) {
+    let f = Fixture::start(kind, 1);
+    f.set_behind_back(0, true).await;
+    let b = f.backend(&f.power(0, GOOD));
+    assert_eq!(
+        b.perform(PowerOp::SoftOff, &policy()).await.unwrap(),
+        PowerState::Off
+    );
+    assert!(!f.is_on(0).await, "off after a graceful shutdown");
+}
+
 async fn external_change_is_corrected(kind: Kind) {
     let f = Fixture::start(kind, 1);
     let h = Harness::new(&f, 8);
@@ -460,6 +506,58 @@ async fn fifty_at_once(kind: Kind) {
     eprintln!("{kind:?}: {N} BMCs powered on in {took:?}");
 }
 
+/// Redfish over HTTPS: a self-signed BMC certificate is refused by default
+/// with a message naming the certificate, accepted with `--bmc-ca-file`
+/// trusting it, and with `Scheme: https-insecure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_tls_trust() {
+    let dir = std::env::temp_dir().join(format!("lc-rf-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.join("bmc.crt"), dir.join("bmc.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let s = Sushy::start_tls(1, &cert, &key);
+    let mut creds = Credentials::empty();
+    creds.insert(GOOD, sushy::PASSWORD);
+    let backends = |ca: Option<&std::path::Path>| Backends {
+        creds: Arc::new(creds.clone()),
+        redfish: RedfishClients::new(ca).expect("HTTP clients"),
+        fleet: VirtualFleet::new(),
+        ipmi: IpmiClients::new(IpmiConfig::default()),
+    };
+    let power = |scheme: &str| Power {
+        protocol: "redfish".into(),
+        address: "127.0.0.1".into(),
+        port: u32::from(s.port()),
+        user: sushy::USER.into(),
+        credential: GOOD.into(),
+        scheme: scheme.into(),
+        system: sushy::system_id(1),
+        ..Power::default()
+    };
+    let status = |b: &Backends, p: &Power| {
+        let t = BmcTarget::resolve(p, place("x", 0)).unwrap().unwrap();
+        let b = b.backend(&t).unwrap();
+        async move { b.status(&policy()).await }
+    };
+    let e = status(&backends(None), &power("https")).await.unwrap_err();
+    assert!(e.to_string().contains("certificate"), "{e}");
+    assert_eq!(
+        status(&backends(Some(&cert)), &power("https"))
+            .await
+            .unwrap(),
+        PowerState::Off
+    );
+    assert_eq!(
+        status(&backends(None), &power("https-insecure"))
+            .await
+            .unwrap(),
+        PowerState::Off
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 macro_rules! conformance {
     ($backend:ident, $kind:expr) => {
         mod $backend {
@@ -480,6 +578,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cycle() {
                 super::cycle($kind).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn soft_off() {
+                super::soft_off($kind).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn external_change_is_corrected() {
@@ -527,7 +629,7 @@ async fn bench(kind: Kind) {
     let f = match kind {
         Kind::Redfish => {
             let mut f = Fixture::start(Kind::Virtual, 0);
-            f.emu = Emu::Redfish(Sushy::start_with(n, delay));
+            f.emu = Emu::Redfish(sushies(n, delay));
             f.backends.creds = Arc::new({
                 let mut c = Credentials::empty();
                 c.insert(GOOD, sushy::PASSWORD);

@@ -163,6 +163,32 @@ fn api_tokens_and_roles() {
     let o = ctl_tok(&["set", "n0002", "/Platform=b"], Some(&admin));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // SIGHUP reloads the table: a new token works, a removed one stops.
+    let (carol, _) = make_token(&dir, "read", "carol");
+    let get = |t: &str| http_tok(&d.api, "GET", "/api/v1/nodes/n0001", "", Some(t)).0;
+    assert_eq!(get(&carol), 401);
+    let text = std::fs::read_to_string(&table).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains(" bob "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&table, kept).unwrap();
+    let hup = |pid: u32| {
+        let st = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    hup(d.child.id());
+    assert!(
+        wait_until(10, || get(&carol) == 200),
+        "carol's token not loaded"
+    );
+    assert_eq!(get(&read), 401, "bob's token was removed");
+    assert_eq!(get(&admin), 200);
+
     // A token file others can read is refused, by ctl and by the root.
     std::fs::set_permissions(&read_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = ctl_tok(&["--token-file", &read_file, "get", "nodes"], None);
@@ -220,7 +246,8 @@ fn a_non_loopback_api_needs_tokens() {
 fn api_over_tls() {
     use rustls::pki_types::{CertificateDer, ServerName};
     let dir = temp_dir("tls");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
     let cert_file = write_file(&dir, "api.crt", &cert.cert.pem());
     let key_file = dir.join("api.key");
     std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
@@ -286,6 +313,17 @@ fn api_over_tls() {
     let mut raw = Vec::new();
     let _ = plain.read_to_end(&mut raw);
     assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
+    // ctl speaks https:// with --api-ca; without it, it says what is missing.
+    let https = format!("https://{api}");
+    let o = ctl(
+        &https,
+        &["--api-ca", cert_file.to_str().unwrap(), "get", "nodes"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 5);
+    let o = ctl(&https, &["get", "nodes"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--api-ca"));
     drop(d);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -348,6 +386,8 @@ fn bad_datagrams_are_counted_by_reason() {
         "malformed",
         "unknown_sender",
         "misdirected",
+        "rate_limited",
+        "source_mismatch",
     ];
     let count = |reason: &str| {
         let (_, m) = http(&d.api, "GET", "/metrics", None);

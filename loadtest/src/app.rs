@@ -266,6 +266,61 @@ impl LoadNode {
         }
     }
 
+    /// A one-line account of this instance for diagnosing a stalled run:
+    /// its parent and acting views, what it holds of its own records, and
+    /// (on the root) what it holds of `about`.
+    pub fn diag(&self, about: NodeId) -> String {
+        let held = |node, kind| {
+            self.core.get(Key { node, kind }).map(|r| {
+                let g = generation_of(&r.data).map(|(g, run)| format!("{g}/{run:?}"));
+                format!("v{} g{}", r.version, g.unwrap_or_default())
+            })
+        };
+        let me = self.core.id();
+        let tree = match &self.core {
+            Core::Tree(t) => format!(
+                "parent {:?} parent-link {:?}",
+                t.parent(),
+                t.parent().and_then(|p| t.neighbor(p))
+            ),
+            Core::Flat(_) => "flat".into(),
+        };
+        let sides: Vec<String> = self
+            .sides
+            .iter()
+            .map(|s| {
+                let a = s.core.acting();
+                format!(
+                    "group {} leader {} acting {}@{} alive {}",
+                    s.core.group().group(),
+                    s.leader,
+                    a.member,
+                    a.epoch,
+                    s.core.alive().count()
+                )
+            })
+            .collect();
+        format!(
+            "id {me}: {tree}; cfg({about}) {:?} dsc({about}) {:?}; sides [{}]; arrivals {:?}",
+            held(about, Kind::Cfg),
+            held(about, Kind::Dsc),
+            sides.join("; "),
+            self.cfg_arrivals.last()
+        )
+    }
+
+    /// Root: up to `max` leaves not yet converged on the tracked generation.
+    pub fn missing(&self, max: usize) -> Vec<NodeId> {
+        let Some(t) = &self.track else {
+            return Vec::new();
+        };
+        (0..t.converged.len())
+            .filter(|&i| t.is_leaf[i] && t.converged[i].is_none())
+            .take(max)
+            .map(|i| i as NodeId)
+            .collect()
+    }
+
     /// Crashes this instance where the driver cannot remove it (real
     /// sockets): from now on it is silent and deaf, as a dead machine.
     pub fn kill(&mut self) {

@@ -115,7 +115,7 @@ impl CampaignArgs {
     /// The strategy of `seed`.
     fn strategy_for(&self, seed: u64) -> &str {
         match self.strategy.as_str() {
-            "mix" if seed % 4 == 0 => "hybrid",
+            "mix" if seed.is_multiple_of(4) => "hybrid",
             "mix" => "tree",
             s => s,
         }
@@ -467,6 +467,38 @@ impl Run<'_> {
         })
     }
 
+    /// The leaves not converged (count, and details of the first `k`).
+    fn lagging(&self, k: usize) -> String {
+        let Some(root) = self.sim.get(0) else {
+            return "the root is down".into();
+        };
+        let lag: Vec<NodeId> = self
+            .x
+            .leaves
+            .iter()
+            .copied()
+            .filter(|&l| {
+                let want = Some((self.expected[l as usize], RunState::Sync));
+                self.sim.get(l).is_none() || dsc_generation(root, l) != want
+            })
+            .collect();
+        let detail: Vec<String> = lag
+            .iter()
+            .take(k)
+            .map(|&l| {
+                let parent = self.c.tree.parent(l);
+                let leaf_cfg = self.sim.get(l).and_then(|n| cfg_of(n, l));
+                format!(
+                    "leaf {l} (parent {parent:?}, acting {:?}): expected {}, root holds Dsc {:?}, leaf holds Cfg {leaf_cfg:?}",
+                    parent.and_then(|p| Some(self.sim.get(l)?.acting(p))),
+                    self.expected[l as usize],
+                    dsc_generation(root, l),
+                )
+            })
+            .collect();
+        format!("{} leaves lag; {}", lag.len(), detail.join("; "))
+    }
+
     /// Runs until converged or `limit` passes; the time it took.
     fn wait_converged(&mut self, limit: Duration) -> Option<Duration> {
         let t0 = self.sim.now();
@@ -558,9 +590,14 @@ fn one_seed(a: &CampaignArgs, seed: u64) -> Result<Outcome> {
     let limit = bound(a.hello);
     run.out.converge = run.wait_converged(limit);
     let converge = run.out.converge;
-    run.out.check(converge.is_some(), || {
-        format!("not every leaf converged within {limit:?} after the faults stopped")
-    });
+    if converge.is_none() {
+        let why = run.lagging(5);
+        run.out.check(false, || {
+            format!("not every leaf converged within {limit:?} after the faults stopped: {why}")
+        });
+    } else {
+        run.out.check(true, String::new);
+    }
     run.sim.run_until(run.sim.now() + a.hello * 6);
     check_lost(&mut run);
     check_acting(&mut run);

@@ -269,10 +269,14 @@ struct Sent {
 
 /// Sends `total` garbage datagrams to `to` at `rate` per second.
 fn flood(to: SocketAddr, a: &FloodArgs, instances: u32) -> Result<Sent> {
-    let mut r = Rng::new(a.cluster.seed ^ 0x666c_6f6f_64);
+    let mut r = Rng::new(a.cluster.seed ^ 0x0066_6c6f_6f64);
     let pool: Vec<Vec<Vec<u8>>> = KINDS
         .iter()
-        .map(|k| (0..POOL_PER_KIND).map(|_| k.make(&mut r, instances)).collect())
+        .map(|k| {
+            (0..POOL_PER_KIND)
+                .map(|_| k.make(&mut r, instances))
+                .collect()
+        })
         .collect();
     let sockets = (0..a.sources.max(1))
         .map(|i| UdpSocket::bind(("127.254.0.".to_string() + &(1 + i % 250).to_string(), 0)))

@@ -15,8 +15,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::progress::Progress;
 use crate::report::{Percentiles, Report, peak_rss_mb};
-use crate::setup::{Cluster, ClusterArgs};
 use crate::setup::Wire;
+use crate::setup::{Cluster, ClusterArgs};
 use crate::sim_mode::STEADY_HELLOS;
 use crate::worker::{Msg, WorkerReport};
 
@@ -55,7 +55,11 @@ impl Fleet {
     }
 
     /// Waits for the next message matching `pick` (others are dropped).
-    pub(crate) fn wait<T>(&self, limit: Duration, mut pick: impl FnMut(usize, Msg) -> Option<T>) -> Result<T> {
+    pub(crate) fn wait<T>(
+        &self,
+        limit: Duration,
+        mut pick: impl FnMut(usize, Msg) -> Option<T>,
+    ) -> Result<T> {
         let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -266,6 +270,37 @@ fn root_rx(f: &mut Fleet) -> Result<(u64, u64)> {
     })
 }
 
+/// Prints what the root and the instances around a few missing leaves
+/// hold (a stalled run's evidence).
+fn diagnose(f: &mut Fleet, c: &Cluster) {
+    let mut missing = Vec::new();
+    if f.send(0, "missing").is_err() {
+        return;
+    }
+    let _ = f.wait(Duration::from_secs(10), |_, m| match m {
+        Msg::Note(n) if n == "end" => Some(()),
+        Msg::Note(n) => {
+            eprintln!("{n}");
+            if let Some(id) = n.strip_prefix("missing ").and_then(|r| r.split(';').next()) {
+                missing.push(id.parse::<u32>().unwrap_or(0));
+            }
+            None
+        }
+        _ => None,
+    });
+    for id in missing.into_iter().take(3) {
+        let parent = c.flat.instances[id as usize].parent.unwrap_or(0);
+        for who in [id, parent] {
+            if f.broadcast(&format!("inspect {who} {id}")).is_ok() {
+                let _ = f.wait(Duration::from_secs(5), |_, m| match m {
+                    Msg::Note(n) => Some(eprintln!("{n}")),
+                    _ => None,
+                });
+            }
+        }
+    }
+}
+
 /// Bytes every worker's instances have sent so far, summed.
 fn fleet_tx(f: &mut Fleet) -> Result<u64> {
     f.broadcast("tx")?;
@@ -409,6 +444,7 @@ pub fn run(
     p.phase("initial sync", leaves);
     rollout(&mut f, 1)?;
     if wait_reached(&f, 1, leaves, limit, p)? < leaves {
+        diagnose(&mut f, c);
         bail!("initial sync did not finish within {limit:?}");
     }
     let initial_sync = started.elapsed();
@@ -508,13 +544,15 @@ pub fn run(
         peak_rss_mb: peak_rss_mb() + reports.iter().map(|r| r.peak_rss_mb).sum::<f64>(),
         workers: n,
         paths: (c.transport == Wire::Auto).then(|| {
-            reports.iter().fold(crate::worker::Paths::default(), |mut p, r| {
-                p.udp_tx += r.paths.udp_tx;
-                p.quic_tx += r.paths.quic_tx;
-                p.fallbacks += r.paths.fallbacks;
-                p.returns += r.paths.returns;
-                p
-            })
+            reports
+                .iter()
+                .fold(crate::worker::Paths::default(), |mut p, r| {
+                    p.udp_tx += r.paths.udp_tx;
+                    p.quic_tx += r.paths.quic_tx;
+                    p.fallbacks += r.paths.fallbacks;
+                    p.returns += r.paths.returns;
+                    p
+                })
         }),
         ..failover_fields(
             c,

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use overlay::envelope::{ClusterKey, KeyRing};
-use overlay::{dual, quic};
 use overlay::udp::{self, Buffers, Handle, Shared, monotonic_now};
+use overlay::{dual, quic};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use topo::Role;
@@ -37,6 +37,8 @@ pub struct WorkerArgs {
 }
 
 /// A message from a worker to the orchestrator.
+// One JSON line per message, a handful per run: the report's size is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(rename_all = "snake_case")]
 pub enum Msg {
@@ -63,6 +65,8 @@ pub enum Msg {
         /// When it was read, nanoseconds.
         at_ns: u64,
     },
+    /// Free text for a person diagnosing a run.
+    Note(String),
     /// Bytes this worker's instances have sent so far.
     Tx {
         /// The sum over the worker's sockets.
@@ -285,6 +289,20 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
                 count: handles[0].traffic().rx_datagrams,
                 at_ns: monotonic_now().as_nanos() as u64,
             }),
+            ["missing"] if a.lo == 0 => {
+                let ids = handles[0].peek(|r| r.missing(8));
+                for id in ids {
+                    let root = handles[0].peek(|r| r.diag(id));
+                    say(&Msg::Note(format!("missing {id}; root: {root}")));
+                }
+                say(&Msg::Note("end".into()));
+            }
+            ["inspect", id, about] => {
+                let (id, about): (u32, u32) = (id.parse()?, about.parse()?);
+                if let Some(h) = mine(&handles, a.lo, id) {
+                    say(&Msg::Note(h.peek(|n| n.diag(about))));
+                }
+            }
             ["tx"] => say(&Msg::Tx {
                 bytes: handles.iter().map(|h| h.traffic().tx_bytes).sum(),
             }),

@@ -8,6 +8,9 @@
 //!
 //! **Invariant:** ids are dense (`0..len`), the root is 0, and a parent's id
 //! is lower than its children's, so one pass builds depths and subtrees.
+//! Ids reach here from the network (claims in hellos, senders): an id
+//! outside the tree has no parent, no children, no descendants, depth 0
+//! and default timers, so no query panics.
 
 use std::time::Duration;
 
@@ -136,37 +139,41 @@ impl Tree {
 
     /// The parent of `id` (`None` for the root).
     pub fn parent(&self, id: NodeId) -> Option<NodeId> {
-        self.parent[id as usize]
+        self.parent.get(id as usize).copied().flatten()
     }
 
     /// The children of `id`.
     pub fn children(&self, id: NodeId) -> &[NodeId] {
-        &self.children[id as usize]
+        self.children.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
     /// Depth of `id` (root 0).
     pub fn depth(&self, id: NodeId) -> u8 {
-        self.depth[id as usize]
+        self.depth.get(id as usize).copied().unwrap_or(0)
     }
 
     /// `id` and every instance below it.
     pub fn subtree(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
-        std::iter::once(id).chain(self.descendants[id as usize].iter().copied())
+        let below = self
+            .descendants
+            .get(id as usize)
+            .map_or(&[][..], Vec::as_slice);
+        std::iter::once(id).chain(below.iter().copied())
     }
 
     /// Number of instances in `id`'s subtree, itself included.
     pub fn subtree_len(&self, id: NodeId) -> usize {
-        1 + self.descendants[id as usize].len()
+        1 + self.descendants.get(id as usize).map_or(0, Vec::len)
     }
 
     /// Timers of the link between `id` and its parent.
     pub fn timers(&self, id: NodeId) -> LinkTimers {
-        self.timers[id as usize]
+        self.timers.get(id as usize).copied().unwrap_or_default()
     }
 
     /// The child of `from` whose subtree holds `target`, if any.
     pub fn next_hop(&self, from: NodeId, target: NodeId) -> Option<NodeId> {
-        if (target as usize) >= self.len() {
+        if (target as usize) >= self.len() || (from as usize) >= self.len() {
             return None;
         }
         let stop = self.depth[from as usize];
@@ -191,6 +198,21 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_outside_the_tree_are_answered_without_panic() {
+        let t = sample();
+        for id in [7, 65, NodeId::MAX] {
+            assert_eq!(t.parent(id), None);
+            assert!(t.children(id).is_empty());
+            assert_eq!(t.depth(id), 0);
+            assert_eq!(t.subtree(id).collect::<Vec<_>>(), vec![id]);
+            assert_eq!(t.subtree_len(id), 1);
+            assert_eq!(t.timers(id), LinkTimers::default());
+            assert_eq!(t.next_hop(id, 3), None);
+            assert_eq!(t.next_hop(0, id), None);
+        }
+    }
 
     /// root 0 -> {1, 2}; 1 -> {3, 4}; 2 -> {5}; 3 -> {6}
     fn sample() -> Tree {

@@ -116,6 +116,10 @@ pub struct GossipCore {
     claim_not_before: Time,
     claim_at: Option<Time>,
     watch: Option<Watch>,
+    /// Members declared down since last seen up.
+    down_seen: BTreeSet<NodeId>,
+    /// When foca first reported this member joined.
+    active_since: Option<Time>,
 }
 
 impl GossipCore {
@@ -160,6 +164,8 @@ impl GossipCore {
             claim_not_before: now + cfg.claim_holdoff,
             claim_at: None,
             watch: None,
+            down_seen: BTreeSet::new(),
+            active_since: None,
             group,
             cfg,
         };
@@ -443,6 +449,7 @@ impl GossipCore {
             OwnedNotification::MemberUp(id)
                 if self.group.contains(id.node) && id.node != self.node =>
             {
+                self.down_seen.remove(&id.node);
                 if self.alive.insert(id.node) {
                     self.push_event(GossipEvent::MemberUp(id.node));
                 }
@@ -452,11 +459,13 @@ impl GossipCore {
                 }
             }
             OwnedNotification::MemberDown(id) if self.alive.remove(&id.node) => {
+                self.down_seen.insert(id.node);
                 self.push_event(GossipEvent::MemberDown(id.node));
                 self.hint_candidate(id);
             }
             OwnedNotification::Active => {
                 self.next_join = None;
+                self.active_since.get_or_insert(now);
                 let peers: Vec<NodeId> = self.alive.iter().copied().take(2).collect();
                 for p in peers {
                     self.send_digest(p, true);
@@ -511,7 +520,7 @@ impl GossipCore {
             return;
         }
         let current = self.acting();
-        let alive = |n| n == self.node || self.alive.contains(&n);
+        let alive = |n| self.believed_alive(now, n, current.member);
         let cand = election::candidate(&self.group, current, self.cfg.retake, alive);
         let claim = (cand == Some(self.node))
             .then(|| election::claim(self.node, current))
@@ -547,6 +556,21 @@ impl GossipCore {
         }
     }
 
+    /// Whether `n` counts as alive for the election. The followed acting
+    /// member counts as alive until it was seen going down, or, if it was
+    /// never seen at all, until this member has been part of the group for
+    /// an announce interval: a member that has not heard of everyone yet
+    /// (a busy boot) must not claim over a live sub-parent.
+    fn believed_alive(&self, now: Time, n: NodeId, acting: NodeId) -> bool {
+        if n == self.node || self.alive.contains(&n) {
+            return true;
+        }
+        let settled = self
+            .active_since
+            .is_some_and(|t| now.saturating_sub(t) >= self.cfg.announce_interval);
+        n == acting && !self.down_seen.contains(&n) && !settled
+    }
+
     /// Whether this member watches `acting`: one of the
     /// [`GossipConfig::watchers`] best-ranked live members after it.
     fn is_watcher_of(&self, acting: NodeId) -> bool {
@@ -565,7 +589,13 @@ impl GossipCore {
     /// (random SWIM probing leaves a given member unprobed for a while).
     fn watch_tick(&mut self, now: Time) {
         let acting = self.acting().member;
+        // Not while the group is still forming: a busy boot delays answers
+        // past the timeout and would depose a live sub-parent.
+        let settled = self
+            .active_since
+            .is_some_and(|t| now.saturating_sub(t) >= self.cfg.announce_interval);
         let watching = self.cfg.mode == Mode::Rack
+            && settled
             && acting != self.node
             && self.alive.contains(&acting)
             && self.is_watcher_of(acting);

@@ -177,11 +177,14 @@ impl TreeCore {
     }
 
     /// Takes a record from a trusted sideways source (the group's gossip)
-    /// as if it had arrived on its proper link; returns whether it was newer.
+    /// as if it had arrived on its proper link: a newer one is delivered to
+    /// the application (a node's own Cfg may first reach it this way while
+    /// it acts for its group) and forwarded. Returns whether it was newer.
     pub fn absorb(&mut self, now: Time, rec: Record) -> bool {
         let key = rec.key;
         let newer = self.store.apply(&rec) == Applied::Newer;
         if newer {
+            self.event(Event::Delivered(rec));
             self.changed(now, key);
         }
         newer

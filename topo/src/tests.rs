@@ -829,3 +829,18 @@ fn flatten_invariants_on_the_brief_example() {
     assert_eq!(flat.instances.len(), 1 + 1 + 1 + 53 + 1 + 10);
     assert_eq!(flat.instances[2].name, "r01-sb");
 }
+
+#[test]
+fn fill_pattern_for_applications() {
+    assert_eq!(
+        crate::fill_pattern("10.0.{g}.{n+10}", "n0042", 3, 2).unwrap(),
+        "10.0.2.52"
+    );
+    assert_eq!(
+        crate::fill_pattern("sys-{i}", "gpu", 3, 1).unwrap(),
+        "sys-3"
+    );
+    let e = crate::fill_pattern("10.0.0.{n}", "gpu", 1, 1).unwrap_err();
+    assert!(e.contains("no numeric suffix"), "{e}");
+    assert!(crate::fill_pattern("a{n", "n1", 1, 1).is_err());
+}

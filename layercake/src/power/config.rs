@@ -6,8 +6,8 @@
 //!
 //! Fields: `Protocol` (`""`, `virtual`, `ipmi`, `redfish`), `Address`,
 //! `Port`, `User`, `Credential`, `Scheme` (Redfish: `https`,
-//! `https-insecure`, `http`), `System` (Redfish system id) and, in Dsc,
-//! `Error`. `Address` and `System` may be patterns (`10.0.{g}.{n}`).
+//! `https-insecure`, `http`), `System` (Redfish system id), `Auth`
+//! (Redfish: `basic` or `session`) and, in Dsc, `Error`. `Address` and `System` may be patterns (`10.0.{g}.{n}`).
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use proto::node::Node;
 use proto::power::Power;
 
 use super::creds::Credentials;
-use super::redfish::{RedfishBmc, RedfishClients, Scheme};
+use super::redfish::{RedfishAuth, RedfishBmc, RedfishClients, Scheme};
 use super::virt::VirtualFleet;
 use super::{Backend, PowerError, ipmi_backend};
 
@@ -65,6 +65,7 @@ pub fn extension() -> MessageExtension<Power> {
             str_field!("Scheme", scheme),
             str_field!("System", system),
             str_field!("Error", error),
+            str_field!("Auth", auth),
         ],
     )
 }
@@ -137,6 +138,8 @@ pub struct BmcTarget {
     pub scheme: Scheme,
     /// Redfish system id (`""`: the first system).
     pub system: String,
+    /// Redfish authentication.
+    pub auth: RedfishAuth,
 }
 
 /// Where a node sits, for pattern variables: `{n}` comes from `host`,
@@ -185,6 +188,7 @@ impl BmcTarget {
             credential: p.credential.clone(),
             scheme,
             system: fill(&p.system)?,
+            auth: RedfishAuth::parse(&p.auth)?,
         }))
     }
 

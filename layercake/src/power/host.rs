@@ -20,14 +20,15 @@
 //! in `PHYS_ERROR` (its engine stops: no plan from there) with the message
 //! in `Power/Error`; the next successful poll clears it. Unreachable BMCs
 //! fail the step (the engine applies its fail-to value; a discovery that
-//! cannot reach the BMC lands in `PHYS_HANG`).
+//! cannot reach the BMC lands in `PHYS_HANG`). An engine that used up its
+//! re-plans gets a fresh budget from the next poll the BMC answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::executor::Relation;
+use engine::executor::{ExecEvent, Relation};
 use engine::graph::Graph;
 use engine::mutation::VarId;
 use engine::node::NodeEngine;
@@ -112,6 +113,8 @@ struct Child {
     /// A configuration error: the node is `PHYS_ERROR`.
     config_error: bool,
     step: Option<u32>,
+    /// The engine used up its re-plans; a successful poll restarts it.
+    gave_up: bool,
     poll_in_flight: bool,
     next_poll_ms: u64,
     generation: u64,
@@ -220,6 +223,7 @@ impl BmcHost {
                     error: None,
                     config_error: false,
                     step: None,
+                    gave_up: false,
                     poll_in_flight: false,
                     next_poll_ms: now_ms,
                     generation: 0,
@@ -297,6 +301,13 @@ impl BmcHost {
                         if was_error || c.engine.dsc().phys_state != s.phys() {
                             tracing::info!("{}: BMC reports power {s:?}", c.name);
                             c.engine.handle_report(&[(phys, s.phys())], now_ms);
+                        }
+                        if std::mem::take(&mut c.gave_up) {
+                            // The BMC answers again: a fresh re-plan budget.
+                            let cfg = c.engine.cfg().clone();
+                            if let Err(e) = c.engine.set_cfg(cfg, now_ms) {
+                                tracing::warn!("{}: engine rejected a Cfg: {e}", c.name);
+                            }
                         }
                     }
                     Err(e) if e.is_config() => {
@@ -389,7 +400,15 @@ impl BmcHost {
                 }
             }
         }
-        while c.engine.poll_event().is_some() {}
+        while let Some(e) = c.engine.poll_event() {
+            if let ExecEvent::GaveUp { .. } = e {
+                tracing::warn!(
+                    "{}: gave up after too many re-plans; retrying once the BMC answers a poll",
+                    c.name
+                );
+                c.gave_up = true;
+            }
+        }
     }
 
     /// The next BMC call to run.

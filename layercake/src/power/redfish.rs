@@ -1,13 +1,15 @@
 //! The Redfish backend: a ComputerSystem's `PowerState` and its
 //! `ComputerSystem.Reset` action (`On`, `ForceOff`, `GracefulShutdown`,
-//! `ForceRestart`) over HTTP(S) with basic authentication (reqwest,
-//! rustls).
+//! `ForceRestart`) over HTTP(S) with basic or session authentication
+//! (reqwest, rustls).
 //!
 //! - [`Scheme`]: `https` (verify against the system roots and the
 //!   configured CA file), `https-insecure` (no verification, lab BMCs) or
 //!   `http`.
 //! - [`RedfishClients`]: the HTTP clients of one instance (connection pools
 //!   shared by every BMC), one per trust setting.
+//! - [`RedfishAuth`]: basic, or a SessionService session (`X-Auth-Token`,
+//!   renewed when the BMC answers 401).
 //! - [`RedfishBmc`]: one ComputerSystem; with no system id configured, the
 //!   first member of `/redfish/v1/Systems` (looked up once).
 
@@ -64,6 +66,32 @@ impl Scheme {
     }
 }
 
+/// How requests to a Redfish BMC are authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RedfishAuth {
+    /// HTTP basic authentication on every request.
+    Basic,
+    /// A SessionService session: log in once, send `X-Auth-Token`, log in
+    /// again when the BMC answers 401 (the session expired).
+    Session,
+}
+
+impl RedfishAuth {
+    /// Parses the `Power/Auth` field (`""` is `basic`).
+    pub fn parse(s: &str) -> Result<RedfishAuth, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "basic" => Ok(RedfishAuth::Basic),
+            "session" => Ok(RedfishAuth::Session),
+            other => Err(format!(
+                "unknown Redfish authentication `{other}` (expected basic or session)"
+            )),
+        }
+    }
+}
+
+/// The session token header.
+const TOKEN_HEADER: &str = "X-Auth-Token";
+
 /// The HTTP clients of one instance.
 #[derive(Clone)]
 pub struct RedfishClients {
@@ -111,6 +139,9 @@ pub struct RedfishBmc {
     user: String,
     password: String,
     system: Arc<OnceCell<String>>,
+    auth: RedfishAuth,
+    /// The session token (session authentication).
+    token: Arc<tokio::sync::Mutex<Option<String>>>,
 }
 
 impl RedfishBmc {
@@ -140,6 +171,8 @@ impl RedfishBmc {
             user: t.user.clone(),
             password,
             system,
+            auth: t.auth,
+            token: Arc::default(),
         })
     }
 
@@ -149,26 +182,108 @@ impl RedfishBmc {
     }
 
     fn err_send(&self, e: reqwest::Error) -> PowerError {
-        if e.is_connect() || e.is_timeout() {
-            let mut why = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                why = format!("{why}: {s}");
-                src = s.source();
-            }
+        let mut why = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            why = format!("{why}: {s}");
+            src = s.source();
+        }
+        if why.contains("certificate") {
+            PowerError::Protocol(
+                self.label(),
+                format!(
+                    "TLS: {why} (trust the BMC's CA with --bmc-ca-file, or use \
+                     Scheme https-insecure for a lab BMC)"
+                ),
+            )
+        } else if e.is_connect() || e.is_timeout() {
             PowerError::Unreachable(self.label(), why)
         } else {
-            PowerError::Protocol(self.label(), e.to_string())
+            PowerError::Protocol(self.label(), why)
         }
     }
 
-    /// Sends `req` and reads a JSON body (or none); maps HTTP errors.
+    /// Sends `req` authenticated (a session is opened or renewed as needed),
+    /// reads a JSON body (or none) and maps HTTP errors.
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Json, PowerError> {
-        let resp = req
-            .basic_auth(&self.user, Some(&self.password))
+        let (status, json) = match self.auth {
+            RedfishAuth::Basic => {
+                self.send(req.basic_auth(&self.user, Some(&self.password)))
+                    .await?
+            }
+            RedfishAuth::Session => {
+                let again = req.try_clone();
+                let token = self.session_token(false).await?;
+                let first = self.send(req.header(TOKEN_HEADER, token)).await?;
+                match (first.0, again) {
+                    (StatusCode::UNAUTHORIZED, Some(again)) => {
+                        let token = self.session_token(true).await?;
+                        self.send(again.header(TOKEN_HEADER, token)).await?
+                    }
+                    _ => first,
+                }
+            }
+        };
+        self.check(status, json)
+    }
+
+    /// The session token, logging in when there is none (or `renew`).
+    async fn session_token(&self, renew: bool) -> Result<String, PowerError> {
+        let mut held = self.token.lock().await;
+        if renew {
+            *held = None;
+        }
+        if let Some(t) = held.as_ref() {
+            return Ok(t.clone());
+        }
+        let url = format!("{}/redfish/v1/SessionService/Sessions", self.base);
+        let body = serde_json::json!({ "UserName": self.user, "Password": self.password });
+        let resp = self
+            .client
+            .post(url)
+            .json(&body)
             .send()
             .await
             .map_err(|e| self.err_send(e))?;
+        let status = resp.status();
+        let token = resp
+            .headers()
+            .get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let label = self.label();
+        match (status, token) {
+            (s, Some(t)) if s.is_success() => {
+                *held = Some(t.clone());
+                Ok(t)
+            }
+            (s, None) if s.is_success() => Err(PowerError::Protocol(
+                label,
+                "session created without an X-Auth-Token header".into(),
+            )),
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Err(PowerError::AuthRefused(
+                label,
+                format!(
+                    "session login refused (HTTP {status}) for user `{}`",
+                    self.user
+                ),
+            )),
+            (StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED, _) => {
+                Err(PowerError::Unsupported(
+                    label,
+                    "session authentication (no SessionService; use Auth basic)".into(),
+                ))
+            }
+            (s, _) => Err(PowerError::Protocol(
+                label,
+                format!("session login: HTTP {s}"),
+            )),
+        }
+    }
+
+    /// Sends `req`; returns the status and the JSON body (`Null` if none).
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, Json), PowerError> {
+        let resp = req.send().await.map_err(|e| self.err_send(e))?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| self.err_send(e))?;
         let body = &body[..body.len().min(BODY_BYTES_MAX)];
@@ -177,6 +292,11 @@ impl RedfishBmc {
         } else {
             serde_json::from_slice(body).unwrap_or(Json::Null)
         };
+        Ok((status, json))
+    }
+
+    /// Maps an HTTP answer to the body or an error.
+    fn check(&self, status: StatusCode, json: Json) -> Result<Json, PowerError> {
         let message = || redfish_message(&json).unwrap_or_else(|| status.to_string());
         match status {
             s if s.is_success() => Ok(json),
@@ -281,4 +401,113 @@ fn redfish_message(j: &Json) -> Option<String> {
         .as_str()
         .or_else(|| e["message"].as_str())
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Session authentication against a minimal in-process Redfish service
+    //! (sushy-tools has no SessionService).
+    use super::*;
+    use crate::power::config::Protocol;
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use axum::routing::{get, post};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    #[derive(Default)]
+    struct Mock {
+        logins: AtomicU32,
+        valid: Mutex<Option<String>>,
+        on: AtomicBool,
+    }
+
+    type Reply = (StatusCode, HeaderMap, String);
+
+    fn authed(m: &Mock, h: &HeaderMap) -> bool {
+        let got = h.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+        got.is_some() && got == m.valid.lock().unwrap().as_deref()
+    }
+
+    async fn login(State(m): State<Arc<Mock>>, axum::Json(b): axum::Json<Json>) -> Reply {
+        let mut h = HeaderMap::new();
+        if b["UserName"] != "admin" || b["Password"] != "pw" {
+            return (StatusCode::UNAUTHORIZED, h, String::new());
+        }
+        let tok = format!("tok-{}", m.logins.fetch_add(1, Ordering::SeqCst) + 1);
+        *m.valid.lock().unwrap() = Some(tok.clone());
+        h.insert(TOKEN_HEADER, tok.parse().unwrap());
+        (StatusCode::CREATED, h, "{}".into())
+    }
+
+    async fn system(State(m): State<Arc<Mock>>, h: HeaderMap) -> Reply {
+        if !authed(&m, &h) {
+            return (StatusCode::UNAUTHORIZED, HeaderMap::new(), String::new());
+        }
+        let state = if m.on.load(Ordering::SeqCst) {
+            "On"
+        } else {
+            "Off"
+        };
+        let target = "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset";
+        let j = serde_json::json!({
+            "PowerState": state,
+            "Actions": { "#ComputerSystem.Reset": { "target": target } },
+        });
+        (StatusCode::OK, HeaderMap::new(), j.to_string())
+    }
+
+    async fn reset(
+        State(m): State<Arc<Mock>>,
+        h: HeaderMap,
+        axum::Json(b): axum::Json<Json>,
+    ) -> StatusCode {
+        if !authed(&m, &h) {
+            return StatusCode::UNAUTHORIZED;
+        }
+        m.on.store(b["ResetType"] == "On", Ordering::SeqCst);
+        StatusCode::NO_CONTENT
+    }
+
+    #[tokio::test]
+    async fn session_login_renewal_and_refusal() {
+        let m = Arc::new(Mock::default());
+        let app = axum::Router::new()
+            .route("/redfish/v1/SessionService/Sessions", post(login))
+            .route("/redfish/v1/Systems/1", get(system))
+            .route(
+                "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                post(reset),
+            )
+            .with_state(m.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        let t = BmcTarget {
+            protocol: Protocol::Redfish,
+            host: "127.0.0.1".into(),
+            port,
+            user: "admin".into(),
+            credential: String::new(),
+            scheme: Scheme::Http,
+            system: "1".into(),
+            auth: RedfishAuth::Session,
+        };
+        let clients = RedfishClients::new(None).unwrap();
+        let b = RedfishBmc::new(&clients, &t, "pw".into()).unwrap();
+        assert_eq!(b.status().await.unwrap(), PowerState::Off);
+        b.control(PowerOp::On).await.unwrap();
+        assert_eq!(b.status().await.unwrap(), PowerState::On);
+        assert_eq!(m.logins.load(Ordering::SeqCst), 1, "one session reused");
+        *m.valid.lock().unwrap() = None; // the BMC expired the session
+        assert_eq!(b.status().await.unwrap(), PowerState::On);
+        assert_eq!(m.logins.load(Ordering::SeqCst), 2, "logged in again on 401");
+        let bad = RedfishBmc::new(&clients, &t, "nope".into()).unwrap();
+        let e = bad.status().await.unwrap_err();
+        assert!(matches!(e, PowerError::AuthRefused(..)), "{e}");
+        assert!(e.to_string().contains("session login refused"), "{e}");
+        assert_eq!(RedfishAuth::parse("").unwrap(), RedfishAuth::Basic);
+        assert!(RedfishAuth::parse("kerberos").is_err());
+        server.abort();
+    }
 }

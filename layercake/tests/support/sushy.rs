@@ -6,7 +6,17 @@
 //! The fake driver applies a power change 1 to 11 s after the request; the
 //! tests shorten that to at most `delay_max_s` (0: the next read) by
 //! replacing `random.randint` inside the emulator's own config file, which
-//! the emulator executes as Python.
+//! the emulator executes as Python. The same file raises the emulator's
+//! open-file limit to its hard limit: its state store opens a SQLite
+//! connection per request and closes it only when collected, so a few
+//! hundred systems under load run out of descriptors at the usual 1,024.
+//!
+//! Readiness means: this process logged that it runs on our port (not
+//! another process that took the port), accepts connections, and has
+//! answered one authenticated request (which builds its fake driver: built
+//! lazily by concurrent first requests, two drivers would reset systems to
+//! their initial state). Set `LAYERCAKE_KEEP_SUSHY=1` to keep the emulator's
+//! folder (config, log, state) for debugging.
 
 #![allow(dead_code)]
 
@@ -26,6 +36,7 @@ pub struct Sushy {
     port: u16,
     dir: PathBuf,
     systems: usize,
+    tls: bool,
 }
 
 /// The emulator binary: `SUSHY_EMULATOR` (a path), `sushy-emulator` on PATH,
@@ -54,12 +65,37 @@ pub fn emulator_binary() -> PathBuf {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port")
-        .port()
+/// The Python next to the emulator (its venv, which has bcrypt), else
+/// `python3` from PATH.
+fn python() -> PathBuf {
+    let venv = emulator_binary().with_file_name("python3");
+    if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
 }
+
+/// A free port never handed out before in this process (tests run in
+/// parallel: two emulators must not be given the same port).
+fn free_port() -> u16 {
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free TCP port")
+            .port();
+        let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
+    }
+}
+
+/// Attempts at starting an emulator (a port taken by another process
+/// between choosing and binding it costs one).
+const START_ATTEMPTS_MAX: usize = 3;
 
 /// The id of fake system `i` (1-based).
 pub fn system_id(i: usize) -> String {
@@ -75,8 +111,30 @@ impl Sushy {
 
     /// Like [`Sushy::start`], power changes applying within `delay_max_s`.
     pub fn start_with(systems: usize, delay_max_s: u32) -> Sushy {
+        Sushy::start_inner(systems, delay_max_s, None)
+    }
+
+    /// Like [`Sushy::start`], serving HTTPS with this certificate and key
+    /// (PEM files).
+    pub fn start_tls(systems: usize, cert: &Path, key: &Path) -> Sushy {
+        Sushy::start_inner(systems, 0, Some((cert, key)))
+    }
+
+    fn start_inner(systems: usize, delay_max_s: u32, tls: Option<(&Path, &Path)>) -> Sushy {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS_MAX {
+            let mut s = Sushy::spawn(systems, delay_max_s, tls);
+            match s.wait_ready() {
+                Ok(()) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("sushy-emulator did not start after {START_ATTEMPTS_MAX} attempts: {last}");
+    }
+
+    fn spawn(systems: usize, delay_max_s: u32, tls: Option<(&Path, &Path)>) -> Sushy {
         let bin = emulator_binary();
-        let python = bin.with_file_name("python3");
+        let python = python();
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("lc-sushy-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("emulator folder");
@@ -109,6 +167,9 @@ impl Sushy {
              SUSHY_EMULATOR_STATE_DIR = '{state}'\n\
              SUSHY_EMULATOR_AUTH_FILE = '{auth}'\n\
              SUSHY_EMULATOR_FAKE_SYSTEMS = [{systems}]\n\
+             import resource as _resource\n\
+             _soft, _hard = _resource.getrlimit(_resource.RLIMIT_NOFILE)\n\
+             _resource.setrlimit(_resource.RLIMIT_NOFILE, (_hard, _hard))\n\
              import random as _random\n\
              _randint = _random.randint\n\
              _random.randint = lambda a, b: _randint(0, {delay_max_s})\n",
@@ -116,6 +177,14 @@ impl Sushy {
             auth = htpasswd.display(),
             systems = fake.join(", "),
         );
+        let config = match tls {
+            Some((cert, key)) => format!(
+                "{config}SUSHY_EMULATOR_SSL_CERT = '{}'\nSUSHY_EMULATOR_SSL_KEY = '{}'\n",
+                cert.display(),
+                key.display()
+            ),
+            None => config,
+        };
         let cfg = dir.join("emulator.conf");
         std::fs::write(&cfg, config).expect("emulator config");
         let log = std::fs::File::create(dir.join("emulator.log")).expect("emulator log");
@@ -127,35 +196,67 @@ impl Sushy {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let mut s = Sushy {
+        Sushy {
             child,
             port,
             dir,
             systems,
-        };
-        s.wait_ready();
-        s
+            tls: tls.is_some(),
+        }
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until this emulator (not another process on the same port)
+    /// says it runs and accepts connections; an error carries its log.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let log = || std::fs::read_to_string(self.dir.join("emulator.log")).unwrap_or_default();
+        let running = format!("127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "sushy-emulator exited ({status}) before listening; log:\n{}",
-                    std::fs::read_to_string(self.dir.join("emulator.log")).unwrap_or_default()
-                );
+                return Err(format!(
+                    "exited ({status}) before listening; log:\n{}",
+                    log()
+                ));
             }
-            if TcpStream::connect(self.addr()).is_ok() {
-                return;
+            let said = log()
+                .lines()
+                .any(|l| l.contains("Running on") && l.contains(&running));
+            if said && TcpStream::connect(self.addr()).is_ok() {
+                return self.warm_up();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "sushy-emulator did not listen on {} within 30 s; log:\n{}",
+        Err(format!(
+            "did not listen on {} within 30 s; log:\n{}",
             self.addr(),
-            std::fs::read_to_string(self.dir.join("emulator.log")).unwrap_or_default()
-        );
+            log()
+        ))
+    }
+
+    /// One request that makes the emulator build its fake driver before
+    /// any test traffic: sushy-tools builds it lazily and not thread-safely,
+    /// and a second driver built by a concurrent first request re-inserts
+    /// the initial state of systems the first one has already changed.
+    fn warm_up(&self) -> Result<(), String> {
+        let script = "import base64, ssl, sys, urllib.request\n\
+                      req = urllib.request.Request(sys.argv[1])\n\
+                      tok = base64.b64encode((sys.argv[2] + ':' + sys.argv[3]).encode()).decode()\n\
+                      req.add_header('Authorization', 'Basic ' + tok)\n\
+                      urllib.request.urlopen(req, timeout=30, context=ssl._create_unverified_context()).read()\n";
+        let scheme = if self.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}/redfish/v1/Systems", self.addr());
+        let out = Command::new(python())
+            .args(["-c", script, &url, USER, PASSWORD])
+            .output()
+            .map_err(|e| format!("warm-up: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "warm-up GET {url}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Where it listens (plain HTTP).
@@ -219,6 +320,8 @@ impl Drop for Sushy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("LAYERCAKE_KEEP_SUSHY").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

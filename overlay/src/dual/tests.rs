@@ -141,7 +141,13 @@ fn a_cut_udp_path_falls_back_to_quic_and_returns() {
         };
         let mut nodes = Vec::new();
         for i in 0..2u32 {
-            let ep = endpoint(quic[i as usize], ca.cert(), &ca.issue("n").unwrap(), BUFFERS).unwrap();
+            let ep = endpoint(
+                quic[i as usize],
+                ca.cert(),
+                &ca.issue("n").unwrap(),
+                BUFFERS,
+            )
+            .unwrap();
             let sock = bind(udp[i as usize], BUFFERS).unwrap();
             let ping = Ping {
                 id: i,
@@ -173,7 +179,12 @@ fn a_cut_udp_path_falls_back_to_quic_and_returns() {
 
         open.store(true, Ordering::Relaxed);
         tokio::time::sleep(ms(600)).await;
-        assert_eq!(nodes[0].1.mode(1), PathMode::Udp, "{:?}", nodes[0].1.counters());
+        assert_eq!(
+            nodes[0].1.mode(1),
+            PathMode::Udp,
+            "{:?}",
+            nodes[0].1.counters()
+        );
         assert_eq!(nodes[1].1.mode(0), PathMode::Udp);
         let c = nodes[0].1.counters();
         assert_eq!((c.fallbacks, c.returns), (1, 1), "{c:?}");

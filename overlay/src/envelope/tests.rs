@@ -256,6 +256,9 @@ fn peek_header_reads_every_field() {
     let mut s = Sealer::new(7, 9);
     let d = sealed(&mut s);
     let h = peek_header(&d).unwrap();
-    assert_eq!((h.key_id, h.sender, h.receiver, h.epoch, h.seq), (1, 7, 2, 9, 1));
+    assert_eq!(
+        (h.key_id, h.sender, h.receiver, h.epoch, h.seq),
+        (1, 7, 2, 9, 1)
+    );
     assert_eq!(peek_header(&d[..20]), Err(DropReason::Truncated));
 }

@@ -357,6 +357,19 @@ impl IpmiClient {
         }
     }
 
+    /// Sends Close Session for a cached session once and forgets it.
+    async fn close_without_waiting(&self, addr: SocketAddr, mut c: Cached) {
+        let s = &mut c.session;
+        let data = s.bmc_sid.to_le_bytes();
+        let msg = rmcp::encode_request(NETFN_APP, CMD_CLOSE_SESSION, s.next_rq_seq(), &data);
+        let Ok(iv) = random_bytes::<AES_BLOCK_BYTES>() else {
+            return;
+        };
+        let seq = s.next_out_seq();
+        let pkt = rmcp::encode_v2(rmcp::PAYLOAD_IPMI, s.bmc_sid, seq, &msg, Some(&s.keys), &iv);
+        let _ = self.send(addr, &pkt).await;
+    }
+
     /// Sends Close Session for a cached session (one attempt, errors
     /// ignored).
     async fn close_cached(&self, addr: SocketAddr, mut c: Cached) {
@@ -399,18 +412,20 @@ impl IpmiClient {
             .await
             .map_err(|_| IpmiError::Protocol("client shut down".into()))?;
         let fresh = |c: &Cached| c.identity == identity && c.last_used.elapsed() < SESSION_IDLE_MAX;
+        let mut silent = false;
         if let Some(c) = slot.cached.as_mut().filter(|c| fresh(c)) {
             let mut route = self.inner.routes.register((addr, c.session.console_sid))?;
-            match self
+            let attempt = self
                 .session_command(addr, &mut route, &mut c.session, netfn, cmd, data, 1)
-                .await
-            {
+                .await;
+            match attempt {
                 Ok(r) => {
                     c.last_used = Instant::now();
                     return Ok(r);
                 }
                 Err(IpmiError::Timeout { .. }) => {
                     debug!(%addr, "cached IPMI session silent; setting up a new one");
+                    silent = true;
                 }
                 Err(e) => {
                     slot.cached = None;
@@ -418,9 +433,11 @@ impl IpmiClient {
                 }
             }
         }
-        if let Some(old) = slot.cached.take().filter(|c| c.identity != identity) {
-            // Another user, privilege or suite: end the old session politely.
-            self.close_cached(addr, old).await;
+        if let Some(old) = slot.cached.take().filter(|_| !silent) {
+            // Replaced for its age or for another user, privilege or suite:
+            // end it politely rather than leave it to the BMC's timeout, but
+            // without waiting (the BMC may have expired it already).
+            self.close_without_waiting(addr, old).await;
         }
         let (mut session, mut route) = self.establish(addr, t).await?;
         let attempts = self.inner.cfg.attempts();

@@ -100,6 +100,8 @@ pub enum EngineRole {
 
 /// The sync core of an instance: the tree (strategies `tree` and `hybrid`)
 /// or one member of the flat SWIM group (strategy `gossip`).
+// One per instance; the common variant stays inline (the flat one is boxed).
+#[allow(clippy::large_enum_variant)]
 pub enum Core {
     /// Hellos up and down the tree.
     Tree(TreeCore),

@@ -293,7 +293,10 @@ fn diagnose(f: &mut Fleet, c: &Cluster) {
         for who in [id, parent] {
             if f.broadcast(&format!("inspect {who} {id}")).is_ok() {
                 let _ = f.wait(Duration::from_secs(5), |_, m| match m {
-                    Msg::Note(n) => Some(eprintln!("{n}")),
+                    Msg::Note(n) => {
+                        eprintln!("{n}");
+                        Some(())
+                    }
                     _ => None,
                 });
             }

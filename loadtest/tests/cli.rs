@@ -126,6 +126,62 @@ fn every_link_over_quic_with_mutual_tls_converges() {
     assert_eq!(r["transport"], "quic");
 }
 
+/// `--scenario loss`: a clean initial sync, then 5 % loss on the measured
+/// change; every change still arrives.
+#[test]
+fn the_loss_scenario_loses_no_update() {
+    let r = report(
+        &[
+            "--net",
+            "sim",
+            "--nodes",
+            "300",
+            "--racks",
+            "3",
+            "--hello",
+            "1s",
+            "--scenario",
+            "loss",
+        ],
+        "loss.json",
+    );
+    check_converged(&r);
+    assert_eq!(r["scenario"], "loss");
+    assert_eq!(r["loss"], 0.05);
+    assert_eq!(r["lost_updates"], 0);
+}
+
+/// `--strategy gossip`: the flat baseline converges too, at a higher
+/// steady cost per node than the tree.
+#[test]
+fn the_flat_gossip_baseline_converges_and_costs_more() {
+    let args = |s: &'static str| {
+        vec![
+            "--net",
+            "sim",
+            "--nodes",
+            "60",
+            "--racks",
+            "2",
+            "--hello",
+            "1s",
+            "--strategy",
+            s,
+        ]
+    };
+    let g = report(&args("gossip"), "gossip.json");
+    let t = report(&args("tree"), "tree-60.json");
+    assert_eq!(g["reached"], 60, "{g}");
+    assert_eq!(g["strategy"], "gossip");
+    let cost = |r: &Value| r["steady_bytes_per_node_per_s"].as_f64().unwrap();
+    assert!(
+        cost(&g) > 2.0 * cost(&t),
+        "gossip {} vs tree {}",
+        cost(&g),
+        cost(&t)
+    );
+}
+
 /// `--transport auto`: the rack tier says `transport: quic`, so the
 /// root's links to the sub-parents ride QUIC and the nodes' links UDP.
 #[test]

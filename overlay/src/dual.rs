@@ -34,7 +34,7 @@ use crate::quic::{INBOX_MAX, Links};
 use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
-use crate::udp::{Handle, RECV_BATCH_MAX, Shared, monotonic_now};
+use crate::udp::{Handle, Limiter, RECV_BATCH_MAX, Shared, monotonic_now};
 
 /// How an instance chooses between UDP and QUIC per peer.
 #[derive(Clone, Debug)]
@@ -200,6 +200,7 @@ pub fn spawn<I: Instance + 'static>(
         shared,
         paths: Paths::new(policy),
         view: view.clone(),
+        limiter: Limiter::default(),
     };
     tokio::task::spawn_local(task.run());
     (h, view)
@@ -246,6 +247,7 @@ struct Task<I> {
     shared: Arc<Shared>,
     paths: Paths,
     view: DualView,
+    limiter: Limiter,
 }
 
 impl<I: Instance> Task<I> {
@@ -269,14 +271,20 @@ impl<I: Instance> Task<I> {
             tokio::select! {
                 biased;
                 r = self.socket.recv_from(&mut rx) => {
-                    if let Ok((n, _)) = r {
-                        self.receive_udp(&rx[..n]);
+                    if let Ok((n, src)) = r {
+                        self.receive_udp(&rx[..n], src);
                     }
                     for _ in 1..RECV_BATCH_MAX {
                         match self.socket.try_recv_from(&mut rx) {
-                            Ok((n, _)) => self.receive_udp(&rx[..n]),
+                            Ok((n, src)) => self.receive_udp(&rx[..n], src),
                             Err(_) => break,
                         }
+                    }
+                    // As in the UDP driver: a socket that is always
+                    // readable must not starve the instance's timer.
+                    if armed.is_some_and(|d| monotonic_now() >= d) {
+                        armed = None;
+                        self.h.inner.borrow_mut().handle_timeout(monotonic_now());
                     }
                 }
                 Some(d) = self.inbox.recv() => {
@@ -297,7 +305,14 @@ impl<I: Instance> Task<I> {
         }
     }
 
-    fn receive_udp(&mut self, d: &[u8]) {
+    /// The UDP driver's checks (header, sender id, source address, rate)
+    /// before opening; an accepted envelope marks UDP alive for its sender.
+    fn receive_udp(&mut self, d: &[u8], src: SocketAddr) {
+        if let Err(reason) = self.limiter.check(&self.shared.addrs, d, src) {
+            self.opener.drops.count(reason);
+            self.h.traffic.borrow_mut().drops.count(reason);
+            return;
+        }
         if let Some(from) = self
             .h
             .deliver(&mut self.opener, &mut self.rng, &self.shared, d)

@@ -34,7 +34,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tokio::sync::{broadcast, watch};
 
@@ -43,8 +42,7 @@ use crate::model::Model;
 use crate::root::{ApiError, Bus, Selection, WriteOp};
 use crate::world::Control;
 
-/// Largest request body accepted.
-pub const BODY_BYTES_MAX: usize = 4 << 20;
+use layercake::body::{self, BodyError, OneBody, WriteBody};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -180,88 +178,30 @@ fn selection_from_query(q: Option<&str>) -> Result<Selection, ApiError> {
     Ok(sel)
 }
 
-/// Values to write: `{"URL": "VALUE"}` or `["URL=VALUE", ...]`.
-#[derive(Deserialize, Default)]
-#[serde(untagged)]
-enum Values {
-    #[default]
-    None,
-    Map(serde_json::Map<String, Json>),
-    List(Vec<String>),
-}
-
-impl Values {
-    fn pairs(self) -> Result<Vec<(String, String)>, ApiError> {
-        match self {
-            Values::None => Ok(Vec::new()),
-            Values::Map(m) => m
-                .into_iter()
-                .map(|(k, v)| match v {
-                    Json::String(s) => Ok((k, s)),
-                    Json::Bool(b) => Ok((k, b.to_string())),
-                    Json::Number(n) => Ok((k, n.to_string())),
-                    other => Err(ApiError::bad(format!(
-                        "value of `{k}` must be a string, not {other}"
-                    ))),
-                })
-                .collect(),
-            Values::List(l) => l
-                .into_iter()
-                .map(|w| {
-                    w.split_once('=')
-                        .map(|(u, v)| (u.trim().to_string(), v.trim().to_string()))
-                        .ok_or_else(|| ApiError::bad(format!("`{w}` is not URL=VALUE")))
-                })
-                .collect(),
-        }
-    }
-}
-
 /// A write body's selection, `URL=VALUE` pairs and `replace` flag.
 type Split = (Selection, Vec<(String, String)>, bool);
 
-/// The body of bulk writes, plan and freeze.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct WriteBody {
-    #[serde(default)]
-    hosts: Option<String>,
-    #[serde(default)]
-    filter: Option<String>,
-    #[serde(default)]
-    side: Option<String>,
-    #[serde(default)]
-    all: bool,
-    #[serde(default)]
-    values: Values,
-    #[serde(default)]
-    replace: bool,
-}
-
-impl WriteBody {
-    fn split(self) -> Result<Split, ApiError> {
-        let sel = Selection {
-            hosts: self.hosts,
-            filter: self.filter,
-            side: self.side,
-            all: self.all,
-        };
-        Ok((sel, self.values.pairs()?, self.replace))
-    }
+/// The selection, pairs and `replace` flag of a write body.
+fn split(b: WriteBody) -> Result<Split, ApiError> {
+    let sel = Selection {
+        hosts: b.hosts,
+        filter: b.filter,
+        side: b.side,
+        all: b.all,
+    };
+    let pairs = b.values.pairs().map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok((sel, pairs, b.replace))
 }
 
 fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.len() > BODY_BYTES_MAX {
-        return Err(ApiError {
+    body::parse_json(body).map_err(|e| match e {
+        BodyError::TooLarge => ApiError {
             status: 413,
             code: "too_large",
-            message: format!("body larger than {BODY_BYTES_MAX} bytes"),
-        });
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("bad JSON body: {e}")))
+            message: e.to_string(),
+        },
+        BodyError::Bad(m) => ApiError::bad(m),
+    })
 }
 
 async fn health(State(s): State<ApiState>) -> ApiResult {
@@ -293,14 +233,11 @@ async fn node(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> ApiR
 }
 
 async fn write_one(s: &ApiState, name: String, body: &Bytes, replace: bool) -> ApiResult {
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    struct One {
-        #[serde(default)]
-        values: Values,
-    }
-    let one: One = parse_body(body)?;
-    let values = one.values.pairs()?;
+    let one: OneBody = parse_body(body)?;
+    let values = one
+        .values
+        .pairs()
+        .map_err(|e| ApiError::bad(e.to_string()))?;
     let sel = one_node(&name)?;
     let res = s.ctl.write(sel, WriteOp::Set { values, replace }).await?;
     ok(json!(res))
@@ -341,7 +278,7 @@ async fn delete_node(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) 
 }
 
 async fn bulk_set(State(s): State<ApiState>, body: Bytes) -> ApiResult {
-    let (sel, values, replace) = parse_body::<WriteBody>(&body)?.split()?;
+    let (sel, values, replace) = split(parse_body::<WriteBody>(&body)?)?;
     let res = s.ctl.write(sel, WriteOp::Set { values, replace }).await?;
     ok(json!(res))
 }
@@ -353,7 +290,7 @@ async fn bulk_reset(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResu
 }
 
 async fn plan(State(s): State<ApiState>, body: Bytes) -> ApiResult {
-    let (mut sel, values, _) = parse_body::<WriteBody>(&body)?.split()?;
+    let (mut sel, values, _) = split(parse_body::<WriteBody>(&body)?)?;
     if values.is_empty() {
         return Err(ApiError::bad("plan needs `values` (URL=VALUE pairs)"));
     }
@@ -379,7 +316,7 @@ async fn graph_dot(State(s): State<ApiState>) -> Response {
 }
 
 async fn freeze_op(s: &ApiState, body: &Bytes, frozen: bool) -> ApiResult {
-    let (mut sel, values, _) = parse_body::<WriteBody>(body)?.split()?;
+    let (mut sel, values, _) = split(parse_body::<WriteBody>(body)?)?;
     if !values.is_empty() {
         return Err(ApiError::bad("freeze and thaw take no values"));
     }
@@ -479,12 +416,12 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            b.split().unwrap().1,
+            split(b).unwrap().1,
             vec![("/PhysState".into(), "POWER_ON".into())]
         );
         let b: WriteBody =
             parse_body(&Bytes::from_static(br#"{"values":["/Busy=BUSY"]}"#)).unwrap();
-        assert_eq!(b.split().unwrap().1, vec![("/Busy".into(), "BUSY".into())]);
+        assert_eq!(split(b).unwrap().1, vec![("/Busy".into(), "BUSY".into())]);
         assert!(parse_body::<WriteBody>(&Bytes::from_static(b"{nope")).is_err());
         assert!(parse_body::<WriteBody>(&Bytes::from_static(br#"{"bogus":1}"#)).is_err());
     }

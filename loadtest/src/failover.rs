@@ -23,9 +23,10 @@ use overlay::sim::Sim;
 
 use crate::app::LoadNode;
 use crate::progress::Progress;
-use crate::report::{Percentiles, Report, peak_rss_mb};
+use crate::report::{Percentiles, Report};
 use crate::setup::{Cluster, ClusterArgs};
 use crate::sim_mode::reached;
+use crate::sim_mode::{Steady, with_sim};
 
 /// What to kill (or cut off).
 #[derive(Clone, Debug)]
@@ -123,8 +124,7 @@ pub fn run(
     progress: &Progress,
     wall: Instant,
     initial_sync: Duration,
-    per_hello: f64,
-    steady: &crate::sim_mode::Steady,
+    steady: &Steady,
 ) -> Result<Report> {
     if let Some(cut) = kill.partition {
         let ctx = Ctx {
@@ -134,9 +134,7 @@ pub fn run(
             progress,
             wall,
             initial_sync,
-            per_hello,
-            steady_total: steady.total(),
-            steady_bytes: steady.bytes(),
+            steady,
         };
         return partition(&ctx, sim, kill.subparents, cut);
     }
@@ -187,24 +185,18 @@ pub fn run(
     Ok(Report {
         scenario: "failover".into(),
         reached: reached_2,
-        initial_sync_s: initial_sync.as_secs_f64(),
-        root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
-        root_rx_datagrams_per_hello_total: steady.total(),
-        steady_bytes_per_node_per_s: steady.bytes(),
-        max_datagram_bytes: sim.stats.max_datagram_bytes,
-        datagrams_total: sim.stats.datagrams,
-        bytes_total: sim.stats.bytes,
-        datagrams_rejected: sim.stats.rejected,
-        wall_s: wall.elapsed().as_secs_f64(),
-        virtual_s: sim.now().as_secs_f64(),
-        peak_rss_mb: peak_rss_mb(),
-        workers: 1,
         kill_subparents: Some(victims.len()),
         failover_detect_p99_s: Some(detect.at(0.99)),
         rehome_p99_s: Some(rehome.at(0.99)),
         lost_updates: Some(lost),
         acting_per_group_max: Some(acting_max),
-        ..Report::converge(a, c, "sim", &down, &converge)
+        ..with_sim(
+            Report::converge(a, c, "sim", &down, &converge),
+            &sim,
+            wall,
+            initial_sync,
+            steady,
+        )
     })
 }
 
@@ -243,9 +235,7 @@ struct Ctx<'a> {
     progress: &'a Progress,
     wall: Instant,
     initial_sync: Duration,
-    per_hello: f64,
-    steady_total: f64,
-    steady_bytes: f64,
+    steady: &'a Steady,
 }
 
 /// Scenario `partition`: `k` racks are cut off for `cut`; half a hello
@@ -294,22 +284,16 @@ fn partition(x: &Ctx, mut sim: Sim<LoadNode>, k: usize, cut: Duration) -> Result
     Ok(Report {
         scenario: "partition".into(),
         reached: track.reached,
-        initial_sync_s: x.initial_sync.as_secs_f64(),
-        root_rx_datagrams_per_hello: (x.per_hello * 1000.0).round() / 1000.0,
-        root_rx_datagrams_per_hello_total: x.steady_total,
-        steady_bytes_per_node_per_s: x.steady_bytes,
-        max_datagram_bytes: sim.stats.max_datagram_bytes,
-        datagrams_total: sim.stats.datagrams,
-        bytes_total: sim.stats.bytes,
-        datagrams_rejected: sim.stats.rejected,
-        wall_s: x.wall.elapsed().as_secs_f64(),
-        virtual_s: sim.now().as_secs_f64(),
-        peak_rss_mb: peak_rss_mb(),
-        workers: 1,
         kill_subparents: Some(racks.len()),
         rehome_p99_s: Some(rehome.at(0.99)),
         lost_updates: Some((leaves - leaves_with(&sim, c, 2)) as u64),
         acting_per_group_max: Some(acting_max),
-        ..Report::converge(a, c, "sim", &down, &converge)
+        ..with_sim(
+            Report::converge(a, c, "sim", &down, &converge),
+            &sim,
+            x.wall,
+            x.initial_sync,
+            x.steady,
+        )
     })
 }

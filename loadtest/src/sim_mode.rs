@@ -28,6 +28,8 @@ pub const SETTLE_HELLOS: u32 = 30;
 
 /// The steady-state background load (measured over [`STEADY_HELLOS`]).
 pub struct Steady {
+    /// Datagrams the root received per root child per hello.
+    pub per_child: f64,
     /// Datagrams the root received per hello, in all.
     pub per_hello_total: f64,
     /// Bytes sent per instance per second.
@@ -35,6 +37,11 @@ pub struct Steady {
 }
 
 impl Steady {
+    /// Datagrams at the root per child per hello, rounded for the report.
+    pub fn per_child(&self) -> f64 {
+        (self.per_child * 1000.0).round() / 1000.0
+    }
+
     /// Datagrams at the root per hello, rounded for the report.
     pub fn total(&self) -> f64 {
         (self.per_hello_total * 10.0).round() / 10.0
@@ -96,8 +103,8 @@ pub fn run(
     sim.run_until(sim.now() + c.root_hello * STEADY_HELLOS);
     let root_children = c.tree.children(0).len().max(1) as f64;
     let per_hello_total = (sim.rx_datagrams(0) - rx0) as f64 / STEADY_HELLOS as f64;
-    let per_hello = per_hello_total / root_children;
     let steady = Steady {
+        per_child: per_hello_total / root_children,
         per_hello_total,
         bytes_per_node_per_s: (sim.stats.bytes - bytes0) as f64
             / c.flat.instances.len() as f64
@@ -114,7 +121,6 @@ pub fn run(
             progress,
             wall,
             initial_sync,
-            per_hello,
             &steady,
         );
     }
@@ -145,8 +151,28 @@ pub fn run(
         scenario,
         lost_updates,
         reached: track.reached,
+        ..with_sim(
+            Report::converge(a, c, "sim", &down, &converge),
+            &sim,
+            wall,
+            initial_sync,
+            &steady,
+        )
+    })
+}
+
+/// `base` with what every simulated run reports: the initial sync, the
+/// steady-state load, the simulator's traffic, the times and the memory.
+pub fn with_sim(
+    base: Report,
+    sim: &Sim<LoadNode>,
+    wall: Instant,
+    initial_sync: Duration,
+    steady: &Steady,
+) -> Report {
+    Report {
         initial_sync_s: initial_sync.as_secs_f64(),
-        root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
+        root_rx_datagrams_per_hello: steady.per_child(),
         root_rx_datagrams_per_hello_total: steady.total(),
         steady_bytes_per_node_per_s: steady.bytes(),
         max_datagram_bytes: sim.stats.max_datagram_bytes,
@@ -157,6 +183,6 @@ pub fn run(
         virtual_s: sim.now().as_secs_f64(),
         peak_rss_mb: peak_rss_mb(),
         workers: 1,
-        ..Report::converge(a, c, "sim", &down, &converge)
-    })
+        ..base
+    }
 }

@@ -461,8 +461,8 @@ pub fn run(
     let tx1 = fleet_tx(&mut f)?;
     let hellos = (at1 - at0) as f64 / c.root_hello.as_nanos() as f64;
     let per_hello_total = (rx1 - rx0) as f64 / hellos;
-    let per_hello = per_hello_total / c.tree.children(0).len().max(1) as f64;
     let steady = crate::sim_mode::Steady {
+        per_child: per_hello_total / c.tree.children(0).len().max(1) as f64,
         per_hello_total,
         bytes_per_node_per_s: (tx1 - tx0) as f64
             / c.flat.instances.len() as f64
@@ -535,7 +535,7 @@ pub fn run(
     Ok(Report {
         reached,
         initial_sync_s: initial_sync.as_secs_f64(),
-        root_rx_datagrams_per_hello: (per_hello * 1000.0).round() / 1000.0,
+        root_rx_datagrams_per_hello: steady.per_child(),
         root_rx_datagrams_per_hello_total: steady.total(),
         steady_bytes_per_node_per_s: steady.bytes(),
         max_datagram_bytes: reports.iter().map(|r| r.tx_max_bytes).max().unwrap_or(0),

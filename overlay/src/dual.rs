@@ -20,7 +20,9 @@
 //! QUIC also carries what does not fit a datagram: an envelope larger than
 //! the path's datagram size goes on a unidirectional stream.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,7 +190,9 @@ pub fn spawn<I: Instance + 'static>(
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
-    let view = DualView::default();
+    let view = DualView {
+        paths: Rc::new(RefCell::new(Paths::new(policy))),
+    };
     let task = Task {
         h: h.clone(),
         socket,
@@ -198,41 +202,33 @@ pub fn spawn<I: Instance + 'static>(
         opener: Opener::new(me),
         rng: Rng::new(shared.epoch ^ u64::from(me) ^ 0xd0a1),
         shared,
-        paths: Paths::new(policy),
-        view: view.clone(),
+        paths: view.paths.clone(),
         limiter: Limiter::default(),
     };
     tokio::task::spawn_local(task.run());
     (h, view)
 }
 
-/// What the task last published for the application.
-#[derive(Debug, Default)]
-struct Published {
-    counters: PathCounters,
-    modes: Vec<(NodeId, PathMode)>,
-}
-
-/// The application's read-only view of an instance's paths.
-#[derive(Clone, Debug, Default)]
+/// The application's read-only view of an instance's paths (shares the
+/// task's state: nothing is copied per wake-up).
+#[derive(Clone, Debug)]
 pub struct DualView {
-    inner: std::rc::Rc<std::cell::RefCell<Published>>,
+    paths: Rc<RefCell<Paths>>,
 }
 
 impl DualView {
     /// The counters so far.
     pub fn counters(&self) -> PathCounters {
-        self.inner.borrow().counters.clone()
+        self.paths.borrow().counters.clone()
     }
 
     /// The mode of the path to `peer` (UDP until a frame went to it).
     pub fn mode(&self, peer: NodeId) -> PathMode {
-        self.inner
+        self.paths
             .borrow()
-            .modes
-            .iter()
-            .find(|(p, _)| *p == peer)
-            .map_or(PathMode::Udp, |(_, m)| *m)
+            .peers
+            .get(&peer)
+            .map_or(PathMode::Udp, |s| s.mode)
     }
 }
 
@@ -245,8 +241,7 @@ struct Task<I> {
     opener: Opener,
     rng: Rng,
     shared: Arc<Shared>,
-    paths: Paths,
-    view: DualView,
+    paths: Rc<RefCell<Paths>>,
     limiter: Limiter,
 }
 
@@ -259,7 +254,6 @@ impl<I: Instance> Task<I> {
         let mut armed: Option<Time> = None;
         loop {
             self.flush(&mut tx);
-            self.publish_view();
             let deadline = self.h.inner.borrow_mut().poll_timeout();
             if deadline != armed {
                 armed = deadline;
@@ -289,7 +283,7 @@ impl<I: Instance> Task<I> {
                 }
                 Some(d) = self.inbox.recv() => {
                     if self.h.deliver(&mut self.opener, &mut self.rng, &self.shared, &d).is_some() {
-                        self.paths.counters.quic_rx += 1;
+                        self.paths.borrow_mut().counters.quic_rx += 1;
                     }
                 }
                 Some((peer, conn)) = self.links.done.recv() => {
@@ -317,16 +311,8 @@ impl<I: Instance> Task<I> {
             .h
             .deliver(&mut self.opener, &mut self.rng, &self.shared, d)
         {
-            self.paths.heard_udp(from);
+            self.paths.borrow_mut().heard_udp(from);
         }
-    }
-
-    fn publish_view(&self) {
-        let mut v = self.view.inner.borrow_mut();
-        v.counters = self.paths.counters.clone();
-        v.modes.clear();
-        v.modes
-            .extend(self.paths.peers.iter().map(|(&p, s)| (p, s.mode)));
     }
 
     fn flush(&mut self, tx: &mut Vec<u8>) {
@@ -334,14 +320,20 @@ impl<I: Instance> Task<I> {
             let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
                 return;
             };
-            let (Some(&udp), Some(&quic)) = (
+            let (Some(&udp), Some(quic)) = (
                 self.shared.addrs.get(t.to as usize),
-                self.paths.policy.quic_addrs.get(t.to as usize),
+                self.paths
+                    .borrow()
+                    .policy
+                    .quic_addrs
+                    .get(t.to as usize)
+                    .copied(),
             ) else {
                 continue;
             };
             self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
-            let ok = match self.paths.route(monotonic_now(), t.to) {
+            let way = self.paths.borrow_mut().route(monotonic_now(), t.to);
+            let ok = match way {
                 // A full socket buffer drops the datagram, as the network
                 // might; the protocols above re-send.
                 Way::Udp => self.socket.try_send_to(tx, udp).is_ok(),

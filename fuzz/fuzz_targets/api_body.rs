@@ -1,10 +1,10 @@
-//! Fuzz target: the REST API's write bodies (`layercake/src/body.rs`,
+//! Fuzz target: the REST API's write bodies (`layercake/src/api/body.rs`,
 //! included by path so the target does not build the whole daemon). Must
 //! never panic: every body parses or is refused with a message, and so do
 //! its values.
 #![no_main]
 
-#[path = "../../layercake/src/body.rs"]
+#[path = "../../layercake/src/api/body.rs"]
 #[allow(dead_code)]
 mod body;
 

@@ -9,40 +9,12 @@
 //! - `layercake tokens create`, `keys ...`, `certs init|issue`: API tokens,
 //!   keyring rotation, the cluster CA (`docs/security.md`).
 //!
-//! Modules: [`cli`] (arguments), [`serve`] (run and demo), [`world`] (the
-//! overlay instances), [`root`], [`member`], [`model`], [`persist`],
-//! [`api`], [`bmc`] (BMC power wiring), [`dashboard`], [`metrics`], [`ctl`], [`http`], [`yaml`],
-//! [`topo_cmd`], [`cluster`], [`sys`]; security: [`auth`] (API tokens),
-//! [`api_tls`], [`secrets`] (private files), [`keys`] (keyring rotation),
-//! [`certs`] (cluster CA), [`join`] (QUIC mutual-TLS join).
+//! Everything lives in the library (`layercake::*`, see its docs).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-mod api;
-mod api_tls;
-mod auth;
-mod bmc;
-mod certs;
-mod cli;
-mod cluster;
-mod ctl;
-mod dashboard;
-mod http;
-mod join;
-mod keys;
-mod member;
-mod metrics;
-mod model;
-mod persist;
-mod root;
-mod secrets;
-mod serve;
-mod sys;
-mod topo_cmd;
-mod world;
-mod yaml;
-
 use clap::Parser;
+use layercake::cli;
 
 fn main() {
     let args = cli::Cli::parse();

@@ -5,7 +5,7 @@
 //!
 //! Threads: the main thread runs every overlay instance and the control
 //! task; the API (axum) runs on a second thread with its own runtime and
-//! reaches the root through [`crate::world::Control`].
+//! reaches the root through [`crate::daemon::control::Control`].
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, TcpListener};
@@ -19,159 +19,65 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use overlay::envelope::ClusterKey;
 use overlay::udp::Handle;
 use tokio::sync::{broadcast, watch};
-use topo::{Role, StrategyKind};
+use topo::Role;
 
 use crate::api::{ApiState, router};
-use crate::api_tls::{ApiSecurity, ApiSecurityArgs};
-use crate::certs::Pki;
-use crate::cli::{DemoArgs, ModuleArgs, RunArgs};
-use crate::cluster::{self, Cluster};
-use crate::model::Model;
-use crate::persist::CfgDb;
-use crate::root::{BUS_CAPACITY, RootApp, Selection, WriteOp};
-use crate::world::{self, WorldConfig};
+use crate::daemon::cluster::Cluster;
+use crate::daemon::control;
+use crate::daemon::control::{Selection, WriteOp};
+use crate::daemon::model::Model;
+use crate::daemon::persist::CfgDb;
+use crate::daemon::root::{BUS_CAPACITY, RootApp};
+use crate::daemon::world::{self, WorldConfig};
+use crate::modules::power::setup::{PowerOptions, PowerSetup};
+use crate::security::certs::Pki;
+use crate::security::tls::{ApiSecurity, ApiSecurityOptions};
 
 /// How long shutdown waits for the API's open connections.
 const API_SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// What one process serves.
-struct Plan {
-    cluster: Arc<Cluster>,
+pub struct Plan {
+    /// The cluster.
+    pub cluster: Arc<Cluster>,
     /// The cluster key (`None`: a `--pki` instance that joins for its ring).
-    key: Option<ClusterKey>,
+    pub key: Option<ClusterKey>,
     /// The instance's certificate (`run --pki`): join over QUIC.
-    pki: Option<Pki>,
+    pub pki: Option<Pki>,
     /// How often a `--pki` instance fetches the root's keyring.
-    key_poll: Duration,
-    ids: Vec<u32>,
-    modules: VirtualConfig,
-    seed: u64,
-    data_dir: PathBuf,
-    api: SocketAddr,
-    api_security: ApiSecurityArgs,
+    pub key_poll: Duration,
+    /// The instances this process hosts.
+    pub ids: Vec<u32>,
+    /// The virtual modules' delays and fault rates.
+    pub modules: VirtualConfig,
+    /// Seed of the virtual machines.
+    pub seed: u64,
+    /// The root's data directory.
+    pub data_dir: PathBuf,
+    /// The API's address.
+    pub api: SocketAddr,
+    /// The API's token and TLS settings.
+    pub api_security: ApiSecurityOptions,
     /// BMC power options (`run` only).
-    power: Option<crate::bmc::PowerArgs>,
-    demo: Option<DemoPlan>,
+    pub power: Option<PowerOptions>,
+    /// The demo's settings (`demo` only).
+    pub demo: Option<DemoPlan>,
 }
 
-struct DemoPlan {
-    for_: Option<Duration>,
-    boot: bool,
-    remove_data_dir: bool,
+/// What `demo` adds to a plan.
+pub struct DemoPlan {
+    /// Exit after this long (`--for`).
+    pub for_: Option<Duration>,
+    /// Ask every node to boot at start.
+    pub boot: bool,
+    /// The data directory is temporary.
+    pub remove_data_dir: bool,
 }
 
-fn modules(a: &ModuleArgs) -> Result<VirtualConfig> {
-    if a.step_min_ms > a.step_max_ms {
-        bail!("--step-min-ms must not exceed --step-max-ms");
-    }
-    let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
-    if !rate_ok(a.fail_rate) || !rate_ok(a.hang_rate) || a.fail_rate + a.hang_rate > 1.0 {
-        bail!("--fail-rate and --hang-rate must be in [0, 1] and add up to at most 1");
-    }
-    Ok(VirtualConfig {
-        delay_min_ms: a.step_min_ms,
-        delay_max_ms: a.step_max_ms,
-        fail_rate: a.fail_rate,
-        hang_rate: a.hang_rate,
-        on_fraction: 0.0,
-    })
-}
-
-fn check_strategy(s: StrategyKind) -> Result<()> {
-    if s != StrategyKind::Tree {
-        bail!(
-            "sync strategy `{s}` is not built yet (only `tree`; hybrid and gossip come with sync-gossip)"
-        );
-    }
-    Ok(())
-}
-
-/// `layercake run`.
-pub fn run(a: RunArgs) -> Result<i32> {
-    let cluster = Cluster::load(&a.topology)?;
-    let id = cluster
-        .flat
-        .by_name(&a.id)
-        .with_context(|| format!("`{}` is not an instance of {}", a.id, a.topology.display()))?;
-    check_strategy(cluster.flat.instances[id as usize].sync.strategy)?;
-    let pki = a.pki.load(&a.id)?;
-    // With a certificate, an instance joins for its keyring; only the root
-    // reads the topology's key (to seed its stored ring), if there is one.
-    let key = match (&pki, id, &cluster.topo.key_file) {
-        (Some(_), 0, None) | (Some(_), 1.., _) => None,
-        _ => Some(cluster::read_key(&cluster.topo)?),
-    };
-    let plan = Plan {
-        cluster: Arc::new(cluster),
-        key,
-        pki,
-        key_poll: a.key_poll,
-        ids: vec![id],
-        modules: modules(&a.modules)?,
-        seed: a.modules.seed,
-        data_dir: a.data_dir,
-        api: a.api,
-        api_security: a.api_security,
-        power: Some(a.power),
-        demo: None,
-    };
-    serve(plan)
-}
-
-/// `layercake demo`.
-pub fn demo(a: DemoArgs) -> Result<i32> {
-    let strategy: StrategyKind = a
-        .strategy
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
-    check_strategy(strategy)?;
-    let port = if a.port == 0 {
-        free_udp_port()?
-    } else {
-        a.port
-    };
-    let topo = cluster::demo_topology(a.nodes, a.racks, port, a.hello)?;
-    let cluster = Cluster::new(topo)?;
-    let ids = (0..cluster.flat.instances.len() as u32).collect();
-    let (data_dir, remove) = match a.data_dir {
-        Some(d) => (d, false),
-        None => (
-            std::env::temp_dir().join(format!("layercake-demo-{}", std::process::id())),
-            true,
-        ),
-    };
-    let plan = Plan {
-        cluster: Arc::new(cluster),
-        key: Some(ClusterKey::from_seed(
-            port as u64 ^ u64::from(std::process::id()) << 16,
-        )),
-        pki: None,
-        key_poll: Duration::from_secs(10),
-        ids,
-        modules: modules(&a.modules)?,
-        seed: a.modules.seed,
-        data_dir,
-        api: a.api,
-        api_security: a.api_security,
-        power: None,
-        demo: Some(DemoPlan {
-            for_: a.for_,
-            boot: !a.no_boot,
-            remove_data_dir: remove,
-        }),
-    };
-    serve(plan)
-}
-
-/// A UDP port free on 127.0.0.1 right now (the demo binds it on every
-/// 127.x address it uses).
-fn free_udp_port() -> Result<u16> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
-    Ok(s.local_addr()?.port())
-}
-
-fn serve(plan: Plan) -> Result<i32> {
-    let limit = crate::sys::raise_nofile();
+/// Runs one process's instances, API and metrics until a signal (or the
+/// demo's `--for`); returns the exit code.
+pub fn serve(plan: Plan) -> Result<i32> {
+    let limit = crate::daemon::sys::raise_nofile();
     let need = plan.ids.len() as u64 + 64;
     if limit < need {
         bail!(
@@ -179,7 +85,7 @@ fn serve(plan: Plan) -> Result<i32> {
         );
     }
     let model = Arc::new(Model::new()?);
-    let prom = crate::metrics::install()?;
+    let prom = crate::daemon::metrics::install()?;
     let hosts_root = plan.ids.contains(&0);
     let db = if hosts_root {
         let db = CfgDb::open(&plan.data_dir)?;
@@ -230,14 +136,15 @@ async fn serve_world(
     let upload_ok = plan.api.ip().is_loopback() || security.tls.is_some();
     let me = plan.ids[0];
     let (key, pki) = (plan.key.clone(), plan.pki.as_ref());
-    let setup = crate::join::Setup {
+    let setup = crate::daemon::join::Setup {
         cluster: &plan.cluster,
         me,
         key,
         pki,
         poll: plan.key_poll,
     };
-    let Some((ring, keys)) = crate::join::keyring(setup, db.as_ref(), upload_ok).await? else {
+    let Some((ring, keys)) = crate::daemon::join::keyring(setup, db.as_ref(), upload_ok).await?
+    else {
         return Ok(0); // a signal during the join
     };
     let cfg = WorldConfig {
@@ -252,16 +159,16 @@ async fn serve_world(
         db: db.clone(),
         bus: bus.clone(),
         power: match &plan.power {
-            Some(p) => Some(crate::bmc::PowerSetup::new(p)?),
+            Some(p) => Some(PowerSetup::new(p)?),
             None => None,
         },
     };
     let hosted = world::start(&cfg, &model)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut api_thread = None;
-    let (ctl, rx) = world::control_channel();
+    let (ctl, rx) = control::control_channel();
     if let (Some(root), Some(db), Some(listener)) = (&hosted.root, &db, listener) {
-        tokio::task::spawn_local(world::control_task(root.clone(), db.clone(), rx));
+        tokio::task::spawn_local(control::control_task(root.clone(), db.clone(), rx));
         let state = ApiState {
             ctl: ctl.clone(),
             bus: bus.clone(),
@@ -334,10 +241,10 @@ fn spawn_api(
                     }
                 };
                 if let Some(t) = state.auth.clone() {
-                    tokio::spawn(crate::auth::reload_on_hangup(t));
+                    tokio::spawn(crate::security::tokens::reload_on_hangup(t));
                 }
                 if let Some(tls) = tls {
-                    crate::api_tls::serve(l, router(state), tls, stop).await;
+                    crate::api::tls::serve(l, router(state), tls, stop).await;
                     return;
                 }
                 let shutdown = async move {
@@ -366,7 +273,7 @@ pub(crate) async fn wait_for_signal() -> Result<()> {
 }
 
 /// Boots every node, shows progress, and waits for `--for` or a signal.
-async fn run_demo(d: &DemoPlan, root: &Handle<RootApp>, ctl: &world::Control) -> Result<i32> {
+async fn run_demo(d: &DemoPlan, root: &Handle<RootApp>, ctl: &control::Control) -> Result<i32> {
     let total = root.peek(RootApp::len);
     if d.boot {
         let values = vec![

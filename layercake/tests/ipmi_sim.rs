@@ -1,4 +1,4 @@
-//! The IPMI v2.0 / RMCP+ client (`layercake::power::ipmi`) against
+//! The IPMI v2.0 / RMCP+ client (`layercake::modules::power::ipmi`) against
 //! OpenIPMI's real BMC simulator `ipmi_sim` (cipher suite 3): power status,
 //! on, off, cycle, hard reset, soft shutdown, refused credentials and
 //! privileges, an unreachable BMC, session recovery after a BMC restart,
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ipmi_sim_support::IpmiSim;
-use layercake::power::ipmi::{
+use layercake::modules::power::ipmi::{
     ChassisControl, IpmiClient, IpmiConfig, IpmiError, IpmiTarget, Privilege,
 };
 

@@ -24,14 +24,14 @@ use engine::graph::{BuildOptions, Graph};
 use engine::mutation::MutationSet;
 use engine::registry::Registry;
 use ipmi_sim_support::IpmiSim;
-use layercake::power::config::{Backends, BmcTarget, Place, power_of, set_power};
-use layercake::power::creds::Credentials;
-use layercake::power::host::{BmcHost, HostAccess, HostConfig, drive};
-use layercake::power::ipmi::IpmiConfig;
-use layercake::power::ipmi_backend::IpmiClients;
-use layercake::power::redfish::RedfishClients;
-use layercake::power::virt::VirtualFleet;
-use layercake::power::{Policy, PowerError, PowerOp, PowerPool, PowerState};
+use layercake::modules::power::config::{Backends, BmcTarget, Place, power_of, set_power};
+use layercake::modules::power::creds::Credentials;
+use layercake::modules::power::host::{BmcHost, HostAccess, HostConfig, drive};
+use layercake::modules::power::ipmi::IpmiConfig;
+use layercake::modules::power::ipmi_backend::IpmiClients;
+use layercake::modules::power::redfish::RedfishClients;
+use layercake::modules::power::virt::VirtualFleet;
+use layercake::modules::power::{Policy, PowerError, PowerOp, PowerPool, PowerState};
 use proto::node::{Node, PhysState};
 use proto::power::Power;
 use sushy::Sushy;
@@ -227,7 +227,7 @@ impl Fixture {
         }
     }
 
-    fn backend(&self, p: &Power) -> layercake::power::Backend {
+    fn backend(&self, p: &Power) -> layercake::modules::power::Backend {
         let t = BmcTarget::resolve(p, place("x", 0)).unwrap().unwrap();
         self.backends.backend(&t).unwrap()
     }
@@ -247,7 +247,7 @@ fn place(name: &str, i: usize) -> Place<'_> {
 
 fn model() -> (Arc<Graph>, Arc<Registry>) {
     let mut reg = Registry::with_pxe();
-    reg.register(Arc::new(layercake::power::config::extension()))
+    reg.register(Arc::new(layercake::modules::power::config::extension()))
         .unwrap();
     let set = MutationSet::build(
         &reg,

@@ -24,8 +24,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value as Json, json};
 
 use crate::cli::DEFAULT_API;
-use crate::http::{self, HttpError};
-use crate::yaml;
+use crate::cli::http::{self, HttpError};
+use crate::cli::yaml;
 
 /// Success.
 pub const EXIT_OK: i32 = 0;
@@ -189,11 +189,11 @@ impl From<HttpError> for Fail {
 
 /// Runs a `ctl` command; returns the exit code.
 pub fn main(a: CtlArgs) -> i32 {
-    crate::sys::default_sigpipe();
+    crate::daemon::sys::default_sigpipe();
     let color =
         !a.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
     let token = match a.token_file {
-        Some(f) => crate::auth::read_token_file(&f).map(Some),
+        Some(f) => crate::security::tokens::read_token_file(&f).map(Some),
         None => Ok(std::env::var("LAYERCAKE_TOKEN")
             .ok()
             .map(|t| t.trim().to_string())),

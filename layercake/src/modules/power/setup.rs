@@ -1,14 +1,11 @@
-//! Wiring of the power backends ([`layercake::power`]) into a running
-//! instance: the `run` options, the per-process setup (credentials, HTTP
-//! and IPMI clients, the pool) and the bridge between a sub-parent's
-//! [`MemberApp`] and the [`drive`] task.
+//! The power machinery of one process: the options, the credentials, the
+//! HTTP and IPMI clients and the pool every BMC call goes through, and the
+//! places (pattern variables) of the children an instance drives.
 //!
-//! - [`PowerArgs`]: `--credentials`, `--bmc-ca-file`, `--bmc-poll`,
+//! - [`PowerOptions`]: `--credentials`, `--bmc-ca-file`, `--bmc-poll`,
 //!   `--bmc-concurrency`, `--bmc-timeout`, `--bmc-retries`.
 //! - [`PowerSetup`]: built once per process from the options.
-//! - [`ChildPlaces`]: a sub-parent's direct children with their pattern
-//!   variables.
-//! - [`start_driver`]: spawns the driver of one sub-parent.
+//! - [`ChildPlaces`]: a group's leaf members with their pattern variables.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,45 +13,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Args;
-use layercake::power::config::{Backends, Place};
-use layercake::power::creds::Credentials;
-use layercake::power::host::{BmcHost, HostAccess, HostConfig, drive};
-use layercake::power::ipmi::IpmiConfig;
-use layercake::power::ipmi_backend::IpmiClients;
-use layercake::power::redfish::RedfishClients;
-use layercake::power::virt::VirtualFleet;
-use layercake::power::{Policy, PowerPool};
-use overlay::udp::Handle;
+use engine::graph::Graph;
+use engine::registry::Registry;
 use topo::Flat;
 
-use crate::member::MemberApp;
-use crate::model::Model;
+use super::config::{Backends, Place};
+use super::creds::Credentials;
+use super::host::{BmcHost, HostConfig};
+use super::ipmi::IpmiConfig;
+use super::ipmi_backend::IpmiClients;
+use super::redfish::RedfishClients;
+use super::virt::VirtualFleet;
+use super::{Policy, PowerPool};
 
-/// How often the driver wakes without a BMC answer (deadlines, polls).
-pub const DRIVER_TICK: Duration = Duration::from_millis(50);
-
-/// Power options of `layercake run` (used on the instances that drive BMCs:
-/// the sub-parents).
-#[derive(Args, Debug, Clone)]
-pub struct PowerArgs {
+/// Power options of an instance that drives BMCs (`run --credentials ...`).
+#[derive(Debug, Clone)]
+pub struct PowerOptions {
     /// BMC passwords: `NAME PASSWORD` lines, mode 600 (see docs/power.md).
-    #[arg(long, env = "LAYERCAKE_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
     /// Extra CA certificates (PEM) trusted for `https` Redfish BMCs.
-    #[arg(long)]
     pub bmc_ca_file: Option<PathBuf>,
     /// How often every BMC's power state is read.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "10s")]
     pub bmc_poll: Duration,
     /// BMC calls in flight at once on this instance.
-    #[arg(long, default_value_t = 64)]
     pub bmc_concurrency: usize,
     /// One BMC request's timeout.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "5s")]
     pub bmc_timeout: Duration,
     /// Retries of a BMC request that timed out or failed transiently.
-    #[arg(long, default_value_t = 2)]
     pub bmc_retries: u32,
 }
 
@@ -69,7 +54,7 @@ pub struct PowerSetup {
 impl PowerSetup {
     /// Loads the credentials (checking their permissions) and builds the
     /// clients. Must run inside the tokio runtime.
-    pub fn new(a: &PowerArgs) -> Result<PowerSetup> {
+    pub fn new(a: &PowerOptions) -> Result<PowerSetup> {
         let creds = match &a.credentials {
             Some(p) => Credentials::load(p)?,
             None => Credentials::empty(),
@@ -100,12 +85,22 @@ impl PowerSetup {
         })
     }
 
-    /// A host for one sub-parent.
-    pub fn host(&self, model: &Model) -> Result<BmcHost> {
-        let frozen = crate::model::FROZEN_URL.parse().ok();
+    /// The pool every BMC call of this process goes through.
+    pub fn pool(&self) -> PowerPool {
+        self.pool.clone()
+    }
+
+    /// A host for one instance that drives BMCs, over the module set
+    /// (`graph`, `registry`); `frozen` is the Cfg flag that freezes a node.
+    pub fn host(
+        &self,
+        graph: Arc<Graph>,
+        registry: Arc<Registry>,
+        frozen: Option<engine::url::Path>,
+    ) -> Result<BmcHost> {
         Ok(BmcHost::new(
-            model.graph.clone(),
-            model.registry.clone(),
+            graph,
+            registry,
             self.backends.clone(),
             HostConfig {
                 poll_interval: self.poll,
@@ -154,18 +149,4 @@ impl ChildPlaces {
             g: *g,
         })
     }
-}
-
-struct MemberAccess(Handle<MemberApp>);
-
-impl HostAccess for MemberAccess {
-    fn with_host<R>(&self, f: impl FnOnce(&mut BmcHost, u64) -> R) -> R {
-        self.0.with(|app, now| app.with_bmc(now, f))
-    }
-}
-
-/// Spawns (on the current `LocalSet`) the task that runs `h`'s BMC calls.
-pub fn start_driver(h: Handle<MemberApp>, setup: &PowerSetup) {
-    let pool = setup.pool.clone();
-    tokio::task::spawn_local(drive(MemberAccess(h), pool, DRIVER_TICK));
 }

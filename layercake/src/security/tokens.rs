@@ -1,36 +1,25 @@
-//! REST API authentication: bearer tokens with two roles.
+//! API tokens: roles, the root's token table and its reloading.
 //!
 //! - [`Role`]: `read` (every GET, and `POST /api/v1/plan`, which runs
 //!   nothing) or `admin` (everything, including Cfg writes, freeze, thaw).
 //! - [`TokenTable`]: the root's table of accepted tokens, one line per
 //!   token: `ROLE NAME SHA256-HEX`. Only the SHA-256 of a token is stored,
 //!   so the table itself is not a credential; it must still be private
-//!   (mode 0600, see [`crate::secrets`]) because whoever can write it can
-//!   add a token.
+//!   (mode 0600, see [`crate::security::secrets`]) because whoever can write
+//!   it can add a token.
 //! - [`Tokens`]: the table a running root uses, reloaded from its file on
 //!   SIGHUP ([`reload_on_hangup`]; a bad file keeps the old table).
-//! - [`require`]: the axum middleware. Public without a token: the
-//!   dashboard's static files and `GET /api/v1/health`; everything else
-//!   needs `Authorization: Bearer TOKEN` (or, for a GET, an `access_token`
-//!   query parameter, which the dashboard's `EventSource` needs since it
-//!   cannot set headers; the parameter is removed before the handler sees
-//!   the query). Missing or unknown token: 401; a read token on a write:
-//!   403; both with the API's JSON error body and counted in
-//!   `kraken_api_refused_total{reason}`.
-//! - [`new_token`], [`create`]: `layercake tokens create`.
+//! - [`new_token`], [`create`]: what `layercake tokens create` does.
+//!
+//! The HTTP side (the axum middleware) is `crate::api::auth`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use crate::root::ApiError;
-use crate::secrets::{self, SecretError};
+use crate::security::secrets::{self, SecretError};
 
 /// Prefix of every token (lets scanners and people recognise one).
 pub const TOKEN_PREFIX: &str = "lct_";
@@ -216,6 +205,11 @@ impl Tokens {
         self.read().len()
     }
 
+    /// True when no token is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.read().len() == 0
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, TokenTable> {
         self.table.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -288,173 +282,6 @@ pub fn create(role: Role, name: &str, out: &Path, table: &Path) -> anyhow::Resul
     Ok(())
 }
 
-/// `layercake tokens ...`.
-#[derive(clap::Subcommand, Debug)]
-pub enum TokensCmd {
-    /// Make a token: write it to `--out` (0600) and add its hash to the
-    /// root's table `--table` (created 0600 if missing).
-    Create {
-        /// `read` (GET and plan) or `admin` (everything).
-        #[arg(long)]
-        role: Role,
-        /// Who holds it (shown in logs and 403 messages).
-        #[arg(long)]
-        name: String,
-        /// The new token file (must not exist).
-        #[arg(long, value_name = "FILE")]
-        out: std::path::PathBuf,
-        /// The root's token table (`--api-tokens`).
-        #[arg(long, value_name = "FILE")]
-        table: std::path::PathBuf,
-    },
-}
-
-impl clap::ValueEnum for Role {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[Role::Read, Role::Admin]
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(match self {
-            Role::Read => "read",
-            Role::Admin => "admin",
-        }))
-    }
-}
-
-/// Runs a `tokens` command.
-pub fn main(cmd: TokensCmd) -> anyhow::Result<i32> {
-    match cmd {
-        TokensCmd::Create {
-            role,
-            name,
-            out,
-            table,
-        } => {
-            create(role, &name, &out, &table)?;
-            println!(
-                "token `{name}` ({role}) written to {}; {} accepts it (send the root SIGHUP, or restart it, to load it)",
-                out.display(),
-                table.display()
-            );
-            Ok(0)
-        }
-    }
-}
-
-/// The role a request needs, or `None` for the public routes.
-pub fn needed(method: &Method, path: &str) -> Option<Role> {
-    let read = *method == Method::GET || *method == Method::HEAD;
-    let public = ["/", "/dashboard.js", "/dashboard.css", "/api/v1/health"];
-    if read && public.contains(&path) {
-        return None;
-    }
-    if read || (*method == Method::POST && path == "/api/v1/plan") {
-        return Some(Role::Read);
-    }
-    Some(Role::Admin)
-}
-
-/// The token of a request: the bearer header, else (GET only) the
-/// `access_token` query parameter, which is then removed from the URI.
-fn take_token(req: &mut Request) -> Option<String> {
-    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
-        let v = v.to_str().ok()?;
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_string());
-    }
-    if req.method() != Method::GET {
-        return None;
-    }
-    let query = req.uri().query()?;
-    let mut token = None;
-    let mut rest = Vec::new();
-    for part in query.split('&') {
-        match part.strip_prefix("access_token=") {
-            Some(t) => token = Some(t.to_string()),
-            None => rest.push(part),
-        }
-    }
-    let token = token?;
-    let mut pq = req.uri().path().to_string();
-    if !rest.is_empty() {
-        pq = format!("{pq}?{}", rest.join("&"));
-    }
-    let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = pq.parse().ok();
-    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
-    }
-    Some(token)
-}
-
-fn refuse(status: u16, reason: &'static str, message: String) -> Response {
-    metrics::counter!("kraken_api_refused_total", "reason" => reason).increment(1);
-    let code = if status == 401 {
-        "unauthorized"
-    } else {
-        "forbidden"
-    };
-    let mut r = ApiError {
-        status,
-        code,
-        message,
-    }
-    .into_response();
-    if status == 401 {
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    r
-}
-
-/// The middleware: lets a request through only with a token whose role
-/// covers it.
-pub async fn require(State(table): State<Arc<Tokens>>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    let Some(need) = needed(req.method(), &path) else {
-        return next.run(req).await;
-    };
-    let Some(token) = take_token(&mut req) else {
-        tracing::debug!("API: {} {path} without a token", req.method());
-        return refuse(
-            401,
-            "missing_token",
-            "this API needs a token: send `Authorization: Bearer TOKEN` \
-             (`layercake ctl --token-file FILE`; make one with `layercake tokens create`)"
-                .into(),
-        );
-    };
-    let Some(entry) = table.find(&token) else {
-        tracing::debug!("API: {} {path} with an unknown token", req.method());
-        return refuse(
-            401,
-            "unknown_token",
-            "the bearer token is not in this root's token table".into(),
-        );
-    };
-    if entry.role < need {
-        tracing::warn!(
-            "API: token `{}` (role {}) refused for {} {path}",
-            entry.name,
-            entry.role,
-            req.method()
-        );
-        return refuse(
-            403,
-            "forbidden",
-            format!(
-                "token `{}` has role `{}`; {} {path} needs role `{need}`",
-                entry.name,
-                entry.role,
-                req.method()
-            ),
-        );
-    }
-    next.run(req).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,16 +308,5 @@ mod tests {
         );
         let e = TokenTable::parse("\nroot x abc\n", "t").unwrap_err();
         assert!(e.to_string().starts_with("t:2: unknown role `root`"), "{e}");
-    }
-
-    #[test]
-    fn roles_per_route() {
-        assert_eq!(needed(&Method::GET, "/"), None);
-        assert_eq!(needed(&Method::GET, "/api/v1/health"), None);
-        assert_eq!(needed(&Method::GET, "/api/v1/nodes"), Some(Role::Read));
-        assert_eq!(needed(&Method::GET, "/metrics"), Some(Role::Read));
-        assert_eq!(needed(&Method::POST, "/api/v1/plan"), Some(Role::Read));
-        assert_eq!(needed(&Method::POST, "/api/v1/cfg"), Some(Role::Admin));
-        assert_eq!(needed(&Method::DELETE, "/api/v1/health"), Some(Role::Admin));
     }
 }

@@ -23,6 +23,7 @@ pub mod host;
 pub mod ipmi;
 pub mod ipmi_backend;
 pub mod redfish;
+pub mod setup;
 pub mod virt;
 
 use std::fmt;

@@ -13,61 +13,14 @@
 //! Existing files are never overwritten; private keys are written 0600 and
 //! refused when group or others may read them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
 use overlay::quic::{Ca, Identity};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::secrets;
-
-/// `layercake certs ...`.
-#[derive(Subcommand, Debug)]
-pub enum CertsCmd {
-    /// Make the cluster's CA in `--dir`.
-    Init {
-        /// Where the CA lives (created if missing).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-        /// The cluster's name (in the CA's common name).
-        #[arg(long, default_value = "layercake")]
-        cluster: String,
-    },
-    /// Issue an instance's certificate and key.
-    Issue {
-        /// The CA's directory (`certs init --dir`).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-        /// The instance's name in the topology.
-        #[arg(long)]
-        name: String,
-        /// The instance's `--pki` directory (default: `--dir`).
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// Refuse a name that is not an instance of this topology.
-        #[arg(long, value_name = "FILE")]
-        topology: Option<PathBuf>,
-    },
-}
-
-/// An instance's identity options (`run`).
-#[derive(Args, Debug, Clone, Default)]
-pub struct PkiArgs {
-    /// A directory with `ca.crt`, `ID.crt` and `ID.key` (`certs issue --out`).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["ca", "cert", "key"])]
-    pub pki: Option<PathBuf>,
-    /// The cluster CA's certificate (PEM).
-    #[arg(long, value_name = "FILE", requires_all = ["cert", "key"])]
-    pub ca: Option<PathBuf>,
-    /// This instance's certificate (PEM).
-    #[arg(long, value_name = "FILE", requires_all = ["ca", "key"])]
-    pub cert: Option<PathBuf>,
-    /// This instance's private key (PEM, mode 0600).
-    #[arg(long, value_name = "FILE", requires_all = ["ca", "cert"])]
-    pub key: Option<PathBuf>,
-}
+use crate::security::secrets;
 
 /// What an instance presents and trusts on QUIC.
 pub struct Pki {
@@ -77,30 +30,22 @@ pub struct Pki {
     pub id: Identity,
 }
 
-impl PkiArgs {
-    /// The identity of instance `name`, if any option was given.
-    pub fn load(&self, name: &str) -> Result<Option<Pki>> {
-        let (ca, cert, key) = match (&self.pki, &self.ca, &self.cert, &self.key) {
-            (Some(d), ..) => (
-                d.join("ca.crt"),
-                d.join(format!("{name}.crt")),
-                d.join(format!("{name}.key")),
-            ),
-            (None, Some(a), Some(c), Some(k)) => (a.clone(), c.clone(), k.clone()),
-            _ => return Ok(None),
-        };
-        let ca = read_cert(&ca)?;
-        let cert = read_cert(&cert)?;
-        let pem = secrets::read_private(&key)?;
+impl Pki {
+    /// Reads the CA certificate, an instance certificate and its private
+    /// key (refused unless 0600) from PEM files.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Pki> {
+        let ca = read_cert(ca)?;
+        let cert = read_cert(cert)?;
+        let pem = secrets::read_private(key)?;
         let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
             .with_context(|| format!("{}: no PKCS#8 private key", key.display()))?;
-        Ok(Some(Pki {
+        Ok(Pki {
             ca,
             id: Identity {
                 cert,
                 key: der.secret_pkcs8_der().to_vec(),
             },
-        }))
+        })
     }
 }
 
@@ -109,49 +54,24 @@ fn read_cert(path: &Path) -> Result<CertificateDer<'static>> {
         .with_context(|| format!("{}: cannot read a PEM certificate", path.display()))
 }
 
-/// Runs a `certs` command.
-pub fn main(cmd: CertsCmd) -> Result<i32> {
-    match cmd {
-        CertsCmd::Init { dir, cluster } => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            for f in ["ca.crt", "ca.key", "ca.cluster"] {
-                if dir.join(f).exists() {
-                    bail!(
-                        "{} already exists; a CA is made once",
-                        dir.join(f).display()
-                    );
-                }
-            }
-            let ca = Ca::generate(&cluster)?;
-            let (cert, key) = ca.to_pem();
-            secrets::write_private(&dir.join("ca.key"), &key)?;
-            write_public(&dir.join("ca.crt"), &cert)?;
-            write_public(&dir.join("ca.cluster"), &format!("{cluster}\n"))?;
-            println!("CA for cluster `{cluster}` in {}", dir.display());
-            Ok(0)
-        }
-        CertsCmd::Issue {
-            dir,
-            name,
-            out,
-            topology,
-        } => {
-            if let Some(t) = topology {
-                let c = crate::cluster::Cluster::load(&t)?;
-                if c.flat.by_name(&name).is_none() {
-                    bail!("`{name}` is not an instance of {}", t.display());
-                }
-            }
-            let out = out.unwrap_or_else(|| dir.clone());
-            issue(&dir, &name, &out)?;
-            println!(
-                "{name}: {} and {} (with ca.crt)",
-                out.join(format!("{name}.crt")).display(),
-                out.join(format!("{name}.key")).display()
+/// Makes a new CA for `cluster` in `dir` (created if missing): `ca.crt`,
+/// `ca.key` (0600), `ca.cluster`. Refuses a directory that holds one.
+pub fn init_ca(dir: &Path, cluster: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in ["ca.crt", "ca.key", "ca.cluster"] {
+        if dir.join(f).exists() {
+            bail!(
+                "{} already exists; a CA is made once",
+                dir.join(f).display()
             );
-            Ok(0)
         }
     }
+    let ca = Ca::generate(cluster)?;
+    let (cert, key) = ca.to_pem();
+    secrets::write_private(&dir.join("ca.key"), &key)?;
+    write_public(&dir.join("ca.crt"), &cert)?;
+    write_public(&dir.join("ca.cluster"), &format!("{cluster}\n"))?;
+    Ok(())
 }
 
 /// Issues `name`'s certificate from the CA in `dir` into `out`.
@@ -173,7 +93,8 @@ pub fn issue(dir: &Path, name: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load_ca(dir: &Path) -> Result<Ca> {
+/// Loads the CA (certificate, key, cluster name) from `dir`.
+pub fn load_ca(dir: &Path) -> Result<Ca> {
     let read = |f: &str| {
         std::fs::read_to_string(dir.join(f)).with_context(|| {
             format!(
@@ -187,7 +108,8 @@ fn load_ca(dir: &Path) -> Result<Ca> {
     Ok(Ca::from_pem(cluster.trim(), &read("ca.crt")?, &key)?)
 }
 
-fn write_public(path: &Path, text: &str) -> Result<()> {
+/// Writes a public file (certificate, cluster name); never overwrites.
+pub fn write_public(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -232,21 +154,14 @@ mod tests {
     fn init_issue_and_load() {
         let dir = std::env::temp_dir().join(format!("layercake-certs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        main(CertsCmd::Init {
-            dir: dir.join("ca"),
-            cluster: "t".into(),
-        })
-        .unwrap();
+        init_ca(&dir.join("ca"), "t").unwrap();
         issue(&dir.join("ca"), "n01", &dir.join("n01")).unwrap();
         assert!(
             issue(&dir.join("ca"), "n01", &dir.join("n01")).is_err(),
             "no overwrite"
         );
-        let args = PkiArgs {
-            pki: Some(dir.join("n01")),
-            ..PkiArgs::default()
-        };
-        let pki = args.load("n01").unwrap().unwrap();
+        let d = dir.join("n01");
+        let pki = Pki::load(&d.join("ca.crt"), &d.join("n01.crt"), &d.join("n01.key")).unwrap();
         assert!(!pki.id.key.is_empty());
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

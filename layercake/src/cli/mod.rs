@@ -1,14 +1,23 @@
 //! The command line: every subcommand's arguments (clap) and the dispatch
 //! to the code that runs it. The reference is `docs/cli.md`.
 
+pub mod api_security;
+pub mod certs;
+pub mod ctl;
+pub mod http;
+pub mod keys;
+pub mod power;
+pub mod start;
+pub mod tokens;
+pub mod topo;
+pub mod yaml;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-
-use crate::{ctl, serve, topo_cmd};
 
 /// The default API address of the root.
 pub const DEFAULT_API: &str = "127.0.0.1:7180";
@@ -46,12 +55,12 @@ pub enum Cmd {
     Topo(TopoCmd),
     /// API tokens (`tokens create`).
     #[command(subcommand)]
-    Tokens(crate::auth::TokensCmd),
+    Tokens(crate::cli::tokens::TokensCmd),
     /// The cluster keyring: generate, install, use, remove, list.
-    Keys(crate::keys::KeysArgs),
+    Keys(crate::cli::keys::KeysArgs),
     /// The cluster CA and instance certificates (`certs init|issue`).
     #[command(subcommand)]
-    Certs(crate::certs::CertsCmd),
+    Certs(crate::cli::certs::CertsCmd),
 }
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`.
@@ -120,10 +129,10 @@ pub struct RunArgs {
     pub api: SocketAddr,
     /// API tokens and TLS.
     #[command(flatten)]
-    pub api_security: crate::api_tls::ApiSecurityArgs,
+    pub api_security: crate::cli::api_security::ApiSecurityArgs,
     /// The instance's certificate: join over QUIC for the keyring.
     #[command(flatten)]
-    pub pki: crate::certs::PkiArgs,
+    pub pki: crate::cli::certs::PkiArgs,
     /// How often a `--pki` instance fetches the root's keyring.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub key_poll: Duration,
@@ -132,7 +141,7 @@ pub struct RunArgs {
     pub modules: ModuleArgs,
     /// BMC power control (sub-parents; see docs/power.md).
     #[command(flatten)]
-    pub power: crate::bmc::PowerArgs,
+    pub power: crate::cli::power::PowerArgs,
 }
 
 /// `layercake demo`.
@@ -155,7 +164,7 @@ pub struct DemoArgs {
     pub api: SocketAddr,
     /// API tokens and TLS (default: no token, loopback only).
     #[command(flatten)]
-    pub api_security: crate::api_tls::ApiSecurityArgs,
+    pub api_security: crate::cli::api_security::ApiSecurityArgs,
     /// Where the root keeps its database (default: a fresh temporary
     /// directory, removed at exit).
     #[arg(long)]
@@ -184,7 +193,7 @@ pub enum TopoCmd {
         file: PathBuf,
     },
     /// Write a generated topology (YAML) to standard output.
-    Gen(topo_cmd::GenArgs),
+    Gen(topo::GenArgs),
     /// Write a new random cluster key (64 hex digits) to standard output.
     Key,
 }
@@ -192,13 +201,13 @@ pub enum TopoCmd {
 /// Runs the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run(a) => serve::run(a),
-        Cmd::Demo(a) => serve::demo(a),
+        Cmd::Run(a) => start::run(a),
+        Cmd::Demo(a) => start::demo(a),
         Cmd::Ctl(a) => Ok(ctl::main(a)),
-        Cmd::Topo(t) => topo_cmd::main(t),
-        Cmd::Tokens(t) => crate::auth::main(t),
-        Cmd::Keys(k) => crate::keys::main(k),
-        Cmd::Certs(c) => crate::certs::main(c),
+        Cmd::Topo(t) => topo::main(t),
+        Cmd::Tokens(t) => crate::cli::tokens::main(t),
+        Cmd::Keys(k) => crate::cli::keys::main(k),
+        Cmd::Certs(c) => crate::cli::certs::main(c),
     }
 }
 

@@ -10,9 +10,9 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-const INDEX: &str = include_str!("../assets/index.html");
-const SCRIPT: &str = include_str!("../assets/dashboard.js");
-const STYLE: &str = include_str!("../assets/dashboard.css");
+const INDEX: &str = include_str!("../../assets/index.html");
+const SCRIPT: &str = include_str!("../../assets/dashboard.js");
+const STYLE: &str = include_str!("../../assets/dashboard.css");
 
 fn asset(body: &'static str, mime: &'static str) -> Response {
     (

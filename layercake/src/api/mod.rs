@@ -22,6 +22,12 @@
 //! matching status; bodies and queries are parsed here (not by axum's
 //! extractors) so that malformed input also gets a JSON error.
 
+pub mod auth;
+pub mod body;
+pub mod dashboard;
+pub mod keys;
+pub mod tls;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,12 +43,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value as Json, json};
 use tokio::sync::{broadcast, watch};
 
-use crate::dashboard;
-use crate::model::Model;
-use crate::root::{ApiError, Bus, Selection, WriteOp};
-use crate::world::Control;
+use crate::daemon::control::{ApiError, Control, Selection, WriteOp};
+use crate::daemon::model::Model;
+use crate::daemon::root::Bus;
 
-use layercake::body::{self, BodyError, OneBody, WriteBody};
+use body::{BodyError, OneBody, WriteBody};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -58,9 +63,9 @@ pub struct ApiState {
     /// Turns true when the process shuts down (ends event streams).
     pub shutdown: watch::Receiver<bool>,
     /// Accepted bearer tokens; `None`: no authentication (loopback only).
-    pub auth: Option<Arc<crate::auth::Tokens>>,
+    pub auth: Option<Arc<crate::security::tokens::Tokens>>,
     /// The keyring service (a root running with `--pki`).
-    pub keys: Option<Arc<crate::keys::KeyService>>,
+    pub keys: Option<Arc<crate::daemon::keyring::KeyService>>,
 }
 
 impl IntoResponse for ApiError {
@@ -77,7 +82,7 @@ fn ok(v: Json) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
-/// The router (behind [`crate::auth::require`] when tokens are set).
+/// The router (behind [`crate::api::auth::require`] when tokens are set).
 pub fn router(state: ApiState) -> Router {
     let auth = state.auth.clone();
     let r = Router::new()
@@ -105,14 +110,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/thaw", axum::routing::post(thaw))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/events", get(events))
-        .merge(crate::keys::routes())
+        .merge(crate::api::keys::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     match auth {
         Some(t) => r.layer(axum::middleware::from_fn_with_state(
             t,
-            crate::auth::require,
+            crate::api::auth::require,
         )),
         None => r,
     }

@@ -5,7 +5,7 @@
 //!   primary id in `meta`), seeded on first start from the topology's
 //!   `key_file` (as id 1) or a fresh random key. The overlay seals with a
 //!   shared handle on the same [`KeyRing`], so a change applies at once.
-//!   Instances fetch the ring over QUIC with mutual TLS ([`crate::join`]);
+//!   Instances fetch the ring over QUIC with mutual TLS ([`crate::daemon::join`]);
 //!   every fetch reports the ids the instance holds and its primary, which
 //!   is the acknowledgement the rotation waits for.
 //! - Rotation: `install` adds a key everywhere as receive-only; `use`
@@ -21,24 +21,17 @@
 //! - CLI (`layercake keys generate|install|use|remove|list`, [`main`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, RawQuery, State};
-use axum::response::{IntoResponse, Response};
-use clap::{Args, Subcommand};
 use overlay::envelope::{ClusterKey, KeyRing};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::api::ApiState;
-use crate::persist::CfgDb;
-use crate::root::ApiError;
-use crate::secrets;
+use crate::daemon::control::ApiError;
+use crate::daemon::persist::CfgDb;
+use crate::security::secrets;
 
 const KEYS: TableDefinition<u8, &[u8]> = TableDefinition::new("keys");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -124,7 +117,8 @@ fn db_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("keyring store: {e}")
 }
 
-fn conflict(message: String) -> ApiError {
+/// A 409: the request conflicts with the ring's state.
+pub fn conflict(message: String) -> ApiError {
     ApiError {
         status: 409,
         code: "conflict",
@@ -382,241 +376,9 @@ fn store(db: &CfgDb, add: &[(u8, ClusterKey)], remove: &[u8], primary: Option<u8
     tx.commit().map_err(db_err)
 }
 
-// ---- REST API ----
-
-/// The `/api/v1/keys` routes (merged into the API's router).
-pub fn routes() -> Router<ApiState> {
-    use axum::routing::{delete, get, post};
-    Router::new()
-        .route("/api/v1/keys", get(status).post(install))
-        .route("/api/v1/keys/{id}/use", post(use_key))
-        .route("/api/v1/keys/{id}", delete(remove))
-}
-
-fn service(s: &ApiState) -> Result<Arc<KeyService>, ApiError> {
-    s.keys.clone().ok_or_else(|| {
-        conflict(
-            "key rotation needs the root to run with --pki (instances fetch the ring over QUIC)"
-                .into(),
-        )
-    })
-}
-
-fn force(q: Option<&str>) -> bool {
-    q.unwrap_or("")
-        .split('&')
-        .any(|p| p == "force" || p == "force=true" || p == "force=1")
-}
-
-fn parse_id(id: &str) -> Result<u8, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad(format!("`{id}` is not a key id (1-255)")))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("keyring task failed: {e}")))?
-}
-
-async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    Ok(axum::Json(service(&s)?.status()).into_response())
-}
-
-#[derive(Deserialize, Default)]
-struct InstallBody {
-    id: Option<u8>,
-    key: Option<String>,
-}
-
-async fn install(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
-    let svc = service(&s)?;
-    let b: InstallBody = if body.is_empty() {
-        InstallBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("bad JSON body: {e}")))?
-    };
-    let key = match b.key {
-        Some(k) => Some(ClusterKey::from_hex(&k).map_err(|e| ApiError::bad(format!("key: {e}")))?),
-        None => None,
-    };
-    let id = blocking(move || svc.install(b.id, key)).await?;
-    Ok(axum::Json(json!({ "id": id, "primary": false })).into_response())
-}
-
-async fn use_key(
-    State(s): State<ApiState>,
-    UrlPath(id): UrlPath<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let (svc, id, f) = (service(&s)?, parse_id(&id)?, force(q.as_deref()));
-    blocking(move || svc.use_key(id, f)).await?;
-    Ok(axum::Json(json!({ "id": id, "primary": true })).into_response())
-}
-
-async fn remove(
-    State(s): State<ApiState>,
-    UrlPath(id): UrlPath<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let (svc, id, f) = (service(&s)?, parse_id(&id)?, force(q.as_deref()));
-    blocking(move || svc.remove(id, f)).await?;
-    Ok(axum::Json(json!({ "id": id, "removed": true })).into_response())
-}
-
-// ---- CLI ----
-
-/// `layercake keys ...`.
-#[derive(Args, Debug)]
-pub struct KeysArgs {
-    /// The root's API address (`host:port` or `https://host:port`); also
-    /// `LAYERCAKE_API`.
-    #[arg(long, env = "LAYERCAKE_API", default_value = crate::cli::DEFAULT_API, global = true)]
-    pub api: String,
-    /// A file holding an admin API token; else `LAYERCAKE_TOKEN`.
-    #[arg(long, env = "LAYERCAKE_TOKEN_FILE", global = true)]
-    pub token_file: Option<PathBuf>,
-    /// The CA certificate (PEM) of an `https://` API.
-    #[arg(long, env = "LAYERCAKE_API_CA", global = true)]
-    pub api_ca: Option<PathBuf>,
-    /// What to do.
-    #[command(subcommand)]
-    pub cmd: KeysCmd,
-}
-
-/// The keyring commands.
-#[derive(Subcommand, Debug)]
-pub enum KeysCmd {
-    /// Write a new random key (64 hex digits) to a new private file.
-    Generate {
-        /// The file (created 0600; must not exist).
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-    },
-    /// Add a key to every instance, receive-only (the root generates one
-    /// unless --key-file is given).
-    Install {
-        /// A key made by `keys generate` (sent only to a TLS or loopback API).
-        #[arg(long, value_name = "FILE")]
-        key_file: Option<PathBuf>,
-        /// The key id (default: the next free one).
-        #[arg(long)]
-        id: Option<u8>,
-    },
-    /// Make a key the sending key (once every instance holds it).
-    Use {
-        /// The key id.
-        id: u8,
-        /// Do not wait for every instance's acknowledgement.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Retire a key (once no instance sends with it).
-    Remove {
-        /// The key id.
-        id: u8,
-        /// Do not wait for every instance to have switched.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Show the ring: ids, primary, acknowledgements (no key material).
-    List,
-}
-
-/// True if a request to `api` stays off the network or is encrypted.
-fn private_channel(api: &str) -> bool {
-    use std::net::ToSocketAddrs;
-    if api.starts_with("https://") {
-        return true;
-    }
-    let host = api.trim_start_matches("http://").trim_end_matches('/');
-    host.to_socket_addrs()
-        .map(|mut a| a.all(|a| a.ip().is_loopback()))
-        .unwrap_or(false)
-}
-
-/// Runs a `keys` command; returns the exit code.
-pub fn main(a: KeysArgs) -> Result<i32> {
-    if let KeysCmd::Generate { out } = &a.cmd {
-        let hex = secrets::random_hex(32)?;
-        secrets::write_private(out, &format!("{hex}\n"))?;
-        println!("new key in {}", out.display());
-        return Ok(0);
-    }
-    let token = match &a.token_file {
-        Some(f) => Some(crate::auth::read_token_file(f)?),
-        None => std::env::var("LAYERCAKE_TOKEN").ok(),
-    };
-    crate::http::set_token(token);
-    if let Some(ca) = &a.api_ca {
-        crate::http::set_tls_ca(ca.clone());
-    }
-    let (method, path, body) = match &a.cmd {
-        KeysCmd::Generate { .. } => unreachable!("handled above"),
-        KeysCmd::Install { key_file, id } => {
-            let mut b = json!({});
-            if let Some(i) = id {
-                b["id"] = json!(i);
-            }
-            if let Some(f) = key_file {
-                if !private_channel(&a.api) {
-                    anyhow::bail!(
-                        "--key-file: {} is neither https:// nor loopback, so the key would \
-                         cross the network in clear; use an https:// API, or let the root \
-                         generate the key (`keys install` without --key-file)",
-                        a.api
-                    );
-                }
-                let text = secrets::read_private(f)?;
-                let key = ClusterKey::from_hex(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-                b["key"] = json!(secrets::hex(&key.0));
-            }
-            ("POST", "/api/v1/keys".to_string(), Some(b.to_string()))
-        }
-        KeysCmd::Use { id, force } => {
-            let q = if *force { "?force=true" } else { "" };
-            ("POST", format!("/api/v1/keys/{id}/use{q}"), None)
-        }
-        KeysCmd::Remove { id, force } => {
-            let q = if *force { "?force=true" } else { "" };
-            ("DELETE", format!("/api/v1/keys/{id}{q}"), None)
-        }
-        KeysCmd::List => ("GET", "/api/v1/keys".to_string(), None),
-    };
-    let r = crate::http::request(&a.api, method, &path, body.as_deref().map(str::as_bytes))?;
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or(json!(null));
-    if (200..300).contains(&r.status) {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
-    }
-    let msg = v["error"]["message"]
-        .as_str()
-        .unwrap_or("unexpected answer");
-    eprintln!("error: {msg} (HTTP {})", r.status);
-    Ok(match r.status {
-        401 | 403 => crate::ctl::EXIT_AUTH,
-        404 => crate::ctl::EXIT_NOT_FOUND,
-        409 => 8,
-        400..=499 => crate::ctl::EXIT_REJECTED,
-        _ => crate::ctl::EXIT_SERVER,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_uploaded_only_over_tls_or_loopback() {
-        assert!(private_channel("127.0.0.1:7180"));
-        assert!(private_channel("http://[::1]:7180"));
-        assert!(private_channel("https://10.0.0.1:7180"));
-        assert!(!private_channel("10.0.0.1:7180"));
-        assert!(!private_channel("http://10.0.0.1:7180"));
-    }
 
     #[test]
     fn wire_rings_apply_in_a_safe_order() {

@@ -29,14 +29,14 @@ use overlay::{Instance, Kind, NodeId, Time, Transmit};
 use prost::Message;
 use proto::node::Node;
 use proto::overlay::Frame;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use sync_tree::TreeCore;
 use tokio::sync::broadcast;
 
-use crate::cluster::Cluster;
-use crate::metrics as m;
-use crate::model::Model;
+use crate::daemon::cluster::Cluster;
+use crate::daemon::control::{ApiError, Selection, WriteOp};
+use crate::daemon::metrics as m;
+use crate::daemon::model::Model;
 
 /// Messages the event stream buffers per subscriber before it lags.
 pub const BUS_CAPACITY: usize = 8192;
@@ -54,93 +54,6 @@ pub struct BusMsg {
 
 /// The sender side of the event stream.
 pub type Bus = broadcast::Sender<Arc<BusMsg>>;
-
-/// An API failure: HTTP status, a stable code and a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    /// HTTP status code.
-    pub status: u16,
-    /// Machine-readable code (`bad_request`, `not_found`, ...).
-    pub code: &'static str,
-    /// What went wrong, for people.
-    pub message: String,
-}
-
-impl ApiError {
-    /// 400.
-    pub fn bad(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 400,
-            code: "bad_request",
-            message: message.into(),
-        }
-    }
-    /// 404.
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 404,
-            code: "not_found",
-            message: message.into(),
-        }
-    }
-    /// 500.
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 500,
-            code: "internal",
-            message: message.into(),
-        }
-    }
-    /// 503.
-    pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 503,
-            code: "unavailable",
-            message: message.into(),
-        }
-    }
-}
-
-/// Which nodes a request is about.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct Selection {
-    /// A hostlist (`n[0001-0010]`); every name must exist.
-    #[serde(default)]
-    pub hosts: Option<String>,
-    /// `URL=VALUE[,URL=VALUE...]`, all must hold on `side`.
-    #[serde(default)]
-    pub filter: Option<String>,
-    /// The copy `filter` reads: `dsc` (default) or `cfg`.
-    #[serde(default)]
-    pub side: Option<String>,
-    /// Every node (writes need `hosts`, `filter` or `all`).
-    #[serde(default)]
-    pub all: bool,
-}
-
-impl Selection {
-    /// True when nothing narrows or widens the selection explicitly.
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_none() && self.filter.is_none() && !self.all
-    }
-}
-
-/// What a write does to each selected node's Cfg.
-#[derive(Clone, Debug)]
-pub enum WriteOp {
-    /// Sets `URL=VALUE` pairs; with `replace`, on a fresh Cfg.
-    Set {
-        /// The values, as text (enums by name or number).
-        values: Vec<(String, String)>,
-        /// Start from an empty Cfg instead of the current one.
-        replace: bool,
-    },
-    /// Resets the Cfg to empty (nothing wanted).
-    Reset,
-    /// Sets the Control/Frozen flag.
-    Freeze(bool),
-}
 
 /// The result of [`RootApp::prepare`]: the new Cfgs to commit.
 pub struct Prepared {
@@ -252,6 +165,11 @@ impl RootApp {
     /// Number of managed nodes.
     pub fn len(&self) -> usize {
         self.leaves.len()
+    }
+
+    /// True when the topology has no node.
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
     }
 
     /// Number of nodes whose Dsc matches their Cfg.

@@ -408,7 +408,7 @@ mod tests {
     //! Session authentication against a minimal in-process Redfish service
     //! (sushy-tools has no SessionService).
     use super::*;
-    use crate::power::config::Protocol;
+    use crate::modules::power::config::Protocol;
     use axum::extract::State;
     use axum::http::HeaderMap;
     use axum::routing::{get, post};

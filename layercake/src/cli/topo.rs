@@ -10,7 +10,7 @@ use topo::generate::{GenSpec, generate};
 use topo::{Role, SyncSettings, Topology};
 
 use crate::cli::{TopoCmd, parse_duration};
-use crate::cluster;
+use crate::daemon::cluster;
 
 /// `layercake topo gen`.
 #[derive(Args, Debug)]

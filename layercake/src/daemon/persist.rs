@@ -84,7 +84,7 @@ impl CfgDb {
     }
 
     /// The database itself, for the other tables the root keeps in the
-    /// same file (the keyring, `crate::keys`).
+    /// same file (the keyring, `crate::daemon::keyring`).
     pub fn database(&self) -> &Database {
         &self.db
     }

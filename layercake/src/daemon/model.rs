@@ -87,7 +87,7 @@ impl Model {
     pub fn new() -> Result<Model, ModelError> {
         let mut reg = Registry::with_pxe();
         reg.register(Arc::new(control_extension()))?;
-        reg.register(Arc::new(layercake::power::config::extension()))?;
+        reg.register(Arc::new(crate::modules::power::config::extension()))?;
         let set = MutationSet::build(&reg, &[virt::power_module(), virt::boot_module()])?;
         let graph = Graph::build(set, BuildOptions::default())?;
         let var = |url: &'static str| {

@@ -20,7 +20,7 @@
 //! process of its own. Its sub-parent's [`MemberApp`] holds a
 //! [`BmcHost`] (attached with [`MemberApp::attach_bmc`]) that receives the
 //! child's Cfg from the overlay, runs the power steps through the backends
-//! (`crate::bmc` starts the driver task) and is the only author of the
+//! (`crate::daemon::bmc` starts the driver task) and is the only author of the
 //! child's Dsc, published with [`Strategy::publish`]; the child's silence is
 //! not reported as a failure.
 
@@ -38,11 +38,11 @@ use proto::node::{Node, RunState};
 use proto::overlay::Frame;
 use sync_tree::TreeCore;
 
-use crate::bmc::ChildPlaces;
-use crate::metrics as m;
-use crate::model::Model;
-use layercake::power::config::{Protocol, power_of};
-use layercake::power::host::BmcHost;
+use crate::daemon::metrics as m;
+use crate::daemon::model::Model;
+use crate::modules::power::config::{Protocol, power_of};
+use crate::modules::power::host::BmcHost;
+use crate::modules::power::setup::ChildPlaces;
 
 /// Milliseconds of an instance time (the engine's clock unit).
 fn ms(now: Time) -> u64 {
@@ -198,7 +198,7 @@ impl NodeRuntime {
     }
 }
 
-/// The children whose power a sub-parent drives (see `crate::bmc`).
+/// The children whose power a sub-parent drives (see `crate::daemon::bmc`).
 struct BmcSide {
     host: BmcHost,
     places: ChildPlaces,

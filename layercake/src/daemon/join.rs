@@ -5,7 +5,7 @@
 //!   a certificate signed by the cluster CA (else the TLS handshake fails),
 //!   name an instance of the topology other than the root, and its
 //!   certificate must be valid for that name (checked with webpki). Then it
-//!   gets the keyring ([`crate::keys::WireRing`]) and its request, which
+//!   gets the keyring ([`crate::daemon::keyring::WireRing`]) and its request, which
 //!   lists the key ids it holds, is recorded as its acknowledgement.
 //!   Every refusal is logged and counted in
 //!   `kraken_join_refused_total{reason}` (`handshake`, `no_certificate`,
@@ -28,9 +28,9 @@ use overlay::udp::Buffers;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 
-use crate::certs::Pki;
-use crate::cluster::Cluster;
-use crate::keys::{KeyService, WireRing};
+use crate::daemon::cluster::Cluster;
+use crate::daemon::keyring::{KeyService, WireRing};
+use crate::security::certs::Pki;
 
 /// The join service listens on the root's port plus this (port + 1 is the
 /// overlay's own QUIC endpoint in the dual driver, see `loadtest`).
@@ -283,7 +283,7 @@ pub struct Setup<'a> {
 /// then `None`) and keeps polling; without `--pki`, the one cluster key.
 pub async fn keyring(
     s: Setup<'_>,
-    db: Option<&Arc<crate::persist::CfgDb>>,
+    db: Option<&Arc<crate::daemon::persist::CfgDb>>,
     upload_ok: bool,
 ) -> Result<Option<(KeyRing, Option<Arc<KeyService>>)>> {
     let inst = &s.cluster.flat.instances[s.me as usize];

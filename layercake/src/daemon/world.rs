@@ -23,90 +23,20 @@ use overlay::NodeId;
 use overlay::envelope::{ClusterKey, DropReason, KeyRing};
 use overlay::udp::{self, Buffers, Handle, Shared, monotonic_now};
 use sync_tree::{NeighborState, TreeConfig, TreeCore};
-use tokio::sync::{mpsc, oneshot};
 use topo::Role;
 
-use crate::cluster::Cluster;
-use crate::member::{MemberApp, NodeRuntime};
-use crate::metrics::{self as m, LevelTraffic};
-use crate::model::Model;
-use crate::persist::CfgDb;
-use crate::root::{ApiError, Bus, Prepared, RootApp, Selection, WriteOp};
+use crate::daemon::cluster::Cluster;
+use crate::daemon::member::{MemberApp, NodeRuntime};
+use crate::daemon::metrics::{self as m, LevelTraffic};
+use crate::daemon::model::Model;
+use crate::daemon::persist::CfgDb;
+use crate::daemon::root::{Bus, RootApp};
+use crate::modules::power::setup::ChildPlaces;
 
-/// Commands queued for the root before the API answers 503.
-pub const COMMANDS_MAX: usize = 1024;
 /// How often changed node summaries are sent to the event stream.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// How often traffic and neighbour metrics are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// A read of the root's state, run inside the world.
-pub type ReadFn = Box<dyn FnOnce(&mut RootApp) + Send>;
-
-/// What the API asks of the root.
-pub enum Command {
-    /// Runs a read (the closure sends its own answer).
-    Read(ReadFn),
-    /// A Cfg write: acknowledged once committed and published.
-    Write {
-        /// Which nodes.
-        sel: Selection,
-        /// What to do to their Cfg.
-        op: WriteOp,
-        /// The answer.
-        reply: oneshot::Sender<Result<WriteResult, ApiError>>,
-    },
-}
-
-/// The answer to a write.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct WriteResult {
-    /// Nodes selected.
-    pub matched: usize,
-    /// Nodes whose Cfg changed (committed and published).
-    pub changed: usize,
-}
-
-/// The API's handle on the root (cheap to clone, `Send`).
-#[derive(Clone)]
-pub struct Control {
-    tx: mpsc::Sender<Command>,
-}
-
-impl Control {
-    /// Runs `f` on the root and returns its result.
-    pub async fn read<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut RootApp) -> R + Send + 'static,
-    ) -> Result<R, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        let cmd = Command::Read(Box::new(move |r| {
-            let _ = tx.send(f(r));
-        }));
-        self.send(cmd).await?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the root is shutting down"))
-    }
-
-    /// Writes Cfg; returns once committed and published.
-    pub async fn write(&self, sel: Selection, op: WriteOp) -> Result<WriteResult, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Write { sel, op, reply }).await?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the root is shutting down"))?
-    }
-
-    async fn send(&self, cmd: Command) -> Result<(), ApiError> {
-        self.tx.try_send(cmd).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                ApiError::unavailable(format!("the root is busy ({COMMANDS_MAX} requests queued)"))
-            }
-            mpsc::error::TrySendError::Closed(_) => {
-                ApiError::unavailable("the root is shutting down")
-            }
-        })
-    }
-}
 
 /// What a process hosts and how.
 pub struct WorldConfig {
@@ -128,7 +58,7 @@ pub struct WorldConfig {
     /// The event stream.
     pub bus: Bus,
     /// BMC power (sub-parents drive their BMC children); `None` in the demo.
-    pub power: Option<crate::bmc::PowerSetup>,
+    pub power: Option<crate::modules::power::setup::PowerSetup>,
 }
 
 /// The running instances of this process.
@@ -220,11 +150,13 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<Hosted> {
                 let core = TreeCore::new(id, c.tree.clone(), tc, now);
                 let mut app = MemberApp::relay(core);
                 if let Some(p) = &cfg.power {
-                    app.attach_bmc(p.host(model)?, crate::bmc::ChildPlaces::of(&c.flat, id));
+                    let frozen = crate::daemon::model::FROZEN_URL.parse().ok();
+                    let host = p.host(model.graph.clone(), model.registry.clone(), frozen)?;
+                    app.attach_bmc(host, ChildPlaces::of(&c.flat, id));
                 }
                 let h = udp::spawn(app, socket, shared.clone());
                 if let Some(p) = &cfg.power {
-                    crate::bmc::start_driver(h.clone(), p);
+                    crate::daemon::bmc::start_driver(h.clone(), p);
                 }
                 hosted.members.push((id, h));
             }
@@ -240,49 +172,6 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<Hosted> {
         }
     }
     Ok(hosted)
-}
-
-/// A control channel for the API and its receiving end.
-pub fn control_channel() -> (Control, mpsc::Receiver<Command>) {
-    let (tx, rx) = mpsc::channel(COMMANDS_MAX);
-    (Control { tx }, rx)
-}
-
-/// Serves API commands against the root until the channel closes.
-pub async fn control_task(root: Handle<RootApp>, db: Arc<CfgDb>, mut rx: mpsc::Receiver<Command>) {
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            Command::Read(f) => root.with(|r, _| f(r)),
-            Command::Write { sel, op, reply } => {
-                let res = write(&root, &db, &sel, &op).await;
-                let _ = reply.send(res);
-            }
-        }
-    }
-}
-
-async fn write(
-    root: &Handle<RootApp>,
-    db: &Arc<CfgDb>,
-    sel: &Selection,
-    op: &WriteOp,
-) -> Result<WriteResult, ApiError> {
-    let Prepared { matched, changes } = root.peek(|r| r.prepare(sel, op))?;
-    let changed = changes.len();
-    if changed > 0 {
-        let t0 = std::time::Instant::now();
-        let db = db.clone();
-        let changes = tokio::task::spawn_blocking(move || db.put(&changes).map(|()| changes))
-            .await
-            .map_err(|e| ApiError::internal(format!("commit task failed: {e}")))?
-            .map_err(|e| {
-                tracing::error!("commit failed: {e}");
-                ApiError::internal(format!("commit failed: {e}"))
-            })?;
-        m::api_write(t0.elapsed());
-        root.with(|r, now| r.apply(changes, now));
-    }
-    Ok(WriteResult { matched, changed })
 }
 
 /// Flushes node summaries and samples metrics forever.

@@ -1,0 +1,123 @@
+//! From the `run` and `demo` flags to a [`serve::Plan`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use engine::virt::VirtualConfig;
+use overlay::envelope::ClusterKey;
+use topo::StrategyKind;
+
+use crate::cli::{DemoArgs, ModuleArgs, RunArgs};
+use crate::daemon::cluster::{self, Cluster};
+use crate::serve::{self, DemoPlan, Plan};
+
+fn modules(a: &ModuleArgs) -> Result<VirtualConfig> {
+    if a.step_min_ms > a.step_max_ms {
+        bail!("--step-min-ms must not exceed --step-max-ms");
+    }
+    let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+    if !rate_ok(a.fail_rate) || !rate_ok(a.hang_rate) || a.fail_rate + a.hang_rate > 1.0 {
+        bail!("--fail-rate and --hang-rate must be in [0, 1] and add up to at most 1");
+    }
+    Ok(VirtualConfig {
+        delay_min_ms: a.step_min_ms,
+        delay_max_ms: a.step_max_ms,
+        fail_rate: a.fail_rate,
+        hang_rate: a.hang_rate,
+        on_fraction: 0.0,
+    })
+}
+
+fn check_strategy(s: StrategyKind) -> Result<()> {
+    if s != StrategyKind::Tree {
+        bail!(
+            "sync strategy `{s}` is not built yet (only `tree`; hybrid and gossip come with sync-gossip)"
+        );
+    }
+    Ok(())
+}
+
+/// `layercake run`.
+pub fn run(a: RunArgs) -> Result<i32> {
+    let cluster = Cluster::load(&a.topology)?;
+    let id = cluster
+        .flat
+        .by_name(&a.id)
+        .with_context(|| format!("`{}` is not an instance of {}", a.id, a.topology.display()))?;
+    check_strategy(cluster.flat.instances[id as usize].sync.strategy)?;
+    let pki = a.pki.load(&a.id)?;
+    // With a certificate, an instance joins for its keyring; only the root
+    // reads the topology's key (to seed its stored ring), if there is one.
+    let key = match (&pki, id, &cluster.topo.key_file) {
+        (Some(_), 0, None) | (Some(_), 1.., _) => None,
+        _ => Some(cluster::read_key(&cluster.topo)?),
+    };
+    let plan = Plan {
+        cluster: Arc::new(cluster),
+        key,
+        pki,
+        key_poll: a.key_poll,
+        ids: vec![id],
+        modules: modules(&a.modules)?,
+        seed: a.modules.seed,
+        data_dir: a.data_dir,
+        api: a.api,
+        api_security: a.api_security.options(),
+        power: Some(a.power.options()),
+        demo: None,
+    };
+    serve::serve(plan)
+}
+
+/// `layercake demo`.
+pub fn demo(a: DemoArgs) -> Result<i32> {
+    let strategy: StrategyKind = a
+        .strategy
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
+    check_strategy(strategy)?;
+    let port = if a.port == 0 {
+        free_udp_port()?
+    } else {
+        a.port
+    };
+    let topo = cluster::demo_topology(a.nodes, a.racks, port, a.hello)?;
+    let cluster = Cluster::new(topo)?;
+    let ids = (0..cluster.flat.instances.len() as u32).collect();
+    let (data_dir, remove) = match a.data_dir {
+        Some(d) => (d, false),
+        None => (
+            std::env::temp_dir().join(format!("layercake-demo-{}", std::process::id())),
+            true,
+        ),
+    };
+    let plan = Plan {
+        cluster: Arc::new(cluster),
+        key: Some(ClusterKey::from_seed(
+            port as u64 ^ u64::from(std::process::id()) << 16,
+        )),
+        pki: None,
+        key_poll: Duration::from_secs(10),
+        ids,
+        modules: modules(&a.modules)?,
+        seed: a.modules.seed,
+        data_dir,
+        api: a.api,
+        api_security: a.api_security.options(),
+        power: None,
+        demo: Some(DemoPlan {
+            for_: a.for_,
+            boot: !a.no_boot,
+            remove_data_dir: remove,
+        }),
+    };
+    serve::serve(plan)
+}
+
+/// A UDP port free on 127.0.0.1 right now (the demo binds it on every
+/// 127.x address it uses).
+fn free_udp_port() -> Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
+    Ok(s.local_addr()?.port())
+}

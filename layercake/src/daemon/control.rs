@@ -1,0 +1,221 @@
+//! The control channel: how the API (multi-threaded, `Send`) reaches the
+//! root (on the overlay's single thread).
+//!
+//! - [`Control`]: the `Send` handle the API uses; it sends [`Command`]s on
+//!   a bounded channel ([`COMMANDS_MAX`]; a full queue answers 503) to
+//!   [`control_task`], the one task that owns the root's handle.
+//! - Writes are serialised there: [`RootApp::prepare`], commit to the
+//!   database on the blocking pool (the overlay keeps running), then
+//!   [`RootApp::apply`] and acknowledge ("persist, then acknowledge").
+//! - [`ApiError`], [`Selection`], [`WriteOp`]: the request and error types
+//!   the API and the root share.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::daemon::metrics as m;
+use crate::daemon::persist::CfgDb;
+use crate::daemon::root::{Prepared, RootApp};
+use overlay::udp::Handle;
+
+/// Commands queued for the root before the API answers 503.
+pub const COMMANDS_MAX: usize = 1024;
+/// An API failure: HTTP status, a stable code and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// Machine-readable code (`bad_request`, `not_found`, ...).
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 404,
+            code: "not_found",
+            message: message.into(),
+        }
+    }
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 500,
+            code: "internal",
+            message: message.into(),
+        }
+    }
+    /// 503.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 503,
+            code: "unavailable",
+            message: message.into(),
+        }
+    }
+}
+
+/// Which nodes a request is about.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Selection {
+    /// A hostlist (`n[0001-0010]`); every name must exist.
+    #[serde(default)]
+    pub hosts: Option<String>,
+    /// `URL=VALUE[,URL=VALUE...]`, all must hold on `side`.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// The copy `filter` reads: `dsc` (default) or `cfg`.
+    #[serde(default)]
+    pub side: Option<String>,
+    /// Every node (writes need `hosts`, `filter` or `all`).
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl Selection {
+    /// True when nothing narrows or widens the selection explicitly.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_none() && self.filter.is_none() && !self.all
+    }
+}
+
+/// What a write does to each selected node's Cfg.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    /// Sets `URL=VALUE` pairs; with `replace`, on a fresh Cfg.
+    Set {
+        /// The values, as text (enums by name or number).
+        values: Vec<(String, String)>,
+        /// Start from an empty Cfg instead of the current one.
+        replace: bool,
+    },
+    /// Resets the Cfg to empty (nothing wanted).
+    Reset,
+    /// Sets the Control/Frozen flag.
+    Freeze(bool),
+}
+
+/// A read of the root's state, run inside the world.
+pub type ReadFn = Box<dyn FnOnce(&mut RootApp) + Send>;
+
+/// What the API asks of the root.
+pub enum Command {
+    /// Runs a read (the closure sends its own answer).
+    Read(ReadFn),
+    /// A Cfg write: acknowledged once committed and published.
+    Write {
+        /// Which nodes.
+        sel: Selection,
+        /// What to do to their Cfg.
+        op: WriteOp,
+        /// The answer.
+        reply: oneshot::Sender<Result<WriteResult, ApiError>>,
+    },
+}
+
+/// The answer to a write.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct WriteResult {
+    /// Nodes selected.
+    pub matched: usize,
+    /// Nodes whose Cfg changed (committed and published).
+    pub changed: usize,
+}
+
+/// The API's handle on the root (cheap to clone, `Send`).
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Control {
+    /// Runs `f` on the root and returns its result.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut RootApp) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Read(Box::new(move |r| {
+            let _ = tx.send(f(r));
+        }));
+        self.send(cmd).await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the root is shutting down"))
+    }
+
+    /// Writes Cfg; returns once committed and published.
+    pub async fn write(&self, sel: Selection, op: WriteOp) -> Result<WriteResult, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Write { sel, op, reply }).await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the root is shutting down"))?
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), ApiError> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                ApiError::unavailable(format!("the root is busy ({COMMANDS_MAX} requests queued)"))
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                ApiError::unavailable("the root is shutting down")
+            }
+        })
+    }
+}
+
+/// A control channel for the API and its receiving end.
+pub fn control_channel() -> (Control, mpsc::Receiver<Command>) {
+    let (tx, rx) = mpsc::channel(COMMANDS_MAX);
+    (Control { tx }, rx)
+}
+
+/// Serves API commands against the root until the channel closes.
+pub async fn control_task(root: Handle<RootApp>, db: Arc<CfgDb>, mut rx: mpsc::Receiver<Command>) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Read(f) => root.with(|r, _| f(r)),
+            Command::Write { sel, op, reply } => {
+                let res = write(&root, &db, &sel, &op).await;
+                let _ = reply.send(res);
+            }
+        }
+    }
+}
+
+async fn write(
+    root: &Handle<RootApp>,
+    db: &Arc<CfgDb>,
+    sel: &Selection,
+    op: &WriteOp,
+) -> Result<WriteResult, ApiError> {
+    let Prepared { matched, changes } = root.peek(|r| r.prepare(sel, op))?;
+    let changed = changes.len();
+    if changed > 0 {
+        let t0 = std::time::Instant::now();
+        let db = db.clone();
+        let changes = tokio::task::spawn_blocking(move || db.put(&changes).map(|()| changes))
+            .await
+            .map_err(|e| ApiError::internal(format!("commit task failed: {e}")))?
+            .map_err(|e| {
+                tracing::error!("commit failed: {e}");
+                ApiError::internal(format!("commit failed: {e}"))
+            })?;
+        m::api_write(t0.elapsed());
+        root.with(|r, now| r.apply(changes, now));
+    }
+    Ok(WriteResult { matched, changed })
+}

@@ -1,0 +1,25 @@
+//! A running instance of the cluster.
+//!
+//! - [`cluster`]: the loaded topology and its derived tables.
+//! - [`model`]: the module set (graph, registry) and the URLs it reads.
+//! - [`root`]: the root's application (Cfg source of truth, Dsc holder).
+//! - [`member`]: every other instance's application (relay, node, BMCs).
+//! - [`control`]: the channel the API reaches the root through.
+//! - [`world`]: the instances of one process and the metrics sampler.
+//! - [`persist`]: the root's redb store; [`keyring`]: the keyring in it.
+//! - [`join`]: the QUIC mutual-TLS join and keyring polling.
+//! - [`bmc`]: the power driver task of an instance that drives BMCs.
+//! - [`metrics`]: the Prometheus metrics; [`sys`]: process limits, signals.
+
+pub mod bmc;
+pub mod cluster;
+pub mod control;
+pub mod join;
+pub mod keyring;
+pub mod member;
+pub mod metrics;
+pub mod model;
+pub mod persist;
+pub mod root;
+pub mod sys;
+pub mod world;

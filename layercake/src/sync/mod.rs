@@ -1,0 +1,1 @@
+//! The one sync stack (filled in by the next commit).

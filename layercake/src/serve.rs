@@ -203,7 +203,7 @@ async fn serve_world(
     let code = match (&plan.demo, &hosted.root) {
         (Some(d), Some(root)) => run_demo(d, root, &ctl).await?,
         _ => {
-            wait_for_signal().await?;
+            crate::daemon::sys::wait_for_signal().await?;
             0
         }
     };
@@ -261,17 +261,6 @@ fn spawn_api(
     Ok(t)
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub(crate) async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
 /// Boots every node, shows progress, and waits for `--for` or a signal.
 async fn run_demo(d: &DemoPlan, root: &Handle<RootApp>, ctl: &control::Control) -> Result<i32> {
     let total = root.peek(RootApp::len);
@@ -324,7 +313,7 @@ async fn run_demo(d: &DemoPlan, root: &Handle<RootApp>, ctl: &control::Control) 
                 last = c;
             }
             _ = &mut sleep => break,
-            r = wait_for_signal() => { r?; break; }
+            r = crate::daemon::sys::wait_for_signal() => { r?; break; }
         }
     }
     if tty {

@@ -314,7 +314,7 @@ pub async fn keyring(
             let ep = endpoint(SocketAddr::new(inst.addr.ip(), 0), pki)?;
             let ring = tokio::select! {
                 r = join(&ep, s.cluster, &inst.name) => r,
-                r = crate::serve::wait_for_signal() => { r?; return Ok(None) }
+                r = crate::daemon::sys::wait_for_signal() => { r?; return Ok(None) }
             };
             let task = poll(
                 ep,

@@ -27,8 +27,8 @@ use crate::daemon::control;
 use crate::daemon::control::{Selection, WriteOp};
 use crate::daemon::model::Model;
 use crate::daemon::persist::CfgDb;
-use crate::daemon::root::{BUS_CAPACITY, RootApp};
-use crate::daemon::world::{self, WorldConfig};
+use crate::daemon::root::BUS_CAPACITY;
+use crate::daemon::world::{self, QuicSetup, RootNode, WorldConfig};
 use crate::modules::power::setup::{PowerOptions, PowerSetup};
 use crate::security::certs::Pki;
 use crate::security::tls::{ApiSecurity, ApiSecurityOptions};
@@ -60,8 +60,21 @@ pub struct Plan {
     pub api_security: ApiSecurityOptions,
     /// BMC power options (`run` only).
     pub power: Option<PowerOptions>,
+    /// How the instances get QUIC identities (the dual driver).
+    pub quic: QuicPlan,
     /// The demo's settings (`demo` only).
     pub demo: Option<DemoPlan>,
+}
+
+/// Where QUIC identities come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuicPlan {
+    /// None: plain UDP.
+    Off,
+    /// The instance's `--pki` certificate, if it has one.
+    FromPki,
+    /// A CA made for this process, a certificate per instance (the demo).
+    Generate,
 }
 
 /// What `demo` adds to a plan.
@@ -162,12 +175,24 @@ async fn serve_world(
             Some(p) => Some(PowerSetup::new(p)?),
             None => None,
         },
+        quic: quic_setup(plan)?,
     };
     let hosted = world::start(&cfg, &model)?;
+    tracing::info!(
+        "sync: {}",
+        if plan.cluster.sync.is_flat() {
+            "flat gossip (the baseline)"
+        } else if plan.cluster.sync.has_hybrid() {
+            "tree with hybrid groups"
+        } else {
+            "tree"
+        }
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut api_thread = None;
     let (ctl, rx) = control::control_channel();
-    if let (Some(root), Some(db), Some(listener)) = (&hosted.root, &db, listener) {
+    let root = hosted.root.as_ref().map(|r| r.handle.clone());
+    if let (Some(root), Some(db), Some(listener)) = (&root, &db, listener) {
         tokio::task::spawn_local(control::control_task(root.clone(), db.clone(), rx));
         let state = ApiState {
             ctl: ctl.clone(),
@@ -186,8 +211,7 @@ async fn serve_world(
         println!("metrics: {scheme}://{addr}/metrics");
     }
     tokio::task::spawn_local(world::sampler_task(
-        hosted.root.clone(),
-        hosted.members.clone(),
+        hosted,
         plan.cluster.clone(),
         Some(prom),
     ));
@@ -200,7 +224,7 @@ async fn serve_world(
         };
         tracing::info!("{} running as {role} on {}", me.name, me.addr);
     }
-    let code = match (&plan.demo, &hosted.root) {
+    let code = match (&plan.demo, &root) {
         (Some(d), Some(root)) => run_demo(d, root, &ctl).await?,
         _ => {
             crate::daemon::sys::wait_for_signal().await?;
@@ -216,6 +240,39 @@ async fn serve_world(
         }
     }
     Ok(code)
+}
+
+/// The QUIC identities of the hosted instances, as the plan says.
+fn quic_setup(plan: &Plan) -> Result<Option<QuicSetup>> {
+    match plan.quic {
+        QuicPlan::Off => Ok(None),
+        QuicPlan::FromPki => Ok(plan.pki.as_ref().map(|p| QuicSetup {
+            ca: p.ca.clone(),
+            ids: plan
+                .ids
+                .iter()
+                .map(|&id| {
+                    let ident = overlay::quic::Identity {
+                        cert: p.id.cert.clone(),
+                        key: p.id.key.clone(),
+                    };
+                    (id, ident)
+                })
+                .collect(),
+        })),
+        QuicPlan::Generate => {
+            let ca = overlay::quic::Ca::generate(&plan.cluster.topo.cluster)?;
+            let mut ids = std::collections::HashMap::new();
+            for &id in &plan.ids {
+                let name = &plan.cluster.flat.instances[id as usize].name;
+                ids.insert(id, ca.issue(name)?);
+            }
+            Ok(Some(QuicSetup {
+                ca: ca.cert().clone(),
+                ids,
+            }))
+        }
+    }
 }
 
 fn spawn_api(
@@ -262,8 +319,8 @@ fn spawn_api(
 }
 
 /// Boots every node, shows progress, and waits for `--for` or a signal.
-async fn run_demo(d: &DemoPlan, root: &Handle<RootApp>, ctl: &control::Control) -> Result<i32> {
-    let total = root.peek(RootApp::len);
+async fn run_demo(d: &DemoPlan, root: &Handle<RootNode>, ctl: &control::Control) -> Result<i32> {
+    let total = root.peek(|n| n.app().len());
     if d.boot {
         let values = vec![
             ("/PhysState".to_string(), "POWER_ON".to_string()),
@@ -303,7 +360,7 @@ async fn run_demo(d: &DemoPlan, root: &Handle<RootApp>, ctl: &control::Control) 
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let c = root.peek(RootApp::converged);
+                let c = root.peek(|n| n.app().converged());
                 let secs = t0.elapsed().as_secs();
                 if tty {
                     eprint!("\r\x1b[2Kprogress: converged {c}/{total} after {secs}s");
@@ -319,7 +376,7 @@ async fn run_demo(d: &DemoPlan, root: &Handle<RootApp>, ctl: &control::Control) 
     if tty {
         eprintln!();
     }
-    let c = root.peek(RootApp::converged);
+    let c = root.peek(|n| n.app().converged());
     println!("converged {c}/{total}");
     // Only `--for` makes the exit status depend on convergence; an
     // interrupted demo exits 0.

@@ -47,6 +47,11 @@ impl FlatGossip {
         })
     }
 
+    /// Records held.
+    pub fn records(&self) -> usize {
+        self.core.records()
+    }
+
     /// The gossip core's counters.
     pub fn stats(&self) -> GossipStats {
         self.core.stats()

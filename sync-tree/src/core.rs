@@ -176,6 +176,12 @@ impl TreeCore {
         self.routes.parent(self.me)
     }
 
+    /// The effective parent of instance `x` as this core knows it (after
+    /// failovers and fallbacks): whoever serves `x` now.
+    pub fn parent_of(&self, x: NodeId) -> Option<NodeId> {
+        self.routes.parent(x)
+    }
+
     /// Takes a record from a trusted sideways source (the group's gossip)
     /// as if it had arrived on its proper link: a newer one is delivered to
     /// the application (a node's own Cfg may first reach it this way while

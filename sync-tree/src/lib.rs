@@ -43,7 +43,7 @@ mod link;
 mod routes;
 
 pub use config::TreeConfig;
-pub use core::TreeCore;
+pub use core::{TreeCore, TreeStats};
 pub use link::NeighborState;
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<
 }
 
 async fn health(State(s): State<ApiState>) -> ApiResult {
-    ok(s.ctl.read(|r| r.health()).await?)
+    ok(s.ctl.read(|r, s| r.health(s)).await?)
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -230,11 +230,11 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 
 async fn list(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
     let sel = selection_from_query(q.as_deref())?;
-    ok(s.ctl.read(move |r| r.list(&sel)).await??)
+    ok(s.ctl.read(move |r, _| r.list(&sel)).await??)
 }
 
 async fn node(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    ok(s.ctl.read(move |r| r.get(&name)).await??)
+    ok(s.ctl.read(move |r, _| r.get(&name)).await??)
 }
 
 async fn write_one(s: &ApiState, name: String, body: &Bytes, replace: bool) -> ApiResult {
@@ -302,7 +302,7 @@ async fn plan(State(s): State<ApiState>, body: Bytes) -> ApiResult {
     if sel.is_empty() {
         sel.all = true;
     }
-    ok(s.ctl.read(move |r| r.plan(&sel, &values)).await??)
+    ok(s.ctl.read(move |r, _| r.plan(&sel, &values)).await??)
 }
 
 async fn graph(State(s): State<ApiState>) -> ApiResult {
@@ -341,7 +341,7 @@ async fn thaw(State(s): State<ApiState>, body: Bytes) -> ApiResult {
 }
 
 async fn snapshot(State(s): State<ApiState>) -> ApiResult {
-    ok(s.ctl.read(|r| r.snapshot()).await?)
+    ok(s.ctl.read(|r, _| r.snapshot()).await?)
 }
 
 /// Server-sent events: a `snapshot` first, then `change` and `nodes`
@@ -358,7 +358,7 @@ async fn events(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
     let wants = move |t: &str| types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t));
     let rx = s.bus.subscribe();
     let first = if wants("snapshot") {
-        Some(s.ctl.read(|r| r.snapshot()).await?.to_string())
+        Some(s.ctl.read(|r, _| r.snapshot()).await?.to_string())
     } else {
         None
     };

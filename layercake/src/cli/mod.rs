@@ -156,6 +156,11 @@ pub struct DemoArgs {
     /// Sync strategy (only `tree` exists so far).
     #[arg(long, default_value = "tree")]
     pub strategy: String,
+    /// `auto`: UDP with the QUIC fallback (a CA made for the demo; plain
+    /// UDP when the open-file limit is too low for two sockets per
+    /// instance); `udp`: plain UDP.
+    #[arg(long, default_value = "auto")]
+    pub transport: String,
     /// Exit after this long: status 0 only if every node converged.
     #[arg(long = "for", value_parser = parse_duration)]
     pub for_: Option<Duration>,

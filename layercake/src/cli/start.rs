@@ -10,7 +10,7 @@ use topo::StrategyKind;
 
 use crate::cli::{DemoArgs, ModuleArgs, RunArgs};
 use crate::daemon::cluster::{self, Cluster};
-use crate::serve::{self, DemoPlan, Plan};
+use crate::serve::{self, DemoPlan, Plan, QuicPlan};
 
 fn modules(a: &ModuleArgs) -> Result<VirtualConfig> {
     if a.step_min_ms > a.step_max_ms {
@@ -29,15 +29,6 @@ fn modules(a: &ModuleArgs) -> Result<VirtualConfig> {
     })
 }
 
-fn check_strategy(s: StrategyKind) -> Result<()> {
-    if s != StrategyKind::Tree {
-        bail!(
-            "sync strategy `{s}` is not built yet (only `tree`; hybrid and gossip come with sync-gossip)"
-        );
-    }
-    Ok(())
-}
-
 /// `layercake run`.
 pub fn run(a: RunArgs) -> Result<i32> {
     let cluster = Cluster::load(&a.topology)?;
@@ -45,7 +36,6 @@ pub fn run(a: RunArgs) -> Result<i32> {
         .flat
         .by_name(&a.id)
         .with_context(|| format!("`{}` is not an instance of {}", a.id, a.topology.display()))?;
-    check_strategy(cluster.flat.instances[id as usize].sync.strategy)?;
     let pki = a.pki.load(&a.id)?;
     // With a certificate, an instance joins for its keyring; only the root
     // reads the topology's key (to seed its stored ring), if there is one.
@@ -65,6 +55,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         api: a.api,
         api_security: a.api_security.options(),
         power: Some(a.power.options()),
+        quic: QuicPlan::FromPki,
         demo: None,
     };
     serve::serve(plan)
@@ -76,15 +67,32 @@ pub fn demo(a: DemoArgs) -> Result<i32> {
         .strategy
         .parse()
         .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
-    check_strategy(strategy)?;
     let port = if a.port == 0 {
         free_udp_port()?
     } else {
         a.port
     };
-    let topo = cluster::demo_topology(a.nodes, a.racks, port, a.hello)?;
+    let topo = cluster::demo_topology(a.nodes, a.racks, port, a.hello, strategy)?;
     let cluster = Cluster::new(topo)?;
-    let ids = (0..cluster.flat.instances.len() as u32).collect();
+    let ids: Vec<u32> = (0..cluster.flat.instances.len() as u32).collect();
+    let quic = match a.transport.as_str() {
+        "udp" => QuicPlan::Off,
+        "auto" => {
+            // Two sockets per instance with QUIC: fall back to plain UDP
+            // when the process may not open that many files.
+            let need = ids.len() as u64 * 2 + 64;
+            let limit = crate::daemon::sys::raise_nofile();
+            if limit < need {
+                eprintln!(
+                    "demo: plain UDP (the QUIC fallback needs {need} open files, the limit is {limit})"
+                );
+                QuicPlan::Off
+            } else {
+                QuicPlan::Generate
+            }
+        }
+        other => bail!("--transport {other}: use `auto` (UDP with the QUIC fallback) or `udp`"),
+    };
     let (data_dir, remove) = match a.data_dir {
         Some(d) => (d, false),
         None => (
@@ -106,6 +114,7 @@ pub fn demo(a: DemoArgs) -> Result<i32> {
         api: a.api,
         api_security: a.api_security.options(),
         power: None,
+        quic,
         demo: Some(DemoPlan {
             for_: a.for_,
             boot: !a.no_boot,

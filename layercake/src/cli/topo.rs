@@ -55,7 +55,18 @@ pub fn main(cmd: TopoCmd) -> Result<i32> {
 }
 
 fn check(file: &std::path::Path) -> i32 {
-    match Topology::load(file) {
+    let loaded = Topology::load(file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            // What `run` composes: strategies per level, standbys.
+            let flat = t.flatten();
+            let tree = overlay::tree::Tree::from_flat(&flat)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            crate::sync::Spec::new(&flat, std::sync::Arc::new(tree))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            Ok(t)
+        });
+    match loaded {
         Ok(t) => {
             let flat = t.flatten();
             let count = |r: Role| flat.instances.iter().filter(|i| i.role == r).count();
@@ -87,7 +98,9 @@ fn check(file: &std::path::Path) -> i32 {
 fn gen_topology(a: &GenArgs) -> Result<Topology> {
     let hello = a.hello.unwrap_or(SyncSettings::default().hello);
     let mut t = match a.demo_port {
-        Some(port) => cluster::demo_topology(a.nodes, a.racks, port, hello)?,
+        Some(port) => {
+            cluster::demo_topology(a.nodes, a.racks, port, hello, topo::StrategyKind::Tree)?
+        }
         None => {
             if a.nodes == 0 || a.racks == 0 || a.racks > a.nodes {
                 anyhow::bail!("--nodes must be >= --racks >= 1");

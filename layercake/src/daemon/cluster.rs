@@ -17,7 +17,9 @@ use anyhow::{Context, Result, bail};
 use overlay::NodeId;
 use overlay::envelope::ClusterKey;
 use overlay::tree::Tree;
-use topo::{Flat, Group, Level, Member, Role, SyncSettings, Topology};
+use topo::{Flat, Group, Level, Member, Role, StrategyKind, SyncSettings, Topology};
+
+use crate::sync::Spec;
 
 /// Most nodes the demo starts (each has its own socket in one process).
 pub const DEMO_NODES_MAX: usize = 15_000;
@@ -32,6 +34,8 @@ pub struct Cluster {
     pub tree: Arc<Tree>,
     /// Per instance id: the rack (group) it belongs to, or "" for the root.
     pub rack: Vec<String>,
+    /// The sync composition of every instance (strategies per level).
+    pub sync: Spec,
     /// Per instance id: the name of the level of its link to its parent
     /// ("root" for the root), the `level` label of the sync metrics.
     pub level: Vec<String>,
@@ -42,6 +46,7 @@ impl Cluster {
     pub fn new(topo: Topology) -> Result<Cluster> {
         let flat = topo.flatten();
         let tree = Arc::new(Tree::from_flat(&flat).context("building the overlay tree")?);
+        let sync = Spec::new(&flat, tree.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let rack = flat
             .instances
             .iter()
@@ -68,6 +73,7 @@ impl Cluster {
             flat,
             tree,
             rack,
+            sync,
             level,
         })
     }
@@ -107,8 +113,16 @@ fn v4(a: u8, b: usize, c: usize, d: usize, port: u16) -> SocketAddr {
 }
 
 /// The demo cluster: `nodes` nodes spread evenly over `racks` racks, all on
-/// loopback port `port`, with `hello`/`dead` on every level.
-pub fn demo_topology(nodes: usize, racks: usize, port: u16, hello: Duration) -> Result<Topology> {
+/// loopback port `port`, with `hello`/`dead` on every level. `strategy`:
+/// `tree` everywhere; `hybrid` in the racks (each rack's first node is its
+/// standby) under a `tree` level; `gossip` everywhere.
+pub fn demo_topology(
+    nodes: usize,
+    racks: usize,
+    port: u16,
+    hello: Duration,
+    strategy: StrategyKind,
+) -> Result<Topology> {
     if nodes == 0 || racks == 0 || racks > nodes {
         bail!("--nodes must be >= --racks >= 1 (got {nodes} nodes, {racks} racks)");
     }
@@ -124,12 +138,15 @@ pub fn demo_topology(nodes: usize, racks: usize, port: u16, hello: Duration) -> 
     let mut next = 1;
     for r in 1..=racks {
         let size = nodes / racks + usize::from(r <= nodes % racks);
-        let members = (next..next + size)
+        let members: Vec<Member> = (next..next + size)
             .map(|n| Member {
                 name: node_name(n, nodes),
                 addr: v4(127, n / 62_500 + 1, n / 250 % 250, n % 250 + 1, port),
             })
             .collect();
+        let standby = (strategy == StrategyKind::Hybrid)
+            .then(|| members.first().cloned())
+            .flatten();
         next += size;
         groups.push(Group {
             name: rack_name(r, racks),
@@ -137,20 +154,25 @@ pub fn demo_topology(nodes: usize, racks: usize, port: u16, hello: Duration) -> 
                 name: format!("{}-sp", rack_name(r, racks)),
                 addr: v4(127, 0, 0, r + 1, port),
             },
-            standby: None,
+            standby,
             groups: Vec::new(),
             nodes: members,
         });
     }
-    let level = |name: &str| Level {
+    let level = |name: &str, strategy| Level {
         name: name.to_string(),
-        sync,
+        sync: SyncSettings { strategy, ..sync },
+    };
+    let (racks_s, nodes_s) = match strategy {
+        StrategyKind::Tree => (StrategyKind::Tree, StrategyKind::Tree),
+        StrategyKind::Hybrid => (StrategyKind::Tree, StrategyKind::Hybrid),
+        StrategyKind::Gossip => (StrategyKind::Gossip, StrategyKind::Gossip),
     };
     Ok(Topology {
         cluster: "demo".to_string(),
         key_file: None,
         defaults: sync,
-        levels: vec![level("rack"), level("node")],
+        levels: vec![level("rack", racks_s), level("node", nodes_s)],
         root: Member {
             name: "root".to_string(),
             addr: v4(127, 0, 0, 1, port),

@@ -20,6 +20,9 @@ use crate::daemon::persist::CfgDb;
 use crate::daemon::root::{Prepared, RootApp};
 use overlay::udp::Handle;
 
+use crate::daemon::world::RootNode;
+use crate::sync::Stack;
+
 /// Commands queued for the root before the API answers 503.
 pub const COMMANDS_MAX: usize = 1024;
 /// An API failure: HTTP status, a stable code and a message.
@@ -110,7 +113,7 @@ pub enum WriteOp {
 }
 
 /// A read of the root's state, run inside the world.
-pub type ReadFn = Box<dyn FnOnce(&mut RootApp) + Send>;
+pub type ReadFn = Box<dyn FnOnce(&mut RootApp, &Stack) + Send>;
 
 /// What the API asks of the root.
 pub enum Command {
@@ -146,11 +149,11 @@ impl Control {
     /// Runs `f` on the root and returns its result.
     pub async fn read<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut RootApp) -> R + Send + 'static,
+        f: impl FnOnce(&mut RootApp, &Stack) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
         let (tx, rx) = oneshot::channel();
-        let cmd = Command::Read(Box::new(move |r| {
-            let _ = tx.send(f(r));
+        let cmd = Command::Read(Box::new(move |r, s| {
+            let _ = tx.send(f(r, s));
         }));
         self.send(cmd).await?;
         rx.await
@@ -184,10 +187,13 @@ pub fn control_channel() -> (Control, mpsc::Receiver<Command>) {
 }
 
 /// Serves API commands against the root until the channel closes.
-pub async fn control_task(root: Handle<RootApp>, db: Arc<CfgDb>, mut rx: mpsc::Receiver<Command>) {
+pub async fn control_task(root: Handle<RootNode>, db: Arc<CfgDb>, mut rx: mpsc::Receiver<Command>) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            Command::Read(f) => root.with(|r, _| f(r)),
+            Command::Read(f) => root.with(|n, _| {
+                let (app, stack) = n.parts();
+                f(app, stack)
+            }),
             Command::Write { sel, op, reply } => {
                 let res = write(&root, &db, &sel, &op).await;
                 let _ = reply.send(res);
@@ -197,12 +203,12 @@ pub async fn control_task(root: Handle<RootApp>, db: Arc<CfgDb>, mut rx: mpsc::R
 }
 
 async fn write(
-    root: &Handle<RootApp>,
+    root: &Handle<RootNode>,
     db: &Arc<CfgDb>,
     sel: &Selection,
     op: &WriteOp,
 ) -> Result<WriteResult, ApiError> {
-    let Prepared { matched, changes } = root.peek(|r| r.prepare(sel, op))?;
+    let Prepared { matched, changes } = root.peek(|n| n.app().prepare(sel, op))?;
     let changed = changes.len();
     if changed > 0 {
         let t0 = std::time::Instant::now();
@@ -215,7 +221,7 @@ async fn write(
                 ApiError::internal(format!("commit failed: {e}"))
             })?;
         m::api_write(t0.elapsed());
-        root.with(|r, now| r.apply(changes, now));
+        root.with(|n, now| n.with(now, |r, s| r.apply(s, changes, now)));
     }
     Ok(WriteResult { matched, changed })
 }

@@ -1,11 +1,11 @@
 //! Every instance but the root: a sync core and, on a leaf, the node's own
 //! state engine with the virtual power and boot modules.
 //!
-//! - [`MemberApp`]: implements [`overlay::Instance`] for the UDP driver; it
-//!   feeds the core, reacts to its events (a Cfg for this node goes to the
-//!   engine; a child that went silent is marked failed upward), merges the
-//!   engine's deadlines into [`Instance::poll_timeout`], and publishes the
-//!   engine's Dsc whenever it changes.
+//! - [`MemberApp`]: the [`App`] of every instance but the root, on the
+//!   sync stack ([`crate::sync`]): a Cfg for this node goes to the engine;
+//!   a child that went silent is marked failed upward; the engine's
+//!   deadlines are the app's own; the engine's Dsc is published whenever
+//!   it changes.
 //! - [`NodeRuntime`]: one node's [`NodeEngine`] and the [`VirtualWorld`]
 //!   that performs its module calls, plus the mutation metrics.
 //!
@@ -31,18 +31,16 @@ use bytes::Bytes;
 use engine::executor::{ExecEvent, Relation};
 use engine::node::NodeEngine;
 use engine::virt::{Outcome, VirtualConfig, VirtualWorld};
-use overlay::strategy::{Event, Strategy};
-use overlay::{Instance, Key, Kind, NodeId, Time, Transmit};
+use overlay::{Key, Kind, NodeId, Time};
 use prost::Message;
 use proto::node::{Node, RunState};
-use proto::overlay::Frame;
-use sync_tree::TreeCore;
 
 use crate::daemon::metrics as m;
 use crate::daemon::model::Model;
 use crate::modules::power::config::{Protocol, power_of};
 use crate::modules::power::host::BmcHost;
 use crate::modules::power::setup::ChildPlaces;
+use crate::sync::{App, Stack, StackEvent};
 
 /// Milliseconds of an instance time (the engine's clock unit).
 fn ms(now: Time) -> u64 {
@@ -198,36 +196,62 @@ impl NodeRuntime {
     }
 }
 
-/// The children whose power a sub-parent drives (see `crate::daemon::bmc`).
+/// The children whose power this instance may drive.
 struct BmcSide {
     host: BmcHost,
     places: ChildPlaces,
 }
 
-/// A sub-parent (relay) or a leaf (relay-less, with its engine).
+/// A relay (sub-parent), a node with its engine, or both; any of them may
+/// drive BMC children.
 pub struct MemberApp {
-    core: TreeCore,
     node: Option<Box<NodeRuntime>>,
     bmc: Option<Box<BmcSide>>,
     /// Children this instance declared down.
     pub peers_down: u64,
 }
 
+fn dsc_key(node: NodeId) -> Key {
+    Key {
+        node,
+        kind: Kind::Dsc,
+    }
+}
+
 impl MemberApp {
-    /// A sub-parent: a core that only relays and marks lost children.
-    pub fn relay(core: TreeCore) -> MemberApp {
+    /// A sub-parent: it only relays and marks lost children.
+    pub fn relay() -> MemberApp {
         MemberApp {
-            core,
             node: None,
             bmc: None,
             peers_down: 0,
         }
     }
 
-    /// Makes this sub-parent drive the power of its children whose Cfg
-    /// names a BMC (CHILD context; it publishes their Dsc).
+    /// A node running `node` (its first Dsc is published at start).
+    pub fn leaf(node: NodeRuntime) -> MemberApp {
+        MemberApp {
+            node: Some(Box::new(node)),
+            bmc: None,
+            peers_down: 0,
+        }
+    }
+
+    /// Makes this instance drive the power of the children in `places`
+    /// whose Cfg names a BMC, while they are in its care (CHILD context;
+    /// it publishes their Dsc).
     pub fn attach_bmc(&mut self, host: BmcHost, places: ChildPlaces) {
         self.bmc = Some(Box::new(BmcSide { host, places }));
+    }
+
+    /// True when a BMC host is attached.
+    pub fn has_bmc(&self) -> bool {
+        self.bmc.is_some()
+    }
+
+    /// BMC children driven now.
+    pub fn bmc_children(&self) -> usize {
+        self.bmc.as_ref().map_or(0, |b| b.host.len())
     }
 
     /// Runs `f` on the BMC host (the driver task's entry), then publishes
@@ -235,43 +259,49 @@ impl MemberApp {
     ///
     /// # Panics
     /// If no host is attached (the driver is only started for one).
-    pub fn with_bmc<R>(&mut self, now: Time, f: impl FnOnce(&mut BmcHost, u64) -> R) -> R {
+    pub fn with_bmc<R>(
+        &mut self,
+        stack: &mut Stack,
+        now: Time,
+        f: impl FnOnce(&mut BmcHost, u64) -> R,
+    ) -> R {
         let side = self.bmc.as_mut().expect("a BMC host is attached");
         let r = f(&mut side.host, ms(now));
-        self.publish_bmc(now);
+        self.publish_bmc(stack, now);
         r
     }
 
     /// Publishes the Dsc of driven children that changed, over the latest
     /// Dsc this instance holds for each (the overlay keeps the highest
     /// version; this instance is the only author of a BMC node's Dsc).
-    fn publish_bmc(&mut self, now: Time) {
+    fn publish_bmc(&mut self, stack: &mut Stack, now: Time) {
         let Some(side) = self.bmc.as_mut() else {
             return;
         };
-        let core = &self.core;
         let base = |id: u32| {
-            let key = Key {
-                node: id,
-                kind: Kind::Dsc,
-            };
-            core.get(key)
+            stack
+                .get(dsc_key(id))
                 .and_then(|r| Node::decode(r.data.as_ref()).ok())
         };
-        for (id, dsc) in side.host.dsc_changes(base) {
-            self.core.publish(now, id, Kind::Dsc, dsc);
+        let changes = side.host.dsc_changes(base);
+        for (id, dsc) in changes {
+            stack.publish(now, id, Kind::Dsc, dsc);
         }
     }
 
-    /// A child's Cfg reached this sub-parent: its BMC host adopts or
-    /// releases the child.
-    fn child_cfg(&mut self, now: Time, child: NodeId, data: &[u8]) {
+    /// A Cfg for `child` reached this instance: if the child is in its
+    /// care, its BMC host adopts or releases it.
+    fn child_cfg(&mut self, stack: &Stack, now: Time, child: NodeId, data: &[u8]) {
         let Some(side) = self.bmc.as_mut() else {
             return;
         };
         let Some(place) = side.places.place(child) else {
             return;
         };
+        if !stack.is_child(child) {
+            side.host.release(child);
+            return;
+        }
         match Node::decode(data) {
             Ok(cfg) => {
                 side.host.handle_cfg(child, place, cfg, ms(now));
@@ -280,106 +310,100 @@ impl MemberApp {
         }
     }
 
-    /// A leaf running `node`; publishes its first Dsc at `now`.
-    pub fn leaf(core: TreeCore, node: NodeRuntime, now: Time) -> MemberApp {
-        let mut app = MemberApp {
-            core,
-            node: Some(Box::new(node)),
-            bmc: None,
-            peers_down: 0,
-        };
-        app.publish_dsc(now);
-        app
-    }
-
-    /// The sync core (for neighbour states and counters).
-    pub fn core(&self) -> &TreeCore {
-        &self.core
-    }
-
-    fn publish_dsc(&mut self, now: Time) {
-        let me = self.core.id();
-        if let Some(dsc) = self.node.as_mut().and_then(|n| n.dsc_if_changed()) {
-            self.core.publish(now, me, Kind::Dsc, dsc);
+    /// This instance took group `group` over (`on`) or handed it back: its
+    /// members' BMC work follows.
+    fn acting(&mut self, stack: &mut Stack, now: Time, group: u32, on: bool) {
+        let members: Vec<NodeId> = stack.members_of(group).unwrap_or(&[]).to_vec();
+        for m in members {
+            let cfg = Key {
+                node: m,
+                kind: Kind::Cfg,
+            };
+            match (on, stack.get(cfg)) {
+                (true, Some(r)) => self.child_cfg(stack, now, m, &r.data),
+                (false, _) if !stack.is_child(m) => {
+                    if let Some(b) = self.bmc.as_mut() {
+                        b.host.release(m);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if on {
+            tracing::info!("acting for group {group}: its members are in this instance's care");
+        } else {
+            tracing::info!("no longer acting for group {group}");
         }
     }
 
-    fn pump(&mut self, now: Time) {
-        let me = self.core.id();
-        while let Some(e) = self.core.poll_event() {
-            match e {
-                Event::Delivered(r) if r.key.kind == Kind::Cfg && r.key.node == me => {
-                    let Some(node) = self.node.as_mut() else {
-                        continue;
-                    };
+    fn publish_dsc(&mut self, stack: &mut Stack, now: Time) {
+        let me = stack.id();
+        if let Some(dsc) = self.node.as_mut().and_then(|n| n.dsc_if_changed()) {
+            stack.publish(now, me, Kind::Dsc, dsc);
+        }
+    }
+
+    /// A child went silent: its Dsc is marked RunState ERROR upward.
+    fn mark_child_failed(&mut self, stack: &mut Stack, now: Time, child: NodeId) {
+        self.peers_down += 1;
+        let mut last = stack
+            .get(dsc_key(child))
+            .and_then(|r| Node::decode(r.data.as_ref()).ok())
+            .unwrap_or_default();
+        last.run_state = RunState::Error as i32;
+        stack.mark_failed(now, child, Bytes::from(last.encode_to_vec()));
+    }
+}
+
+impl App for MemberApp {
+    fn on_start(&mut self, stack: &mut Stack, now: Time) {
+        self.publish_dsc(stack, now);
+    }
+
+    fn on_event(&mut self, stack: &mut Stack, now: Time, event: StackEvent) {
+        let me = stack.id();
+        match event {
+            StackEvent::Delivered(r) if r.key.kind == Kind::Cfg && r.key.node == me => {
+                if let Some(node) = self.node.as_mut() {
                     match Node::decode(r.data.as_ref()) {
                         Ok(cfg) => node.handle_cfg(cfg, ms(now)),
                         Err(e) => tracing::warn!("undecodable Cfg for instance {me}: {e}"),
                     }
                 }
-                Event::Delivered(r) if r.key.kind == Kind::Cfg => {
-                    self.child_cfg(now, r.key.node, r.data.as_ref());
-                }
-                Event::PeerDown(p) => {
-                    m::peer_event("down");
-                    // A BMC node has no process of its own: its silence is
-                    // expected, and this instance authors its Dsc.
-                    let driven = self.bmc.as_ref().is_some_and(|b| b.host.drives(p));
-                    if p > me && !driven {
-                        self.mark_child_failed(now, p);
-                    }
-                }
-                Event::PeerUp(_) => m::peer_event("up"),
-                Event::Delivered(_) => {}
             }
+            StackEvent::Delivered(r) if r.key.kind == Kind::Cfg => {
+                self.child_cfg(stack, now, r.key.node, r.data.as_ref());
+            }
+            StackEvent::ChildDown(p) => {
+                m::peer_event("down");
+                // A BMC node has no process of its own: its silence is
+                // expected, and this instance authors its Dsc.
+                let driven = self.bmc.as_ref().is_some_and(|b| b.host.drives(p));
+                if !driven {
+                    self.mark_child_failed(stack, now, p);
+                }
+            }
+            StackEvent::PeerDown(_) => m::peer_event("down"),
+            StackEvent::ChildUp(_) | StackEvent::PeerUp(_) => m::peer_event("up"),
+            StackEvent::Acting { group, on, .. } => self.acting(stack, now, group, on),
+            StackEvent::Delivered(_) => {}
         }
-        self.publish_dsc(now);
-        self.publish_bmc(now);
+        self.publish_dsc(stack, now);
+        self.publish_bmc(stack, now);
     }
 
-    /// A child went silent: its Dsc is marked RunState ERROR upward.
-    fn mark_child_failed(&mut self, now: Time, child: NodeId) {
-        self.peers_down += 1;
-        let key = Key {
-            node: child,
-            kind: Kind::Dsc,
-        };
-        let mut last = self
-            .core
-            .get(key)
-            .and_then(|r| Node::decode(r.data.as_ref()).ok())
-            .unwrap_or_default();
-        last.run_state = RunState::Error as i32;
-        self.core
-            .mark_failed(now, child, Bytes::from(last.encode_to_vec()));
-    }
-}
-
-impl Instance for MemberApp {
-    fn id(&self) -> NodeId {
-        self.core.id()
-    }
-    fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
-        self.core.handle_frame(now, from, frame);
-        self.pump(now);
-    }
-    fn handle_timeout(&mut self, now: Time) {
-        self.core.handle_timeout(now);
+    fn on_timeout(&mut self, stack: &mut Stack, now: Time) {
         if let Some(n) = self.node.as_mut() {
             n.drive(ms(now));
         }
-        self.pump(now);
+        self.publish_dsc(stack, now);
+        self.publish_bmc(stack, now);
     }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.core.poll_transmit()
-    }
-    fn poll_timeout(&mut self) -> Option<Time> {
-        let core = self.core.poll_timeout();
-        let engine = self
-            .node
+
+    fn poll_timeout(&self) -> Option<Time> {
+        self.node
             .as_ref()
             .and_then(|n| n.poll_timeout())
-            .map(Duration::from_millis);
-        [core, engine].into_iter().flatten().min()
+            .map(Duration::from_millis)
     }
 }

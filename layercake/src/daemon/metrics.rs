@@ -8,7 +8,9 @@
 //!   [`mutation_failed`] (failed or timed out), with durations.
 //! - Root side: [`convergence`] (the `kraken_convergence_seconds`
 //!   histogram), node state gauges ([`node_states`]).
-//! - Sync side: [`peer_event`], [`traffic`], [`neighbors`].
+//! - Sync side: [`peer_event`], [`traffic`], [`dropped`], and per hosted
+//!   instance [`instance`] (failovers, acting groups, BMC children, QUIC
+//!   paths).
 
 use std::time::Duration;
 
@@ -40,6 +42,34 @@ fn describe() {
         "From a Cfg change accepted at the root until the root holds a matching Dsc, per node"
     );
     describe_gauge!("kraken_nodes", "Nodes managed by the root");
+    describe_counter!(
+        "kraken_sync_failovers_total",
+        "Times an instance took over a group whose sub-parent it is not"
+    );
+    describe_counter!(
+        "kraken_sync_handbacks_total",
+        "Times an instance handed a group back (or lost it to another member)"
+    );
+    describe_gauge!(
+        "kraken_sync_acting",
+        "1 while the instance acts for the group (as its sub-parent or after a failover)"
+    );
+    describe_gauge!(
+        "kraken_sync_standing_in",
+        "1 while the instance acts for a group whose sub-parent it is not"
+    );
+    describe_gauge!(
+        "layercake_bmc_children",
+        "BMC-driven nodes this instance drives now"
+    );
+    describe_counter!(
+        "kraken_sync_quic_fallbacks_total",
+        "Peers whose path fell back from UDP to QUIC"
+    );
+    describe_counter!(
+        "kraken_sync_quic_frames_total",
+        "Frames sent over QUIC (pinned links and fallback)"
+    );
     describe_gauge!(
         "kraken_nodes_converged",
         "Nodes whose Dsc (at the root) matches their Cfg"
@@ -194,4 +224,41 @@ pub fn dropped(reason: &'static str, count: u64) {
 pub fn api_write(took: Duration) {
     counter!("kraken_api_writes_total").increment(1);
     histogram!("kraken_cfg_commit_seconds").record(took.as_secs_f64());
+}
+
+/// What one hosted instance reports beside its traffic.
+pub struct InstanceSample<'a> {
+    /// The instance's name.
+    pub name: &'a str,
+    /// Failovers and hand-backs so far.
+    pub failovers: u64,
+    /// Hand-backs so far.
+    pub handbacks: u64,
+    /// `(group name, acting now, standing in for its sub-parent)` per group
+    /// the instance is a member of.
+    pub groups: Vec<(&'a str, bool, bool)>,
+    /// BMC children driven now (`None`: no BMC host).
+    pub bmc_children: Option<usize>,
+    /// The dual driver's counters (`None`: plain UDP).
+    pub paths: Option<overlay::dual::PathCounters>,
+}
+
+/// Sets the per-instance sync gauges and counters.
+pub fn instance(s: &InstanceSample<'_>) {
+    let name = s.name.to_string();
+    counter!("kraken_sync_failovers_total", "instance" => name.clone()).absolute(s.failovers);
+    counter!("kraken_sync_handbacks_total", "instance" => name.clone()).absolute(s.handbacks);
+    for &(group, acting, standing_in) in &s.groups {
+        let labels = [("instance", name.clone()), ("group", group.to_string())];
+        gauge!("kraken_sync_acting", &labels).set(f64::from(u8::from(acting)));
+        gauge!("kraken_sync_standing_in", &labels).set(f64::from(u8::from(standing_in)));
+    }
+    if let Some(n) = s.bmc_children {
+        gauge!("layercake_bmc_children", "instance" => name.clone()).set(n as f64);
+    }
+    if let Some(p) = &s.paths {
+        counter!("kraken_sync_quic_fallbacks_total", "instance" => name.clone())
+            .absolute(p.fallbacks);
+        counter!("kraken_sync_quic_frames_total", "instance" => name).absolute(p.quic_tx);
+    }
 }

@@ -1,9 +1,8 @@
 //! The root instance: source of truth for every node's Cfg, holder of
 //! every node's Dsc, and the state behind the API.
 //!
-//! - [`RootApp`]: implements [`overlay::Instance`] for the UDP driver. It
-//!   wraps the tree core, an engine [`Store`] with both copies of every
-//!   node, a [`Planner`] for plan preview and the active chains, and the
+//! - [`RootApp`]: the root's [`App`] on the sync stack ([`crate::sync`]).
+//!   It holds an engine [`Store`] with both copies of every node, a [`Planner`] for plan preview and the active chains, and the
 //!   convergence tracking behind `kraken_convergence_seconds`.
 //! - Writes come in two steps driven by the control task
 //!   (`world::control`): [`RootApp::prepare`] computes the new Cfgs (and
@@ -24,19 +23,17 @@ use engine::planner::Planner;
 use engine::store::Store;
 use engine::url::{Field, Path, Url};
 use engine::value::Value;
-use overlay::strategy::{Event, Strategy};
-use overlay::{Instance, Kind, NodeId, Time, Transmit};
+use overlay::{Kind, NodeId, Time};
 use prost::Message;
 use proto::node::Node;
-use proto::overlay::Frame;
 use serde_json::{Value as Json, json};
-use sync_tree::TreeCore;
 use tokio::sync::broadcast;
 
 use crate::daemon::cluster::Cluster;
 use crate::daemon::control::{ApiError, Selection, WriteOp};
 use crate::daemon::metrics as m;
 use crate::daemon::model::Model;
+use crate::sync::{App, Stack, StackEvent};
 
 /// Messages the event stream buffers per subscriber before it lags.
 pub const BUS_CAPACITY: usize = 8192;
@@ -80,7 +77,6 @@ struct Leaf {
 
 /// The root's application.
 pub struct RootApp {
-    core: TreeCore,
     model: Arc<Model>,
     store: Store,
     sub: Option<SubId>,
@@ -92,18 +88,18 @@ pub struct RootApp {
     bus: Bus,
     /// Dsc records that did not decode.
     pub bad_records: u64,
+    /// Cfgs loaded from the database, published when the stack starts.
+    stored: Vec<(String, Node)>,
 }
 
 impl RootApp {
-    /// The root of `cluster` over `core`, with the Cfgs loaded from the
-    /// database (`stored`); they are published at once.
+    /// The root of `cluster`, with the Cfgs loaded from the database
+    /// (`stored`); they are published when the stack starts.
     pub fn new(
-        core: TreeCore,
         model: Arc<Model>,
         cluster: &Cluster,
         stored: Vec<(String, Node)>,
         bus: Bus,
-        now: Time,
     ) -> RootApp {
         let mut store = Store::new(model.registry.clone());
         let sub = store.events().subscribe(Filter {
@@ -135,7 +131,6 @@ impl RootApp {
             .collect();
         let by_id = leaves.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
         let mut root = RootApp {
-            core,
             planner: RefCell::new(Planner::new(model.graph.clone())),
             model,
             store,
@@ -146,6 +141,7 @@ impl RootApp {
             by_id,
             bus,
             bad_records: 0,
+            stored: Vec::new(),
         };
         let known: Vec<_> = stored
             .into_iter()
@@ -157,8 +153,7 @@ impl RootApp {
                 ok
             })
             .collect();
-        tracing::info!("publishing {} stored Cfgs", known.len());
-        root.apply(known, now);
+        root.stored = known;
         root
     }
 
@@ -175,11 +170,6 @@ impl RootApp {
     /// Number of nodes whose Dsc matches their Cfg.
     pub fn converged(&self) -> usize {
         self.leaves.iter().filter(|l| l.converged).count()
-    }
-
-    /// The sync core.
-    pub fn core(&self) -> &TreeCore {
-        &self.core
     }
 
     /// Resolves a selection to leaf indices, in topology order.
@@ -320,7 +310,7 @@ impl RootApp {
     }
 
     /// Stores and publishes committed Cfgs.
-    pub fn apply(&mut self, changes: Vec<(String, Node)>, now: Time) {
+    pub fn apply(&mut self, stack: &mut Stack, changes: Vec<(String, Node)>, now: Time) {
         for (name, node) in changes {
             let Some(&i) = self.by_name.get(&name) else {
                 continue;
@@ -331,7 +321,7 @@ impl RootApp {
             // Cannot fail: the node exists.
             let _ = self.store.update(&name, Side::Cfg, node);
             let leaf = &mut self.leaves[i];
-            self.core.publish(now, leaf.id, Kind::Cfg, bytes);
+            stack.publish(now, leaf.id, Kind::Cfg, bytes);
             if leaf.target != target {
                 leaf.target = target;
                 leaf.pending = Some(now);
@@ -370,20 +360,6 @@ impl RootApp {
         let name = leaf.name.clone();
         let _ = self.store.update_from_sync(&name, Side::Dsc, dsc);
         self.check(i, now);
-    }
-
-    fn pump(&mut self, now: Time) {
-        while let Some(e) = self.core.poll_event() {
-            match e {
-                Event::Delivered(r) if r.key.kind == Kind::Dsc => {
-                    self.on_dsc(r.key.node, &r.data, now);
-                }
-                Event::PeerUp(_) => m::peer_event("up"),
-                Event::PeerDown(_) => m::peer_event("down"),
-                Event::Delivered(_) => {}
-            }
-        }
-        self.drain_changes();
     }
 
     /// Turns store events into `change` messages on the bus.
@@ -563,34 +539,34 @@ impl RootApp {
         Ok(json!({ "nodes": nodes }))
     }
 
-    /// Health summary.
-    pub fn health(&self) -> Json {
+    /// Health summary (`stack`: this instance's sync stack).
+    pub fn health(&self, stack: &Stack) -> Json {
         json!({
             "status": "ok",
             "role": "root",
             "nodes": self.len(),
             "converged": self.converged(),
-            "held_records": self.core.held(),
+            "held_records": stack.held(),
         })
     }
 }
 
-impl Instance for RootApp {
-    fn id(&self) -> NodeId {
-        self.core.id()
+impl App for RootApp {
+    fn on_start(&mut self, stack: &mut Stack, now: Time) {
+        let stored = std::mem::take(&mut self.stored);
+        tracing::info!("publishing {} stored Cfgs", stored.len());
+        self.apply(stack, stored, now);
     }
-    fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
-        self.core.handle_frame(now, from, frame);
-        self.pump(now);
-    }
-    fn handle_timeout(&mut self, now: Time) {
-        self.core.handle_timeout(now);
-        self.pump(now);
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.core.poll_transmit()
-    }
-    fn poll_timeout(&mut self) -> Option<Time> {
-        self.core.poll_timeout()
+
+    fn on_event(&mut self, _stack: &mut Stack, now: Time, event: StackEvent) {
+        match event {
+            StackEvent::Delivered(r) if r.key.kind == Kind::Dsc => {
+                self.on_dsc(r.key.node, &r.data, now);
+            }
+            StackEvent::PeerUp(_) | StackEvent::ChildUp(_) => m::peer_event("up"),
+            StackEvent::PeerDown(_) | StackEvent::ChildDown(_) => m::peer_event("down"),
+            StackEvent::Delivered(_) | StackEvent::Acting { .. } => {}
+        }
+        self.drain_changes();
     }
 }

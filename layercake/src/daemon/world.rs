@@ -1,28 +1,34 @@
-//! The overlay world of one process: every instance it hosts, each on its
-//! own UDP socket, on a single-threaded tokio `LocalSet`, and the bridge
-//! from the (multi-threaded, `Send`) API to the root.
+//! The overlay world of one process: every instance it hosts, on a
+//! single-threaded tokio `LocalSet`.
 //!
-//! - [`start`]: binds the sockets, builds the cores and applications
-//!   ([`RootApp`], [`MemberApp`]) and spawns them with the UDP driver.
-//! - [`Control`]: the `Send` handle the API uses; it sends [`Command`]s on
-//!   a bounded channel to [`control_task`], the one task that owns the
-//!   root's handle. Writes are serialised there: prepare, commit to the
-//!   database (on the blocking pool, so the overlay keeps running), then
-//!   apply and acknowledge.
+//! - [`start`]: binds each instance's UDP socket (and, with a certificate,
+//!   its QUIC endpoint on the port above), builds its sync stack through
+//!   [`crate::sync::Spec`] with its application ([`RootApp`],
+//!   [`MemberApp`]) and spawns it with the dual driver (UDP, QUIC on links
+//!   the topology pins and as the fallback) or, without a certificate, the
+//!   UDP driver.
 //! - [`sampler_task`]: flushes the root's node summaries to the event
-//!   stream and samples traffic and neighbour metrics.
+//!   stream and samples traffic, neighbour, failover and BMC metrics of
+//!   every hosted instance.
+//!
+//! The API reaches the root only through [`crate::daemon::control`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
 use engine::virt::VirtualConfig;
 use metrics_exporter_prometheus::PrometheusHandle;
 use overlay::NodeId;
+use overlay::dual::{self, DualView};
 use overlay::envelope::{ClusterKey, DropReason, KeyRing};
+use overlay::quic::{self, Identity};
 use overlay::udp::{self, Buffers, Handle, Shared, monotonic_now};
-use sync_tree::{NeighborState, TreeConfig, TreeCore};
+use rustls::pki_types::CertificateDer;
+use sync_tree::NeighborState;
 use topo::Role;
 
 use crate::daemon::cluster::Cluster;
@@ -31,12 +37,27 @@ use crate::daemon::metrics::{self as m, LevelTraffic};
 use crate::daemon::model::Model;
 use crate::daemon::persist::CfgDb;
 use crate::daemon::root::{Bus, RootApp};
+use crate::sync::{App, Node, Stack, quic_addr};
+
+/// The root's instance: its application on its sync stack.
+pub type RootNode = Node<RootApp>;
+/// Any other instance.
+pub type MemberNode = Node<MemberApp>;
 use crate::modules::power::setup::ChildPlaces;
 
 /// How often changed node summaries are sent to the event stream.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// How often traffic and neighbour metrics are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What an instance presents and trusts on QUIC (the dual driver's
+/// links).
+pub struct QuicSetup {
+    /// The cluster CA.
+    pub ca: CertificateDer<'static>,
+    /// Per hosted instance: its certificate and key.
+    pub ids: HashMap<NodeId, Identity>,
+}
 
 /// What a process hosts and how.
 pub struct WorldConfig {
@@ -57,16 +78,39 @@ pub struct WorldConfig {
     pub db: Option<Arc<CfgDb>>,
     /// The event stream.
     pub bus: Bus,
-    /// BMC power (sub-parents drive their BMC children); `None` in the demo.
+    /// BMC power (instances that may drive BMC children); `None` in the
+    /// demo.
     pub power: Option<crate::modules::power::setup::PowerSetup>,
+    /// QUIC identities: with them, instances run the dual driver.
+    pub quic: Option<QuicSetup>,
+}
+
+/// One running instance.
+pub struct Hosted<A> {
+    /// Its id.
+    pub id: NodeId,
+    /// The driver's handle.
+    pub handle: Handle<Node<A>>,
+    /// The dual driver's path view (`None` on plain UDP).
+    pub paths: Option<DualView>,
+}
+
+impl<A> Clone for Hosted<A> {
+    fn clone(&self) -> Self {
+        Hosted {
+            id: self.id,
+            handle: self.handle.clone(),
+            paths: self.paths.clone(),
+        }
+    }
 }
 
 /// The running instances of this process.
-pub struct Hosted {
+pub struct World {
     /// The root, if hosted here.
-    pub root: Option<Handle<RootApp>>,
+    pub root: Option<Hosted<RootApp>>,
     /// Every other hosted instance.
-    pub members: Vec<(NodeId, Handle<MemberApp>)>,
+    pub members: Vec<Hosted<MemberApp>>,
 }
 
 fn buffers(role: Role) -> Buffers {
@@ -101,23 +145,40 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// Binds and starts every hosted instance; call inside a `LocalSet`.
-pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<Hosted> {
+pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
     let c = &cfg.cluster;
     let mut sockets = Vec::with_capacity(cfg.ids.len());
     for &id in &cfg.ids {
         let inst = &c.flat.instances[id as usize];
         let s = udp::bind(inst.addr, buffers(inst.role))
             .with_context(|| format!("binding {} for {}", inst.addr, inst.name))?;
-        sockets.push(s);
+        let ep = match &cfg.quic {
+            Some(q) => {
+                let ident = q
+                    .ids
+                    .get(&id)
+                    .with_context(|| format!("no QUIC identity for {}", inst.name))?;
+                let addr = quic_addr(inst.addr);
+                let ep = quic::endpoint(addr, &q.ca, ident, buffers(inst.role))
+                    .with_context(|| format!("binding QUIC {addr} for {}", inst.name))?;
+                Some(ep)
+            }
+            None if c.sync.needs_quic(id) => bail!(
+                "{}: the topology pins a link of this instance to `transport: quic`, \
+                 which needs a certificate (--pki DIR, see `layercake certs`)",
+                inst.name
+            ),
+            None => None,
+        };
+        sockets.push((s, ep));
+    }
+    if cfg.quic.is_none() {
+        tracing::info!("no certificate: plain UDP, without the QUIC fallback");
     }
     let wall = wall_ms();
+    let addrs: Vec<SocketAddr> = c.flat.instances.iter().map(|i| i.addr).collect();
     let shared = Arc::new(Shared {
-        addrs: c
-            .flat
-            .instances
-            .iter()
-            .map(|i| i.addr)
-            .collect::<Vec<SocketAddr>>(),
+        addrs: addrs.clone(),
         keys: cfg
             .ring
             .as_ref()
@@ -126,72 +187,116 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<Hosted> {
         epoch: wall.saturating_mul(1_000_000),
     });
     let now = monotonic_now();
-    let mut hosted = Hosted {
+    let mut world = World {
         root: None,
         members: Vec::new(),
     };
-    for (&id, socket) in cfg.ids.iter().zip(sockets) {
+    for (&id, (socket, ep)) in cfg.ids.iter().zip(sockets) {
         let inst = &c.flat.instances[id as usize];
-        let mut tc = TreeConfig {
-            seed: mix(cfg.seed ^ u64::from(id)),
-            version_floor: wall.saturating_mul(16),
-            ..TreeConfig::default()
-        };
+        let seed = mix(cfg.seed ^ u64::from(id));
+        let run = |stack: Stack| (stack, socket, ep, c.sync.path_policy(id, &addrs));
         match inst.role {
             Role::Root => {
                 let db = cfg.db.as_ref().context("the root needs its database")?;
-                tc.version_floor = db.epoch() << 32;
                 let stored = db.load()?;
-                let core = TreeCore::new(id, c.tree.clone(), tc, now);
-                let app = RootApp::new(core, model.clone(), c, stored, cfg.bus.clone(), now);
-                hosted.root = Some(udp::spawn(app, socket, shared.clone()));
+                let stack = c.sync.stack(id, seed, now, db.epoch() << 32);
+                let app = RootApp::new(model.clone(), c, stored, cfg.bus.clone());
+                world.root = Some(spawn(id, app, run(stack), &shared, now));
             }
-            Role::SubParent => {
-                let core = TreeCore::new(id, c.tree.clone(), tc, now);
-                let mut app = MemberApp::relay(core);
+            Role::SubParent | Role::Leaf => {
+                let stack = c.sync.stack(id, seed, now, wall.saturating_mul(16));
+                let mut app = if inst.role == Role::Leaf {
+                    let vseed = mix(cfg.seed ^ mix(u64::from(id)));
+                    MemberApp::leaf(NodeRuntime::new(
+                        model.clone(),
+                        &inst.name,
+                        cfg.modules,
+                        vseed,
+                    ))
+                } else {
+                    MemberApp::relay()
+                };
                 if let Some(p) = &cfg.power {
-                    let frozen = crate::daemon::model::FROZEN_URL.parse().ok();
-                    let host = p.host(model.graph.clone(), model.registry.clone(), frozen)?;
-                    app.attach_bmc(host, ChildPlaces::of(&c.flat, id));
+                    let places = places_of(c, id);
+                    if !places.is_empty() {
+                        let frozen = crate::daemon::model::FROZEN_URL.parse().ok();
+                        let host = p.host(model.graph.clone(), model.registry.clone(), frozen)?;
+                        app.attach_bmc(host, places);
+                    }
                 }
-                let h = udp::spawn(app, socket, shared.clone());
-                if let Some(p) = &cfg.power {
-                    crate::daemon::bmc::start_driver(h.clone(), p);
+                let driven = app.has_bmc();
+                let h = spawn(id, app, run(stack), &shared, now);
+                if let Some(p) = cfg.power.as_ref().filter(|_| driven) {
+                    crate::daemon::bmc::start_driver(h.handle.clone(), p);
                 }
-                hosted.members.push((id, h));
-            }
-            Role::Leaf => {
-                let core = TreeCore::new(id, c.tree.clone(), tc, now);
-                let seed = mix(cfg.seed ^ mix(u64::from(id)));
-                let node = NodeRuntime::new(model.clone(), &inst.name, cfg.modules, seed);
-                let app = MemberApp::leaf(core, node, now);
-                hosted
-                    .members
-                    .push((id, udp::spawn(app, socket, shared.clone())));
+                world.members.push(h);
             }
         }
     }
-    Ok(hosted)
+    Ok(world)
+}
+
+/// The BMC children instance `id` may drive: those of the group it leads
+/// and, in `hybrid` groups it is a member of, those of the group's
+/// sub-parent (taken over after a failover).
+fn places_of(c: &Cluster, id: NodeId) -> ChildPlaces {
+    let mut places = ChildPlaces::of(&c.flat, id);
+    for &g in c.sync.groups_of(id) {
+        let leader = c.flat.groups[g as usize].sub_parent;
+        if leader != id {
+            places.merge(ChildPlaces::of(&c.flat, leader), id);
+        }
+    }
+    places
+}
+
+type Wiring = (
+    Stack,
+    tokio::net::UdpSocket,
+    Option<quinn::Endpoint>,
+    dual::PathPolicy,
+);
+
+/// Spawns `app` on its stack with the dual driver (with an endpoint) or
+/// the UDP driver.
+fn spawn<A: App + 'static>(
+    id: NodeId,
+    app: A,
+    (stack, socket, ep, policy): Wiring,
+    shared: &Arc<Shared>,
+    now: overlay::Time,
+) -> Hosted<A> {
+    let node = Node::new(stack, app, now);
+    match ep {
+        Some(ep) => {
+            let (handle, view) = dual::spawn(node, socket, ep, shared.clone(), policy);
+            Hosted {
+                id,
+                handle,
+                paths: Some(view),
+            }
+        }
+        None => Hosted {
+            id,
+            handle: udp::spawn(node, socket, shared.clone()),
+            paths: None,
+        },
+    }
 }
 
 /// Flushes node summaries and samples metrics forever.
-pub async fn sampler_task(
-    root: Option<Handle<RootApp>>,
-    members: Vec<(NodeId, Handle<MemberApp>)>,
-    cluster: Arc<Cluster>,
-    prom: Option<PrometheusHandle>,
-) {
+pub async fn sampler_task(world: World, cluster: Arc<Cluster>, prom: Option<PrometheusHandle>) {
     let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     let mut ticks: u64 = 0;
     let per_sample = (SAMPLE_INTERVAL.as_millis() / FLUSH_INTERVAL.as_millis()).max(1) as u64;
     loop {
         flush.tick().await;
-        if let Some(r) = &root {
-            r.with(|r, _| r.flush());
+        if let Some(r) = &world.root {
+            r.handle.with(|n, _| n.with_app(RootApp::flush));
         }
         ticks += 1;
         if ticks.is_multiple_of(per_sample) {
-            sample(root.as_ref(), &members, &cluster);
+            sample(&world, &cluster);
             if let Some(p) = &prom {
                 p.run_upkeep();
             }
@@ -199,10 +304,10 @@ pub async fn sampler_task(
     }
 }
 
-fn sample(root: Option<&Handle<RootApp>>, members: &[(NodeId, Handle<MemberApp>)], c: &Cluster) {
+fn sample(world: &World, c: &Cluster) {
     let mut levels: Vec<(String, LevelTraffic)> = Vec::new();
     let mut drops = overlay::envelope::DropCounters::default();
-    let mut add = |id: NodeId, t: udp::Traffic, core: &TreeCore| {
+    let mut add = |id: NodeId, t: udp::Traffic, stack: &Stack| {
         let level = &c.level[id as usize];
         let i = match levels.iter().position(|(l, _)| l == level) {
             Some(i) => i,
@@ -222,7 +327,7 @@ fn sample(root: Option<&Handle<RootApp>>, members: &[(NodeId, Handle<MemberApp>)
             .into_iter()
             .chain(c.tree.children(id).iter().copied());
         for p in peers {
-            match core.neighbor(p) {
+            match stack.neighbor(p) {
                 Some(NeighborState::Full) => lt.alive += 1,
                 Some(NeighborState::Down) => lt.dead += 1,
                 _ => {}
@@ -230,11 +335,14 @@ fn sample(root: Option<&Handle<RootApp>>, members: &[(NodeId, Handle<MemberApp>)
         }
         drops.merge(&t.drops);
     };
-    if let Some(r) = root {
-        r.peek(|app| add(0, r.traffic(), app.core()));
+    if let Some(r) = &world.root {
+        r.handle.peek(|n| add(r.id, r.handle.traffic(), n.stack()));
     }
-    for (id, h) in members {
-        h.peek(|app| add(*id, h.traffic(), app.core()));
+    for h in &world.members {
+        h.handle.peek(|n| {
+            add(h.id, h.handle.traffic(), n.stack());
+            instance_metrics(c, h, n);
+        });
     }
     for (level, t) in &levels {
         m::traffic(level, t);
@@ -242,4 +350,25 @@ fn sample(root: Option<&Handle<RootApp>>, members: &[(NodeId, Handle<MemberApp>)
     for reason in DropReason::ALL {
         m::dropped(reason.label(), drops.get(reason));
     }
+}
+
+fn instance_metrics(c: &Cluster, h: &Hosted<MemberApp>, n: &MemberNode) {
+    let stack = n.stack();
+    let stats = stack.stats();
+    let groups = stack
+        .groups()
+        .map(|(g, leader)| {
+            let acting = stack.acting_for(g);
+            let name = c.flat.groups[g as usize].name.as_str();
+            (name, acting, acting && leader != h.id)
+        })
+        .collect();
+    m::instance(&m::InstanceSample {
+        name: &c.flat.instances[h.id as usize].name,
+        failovers: stats.failovers,
+        handbacks: stats.handbacks,
+        groups,
+        bmc_children: n.app().has_bmc().then(|| n.app().bmc_children()),
+        paths: h.paths.as_ref().map(DualView::counters),
+    });
 }

@@ -182,6 +182,15 @@ impl BmcHost {
         self.children.contains_key(&child)
     }
 
+    /// Stops driving `child` (another instance took its group over): its
+    /// engine and queued calls are dropped; a call in flight is ignored
+    /// when it returns.
+    pub fn release(&mut self, child: u32) {
+        if self.children.remove(&child).is_some() {
+            self.jobs.retain(|j| j.child != child);
+        }
+    }
+
     /// Number of children driven.
     pub fn len(&self) -> usize {
         self.children.len()

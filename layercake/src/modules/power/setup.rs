@@ -141,6 +141,21 @@ impl ChildPlaces {
         ChildPlaces { by_id }
     }
 
+    /// Adds `other`'s children (the places of a group this instance may
+    /// take over), except `me`.
+    pub fn merge(&mut self, other: ChildPlaces, me: u32) {
+        for (id, place) in other.by_id {
+            if id != me {
+                self.by_id.entry(id).or_insert(place);
+            }
+        }
+    }
+
+    /// True when no child has a place.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// The place of child `id`, if it is a leaf child.
     pub fn place(&self, id: u32) -> Option<Place<'_>> {
         self.by_id.get(&id).map(|(name, i, g)| Place {

@@ -42,7 +42,7 @@ use overlay::sim::{Sim, SimConfig};
 use overlay::{Key, Kind, NodeId};
 use proto::node::RunState;
 
-use crate::app::{LoadNode, generation_of};
+use crate::app::{LoadNode, Probing, generation_of};
 use crate::report::Percentiles;
 use crate::setup::{Cluster, ClusterArgs, parse_duration};
 
@@ -629,7 +629,7 @@ fn check_lost(run: &mut Run) {
         let arrivals = run
             .sim
             .get(l)
-            .map(|n| n.cfg_arrivals.clone())
+            .map(|n| n.app().cfg_arrivals.clone())
             .unwrap_or_default();
         run.out
             .check(arrivals.windows(2).all(|w| w[0].0 <= w[1].0), || {

@@ -21,7 +21,7 @@ use anyhow::Result;
 use overlay::NodeId;
 use overlay::sim::Sim;
 
-use crate::app::LoadNode;
+use crate::app::{LoadNode, Probing};
 use crate::progress::Progress;
 use crate::report::{Percentiles, Report};
 use crate::setup::{Cluster, ClusterArgs};
@@ -64,7 +64,7 @@ fn leaves_with(sim: &Sim<LoadNode>, c: &Cluster, generation: u64) -> usize {
     (0..sim.len() as NodeId)
         .filter(|&i| c.is_leaf[i as usize])
         .filter_map(|i| sim.get(i))
-        .filter(|n| n.cfg_arrivals.iter().any(|(g, _)| *g == generation))
+        .filter(|n| n.app().cfg_arrivals.iter().any(|(g, _)| *g == generation))
         .count()
 }
 
@@ -105,7 +105,8 @@ pub fn downs(sim: &Sim<LoadNode>, generation: u64, t0: Time) -> Percentiles {
         (0..sim.len() as NodeId)
             .filter_map(|i| sim.get(i))
             .flat_map(|n| {
-                n.cfg_arrivals
+                n.app()
+                    .cfg_arrivals
                     .iter()
                     .filter(move |(g, _)| *g == generation)
                     .map(move |(_, t)| *t - t0)
@@ -152,7 +153,10 @@ pub fn run(
     sim.with(0, |r, now| r.roll_out(now, 2, &c.is_leaf));
     let groups: Vec<Vec<NodeId>> = victims.iter().map(|&v| members(c, v)).collect();
     let rehomed = |s: &Sim<LoadNode>| {
-        let w = s.get(0).and_then(|r| r.watch.as_ref()).expect("watching");
+        let w = s
+            .get(0)
+            .and_then(|r| r.app().watch.as_ref())
+            .expect("watching");
         groups
             .iter()
             .flatten()
@@ -166,7 +170,7 @@ pub fn run(
     sim.run_until(sim.now() + c.node_hello * 2);
     let acting_max = acting_max(&sim, &victims, &groups);
     let root = sim.get(0).expect("the root is never killed");
-    let w = root.watch.as_ref().expect("watching");
+    let w = root.app().watch.as_ref().expect("watching");
     let since = |t: Option<Time>| t.map(|t| t - t_kill);
     let rehome = rehome(&w.fresh_at, &groups, t_kill);
     let detect = Percentiles::new(groups.iter().filter_map(|g| {
@@ -174,7 +178,7 @@ pub fn run(
             .filter_map(|&m| since(w.adopted_at[m as usize]))
             .min()
     }));
-    let track = root.track.as_ref().expect("tracking generation 2");
+    let track = root.app().track.as_ref().expect("tracking generation 2");
     let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
     let down = downs(&sim, 2, t0);
     let mut lost = (leaves - leaves_with(&sim, c, 2)) as u64;
@@ -266,7 +270,10 @@ fn partition(x: &Ctx, mut sim: Sim<LoadNode>, k: usize, cut: Duration) -> Result
     let groups: Vec<Vec<NodeId>> = racks.iter().map(|&v| members(c, v)).collect();
     sim.run_while(Duration::from_millis(10), t_heal + x.limit, |s| {
         x.progress.set(reached(s), s.stats.datagrams);
-        let w = s.get(0).and_then(|r| r.watch.as_ref()).expect("watching");
+        let w = s
+            .get(0)
+            .and_then(|r| r.app().watch.as_ref())
+            .expect("watching");
         reached(s) == leaves
             && groups
                 .iter()
@@ -276,9 +283,9 @@ fn partition(x: &Ctx, mut sim: Sim<LoadNode>, k: usize, cut: Duration) -> Result
     sim.run_until(sim.now() + c.node_hello * 2);
     let acting_max = acting_max(&sim, &racks, &groups);
     let root = sim.get(0).expect("the root is never cut off");
-    let w = root.watch.as_ref().expect("watching");
+    let w = root.app().watch.as_ref().expect("watching");
     let rehome = rehome(&w.fresh_at, &groups, t_heal);
-    let track = root.track.as_ref().expect("tracking generation 2");
+    let track = root.app().track.as_ref().expect("tracking generation 2");
     let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
     let down = downs(&sim, 2, t0);
     Ok(Report {

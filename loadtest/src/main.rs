@@ -147,7 +147,7 @@ fn run(mut a: RunArgs) -> Result<()> {
         cluster.leaves(),
         cluster.sub_parents(),
         a.net,
-        a.cluster.strategy,
+        cluster.strategy,
         a.cluster.seed,
         if a.cluster.engine { ", engine" } else { "" }
     );

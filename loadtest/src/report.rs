@@ -152,7 +152,7 @@ impl Report {
         Report {
             scenario: "converge".into(),
             net: net.into(),
-            strategy: a.strategy.clone(),
+            strategy: c.strategy.clone(),
             transport: c.transport.to_string(),
             engine: a.engine,
             nodes: c.leaves(),

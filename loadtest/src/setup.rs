@@ -1,4 +1,5 @@
-//! From command-line settings to a topology, a tree and sync cores.
+//! From command-line settings to a topology and the product's sync stack
+//! (`layercake::sync::Spec`): no strategy composition lives here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use layercake::sync::Spec;
 use overlay::tree::Tree;
-use sync_tree::{TreeConfig, TreeCore};
 use topo::{Flat, Role, StrategyKind, SyncSettings, Topology};
 
-use crate::app::{Core, EngineRole, LoadNode, Side};
+use crate::app::{EngineRole, LoadNode, Probe};
 use crate::engine_leaf::EngineShared;
-use sync_gossip::{FlatGossip, GossipConfig, GossipCore};
+
+pub use layercake::sync::quic_addr;
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -56,13 +58,6 @@ impl std::fmt::Display for Wire {
     }
 }
 
-/// The QUIC port of an instance in `auto` mode: its UDP port plus one.
-pub fn quic_addr(udp: std::net::SocketAddr) -> std::net::SocketAddr {
-    let mut a = udp;
-    a.set_port(udp.port().wrapping_add(1));
-    a
-}
-
 /// What the cluster looks like (shared by `run` and the UDP workers).
 #[derive(Args, Clone, Debug)]
 pub struct ClusterArgs {
@@ -78,12 +73,14 @@ pub struct ClusterArgs {
     /// Use this topology file instead of generating one.
     #[arg(long)]
     pub topology: Option<PathBuf>,
-    /// Sync strategy: `tree` (hellos only; orphans fall back to their
-    /// grandparent), `hybrid` (tree plus SWIM groups per rack that elect
-    /// an acting sub-parent) or `gossip` (the whole cluster as one flat
-    /// SWIM group: the baseline, expected to lose at scale).
-    #[arg(long, default_value = "tree")]
-    pub strategy: String,
+    /// Sync strategy of every level: `tree` (hellos only; orphans fall
+    /// back to their grandparent), `hybrid` (tree plus SWIM groups per rack
+    /// that elect an acting sub-parent; the racks' level only, the levels
+    /// above stay `tree`) or `gossip` (the whole cluster as one flat SWIM
+    /// group: the baseline, expected to lose at scale). Default: the
+    /// topology's per-level strategies with `--topology`, else `tree`.
+    #[arg(long)]
+    pub strategy: Option<String>,
     /// Hello interval of every level (overrides the topology).
     #[arg(long, value_parser = parse_duration)]
     pub hello: Option<Duration>,
@@ -135,6 +132,8 @@ pub struct Cluster {
     pub flat: Flat,
     /// Its tree, shared by every core.
     pub tree: Arc<Tree>,
+    /// The product's sync composition of every instance.
+    pub sync: Spec,
     /// Which ids are leaves.
     pub is_leaf: Vec<bool>,
     /// Hello interval of the root's links (for load per hello).
@@ -145,12 +144,8 @@ pub struct Cluster {
     pub engine: Option<Arc<EngineShared>>,
     /// The transport of the links.
     pub transport: Wire,
-    /// The sync strategy.
-    pub strategy: StrategyKind,
-    /// Hybrid: every group's members in rank order.
-    pub groups: Vec<sync_gossip::GroupSpec>,
-    /// Gossip: the one flat group (every instance, the root first).
-    pub flat_group: Option<sync_gossip::GroupSpec>,
+    /// The strategy named in reports (`mixed` when levels differ).
+    pub strategy: String,
 }
 
 impl Cluster {
@@ -171,70 +166,64 @@ impl Cluster {
     /// The loadtest instance `id`, started at `now`.
     pub fn node(&self, id: u32, seed: u64, now: Duration) -> LoadNode {
         let floor = now.as_millis() as u64 * 16;
-        if let Some(spec) = &self.flat_group {
-            let mut cfg = GossipConfig::for_hello(self.node_hello);
-            cfg.incarnation = now.as_micros() as u64 + 1;
-            cfg.seed = seed ^ (id as u64) << 20;
-            let core = FlatGossip::new(now, id, spec.clone(), cfg, floor)
-                .expect("every instance is a member of the flat group");
-            return self.node_with(id, Core::Flat(Box::new(core)), now);
-        }
-        let cfg = TreeConfig {
-            seed,
-            version_floor: floor,
-            // In hybrid the group elects an acting sub-parent instead.
-            fallback: self.strategy != StrategyKind::Hybrid,
-            ..TreeConfig::default()
-        };
-        let core = TreeCore::new(id, self.tree.clone(), cfg, now);
-        self.node_with(id, Core::Tree(core), now)
-            .with_sides(self.sides(id, seed, now))
+        let stack = self.sync.stack(id, seed, now, floor);
+        LoadNode::new(stack, Probe::new(self.engine_role(id)), now)
     }
 
-    /// Hybrid: the gossip cores of instance `id` (the group it is a member
-    /// of and the group it leads).
-    fn sides(&self, id: u32, seed: u64, now: Duration) -> Vec<Side> {
-        if self.groups.is_empty() {
-            return Vec::new();
-        }
-        let inst = &self.flat.instances[id as usize];
-        [inst.group, inst.leads]
-            .into_iter()
-            .flatten()
-            .filter_map(|g| {
-                let spec = self.groups[g as usize].clone();
-                let leader = spec.sub_parent();
-                let member = *spec.ranked().last().expect("a group has members");
-                let mut cfg = GossipConfig::for_hello(self.tree.timers(member).hello);
-                cfg.incarnation = now.as_micros() as u64 + 1;
-                cfg.seed = seed ^ (id as u64) << 20 ^ g as u64;
-                cfg.retake = self.flat.instances[member as usize].sync.retake;
-                let core = GossipCore::new(now, id, spec, cfg).ok()?;
-                Some(Side { leader, core })
-            })
-            .collect()
-    }
-
-    fn node_with(&self, id: u32, core: Core, _now: Duration) -> LoadNode {
+    fn engine_role(&self, id: u32) -> EngineRole {
         let Some(shared) = &self.engine else {
-            return LoadNode::new(core);
+            return EngineRole::Off;
         };
         let inst = &self.flat.instances[id as usize];
-        let role = match inst.role {
+        match inst.role {
             Role::Root => EngineRole::Root(shared.clone()),
             Role::Leaf => EngineRole::Leaf(Box::new(shared.leaf(id, &inst.name))),
             Role::SubParent => EngineRole::Off,
+        }
+    }
+}
+
+/// Sets the strategy of every level of `t` (the `--strategy` override):
+/// `hybrid` applies to the racks' level (the groups of nodes) and keeps
+/// `tree` above it, as the product's demo does.
+fn override_strategy(t: &mut Topology, s: StrategyKind) {
+    let last = t.levels.len().saturating_sub(1);
+    t.defaults.strategy = s;
+    for (i, l) in t.levels.iter_mut().enumerate() {
+        l.sync.strategy = match s {
+            StrategyKind::Hybrid if i < last => StrategyKind::Tree,
+            other => other,
         };
-        LoadNode::with_engine(core, role)
+    }
+}
+
+/// The strategy a report names: the one every level runs, or `mixed`.
+fn strategy_name(t: &Topology) -> String {
+    let mut kinds: Vec<StrategyKind> = t.levels.iter().map(|l| l.sync.strategy).collect();
+    kinds.dedup();
+    match kinds.as_slice() {
+        [one] => one.to_string(),
+        [StrategyKind::Tree, StrategyKind::Hybrid] if t.levels.len() >= 2 => {
+            let last = t.levels.last().map(|l| l.sync.strategy);
+            let tree_above = t.levels[..t.levels.len() - 1]
+                .iter()
+                .all(|l| l.sync.strategy == StrategyKind::Tree);
+            if last == Some(StrategyKind::Hybrid) && tree_above {
+                "hybrid".into()
+            } else {
+                "mixed".into()
+            }
+        }
+        _ => "mixed".into(),
     }
 }
 
 /// Builds the cluster from the arguments.
 pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
-    let strategy: StrategyKind = a
-        .strategy
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
+    let strategy: Option<StrategyKind> = match &a.strategy {
+        Some(s) => Some(s.parse().map_err(|e| anyhow::anyhow!("--strategy: {e}"))?),
+        None => None,
+    };
     if !(0.0..1.0).contains(&a.loss) {
         bail!("--loss must be in [0, 1), got {}", a.loss);
     }
@@ -260,6 +249,9 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
             })
         }
     };
+    if let Some(s) = strategy.or(a.topology.is_none().then_some(StrategyKind::Tree)) {
+        override_strategy(&mut topo, s);
+    }
     override_timers(&mut topo, a.hello, a.dead)?;
     let transport = match a.transport.as_str() {
         "udp" => Wire::Udp,
@@ -286,20 +278,7 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
             flat.instances[c as usize].sync.hello
         });
     let node_hello = topo.node_sync().hello;
-    let groups = match strategy {
-        StrategyKind::Hybrid => (0..flat.groups.len() as u32)
-            .map(|g| sync_gossip::GroupSpec::from_flat(&flat, g))
-            .collect::<Result<Vec<_>, _>>()
-            .context("building the SWIM groups")?,
-        _ => Vec::new(),
-    };
-    let flat_group = match strategy {
-        StrategyKind::Gossip => Some(
-            sync_gossip::GroupSpec::flat(0, (0..flat.instances.len() as u32).collect())
-                .context("building the flat SWIM group")?,
-        ),
-        _ => None,
-    };
+    let sync = Spec::new(&flat, tree.clone()).context("composing the sync stack")?;
     let engine = if a.engine {
         let e = EngineShared::new(a.engine_fail_rate, a.engine_hang_rate, a.seed)?;
         Some(Arc::new(e))
@@ -309,14 +288,13 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
     Ok(Cluster {
         flat,
         tree,
+        sync,
         is_leaf,
         root_hello,
         node_hello,
         engine,
         transport,
-        strategy,
-        groups,
-        flat_group,
+        strategy: strategy_name(&topo),
     })
 }
 

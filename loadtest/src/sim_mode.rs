@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use overlay::sim::{Sim, SimConfig};
 
-use crate::app::LoadNode;
+use crate::app::{LoadNode, Probing};
 use crate::progress::Progress;
 use crate::report::{Percentiles, Report, peak_rss_mb};
 use crate::setup::{Cluster, ClusterArgs};
@@ -56,7 +56,7 @@ impl Steady {
 /// Leaves whose matching Dsc the root holds for the tracked generation.
 pub fn reached(s: &Sim<LoadNode>) -> usize {
     s.get(0)
-        .and_then(|r| r.track.as_ref())
+        .and_then(|r| r.app().track.as_ref())
         .map_or(0, |t| t.reached)
 }
 
@@ -139,7 +139,7 @@ pub fn run(
     progress.finish();
 
     let root = sim.get(0).expect("the root is never crashed here");
-    let track = root.track.as_ref().expect("tracking generation 2");
+    let track = root.app().track.as_ref().expect("tracking generation 2");
     let converge = Percentiles::new(track.converged.iter().flatten().map(|t| *t - t0));
     let down = crate::failover::downs(&sim, 2, t0);
     let (scenario, lost_updates) = if a.loss_scenario {

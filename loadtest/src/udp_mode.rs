@@ -118,8 +118,6 @@ fn worker_args(a: &ClusterArgs) -> Vec<String> {
         a.racks.to_string(),
         "--levels".into(),
         a.levels.to_string(),
-        "--strategy".into(),
-        a.strategy.clone(),
         "--seed".into(),
         a.seed.to_string(),
         "--loss".into(),
@@ -127,6 +125,9 @@ fn worker_args(a: &ClusterArgs) -> Vec<String> {
         "--transport".into(),
         a.transport.clone(),
     ];
+    if let Some(s) = &a.strategy {
+        v.extend(["--strategy".into(), s.clone()]);
+    }
     if let Some(p) = a.port {
         v.extend(["--port".into(), p.to_string()]);
     }

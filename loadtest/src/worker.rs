@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use topo::Role;
 
-use crate::app::LoadNode;
+use crate::app::{LoadNode, Probing};
 use crate::report::peak_rss_mb;
 use crate::setup::{Cluster, ClusterArgs, Wire, cluster, quic_addr};
 
@@ -338,7 +338,7 @@ async fn progress(root: Handle<LoadNode>) {
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some((generation, reached)) =
-            root.peek(|r| r.track.as_ref().map(|t| (t.generation, t.reached)))
+            root.peek(|r| r.app().track.as_ref().map(|t| (t.generation, t.reached)))
         {
             say(&Msg::Progress {
                 generation,
@@ -373,7 +373,9 @@ fn failover_report(
             }
             if let Some(root) = mine(handles, lo, 0) {
                 root.peek(|n| {
-                    let Some(w) = n.watch.as_ref() else { return };
+                    let Some(w) = n.app().watch.as_ref() else {
+                        return;
+                    };
                     if let Some(t) = w.fresh_at[m as usize] {
                         r.fresh_ns.push((m, t.as_nanos() as u64));
                     }
@@ -408,10 +410,19 @@ fn report(handles: &[Handle<LoadNode>], views: &[dual::DualView], generation: u6
         drops.merge(&t.drops);
         r.tx_errors += t.tx_errors;
         h.peek(|n| {
-            let arrivals = n.cfg_arrivals.iter().filter(|(g, _)| *g == generation);
+            let arrivals = n
+                .app()
+                .cfg_arrivals
+                .iter()
+                .filter(|(g, _)| *g == generation);
             r.downs_ns
                 .extend(arrivals.map(|(_, t)| t.as_nanos() as u64));
-            if let Some(track) = n.track.as_ref().filter(|t| t.generation == generation) {
+            if let Some(track) = n
+                .app()
+                .track
+                .as_ref()
+                .filter(|t| t.generation == generation)
+            {
                 r.converged_ns.extend(
                     track
                         .converged

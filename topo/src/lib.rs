@@ -9,6 +9,8 @@
 //!   parents before children) for the overlay.
 //! - [`hostlist`]: `ml[001-130]` expressions.
 //! - [`generate`]: large synthetic topologies on loopback.
+//! - [`duration`]: the one duration grammar (`250ms`, `1.5s`, `2m`), for
+//!   topology timers and command-line flags alike.
 //!
 //! The format is described in `docs/topology.md`.
 //!
@@ -31,6 +33,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod duration;
 mod emit;
 mod error;
 mod flat;

@@ -11,13 +11,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::duration;
 use crate::error::TopoError;
 use crate::hostlist::{self, is_name_char};
 use crate::model::{Group, Level, Member, Topology};
 use crate::pattern::{AddrPattern, Vars, numeric_suffix, parse_addr};
-use crate::sync::{
-    JITTER_MAX, StrategyKind, SyncSettings, Transport, format_duration, parse_duration,
-};
+use crate::sync::{JITTER_MAX, StrategyKind, SyncSettings, Transport};
 use crate::yaml::{self, Kind, Node, Pos};
 
 /// Most tiers below the root (sub-parent tiers plus the nodes' tier).
@@ -344,8 +343,8 @@ impl Cx<'_> {
             };
             let msg = format!(
                 "hello ({}) must be shorter than dead ({}){inherited} in {what}",
-                format_duration(s.hello),
-                format_duration(s.dead)
+                duration::format(s.hello),
+                duration::format(s.dead)
             );
             return Err(self.err(pos, msg));
         }
@@ -378,7 +377,7 @@ impl Cx<'_> {
         }
         for key in ["hello", "dead"] {
             if let Some((v, s)) = word(key)? {
-                let d = parse_duration(s).map_err(|m| self.err(v.pos, format!("`{key}`: {m}")))?;
+                let d = duration::parse(s).map_err(|m| self.err(v.pos, format!("`{key}`: {m}")))?;
                 if d.is_zero() {
                     return Err(self.err(v.pos, format!("`{key}` must be longer than 0")));
                 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use crate::duration;
 use crate::generate::{GenSpec, generate};
 use crate::hostlist::{self, HostlistError, compress, expand};
-use crate::sync::{format_duration, parse_duration};
 use crate::{Role, StrategyKind, SyncSettings, Topology, Transport};
 
 /// Asserts that `yaml` fails to parse at `line`:`col` with a message
@@ -235,7 +235,7 @@ fn err_bad_duration() {
         "cluster: demo\nsync: { hello: 10 }\n",
         2,
         16,
-        "bad duration `10`",
+        "`hello`: bad duration `10`: no unit; write a number and a unit",
     );
     check_err(
         "cluster: demo\nsync: { hello: 0s }\n",
@@ -553,26 +553,75 @@ fn loads_the_example_file() {
 
 #[test]
 fn durations_round_trip() {
-    for (text, ms) in [
-        ("250ms", 250),
-        ("1s", 1000),
-        ("1.5s", 1500),
-        ("2m", 120_000),
-        ("1h", 3_600_000),
+    for (text, ns) in [
+        ("250ms", 250_000_000),
+        ("1s", 1_000_000_000),
+        ("1.5s", 1_500_000_000),
+        ("2m", 120_000_000_000),
+        ("1h", 3_600_000_000_000),
+        ("100us", 100_000),
+        ("0.25ms", 250_000),
+        ("24h", 86_400_000_000_000),
+        ("0s", 0),
     ] {
         assert_eq!(
-            parse_duration(text).unwrap(),
-            Duration::from_millis(ms),
+            duration::parse(text).unwrap(),
+            Duration::from_nanos(ns),
             "{text}"
         );
     }
-    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-    assert_eq!(format_duration(Duration::from_secs(120)), "2m");
-    for bad in ["", "s", "1", "1.s", ".5s", "1 s", "-1s", "1sec"] {
-        assert!(parse_duration(bad).is_err(), "{bad}");
-    }
+    assert_eq!(duration::format(Duration::from_millis(1500)), "1500ms");
+    assert_eq!(duration::format(Duration::from_secs(120)), "2m");
+    assert_eq!(duration::format(Duration::ZERO), "0s");
     let odd = Duration::from_nanos(1_500_000_001);
-    assert_eq!(parse_duration(&format_duration(odd)).unwrap(), odd);
+    assert_eq!(duration::format(odd), "1.500000001s");
+    assert_eq!(duration::parse(&duration::format(odd)).unwrap(), odd);
+}
+
+#[test]
+fn duration_errors() {
+    let err = |text: &str| duration::parse(text).unwrap_err();
+    let tail = "; write a number and a unit (us, ms, s, m or h), e.g. 250ms, 1s, 1.5s, 2m";
+    assert_eq!(err("2"), format!("bad duration `2`: no unit{tail}"));
+    assert_eq!(err(""), format!("bad duration ``: no number{tail}"));
+    assert_eq!(err("s"), format!("bad duration `s`: no number{tail}"));
+    assert_eq!(
+        err("1sec"),
+        format!("bad duration `1sec`: unknown unit `sec`{tail}")
+    );
+    assert_eq!(
+        err("1 s"),
+        format!("bad duration `1 s`: unknown unit ` s`{tail}")
+    );
+    assert_eq!(
+        err("1.s"),
+        format!("bad duration `1.s`: `1.` is not a decimal number{tail}")
+    );
+    for bad in [".5s", "-1s", "1.2.3s", "1234567890123s", "1.1234567890123s"] {
+        assert!(duration::parse(bad).is_err(), "{bad}");
+    }
+    assert_eq!(err("25h"), "duration `25h` is longer than 24h");
+    assert_eq!(
+        err("86400.001s"),
+        "duration `86400.001s` is longer than 24h"
+    );
+}
+
+#[test]
+fn duration_flags_refuse_zero() {
+    assert_eq!(
+        duration::parse_flag("250ms"),
+        Ok(Duration::from_millis(250))
+    );
+    assert_eq!(
+        duration::parse_flag("0ms").unwrap_err(),
+        "duration `0ms` is zero; give a positive one such as 250ms, 1s, 1.5s, 2m"
+    );
+    assert!(duration::parse_flag("0.0000000001s").is_err(), "below 1 ns");
+    assert_eq!(
+        duration::parse_flag("2").unwrap_err(),
+        duration::parse("2").unwrap_err()
+    );
 }
 
 // --------------------------------------------------------------- hostlist

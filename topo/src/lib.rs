@@ -42,6 +42,7 @@ pub mod hostlist;
 mod model;
 mod parse;
 mod pattern;
+mod rules;
 mod sync;
 mod yaml;
 

@@ -435,6 +435,156 @@ fn error_display() {
     assert!(err.message.contains("cannot read"));
 }
 
+// --------------------------------------------------------- strategy rules
+
+/// Rows with `tree` links to the root, racks with `tree` links to their
+/// row, nodes with `hybrid` links to their rack: every rack is a SWIM
+/// group (and has a standby), rows are not.
+const MIXED: &str = r#"cluster: mixed
+levels:
+  - name: row
+    sync: { strategy: tree }
+  - name: rack
+    sync: { strategy: tree }
+  - name: node
+    sync: { strategy: hybrid }
+root: { name: root, addr: "127.0.0.1:7000" }
+groups:
+  - name: row1
+    sub_parent: { name: row1-sp, addr: "127.0.1.1:7000" }
+    groups:
+      - name: r01
+        sub_parent: { name: r01-sp, addr: "127.0.2.1:7000" }
+        standby: n01
+        nodes:
+          - { hosts: "n[01-04]", addr: "127.0.3.{n}:7000" }
+      - name: r02
+        sub_parent: { name: r02-sp, addr: "127.0.2.2:7000" }
+        standby: { name: r02-sb, addr: "127.0.2.3:7000" }
+        nodes:
+          - { hosts: "n[05-08]", addr: "127.0.3.{n}:7000" }
+"#;
+
+/// `MIXED` with `from` replaced by `to` (exactly once).
+fn mixed(from: &str, to: &str) -> String {
+    assert_eq!(MIXED.matches(from).count(), 1, "{from}");
+    MIXED.replacen(from, to, 1)
+}
+
+#[test]
+fn a_mixed_tree_and_hybrid_topology_parses() {
+    let t = Topology::parse(MIXED, "mixed.yaml").unwrap();
+    let flat = t.flatten();
+    let strategy = |name: &str| {
+        flat.instances[flat.by_name(name).unwrap() as usize]
+            .sync
+            .strategy
+    };
+    assert_eq!(strategy("row1-sp"), StrategyKind::Tree);
+    assert_eq!(strategy("r01-sp"), StrategyKind::Tree);
+    assert_eq!(strategy("n01"), StrategyKind::Hybrid);
+    assert_eq!(strategy("r02-sb"), StrategyKind::Hybrid);
+    assert_eq!(Topology::parse(&t.to_yaml(), "again.yaml").unwrap(), t);
+    // Hybrid racks under hybrid rows: the rows need standbys too.
+    let both = mixed(
+        "rack\n    sync: { strategy: tree }",
+        "rack\n    sync: { strategy: hybrid }",
+    )
+    .replace(
+        "    groups:\n",
+        "    standby: { name: row1-sb, addr: \"127.0.1.2:7000\" }\n    groups:\n",
+    );
+    Topology::parse(&both, "both.yaml").unwrap();
+    // A group without members forms no SWIM group: no standby needed.
+    let empty = format!("sync: {{ strategy: hybrid }}\n{}", with_group(""));
+    Topology::parse(&empty, "t.yaml").unwrap();
+    // Gossip everywhere is the flat baseline.
+    let gossip = MIXED
+        .replace("strategy: tree", "strategy: gossip")
+        .replace("strategy: hybrid", "strategy: gossip")
+        .replace("        standby: n01\n", "");
+    Topology::parse(&gossip, "gossip.yaml").unwrap();
+}
+
+#[test]
+fn err_gossip_mixed_with_other_strategies() {
+    let rule = "gossip is the flat baseline, one SWIM group of the whole cluster, and must be on \
+                every level; otherwise use `tree` or `hybrid`, which mix freely";
+    // A level that writes `gossip` is blamed.
+    let yaml = mixed(
+        "row\n    sync: { strategy: tree }",
+        "row\n    sync: { strategy: gossip }",
+    );
+    let msg = format!(
+        "strategy `gossip` (level `row`) cannot be mixed with `tree` (level `rack`): {rule}"
+    );
+    check_err(&yaml, 4, 23, &msg);
+    let yaml = mixed(
+        "node\n    sync: { strategy: hybrid }",
+        "node\n    sync: { strategy: gossip }",
+    );
+    let msg = format!(
+        "strategy `gossip` (level `node`) cannot be mixed with `tree` (level `row`): {rule}"
+    );
+    check_err(&yaml, 8, 23, &msg);
+    // Gossip inherited from the defaults: the level that overrides it is.
+    let yaml = "cluster: demo\n\
+                sync: { strategy: gossip }\n\
+                levels:\n\
+                \x20 - name: rack\n\
+                \x20 - name: node\n\
+                \x20   sync: { strategy: hybrid }\n\
+                root: { name: root, addr: \"127.0.0.1:7000\" }\n";
+    let msg = format!(
+        "strategy `gossip` (level `rack`) cannot be mixed with `hybrid` (level `node`): {rule}"
+    );
+    check_err(yaml, 6, 23, &msg);
+}
+
+#[test]
+fn err_hybrid_group_without_standby() {
+    let how = "the sub-parent, standby and members form a SWIM group that promotes the standby \
+               when the sub-parent dies; add `standby:` with one of its nodes (`standby: NAME`) \
+               or a separate member (`standby: { name: NAME, addr: \"IP:PORT\" }`)";
+    let yaml = mixed("        standby: n01\n", "");
+    let msg = format!(
+        "group `r01` has no `standby`, but its members are on level `node`, whose strategy is `hybrid`: {how}"
+    );
+    check_err(&yaml, 14, 9, &msg);
+    // Hybrid racks: the row's members (the racks' sub-parents) are hybrid.
+    let yaml = mixed(
+        "rack\n    sync: { strategy: tree }",
+        "rack\n    sync: { strategy: hybrid }",
+    );
+    let msg = format!(
+        "group `row1` has no `standby`, but its members are on level `rack`, whose strategy is `hybrid`: {how}"
+    );
+    check_err(&yaml, 11, 5, &msg);
+    // The default strategy, synthesized levels, a flow mapping.
+    let yaml = format!(
+        "sync: {{ strategy: hybrid }}\n{}",
+        with_group("    nodes: [{ hosts: n1, addr: \"127.0.2.1:7000\" }]\n")
+    );
+    let msg = format!(
+        "group `r01` has no `standby`, but its members are on level `node`, whose strategy is `hybrid`: {how}"
+    );
+    check_err(&yaml, 5, 5, &msg);
+    // Nodes beside nested groups: any hybrid member level governs.
+    let yaml = mixed(
+        "    groups:\n",
+        "    nodes: [{ hosts: x1, addr: \"127.0.4.1:7000\" }]\n    groups:\n",
+    )
+    .replace("strategy: hybrid", "strategy: tree")
+    .replace(
+        "rack\n    sync: { strategy: tree }",
+        "rack\n    sync: { strategy: hybrid }",
+    );
+    let msg = format!(
+        "group `row1` has no `standby`, but its members are on level `rack`, whose strategy is `hybrid`: {how}"
+    );
+    check_err(&yaml, 11, 5, &msg);
+}
+
 // ------------------------------------------------------------- parsing
 
 const BRIEF_EXAMPLE: &str = r#"
@@ -795,6 +945,40 @@ fn generator_shape() {
             .all(|r| r.nodes.len() == 100 || r.nodes.len() == 101)
     );
     assert_eq!(racks[0].nodes[0].name, "n0001");
+    assert!(
+        racks.iter().all(|r| r.standby.is_none()),
+        "tree: no standbys"
+    );
+    check_flat_invariants(&t);
+}
+
+#[test]
+fn generated_hybrid_topologies_have_standbys() {
+    let spec = GenSpec {
+        cluster: "g".to_string(),
+        nodes: 1003,
+        racks: 10,
+        levels: 3,
+        sync: SyncSettings {
+            strategy: StrategyKind::Hybrid,
+            ..SyncSettings::default()
+        },
+    };
+    let t = generate(&spec);
+    let row = &t.groups[0];
+    let sb = row.standby.as_ref().expect("a row's standby");
+    assert_eq!(sb.name, "row01-sb");
+    assert_eq!(
+        (row.sub_parent.addr, sb.addr),
+        (addr("127.0.0.2:7000"), addr("127.0.0.3:7000")),
+        "the standby takes the slot after its sub-parent"
+    );
+    assert_eq!(row.groups[0].sub_parent.addr, addr("127.0.0.4:7000"));
+    for rack in t.groups.iter().flat_map(|row| &row.groups) {
+        assert_eq!(rack.standby.as_ref(), rack.nodes.first(), "{}", rack.name);
+    }
+    let back = Topology::parse(&t.to_yaml(), "gen.yaml").unwrap();
+    assert!(back == t, "round trip differs");
     check_flat_invariants(&t);
 }
 

@@ -22,7 +22,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::model::{Group, Level, Member, Topology};
+use crate::model::{Group, Level, Member, Spans, Topology};
 use crate::parse::LEVELS_MAX;
 use crate::sync::{StrategyKind, SyncSettings};
 
@@ -118,6 +118,7 @@ pub fn generate(spec: &GenSpec) -> Topology {
             addr: v4(127, 0, 0, 1),
         },
         groups,
+        spans: Spans::default(),
     }
 }
 

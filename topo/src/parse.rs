@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use crate::duration;
 use crate::error::TopoError;
 use crate::hostlist::{self, is_name_char};
-use crate::model::{Group, Level, Member, Topology};
+use crate::model::{Group, Level, Member, Spans, Topology};
 use crate::pattern::{AddrPattern, Vars, numeric_suffix, parse_addr};
 use crate::rules::{self, RuleSpans};
 use crate::sync::{JITTER_MAX, StrategyKind, SyncSettings, Transport};
@@ -276,8 +276,15 @@ impl Cx<'_> {
         let keys = ["cluster", "key_file", "sync", "levels", "root", "groups"];
         let entries = self.map(root, what, &keys)?;
         let cluster = self.name(self.required(root, entries, "cluster", what)?, "`cluster`")?;
+        let mut spans = Spans {
+            file: self.file.to_string(),
+            key_file: None,
+        };
         let key_file = match field(entries, "key_file") {
-            Some((_, v)) => Some(PathBuf::from(self.string(v, "`key_file`")?)),
+            Some((_, v)) => {
+                spans.key_file = Some((v.pos.line, v.pos.col));
+                Some(PathBuf::from(self.string(v, "`key_file`")?))
+            }
             None => None,
         };
         let defaults = match field(entries, "sync") {
@@ -333,6 +340,7 @@ impl Cx<'_> {
             levels,
             root: root_member,
             groups,
+            spans,
         };
         rules::check(&topo, &self.rule_spans).map_err(|(pos, msg)| self.err(pos, msg))?;
         Ok(topo)

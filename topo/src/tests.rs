@@ -585,6 +585,98 @@ fn err_hybrid_group_without_standby() {
     check_err(&yaml, 11, 5, &msg);
 }
 
+// --------------------------------------------------------------- key file
+
+/// Writes `topo.yaml` naming `key_file: cluster.key` into a fresh folder
+/// and returns the folder.
+fn key_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("topo-key-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = "cluster: demo\n\
+                key_file:   cluster.key\n\
+                root: { name: root, addr: \"127.0.0.1:7000\" }\n";
+    std::fs::write(dir.join("topo.yaml"), yaml).unwrap();
+    dir
+}
+
+/// Loads `dir/topo.yaml` and checks its key file.
+fn check_key(dir: &Path) -> Result<(), crate::TopoError> {
+    Topology::load(&dir.join("topo.yaml"))
+        .expect("the topology loads whatever the key file")
+        .check_key_file()
+}
+
+#[cfg(unix)]
+#[test]
+fn key_file_must_be_a_private_regular_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let expect_err = |dir: &Path, message: String| {
+        let err = check_key(dir).unwrap_err();
+        let file = dir.join("topo.yaml").display().to_string();
+        assert_eq!(err.to_string(), format!("{file}:2:13: {message}"));
+    };
+    let dir = key_dir("modes");
+    let key = dir.join("cluster.key");
+    let shown = key.display();
+    expect_err(
+        &dir,
+        format!(
+            "key_file `{shown}` does not exist; create it with `layercake topo key > {shown}` \
+             and `chmod 600 {shown}`"
+        ),
+    );
+    std::fs::write(&key, "00").unwrap();
+    for mode in [0o600, 0o400, 0o700] {
+        set_mode(&key, mode);
+        check_key(&dir).unwrap();
+    }
+    for mode in [0o644, 0o640, 0o604, 0o620, 0o601] {
+        set_mode(&key, mode);
+        let message = format!(
+            "key_file `{shown}` has mode {mode:04o}: group or others may access it; \
+             run `chmod 600 {shown}`"
+        );
+        expect_err(&dir, message);
+    }
+    std::fs::remove_file(&key).unwrap();
+    std::fs::write(dir.join("real.key"), "00").unwrap();
+    set_mode(&dir.join("real.key"), 0o600);
+    std::os::unix::fs::symlink(dir.join("real.key"), &key).unwrap();
+    let message = format!(
+        "key_file `{shown}` is a symbolic link; name the key file itself (a link can be \
+         pointed at another file)"
+    );
+    expect_err(&dir, message);
+    std::fs::remove_file(&key).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    expect_err(&dir, format!("key_file `{shown}` is not a regular file"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn key_file_absent_or_built_in_code() {
+    let t = Topology::parse(&with_group(""), "t.yaml").unwrap();
+    assert_eq!(t.key_file, None);
+    t.check_key_file().unwrap();
+    // Built in code: no position, and the path is the only clue.
+    let mut t = generate(&GenSpec::default());
+    t.key_file = Some("/nonexistent/cluster.key".into());
+    let err = t.check_key_file().unwrap_err();
+    assert_eq!((err.file.as_str(), err.line, err.column), ("", 0, 0));
+    assert!(
+        err.message
+            .starts_with("key_file `/nonexistent/cluster.key` does not exist")
+    );
+    // Positions are not part of the value.
+    let parsed = Topology::parse(&t.to_yaml(), "gen.yaml").unwrap();
+    assert!(parsed.spans.key_file.is_some() && t.spans.key_file.is_none());
+    assert_eq!(parsed, t);
+}
+
 // ------------------------------------------------------------- parsing
 
 const BRIEF_EXAMPLE: &str = r#"

@@ -4,7 +4,8 @@
 # one markdown row per run. Usage:
 #   loadtest/scripts/compare.sh sim|udp [STRATEGIES] [SIZES]
 # e.g. `loadtest/scripts/compare.sh sim "tree hybrid" "1000 10000"`.
-# JSON reports land in $OUT (default /tmp/compare).
+# JSON reports land in $OUT (default /tmp/compare); $TIMEOUT (default 300s)
+# bounds each run and, like every loadtest duration, needs a unit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 net=${1:-sim}

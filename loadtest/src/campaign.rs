@@ -41,10 +41,11 @@ use overlay::rng::Rng;
 use overlay::sim::{Sim, SimConfig};
 use overlay::{Key, Kind, NodeId};
 use proto::node::RunState;
+use topo::duration;
 
 use crate::app::{LoadNode, Probing, generation_of};
 use crate::report::Percentiles;
-use crate::setup::{Cluster, ClusterArgs, parse_duration};
+use crate::setup::{Cluster, ClusterArgs};
 
 /// Loss never exceeds this during the safety phase.
 pub const LOSS_MAX: f64 = 0.20;
@@ -80,10 +81,10 @@ pub struct CampaignArgs {
     #[arg(long, default_value = "mix")]
     pub strategy: String,
     /// Hello interval of every level; dead is four hellos.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = duration::parse_flag)]
     pub hello: Duration,
     /// Virtual time during which faults are injected.
-    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    #[arg(long, default_value = "6s", value_parser = duration::parse_flag)]
     pub fault_window: Duration,
     /// Threads running seeds (default: the machine's cores).
     #[arg(long)]
@@ -104,10 +105,10 @@ impl CampaignArgs {
             cmd += &format!(" --strategy {}", self.strategy);
         }
         if self.hello != Duration::from_millis(500) {
-            cmd += &format!(" --hello {}ms", self.hello.as_millis());
+            cmd += &format!(" --hello {}", duration::format(self.hello));
         }
         if self.fault_window != Duration::from_secs(6) {
-            cmd += &format!(" --fault-window {}ms", self.fault_window.as_millis());
+            cmd += &format!(" --fault-window {}", duration::format(self.fault_window));
         }
         cmd
     }
@@ -543,7 +544,7 @@ fn cluster(a: &CampaignArgs, seed: u64) -> Result<Cluster> {
         format!("--nodes={}", a.nodes),
         format!("--racks={racks}"),
         format!("--strategy={}", a.strategy_for(seed)),
-        format!("--hello={}ms", a.hello.as_secs_f64() * 1000.0),
+        format!("--hello={}", duration::format(a.hello)),
         format!("--seed={seed}"),
     ];
     crate::setup::cluster(&Wrap::try_parse_from(argv)?.c)
@@ -851,5 +852,29 @@ mod tests {
         assert_eq!(a.replay(17), "loadtest campaign --seed 17 --nodes 2000");
         a.strategy = "hybrid".into();
         assert!(a.replay(4).ends_with("--strategy hybrid"));
+    }
+
+    #[test]
+    fn the_replay_command_keeps_durations_exact() {
+        let mut a = args(200);
+        a.hello = Duration::from_micros(1500);
+        a.fault_window = Duration::from_millis(2500);
+        let cmd = a.replay(5);
+        assert!(
+            cmd.ends_with("--hello 1500us --fault-window 2500ms"),
+            "{cmd}"
+        );
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(subcommand)]
+            cmd: Sub,
+        }
+        #[derive(clap::Subcommand)]
+        enum Sub {
+            Campaign(CampaignArgs),
+        }
+        let argv = cmd.split(' ');
+        let Sub::Campaign(back) = Wrap::try_parse_from(argv).expect("parses").cmd;
+        assert_eq!((back.hello, back.fault_window), (a.hello, a.fault_window));
     }
 }

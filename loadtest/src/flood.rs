@@ -24,10 +24,11 @@ use anyhow::{Context, Result, bail};
 use overlay::envelope::{HEADER_BYTES, MAGIC, TAG_BYTES, VERSION};
 use overlay::rng::Rng;
 use serde::Serialize;
+use topo::duration;
 
 use crate::progress::Progress;
 use crate::report::Percentiles;
-use crate::setup::{ClusterArgs, parse_duration};
+use crate::setup::ClusterArgs;
 use crate::udp_mode;
 use crate::worker::{Msg, WorkerReport};
 
@@ -46,7 +47,7 @@ pub struct FloodArgs {
     #[arg(long, default_value_t = 16)]
     sources: usize,
     /// Give up on a phase after this long.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = duration::parse_flag)]
     timeout: Duration,
     /// UDP worker processes (default as in `run`).
     #[arg(long)]

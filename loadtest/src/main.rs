@@ -31,8 +31,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+use topo::duration;
 
-use crate::setup::{ClusterArgs, parse_duration};
+use crate::setup::ClusterArgs;
 
 #[derive(Parser)]
 #[command(
@@ -76,7 +77,7 @@ struct RunArgs {
     #[arg(long, default_value = "converge")]
     scenario: String,
     /// Give up on a phase after this long (virtual time in `sim`).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = duration::parse_flag)]
     timeout: Duration,
     /// UDP worker processes (default: the root alone, then one per 18,000 instances).
     #[arg(long)]
@@ -94,7 +95,7 @@ struct RunArgs {
     #[arg(long)]
     restore: bool,
     /// Partition: how long the racks (`--kill-subparents` of them) stay cut off.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = duration::parse_flag)]
     cut_for: Duration,
     /// No progress bar.
     #[arg(long)]

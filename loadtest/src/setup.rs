@@ -9,33 +9,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use layercake::sync::Spec;
 use overlay::tree::Tree;
-use topo::{Flat, Role, StrategyKind, SyncSettings, Topology};
+use topo::{Flat, Role, StrategyKind, SyncSettings, Topology, duration};
 
 use crate::app::{EngineRole, LoadNode, Probe};
 use crate::engine_leaf::EngineShared;
 
 pub use layercake::sync::quic_addr;
-
-/// Parses `250ms`, `1s`, `1.5s`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 250ms, 1s, 2m)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s or m)")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("`{s}` must be a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
 
 /// How instances reach each other on `--net udp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,10 +61,10 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub strategy: Option<String>,
     /// Hello interval of every level (overrides the topology).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = duration::parse_flag)]
     pub hello: Option<Duration>,
     /// Dead interval of every level (default: 4 hellos).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = duration::parse_flag)]
     pub dead: Option<Duration>,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
@@ -245,7 +224,11 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
                 nodes: a.nodes,
                 racks: a.racks,
                 levels: a.levels,
-                sync: SyncSettings::default(),
+                // A hybrid topology is generated with standbys.
+                sync: SyncSettings {
+                    strategy: strategy.unwrap_or_default(),
+                    ..SyncSettings::default()
+                },
             })
         }
     };
@@ -324,20 +307,4 @@ fn override_timers(
         set(&mut l.sync)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("1h").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("0s").is_err());
-    }
 }

@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use topo::duration;
 
 use crate::progress::Progress;
 use crate::report::{Percentiles, Report, peak_rss_mb};
@@ -138,10 +139,10 @@ fn worker_args(a: &ClusterArgs) -> Vec<String> {
         v.extend(["--topology".into(), t.display().to_string()]);
     }
     if let Some(h) = a.hello {
-        v.extend(["--hello".into(), format!("{}ms", h.as_secs_f64() * 1000.0)]);
+        v.extend(["--hello".into(), duration::format(h)]);
     }
     if let Some(d) = a.dead {
-        v.extend(["--dead".into(), format!("{}ms", d.as_secs_f64() * 1000.0)]);
+        v.extend(["--dead".into(), duration::format(d)]);
     }
     if a.engine {
         v.extend([

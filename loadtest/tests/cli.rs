@@ -351,11 +351,15 @@ fn a_topology_file_is_accepted() {
 
 #[test]
 fn bad_input_exits_non_zero_with_a_message() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["run", "--transport", "tcp"], "tcp"),
         (&["run", "--transport", "quic"], "--net udp"),
         (&["run", "--strategy", "mesh"], "mesh"),
         (&["run", "--hello", "fast"], "fast"),
+        // One duration grammar (topo::duration): a unit is required and
+        // a flag's duration is never zero.
+        (&["run", "--hello", "2"], "bad duration `2`: no unit"),
+        (&["campaign", "--fault-window", "0s"], "`0s` is zero"),
         (&["run", "--nodes", "5", "--racks", "10"], "--racks"),
         (
             &["run", "--topology", "/nonexistent.yaml"],

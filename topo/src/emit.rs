@@ -10,10 +10,11 @@
 
 use std::fmt::Write as _;
 
+use crate::duration;
 use crate::hostlist;
 use crate::model::{Group, Member, Topology};
 use crate::pattern::{AddrPattern, Vars, candidates, numeric_suffix, parse_addr, stem};
-use crate::sync::{SyncSettings, format_duration};
+use crate::sync::SyncSettings;
 
 /// Writes the topology (see [`Topology::to_yaml`]).
 pub(crate) fn to_yaml(t: &Topology) -> String {
@@ -25,8 +26,8 @@ pub(crate) fn to_yaml(t: &Topology) -> String {
     out.push_str("sync:\n");
     let d = &t.defaults;
     let _ = writeln!(out, "  strategy: {}", d.strategy);
-    let _ = writeln!(out, "  hello: {}", format_duration(d.hello));
-    let _ = writeln!(out, "  dead: {}", format_duration(d.dead));
+    let _ = writeln!(out, "  hello: {}", duration::format(d.hello));
+    let _ = writeln!(out, "  dead: {}", duration::format(d.dead));
     let _ = writeln!(out, "  jitter: {:?}", d.jitter);
     let _ = writeln!(out, "  transport: {}", d.transport);
     let _ = writeln!(out, "  retake: {}", d.retake);
@@ -54,10 +55,10 @@ fn sync_diff(s: &SyncSettings, d: &SyncSettings) -> String {
         parts.push(format!("strategy: {}", s.strategy));
     }
     if s.hello != d.hello {
-        parts.push(format!("hello: {}", format_duration(s.hello)));
+        parts.push(format!("hello: {}", duration::format(s.hello)));
     }
     if s.dead != d.dead {
-        parts.push(format!("dead: {}", format_duration(s.dead)));
+        parts.push(format!("dead: {}", duration::format(s.dead)));
     }
     if s.jitter != d.jitter {
         parts.push(format!("jitter: {:?}", s.jitter));

@@ -5,28 +5,33 @@
 //! racks are spread evenly over `ceil(sqrt(racks))` rows (and each further
 //! tier above has `ceil(sqrt(count below))` groups). Names: racks `r001`..,
 //! rows `row01`.., tiers above `t0g01`.., sub-parents `<group>-sp`, nodes
-//! `n00001`.. (zero-padded to the width of `nodes`), root `root`. No
-//! standbys are generated.
+//! `n00001`.. (zero-padded to the width of `nodes`), root `root`.
+//!
+//! Standbys only when `sync.strategy` is `hybrid` (the strategy rules
+//! require one in every hybrid group with members): a rack's is its first
+//! node; a group of a higher tier gets a separate standby `<group>-sb`.
 //!
 //! Every address is on loopback with the fixed port [`PORT`], so one
 //! machine can bind them all:
 //! - the root is `127.0.0.1`;
-//! - the s-th sub-parent (1-based, depth-first order) is
+//! - the s-th sub-parent or separate standby (1-based, depth-first order,
+//!   a group's standby right after its sub-parent) is
 //!   `127.0.{s/250}.{s%250+1}`;
 //! - node number n is `127.{n/62500+1}.{n/250%250}.{n%250+1}`, written as
 //!   one pattern per rack, so `to_yaml` stays a few lines per rack.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::model::{Group, Level, Member, Topology};
+use crate::model::{Group, Level, Member, Spans, Topology};
 use crate::parse::LEVELS_MAX;
-use crate::sync::SyncSettings;
+use crate::sync::{StrategyKind, SyncSettings};
 
 /// The port of every generated address.
 pub const PORT: u16 = 7000;
 /// Most nodes [`generate`] accepts (keeps the second octet below 256).
 pub const NODES_MAX: usize = 15_000_000;
-/// Most sub-parents [`generate`] accepts (keeps them inside 127.0.0.0/16).
+/// Most sub-parents and separate standbys [`generate`] accepts (keeps them
+/// inside 127.0.0.0/16).
 pub const SUB_PARENTS_MAX: usize = 62_499;
 
 /// What to generate.
@@ -62,7 +67,8 @@ impl Default for GenSpec {
 ///
 /// # Panics
 /// If `levels` is not in `2..=16`, `racks` is 0, `nodes` exceeds
-/// [`NODES_MAX`] or the sub-parents exceed [`SUB_PARENTS_MAX`].
+/// [`NODES_MAX`] or the sub-parents and separate standbys exceed
+/// [`SUB_PARENTS_MAX`].
 pub fn generate(spec: &GenSpec) -> Topology {
     assert!(
         (2..=LEVELS_MAX).contains(&spec.levels),
@@ -76,8 +82,14 @@ pub fn generate(spec: &GenSpec) -> Topology {
     while counts.len() < tiers {
         counts.insert(0, ceil_sqrt(counts[0]));
     }
+    let hybrid = spec.sync.strategy == StrategyKind::Hybrid;
+    let separate_standbys = if hybrid {
+        counts[..counts.len() - 1].iter().sum()
+    } else {
+        0
+    };
     assert!(
-        counts.iter().sum::<usize>() <= SUB_PARENTS_MAX,
+        counts.iter().sum::<usize>() + separate_standbys <= SUB_PARENTS_MAX,
         "too many sub-parents"
     );
     let mut g = Gen {
@@ -85,6 +97,7 @@ pub fn generate(spec: &GenSpec) -> Topology {
         counts,
         next_sub_parent: 1,
         node_width: digits(spec.nodes),
+        hybrid,
     };
     let groups = (0..g.counts[0]).map(|j| g.group(0, j)).collect();
     let levels = (0..tiers)
@@ -105,6 +118,7 @@ pub fn generate(spec: &GenSpec) -> Topology {
             addr: v4(127, 0, 0, 1),
         },
         groups,
+        spans: Spans::default(),
     }
 }
 
@@ -113,6 +127,8 @@ struct Gen<'a> {
     counts: Vec<usize>,
     next_sub_parent: usize,
     node_width: usize,
+    /// Give every group with members a standby.
+    hybrid: bool,
 }
 
 impl Gen<'_> {
@@ -120,20 +136,17 @@ impl Gen<'_> {
     fn group(&mut self, t: usize, j: usize) -> Group {
         let count = self.counts[t];
         let name = group_name(t, self.counts.len(), j + 1, count);
-        let s = self.next_sub_parent;
-        self.next_sub_parent += 1;
-        let sub_parent = Member {
-            name: format!("{name}-sp"),
-            addr: v4(127, 0, (s / 250) as u8, (s % 250 + 1) as u8),
-        };
+        let sub_parent = self.slot(format!("{name}-sp"));
+        let upper = t + 1 < self.counts.len();
+        let standby = (self.hybrid && upper).then(|| self.slot(format!("{name}-sb")));
         let mut group = Group {
             name,
             sub_parent,
-            standby: None,
+            standby,
             groups: Vec::new(),
             nodes: Vec::new(),
         };
-        if t + 1 < self.counts.len() {
+        if upper {
             let below = self.counts[t + 1];
             let (start, end) = (j * below / count, (j + 1) * below / count);
             group.groups = (start..end).map(|k| self.group(t + 1, k)).collect();
@@ -141,8 +154,21 @@ impl Gen<'_> {
             let nodes = self.spec.nodes;
             let (start, end) = (j * nodes / count, (j + 1) * nodes / count);
             group.nodes = (start + 1..=end).map(|n| self.node(n)).collect();
+            if self.hybrid {
+                group.standby = group.nodes.first().cloned();
+            }
         }
         group
+    }
+
+    /// A member at the next sub-parent address.
+    fn slot(&mut self, name: String) -> Member {
+        let s = self.next_sub_parent;
+        self.next_sub_parent += 1;
+        Member {
+            name,
+            addr: v4(127, 0, (s / 250) as u8, (s % 250 + 1) as u8),
+        }
     }
 
     fn node(&self, n: usize) -> Member {

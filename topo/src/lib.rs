@@ -5,10 +5,14 @@
 //! - [`Topology`]: loaded from YAML with [`Topology::load`] or
 //!   [`Topology::parse`]; every error ([`TopoError`]) names the file, line
 //!   and column. [`Topology::to_yaml`] writes it back compactly.
+//!   [`Topology::check_key_file`] checks that the cluster key file is safe
+//!   to read (for the commands that read it).
 //! - [`Flat`]: [`Topology::flatten`] numbers every instance (root = 0,
 //!   parents before children) for the overlay.
 //! - [`hostlist`]: `ml[001-130]` expressions.
 //! - [`generate`]: large synthetic topologies on loopback.
+//! - [`duration`]: the one duration grammar (`250ms`, `1.5s`, `2m`), for
+//!   topology timers and command-line flags alike.
 //!
 //! The format is described in `docs/topology.md`.
 //!
@@ -31,14 +35,17 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod duration;
 mod emit;
 mod error;
 mod flat;
 pub mod generate;
 pub mod hostlist;
+mod key_file;
 mod model;
 mod parse;
 mod pattern;
+mod rules;
 mod sync;
 mod yaml;
 
@@ -48,7 +55,7 @@ mod tests;
 pub use error::TopoError;
 pub use flat::{Flat, FlatGroup, Instance, Role};
 pub use hostlist::HostlistError;
-pub use model::{Group, Level, Member, Topology};
+pub use model::{Group, Level, Member, Spans, Topology};
 pub use parse::LEVELS_MAX;
 pub use pattern::fill_pattern;
 pub use sync::{StrategyKind, SyncSettings, Transport, UnknownName};

@@ -5,6 +5,7 @@
 //! - [`Level`]: one tier below the root; the last one is the nodes' tier.
 //! - [`Group`]: a sub-parent, its optional standby, nested groups, nodes.
 //! - [`Member`]: a name and a socket address.
+//! - [`Spans`]: where the file wrote what later checks point at.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ pub struct Topology {
     pub cluster: String,
     /// The cluster key file. [`Topology::load`] resolves a relative path
     /// against the YAML file's folder; [`Topology::parse`] keeps it as
-    /// written. The file is not read here.
+    /// written. The file is not read here; [`Topology::check_key_file`]
+    /// checks that it is safe to read.
     pub key_file: Option<PathBuf>,
     /// The settings every level starts from (the top-level `sync`).
     pub defaults: SyncSettings,
@@ -31,6 +33,32 @@ pub struct Topology {
     pub root: Member,
     /// The top-level groups (their sub-parents are in `levels[0]`).
     pub groups: Vec<Group>,
+    /// Where the file wrote what [`Topology::check_key_file`] points at;
+    /// [`Spans::default`] for a topology built in code.
+    pub spans: Spans,
+}
+
+/// Where a parsed topology's values were written, so that checks made
+/// after parsing ([`Topology::check_key_file`]) name the file, line and
+/// column too.
+///
+/// Positions are not part of a topology's value: any two `Spans` are
+/// equal, so a topology still equals its round trip through
+/// [`Topology::to_yaml`] (which writes things at other lines).
+#[derive(Clone, Debug, Default)]
+pub struct Spans {
+    /// The file name given to [`Topology::parse`] or the path given to
+    /// [`Topology::load`]; empty for a topology built in code.
+    pub file: String,
+    /// 1-based line and column of the `key_file` value, if one was written.
+    pub key_file: Option<(usize, usize)>,
+}
+
+impl PartialEq for Spans {
+    /// Always true: positions are not part of the value (see [`Spans`]).
+    fn eq(&self, _: &Spans) -> bool {
+        true
+    }
 }
 
 /// One tier below the root.
@@ -110,6 +138,22 @@ impl Topology {
     /// pattern become one hostlist entry; the rest are explicit entries.
     pub fn to_yaml(&self) -> String {
         crate::emit::to_yaml(self)
+    }
+
+    /// Checks that the cluster key file is safe to read: when `key_file`
+    /// is set, it must exist, be a regular file (not a symbolic link, which
+    /// could be pointed elsewhere) and be readable by its owner only (no
+    /// permission bits for group or others: `mode & 0o077 == 0`). Nothing
+    /// to check without `key_file`. A relative path (from
+    /// [`Topology::parse`]) is taken from the current folder.
+    ///
+    /// Not part of [`Topology::load`]: tools that never read the key (the
+    /// load harness, `to_yaml`) load topologies whose key file is absent.
+    /// The error points at the `key_file` value and says how to fix it
+    /// (`chmod 600 FILE`); its line and column are 0 for a topology built
+    /// in code.
+    pub fn check_key_file(&self) -> Result<(), TopoError> {
+        crate::key_file::check(self)
     }
 
     /// The flat view used by the overlay (see [`Flat`]).

@@ -5,19 +5,21 @@
 //! and duplicate keys, missing required keys, names (characters, unique
 //! across the root, sub-parents, standbys and nodes; a node in two groups),
 //! unique addresses, hostlists, address patterns, durations, `hello <
-//! dead`, jitter range, and that group nesting matches `levels`.
+//! dead`, jitter range, and that group nesting matches `levels`; then the
+//! strategy rules of `rules` (gossip on every level or none, a standby in
+//! every group a `hybrid` level governs).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::duration;
 use crate::error::TopoError;
 use crate::hostlist::{self, is_name_char};
-use crate::model::{Group, Level, Member, Topology};
+use crate::model::{Group, Level, Member, Spans, Topology};
 use crate::pattern::{AddrPattern, Vars, numeric_suffix, parse_addr};
-use crate::sync::{
-    JITTER_MAX, StrategyKind, SyncSettings, Transport, format_duration, parse_duration,
-};
+use crate::rules::{self, RuleSpans};
+use crate::sync::{JITTER_MAX, StrategyKind, SyncSettings, Transport};
 use crate::yaml::{self, Kind, Node, Pos};
 
 /// Most tiers below the root (sub-parent tiers plus the nodes' tier).
@@ -38,6 +40,11 @@ pub(crate) fn parse(text: &str, file: &str) -> R<Topology> {
         levels_declared: None,
         depth_max: None,
         buf: String::new(),
+        rule_spans: RuleSpans {
+            default_strategy: None,
+            level_strategy: Vec::new(),
+            groups: Vec::new(),
+        },
     };
     let root = yaml::parse(text).map_err(|(pos, msg)| cx.err(pos, format!("YAML: {msg}")))?;
     let Some(root) = root else {
@@ -62,7 +69,7 @@ enum Owner {
 /// A partial `sync` block with the positions of the timers.
 struct Patch {
     pos: Pos,
-    strategy: Option<StrategyKind>,
+    strategy: Option<(StrategyKind, Pos)>,
     hello: Option<(std::time::Duration, Pos)>,
     dead: Option<(std::time::Duration, Pos)>,
     jitter: Option<f64>,
@@ -73,7 +80,7 @@ struct Patch {
 impl Patch {
     fn apply(&self, base: SyncSettings) -> SyncSettings {
         SyncSettings {
-            strategy: self.strategy.unwrap_or(base.strategy),
+            strategy: self.strategy.map_or(base.strategy, |(s, _)| s),
             hello: self.hello.map_or(base.hello, |(d, _)| d),
             dead: self.dead.map_or(base.dead, |(d, _)| d),
             jitter: self.jitter.unwrap_or(base.jitter),
@@ -92,6 +99,7 @@ struct Cx<'a> {
     levels_declared: Option<Vec<String>>,
     depth_max: Option<usize>,
     buf: String,
+    rule_spans: RuleSpans,
 }
 
 /// The entry for `key` in a mapping, if present and not null.
@@ -268,13 +276,23 @@ impl Cx<'_> {
         let keys = ["cluster", "key_file", "sync", "levels", "root", "groups"];
         let entries = self.map(root, what, &keys)?;
         let cluster = self.name(self.required(root, entries, "cluster", what)?, "`cluster`")?;
+        let mut spans = Spans {
+            file: self.file.to_string(),
+            key_file: None,
+        };
         let key_file = match field(entries, "key_file") {
-            Some((_, v)) => Some(PathBuf::from(self.string(v, "`key_file`")?)),
+            Some((_, v)) => {
+                spans.key_file = Some((v.pos.line, v.pos.col));
+                Some(PathBuf::from(self.string(v, "`key_file`")?))
+            }
             None => None,
         };
         let defaults = match field(entries, "sync") {
             Some((_, v)) => {
-                self.sync(v, "the default `sync`", SyncSettings::default(), "built-in")?
+                let what = "the default `sync`";
+                let (s, at) = self.sync(v, what, SyncSettings::default(), "built-in")?;
+                self.rule_spans.default_strategy = at;
+                s
             }
             None => SyncSettings::default(),
         };
@@ -315,24 +333,28 @@ impl Cx<'_> {
                     .collect();
             }
         }
-        Ok(Topology {
+        let topo = Topology {
             cluster,
             key_file,
             defaults,
             levels,
             root: root_member,
             groups,
-        })
+            spans,
+        };
+        rules::check(&topo, &self.rule_spans).map_err(|(pos, msg)| self.err(pos, msg))?;
+        Ok(topo)
     }
 
-    /// Parses a `sync` block over `base` and checks the result.
+    /// Parses a `sync` block over `base` and checks the result; also
+    /// returns where its `strategy` was written, if it was.
     fn sync(
         &self,
         node: &Node,
         what: &str,
         base: SyncSettings,
         base_name: &str,
-    ) -> R<SyncSettings> {
+    ) -> R<(SyncSettings, Option<Pos>)> {
         let patch = self.patch(node, what)?;
         let s = patch.apply(base);
         if s.hello >= s.dead {
@@ -344,12 +366,12 @@ impl Cx<'_> {
             };
             let msg = format!(
                 "hello ({}) must be shorter than dead ({}){inherited} in {what}",
-                format_duration(s.hello),
-                format_duration(s.dead)
+                duration::format(s.hello),
+                duration::format(s.dead)
             );
             return Err(self.err(pos, msg));
         }
-        Ok(s)
+        Ok((s, patch.strategy.map(|(_, p)| p)))
     }
 
     fn patch(&self, node: &Node, what: &str) -> R<Patch> {
@@ -371,14 +393,15 @@ impl Cx<'_> {
             retake: None,
         };
         if let Some((v, s)) = word("strategy")? {
-            p.strategy = Some(s.parse().map_err(|e| self.err(v.pos, format!("{e}")))?);
+            let kind = s.parse().map_err(|e| self.err(v.pos, format!("{e}")))?;
+            p.strategy = Some((kind, v.pos));
         }
         if let Some((v, s)) = word("transport")? {
             p.transport = Some(s.parse().map_err(|e| self.err(v.pos, format!("{e}")))?);
         }
         for key in ["hello", "dead"] {
             if let Some((v, s)) = word(key)? {
-                let d = parse_duration(s).map_err(|m| self.err(v.pos, format!("`{key}`: {m}")))?;
+                let d = duration::parse(s).map_err(|m| self.err(v.pos, format!("`{key}`: {m}")))?;
                 if d.is_zero() {
                     return Err(self.err(v.pos, format!("`{key}` must be longer than 0")));
                 }
@@ -418,7 +441,7 @@ impl Cx<'_> {
         Ok(p)
     }
 
-    fn levels(&self, node: &Node, defaults: SyncSettings) -> R<Vec<Level>> {
+    fn levels(&mut self, node: &Node, defaults: SyncSettings) -> R<Vec<Level>> {
         let Kind::Seq(items) = &node.kind else {
             let found = node.type_name();
             return Err(self.err(
@@ -442,10 +465,11 @@ impl Cx<'_> {
                 return Err(self.err(name_node.pos, format!("duplicate level name `{name}`")));
             }
             let what = format!("the `sync` of level `{name}`");
-            let sync = match field(entries, "sync") {
+            let (sync, at) = match field(entries, "sync") {
                 Some((_, v)) => self.sync(v, &what, defaults, "default")?,
-                None => defaults,
+                None => (defaults, None),
             };
+            self.rule_spans.level_strategy.push(at);
             levels.push(Level { name, sync });
         }
         Ok(levels)
@@ -505,6 +529,7 @@ impl Cx<'_> {
         self.check_depth(name_node.pos, &name, depth)?;
         let index = self.group_names.len() as u32;
         self.group_names.push(name.clone());
+        self.rule_spans.groups.push(node.pos);
         let what = format!("the `sub_parent` of group `{name}`");
         let sp_node = self.required(node, entries, "sub_parent", &format!("group `{name}`"))?;
         let sub_parent = self.member(sp_node, &what, Owner::SubParent(index))?;

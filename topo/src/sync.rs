@@ -5,15 +5,12 @@
 //! - [`SyncSettings`]: the effective settings of one link kind.
 //! - [`StrategyKind`], [`Transport`]: closed choices with the YAML names as
 //!   their `FromStr`/`Display` forms.
-//! - Durations are written `250ms`, `1s`, `1.5s`, `2m` (units `us`, `ms`,
-//!   `s`, `m`, `h`); they are parsed and printed exactly, to the nanosecond.
+//! - Durations are written and read with [`crate::duration`].
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Longest hello or dead timer accepted.
-pub(crate) const TIMER_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Largest jitter fraction accepted.
 pub(crate) const JITTER_MAX: f64 = 0.5;
 
@@ -151,59 +148,4 @@ impl Default for SyncSettings {
             retake: true,
         }
     }
-}
-
-const UNITS_NS: [(&str, u128); 5] = [
-    ("h", 3_600_000_000_000),
-    ("m", 60_000_000_000),
-    ("s", 1_000_000_000),
-    ("ms", 1_000_000),
-    ("us", 1_000),
-];
-
-/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`, `100us`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("bad duration `{text}` (expected a number and a unit: 250ms, 1s, 1.5s, 2m)");
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let unit_ns = UNITS_NS
-        .iter()
-        .find(|(u, _)| *u == unit)
-        .map(|(_, ns)| *ns)
-        .ok_or_else(bad)?;
-    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    let digits_ok = |s: &str| s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits_ok(whole) || !digits_ok(frac) || number.ends_with('.') {
-        return Err(bad());
-    }
-    let whole: u128 = whole.parse().map_err(|_| bad())?;
-    let mut ns = whole * unit_ns;
-    if !frac.is_empty() {
-        let scale = 10u128.pow(frac.len() as u32);
-        let frac_value: u128 = frac.parse().map_err(|_| bad())?;
-        ns += frac_value * unit_ns / scale;
-    }
-    if ns > TIMER_MAX.as_nanos() {
-        return Err(format!("duration `{text}` is longer than 24h"));
-    }
-    Ok(Duration::from_nanos(ns as u64))
-}
-
-/// Prints a duration in the largest unit that keeps it exact; the result
-/// parses back to the same value.
-pub(crate) fn format_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    for (unit, unit_ns) in UNITS_NS {
-        if ns > 0 && ns.is_multiple_of(unit_ns) {
-            return format!("{}{unit}", ns / unit_ns);
-        }
-    }
-    if ns == 0 {
-        return "0s".to_string();
-    }
-    let text = format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
-    format!("{}s", text.trim_end_matches('0'))
 }

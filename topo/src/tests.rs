@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use crate::duration;
 use crate::generate::{GenSpec, generate};
 use crate::hostlist::{self, HostlistError, compress, expand};
-use crate::sync::{format_duration, parse_duration};
 use crate::{Role, StrategyKind, SyncSettings, Topology, Transport};
 
 /// Asserts that `yaml` fails to parse at `line`:`col` with a message
@@ -235,7 +235,7 @@ fn err_bad_duration() {
         "cluster: demo\nsync: { hello: 10 }\n",
         2,
         16,
-        "bad duration `10`",
+        "`hello`: bad duration `10`: no unit; write a number and a unit",
     );
     check_err(
         "cluster: demo\nsync: { hello: 0s }\n",
@@ -435,6 +435,248 @@ fn error_display() {
     assert!(err.message.contains("cannot read"));
 }
 
+// --------------------------------------------------------- strategy rules
+
+/// Rows with `tree` links to the root, racks with `tree` links to their
+/// row, nodes with `hybrid` links to their rack: every rack is a SWIM
+/// group (and has a standby), rows are not.
+const MIXED: &str = r#"cluster: mixed
+levels:
+  - name: row
+    sync: { strategy: tree }
+  - name: rack
+    sync: { strategy: tree }
+  - name: node
+    sync: { strategy: hybrid }
+root: { name: root, addr: "127.0.0.1:7000" }
+groups:
+  - name: row1
+    sub_parent: { name: row1-sp, addr: "127.0.1.1:7000" }
+    groups:
+      - name: r01
+        sub_parent: { name: r01-sp, addr: "127.0.2.1:7000" }
+        standby: n01
+        nodes:
+          - { hosts: "n[01-04]", addr: "127.0.3.{n}:7000" }
+      - name: r02
+        sub_parent: { name: r02-sp, addr: "127.0.2.2:7000" }
+        standby: { name: r02-sb, addr: "127.0.2.3:7000" }
+        nodes:
+          - { hosts: "n[05-08]", addr: "127.0.3.{n}:7000" }
+"#;
+
+/// `MIXED` with `from` replaced by `to` (exactly once).
+fn mixed(from: &str, to: &str) -> String {
+    assert_eq!(MIXED.matches(from).count(), 1, "{from}");
+    MIXED.replacen(from, to, 1)
+}
+
+#[test]
+fn a_mixed_tree_and_hybrid_topology_parses() {
+    let t = Topology::parse(MIXED, "mixed.yaml").unwrap();
+    let flat = t.flatten();
+    let strategy = |name: &str| {
+        flat.instances[flat.by_name(name).unwrap() as usize]
+            .sync
+            .strategy
+    };
+    assert_eq!(strategy("row1-sp"), StrategyKind::Tree);
+    assert_eq!(strategy("r01-sp"), StrategyKind::Tree);
+    assert_eq!(strategy("n01"), StrategyKind::Hybrid);
+    assert_eq!(strategy("r02-sb"), StrategyKind::Hybrid);
+    assert_eq!(Topology::parse(&t.to_yaml(), "again.yaml").unwrap(), t);
+    // Hybrid racks under hybrid rows: the rows need standbys too.
+    let both = mixed(
+        "rack\n    sync: { strategy: tree }",
+        "rack\n    sync: { strategy: hybrid }",
+    )
+    .replace(
+        "    groups:\n",
+        "    standby: { name: row1-sb, addr: \"127.0.1.2:7000\" }\n    groups:\n",
+    );
+    Topology::parse(&both, "both.yaml").unwrap();
+    // A group without members forms no SWIM group: no standby needed.
+    let empty = format!("sync: {{ strategy: hybrid }}\n{}", with_group(""));
+    Topology::parse(&empty, "t.yaml").unwrap();
+    // Gossip everywhere is the flat baseline.
+    let gossip = MIXED
+        .replace("strategy: tree", "strategy: gossip")
+        .replace("strategy: hybrid", "strategy: gossip")
+        .replace("        standby: n01\n", "");
+    Topology::parse(&gossip, "gossip.yaml").unwrap();
+}
+
+#[test]
+fn err_gossip_mixed_with_other_strategies() {
+    let rule = "gossip is the flat baseline, one SWIM group of the whole cluster, and must be on \
+                every level; otherwise use `tree` or `hybrid`, which mix freely";
+    // A level that writes `gossip` is blamed.
+    let yaml = mixed(
+        "row\n    sync: { strategy: tree }",
+        "row\n    sync: { strategy: gossip }",
+    );
+    let msg = format!(
+        "strategy `gossip` (level `row`) cannot be mixed with `tree` (level `rack`): {rule}"
+    );
+    check_err(&yaml, 4, 23, &msg);
+    let yaml = mixed(
+        "node\n    sync: { strategy: hybrid }",
+        "node\n    sync: { strategy: gossip }",
+    );
+    let msg = format!(
+        "strategy `gossip` (level `node`) cannot be mixed with `tree` (level `row`): {rule}"
+    );
+    check_err(&yaml, 8, 23, &msg);
+    // Gossip inherited from the defaults: the level that overrides it is.
+    let yaml = "cluster: demo\n\
+                sync: { strategy: gossip }\n\
+                levels:\n\
+                \x20 - name: rack\n\
+                \x20 - name: node\n\
+                \x20   sync: { strategy: hybrid }\n\
+                root: { name: root, addr: \"127.0.0.1:7000\" }\n";
+    let msg = format!(
+        "strategy `gossip` (level `rack`) cannot be mixed with `hybrid` (level `node`): {rule}"
+    );
+    check_err(yaml, 6, 23, &msg);
+}
+
+#[test]
+fn err_hybrid_group_without_standby() {
+    let how = "the sub-parent, standby and members form a SWIM group that promotes the standby \
+               when the sub-parent dies; add `standby:` with one of its nodes (`standby: NAME`) \
+               or a separate member (`standby: { name: NAME, addr: \"IP:PORT\" }`)";
+    let yaml = mixed("        standby: n01\n", "");
+    let msg = format!(
+        "group `r01` has no `standby`, but its members are on level `node`, whose strategy is `hybrid`: {how}"
+    );
+    check_err(&yaml, 14, 9, &msg);
+    // Hybrid racks: the row's members (the racks' sub-parents) are hybrid.
+    let yaml = mixed(
+        "rack\n    sync: { strategy: tree }",
+        "rack\n    sync: { strategy: hybrid }",
+    );
+    let msg = format!(
+        "group `row1` has no `standby`, but its members are on level `rack`, whose strategy is `hybrid`: {how}"
+    );
+    check_err(&yaml, 11, 5, &msg);
+    // The default strategy, synthesized levels, a flow mapping.
+    let yaml = format!(
+        "sync: {{ strategy: hybrid }}\n{}",
+        with_group("    nodes: [{ hosts: n1, addr: \"127.0.2.1:7000\" }]\n")
+    );
+    let msg = format!(
+        "group `r01` has no `standby`, but its members are on level `node`, whose strategy is `hybrid`: {how}"
+    );
+    check_err(&yaml, 5, 5, &msg);
+    // Nodes beside nested groups: any hybrid member level governs.
+    let yaml = mixed(
+        "    groups:\n",
+        "    nodes: [{ hosts: x1, addr: \"127.0.4.1:7000\" }]\n    groups:\n",
+    )
+    .replace("strategy: hybrid", "strategy: tree")
+    .replace(
+        "rack\n    sync: { strategy: tree }",
+        "rack\n    sync: { strategy: hybrid }",
+    );
+    let msg = format!(
+        "group `row1` has no `standby`, but its members are on level `rack`, whose strategy is `hybrid`: {how}"
+    );
+    check_err(&yaml, 11, 5, &msg);
+}
+
+// --------------------------------------------------------------- key file
+
+/// Writes `topo.yaml` naming `key_file: cluster.key` into a fresh folder
+/// and returns the folder.
+fn key_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("topo-key-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = "cluster: demo\n\
+                key_file:   cluster.key\n\
+                root: { name: root, addr: \"127.0.0.1:7000\" }\n";
+    std::fs::write(dir.join("topo.yaml"), yaml).unwrap();
+    dir
+}
+
+/// Loads `dir/topo.yaml` and checks its key file.
+fn check_key(dir: &Path) -> Result<(), crate::TopoError> {
+    Topology::load(&dir.join("topo.yaml"))
+        .expect("the topology loads whatever the key file")
+        .check_key_file()
+}
+
+#[cfg(unix)]
+#[test]
+fn key_file_must_be_a_private_regular_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let expect_err = |dir: &Path, message: String| {
+        let err = check_key(dir).unwrap_err();
+        let file = dir.join("topo.yaml").display().to_string();
+        assert_eq!(err.to_string(), format!("{file}:2:13: {message}"));
+    };
+    let dir = key_dir("modes");
+    let key = dir.join("cluster.key");
+    let shown = key.display();
+    expect_err(
+        &dir,
+        format!(
+            "key_file `{shown}` does not exist; create it with `layercake topo key > {shown}` \
+             and `chmod 600 {shown}`"
+        ),
+    );
+    std::fs::write(&key, "00").unwrap();
+    for mode in [0o600, 0o400, 0o700] {
+        set_mode(&key, mode);
+        check_key(&dir).unwrap();
+    }
+    for mode in [0o644, 0o640, 0o604, 0o620, 0o601] {
+        set_mode(&key, mode);
+        let message = format!(
+            "key_file `{shown}` has mode {mode:04o}: group or others may access it; \
+             run `chmod 600 {shown}`"
+        );
+        expect_err(&dir, message);
+    }
+    std::fs::remove_file(&key).unwrap();
+    std::fs::write(dir.join("real.key"), "00").unwrap();
+    set_mode(&dir.join("real.key"), 0o600);
+    std::os::unix::fs::symlink(dir.join("real.key"), &key).unwrap();
+    let message = format!(
+        "key_file `{shown}` is a symbolic link; name the key file itself (a link can be \
+         pointed at another file)"
+    );
+    expect_err(&dir, message);
+    std::fs::remove_file(&key).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    expect_err(&dir, format!("key_file `{shown}` is not a regular file"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn key_file_absent_or_built_in_code() {
+    let t = Topology::parse(&with_group(""), "t.yaml").unwrap();
+    assert_eq!(t.key_file, None);
+    t.check_key_file().unwrap();
+    // Built in code: no position, and the path is the only clue.
+    let mut t = generate(&GenSpec::default());
+    t.key_file = Some("/nonexistent/cluster.key".into());
+    let err = t.check_key_file().unwrap_err();
+    assert_eq!((err.file.as_str(), err.line, err.column), ("", 0, 0));
+    assert!(
+        err.message
+            .starts_with("key_file `/nonexistent/cluster.key` does not exist")
+    );
+    // Positions are not part of the value.
+    let parsed = Topology::parse(&t.to_yaml(), "gen.yaml").unwrap();
+    assert!(parsed.spans.key_file.is_some() && t.spans.key_file.is_none());
+    assert_eq!(parsed, t);
+}
+
 // ------------------------------------------------------------- parsing
 
 const BRIEF_EXAMPLE: &str = r#"
@@ -553,26 +795,75 @@ fn loads_the_example_file() {
 
 #[test]
 fn durations_round_trip() {
-    for (text, ms) in [
-        ("250ms", 250),
-        ("1s", 1000),
-        ("1.5s", 1500),
-        ("2m", 120_000),
-        ("1h", 3_600_000),
+    for (text, ns) in [
+        ("250ms", 250_000_000),
+        ("1s", 1_000_000_000),
+        ("1.5s", 1_500_000_000),
+        ("2m", 120_000_000_000),
+        ("1h", 3_600_000_000_000),
+        ("100us", 100_000),
+        ("0.25ms", 250_000),
+        ("24h", 86_400_000_000_000),
+        ("0s", 0),
     ] {
         assert_eq!(
-            parse_duration(text).unwrap(),
-            Duration::from_millis(ms),
+            duration::parse(text).unwrap(),
+            Duration::from_nanos(ns),
             "{text}"
         );
     }
-    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-    assert_eq!(format_duration(Duration::from_secs(120)), "2m");
-    for bad in ["", "s", "1", "1.s", ".5s", "1 s", "-1s", "1sec"] {
-        assert!(parse_duration(bad).is_err(), "{bad}");
-    }
+    assert_eq!(duration::format(Duration::from_millis(1500)), "1500ms");
+    assert_eq!(duration::format(Duration::from_secs(120)), "2m");
+    assert_eq!(duration::format(Duration::ZERO), "0s");
     let odd = Duration::from_nanos(1_500_000_001);
-    assert_eq!(parse_duration(&format_duration(odd)).unwrap(), odd);
+    assert_eq!(duration::format(odd), "1.500000001s");
+    assert_eq!(duration::parse(&duration::format(odd)).unwrap(), odd);
+}
+
+#[test]
+fn duration_errors() {
+    let err = |text: &str| duration::parse(text).unwrap_err();
+    let tail = "; write a number and a unit (us, ms, s, m or h), e.g. 250ms, 1s, 1.5s, 2m";
+    assert_eq!(err("2"), format!("bad duration `2`: no unit{tail}"));
+    assert_eq!(err(""), format!("bad duration ``: no number{tail}"));
+    assert_eq!(err("s"), format!("bad duration `s`: no number{tail}"));
+    assert_eq!(
+        err("1sec"),
+        format!("bad duration `1sec`: unknown unit `sec`{tail}")
+    );
+    assert_eq!(
+        err("1 s"),
+        format!("bad duration `1 s`: unknown unit ` s`{tail}")
+    );
+    assert_eq!(
+        err("1.s"),
+        format!("bad duration `1.s`: `1.` is not a decimal number{tail}")
+    );
+    for bad in [".5s", "-1s", "1.2.3s", "1234567890123s", "1.1234567890123s"] {
+        assert!(duration::parse(bad).is_err(), "{bad}");
+    }
+    assert_eq!(err("25h"), "duration `25h` is longer than 24h");
+    assert_eq!(
+        err("86400.001s"),
+        "duration `86400.001s` is longer than 24h"
+    );
+}
+
+#[test]
+fn duration_flags_refuse_zero() {
+    assert_eq!(
+        duration::parse_flag("250ms"),
+        Ok(Duration::from_millis(250))
+    );
+    assert_eq!(
+        duration::parse_flag("0ms").unwrap_err(),
+        "duration `0ms` is zero; give a positive one such as 250ms, 1s, 1.5s, 2m"
+    );
+    assert!(duration::parse_flag("0.0000000001s").is_err(), "below 1 ns");
+    assert_eq!(
+        duration::parse_flag("2").unwrap_err(),
+        duration::parse("2").unwrap_err()
+    );
 }
 
 // --------------------------------------------------------------- hostlist
@@ -746,6 +1037,40 @@ fn generator_shape() {
             .all(|r| r.nodes.len() == 100 || r.nodes.len() == 101)
     );
     assert_eq!(racks[0].nodes[0].name, "n0001");
+    assert!(
+        racks.iter().all(|r| r.standby.is_none()),
+        "tree: no standbys"
+    );
+    check_flat_invariants(&t);
+}
+
+#[test]
+fn generated_hybrid_topologies_have_standbys() {
+    let spec = GenSpec {
+        cluster: "g".to_string(),
+        nodes: 1003,
+        racks: 10,
+        levels: 3,
+        sync: SyncSettings {
+            strategy: StrategyKind::Hybrid,
+            ..SyncSettings::default()
+        },
+    };
+    let t = generate(&spec);
+    let row = &t.groups[0];
+    let sb = row.standby.as_ref().expect("a row's standby");
+    assert_eq!(sb.name, "row01-sb");
+    assert_eq!(
+        (row.sub_parent.addr, sb.addr),
+        (addr("127.0.0.2:7000"), addr("127.0.0.3:7000")),
+        "the standby takes the slot after its sub-parent"
+    );
+    assert_eq!(row.groups[0].sub_parent.addr, addr("127.0.0.4:7000"));
+    for rack in t.groups.iter().flat_map(|row| &row.groups) {
+        assert_eq!(rack.standby.as_ref(), rack.nodes.first(), "{}", rack.name);
+    }
+    let back = Topology::parse(&t.to_yaml(), "gen.yaml").unwrap();
+    assert!(back == t, "round trip differs");
     check_flat_invariants(&t);
 }
 

@@ -63,35 +63,6 @@ pub enum Cmd {
     Certs(crate::cli::certs::CertsCmd),
 }
 
-/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let i = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("`{s}` needs a unit (e.g. 30s, 2m)"))?;
-    let (num, unit) = s.split_at(i);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 250ms, 30s, 2m)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !(secs.is_finite() && secs > 0.0 && secs <= 30.0 * 86_400.0) {
-        return Err(format!(
-            "`{s}` must be a positive duration of at most 30 days"
-        ));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// The virtual modules' settings.
 #[derive(Args, Debug, Clone)]
 pub struct ModuleArgs {
@@ -134,7 +105,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pki: crate::cli::certs::PkiArgs,
     /// How often a `--pki` instance fetches the root's keyring.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "10s")]
     pub key_poll: Duration,
     /// Virtual modules (the only modules built so far).
     #[command(flatten)]
@@ -162,7 +133,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "auto")]
     pub transport: String,
     /// Exit after this long: status 0 only if every node converged.
-    #[arg(long = "for", value_parser = parse_duration)]
+    #[arg(long = "for", value_parser = ::topo::duration::parse_flag)]
     pub for_: Option<Duration>,
     /// API, dashboard and metrics address (port 0: any free port).
     #[arg(long, default_value = DEFAULT_API)]
@@ -179,7 +150,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     pub port: u16,
     /// Hello interval of every level (dead is four hellos).
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "1s")]
     pub hello: Duration,
     /// Do not ask for every node powered on and booted at start.
     #[arg(long)]
@@ -221,13 +192,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("1y").is_err());
+    fn flags_take_the_topology_duration_grammar() {
+        let cli =
+            Cli::try_parse_from(["layercake", "demo", "--hello", "1.5s", "--for", "1h"]).unwrap();
+        let Cmd::Demo(d) = cli.cmd else {
+            panic!("demo")
+        };
+        assert_eq!(d.hello, Duration::from_millis(1500));
+        assert_eq!(d.for_, Some(Duration::from_secs(3600)));
+        assert!(Cli::try_parse_from(["layercake", "demo", "--hello", "2"]).is_err());
     }
 
     #[test]

@@ -18,13 +18,13 @@ pub struct PowerArgs {
     #[arg(long)]
     pub bmc_ca_file: Option<PathBuf>,
     /// How often every BMC's power state is read.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = topo::duration::parse_flag, default_value = "10s")]
     pub bmc_poll: Duration,
     /// BMC calls in flight at once on this instance.
     #[arg(long, default_value_t = 64)]
     pub bmc_concurrency: usize,
     /// One BMC request's timeout.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = topo::duration::parse_flag, default_value = "5s")]
     pub bmc_timeout: Duration,
     /// Retries of a BMC request that timed out or failed transiently.
     #[arg(long, default_value_t = 2)]

@@ -9,7 +9,7 @@ use clap::Args;
 use topo::generate::{GenSpec, generate};
 use topo::{Role, SyncSettings, Topology};
 
-use crate::cli::{TopoCmd, parse_duration};
+use crate::cli::TopoCmd;
 use crate::daemon::cluster;
 
 /// `layercake topo gen`.
@@ -28,7 +28,7 @@ pub struct GenArgs {
     #[arg(long, default_value = "cluster")]
     pub cluster: String,
     /// Hello interval of every level (dead: four hellos).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = topo::duration::parse_flag)]
     pub hello: Option<std::time::Duration>,
     /// Demo naming (`n0001`, racks `r01`) on loopback port PORT instead of
     /// the generator's (`n00001`, `r001`, port 7000).

@@ -173,6 +173,7 @@ pub fn demo_topology(
         key_file: None,
         defaults: sync,
         levels: vec![level("rack", racks_s), level("node", nodes_s)],
+        spans: topo::Spans::default(),
         root: Member {
             name: "root".to_string(),
             addr: v4(127, 0, 0, 1, port),
@@ -210,7 +211,7 @@ mod tests {
 
     #[test]
     fn demo_names_and_racks() {
-        let t = demo_topology(25, 3, 7000, Duration::from_secs(1)).unwrap();
+        let t = demo_topology(25, 3, 7000, Duration::from_secs(1), StrategyKind::Tree).unwrap();
         let c = Cluster::new(t).unwrap();
         let names: Vec<_> = c
             .leaves()
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_refused() {
-        assert!(demo_topology(0, 1, 7000, Duration::from_secs(1)).is_err());
-        assert!(demo_topology(5, 6, 7000, Duration::from_secs(1)).is_err());
+        assert!(demo_topology(0, 1, 7000, Duration::from_secs(1), StrategyKind::Tree).is_err());
+        assert!(demo_topology(5, 6, 7000, Duration::from_secs(1), StrategyKind::Tree).is_err());
     }
 }

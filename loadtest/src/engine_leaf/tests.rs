@@ -100,7 +100,7 @@ fn a_small_simulated_cluster_with_engines_converges() {
         racks: 5,
         levels: 2,
         topology: None,
-        strategy: "tree".into(),
+        strategy: None,
         hello: None,
         dead: None,
         seed: 11,

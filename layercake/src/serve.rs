@@ -62,6 +62,8 @@ pub struct Plan {
     pub power: Option<PowerOptions>,
     /// How the instances get QUIC identities (the dual driver).
     pub quic: QuicPlan,
+    /// Where this process serves its own `/metrics` (any instance).
+    pub metrics: Option<SocketAddr>,
     /// The demo's settings (`demo` only).
     pub demo: Option<DemoPlan>,
 }
@@ -209,6 +211,13 @@ async fn serve_world(
         println!("dashboard: {scheme}://{addr}/");
         println!("api: {scheme}://{addr}/api/v1");
         println!("metrics: {scheme}://{addr}/metrics");
+    }
+    if let Some(addr) = plan.metrics {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --metrics {addr}"))?;
+        println!("metrics: http://{}/metrics", l.local_addr()?);
+        tokio::task::spawn_local(crate::api::metrics_only(l, prom.clone(), stop_rx.clone()));
     }
     tokio::task::spawn_local(world::sampler_task(
         hosted,

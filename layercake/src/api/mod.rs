@@ -213,6 +213,31 @@ async fn health(State(s): State<ApiState>) -> ApiResult {
     ok(s.ctl.read(|r, s| r.health(s)).await?)
 }
 
+/// Serves `GET /metrics` (and `GET /health`) alone, for an instance that
+/// has no API (`run --metrics ADDR`), until `stop` turns true. It runs on
+/// the overlay's thread: a render is a string copy of a few kilobytes.
+pub async fn metrics_only(
+    l: tokio::net::TcpListener,
+    prom: PrometheusHandle,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = prom.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .route("/health", get(|| async { "ok\n" }));
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!("metrics server: {e}");
+    }
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     let text = s
         .prom

@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// How often a `--pki` instance fetches the root's keyring.
     #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "10s")]
     pub key_poll: Duration,
+    /// Serve Prometheus metrics of this instance at `http://ADDR/metrics`
+    /// (any instance; the root also serves them on its API).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Virtual modules (the only modules built so far).
     #[command(flatten)]
     pub modules: ModuleArgs,

@@ -56,6 +56,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         api_security: a.api_security.options(),
         power: Some(a.power.options()),
         quic: QuicPlan::FromPki,
+        metrics: a.metrics,
         demo: None,
     };
     serve::serve(plan)
@@ -115,6 +116,7 @@ pub fn demo(a: DemoArgs) -> Result<i32> {
         api_security: a.api_security.options(),
         power: None,
         quic,
+        metrics: None,
         demo: Some(DemoPlan {
             for_: a.for_,
             boot: !a.no_boot,

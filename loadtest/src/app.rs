@@ -239,8 +239,6 @@ pub trait Probing {
     /// The acting member of the group `leader` leads, as this instance
     /// knows it.
     fn acting(&self, leader: NodeId) -> NodeId;
-    /// The record this instance holds for `key`.
-    fn record(&self, key: Key) -> Option<overlay::Record>;
     /// A one-line account of this instance for diagnosing a stalled run.
     fn diag(&self, about: NodeId) -> String;
     /// Root: up to `max` leaves not yet converged on the tracked
@@ -275,10 +273,6 @@ impl Probing for LoadNode {
 
     fn acting(&self, leader: NodeId) -> NodeId {
         self.stack().acting_of(leader)
-    }
-
-    fn record(&self, key: Key) -> Option<overlay::Record> {
-        self.stack().get(key)
     }
 
     fn diag(&self, about: NodeId) -> String {

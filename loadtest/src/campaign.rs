@@ -14,18 +14,26 @@
 //!    [`bound`]: the root holds its Dsc echoing the latest generation the
 //!    root accepted for it.
 //!
+//! Every instance runs the product's application ([`crate::product`]: the
+//! root's `RootApp`, the relays' and nodes' `MemberApp`, the nodes' engines
+//! with the virtual power and boot modules) on the product's sync stack,
+//! the same code `layercake run` runs; a Cfg change is a write through the
+//! root's `prepare` and `apply`, as the API makes it. Generations
+//! alternate between "powered on and booted" (odd) and "powered off"
+//! (even), so every change runs real mutation chains.
+//!
 //! After six hellos of stabilisation the checkers run outside the
-//! production code: no accepted Cfg change is lost (every leaf holds the
-//! root's latest Cfg, same version), Cfg generations never went backwards
-//! at a leaf, at most one acting sub-parent per group (the views of the
-//! sub-parent, its alive members and the root agree), and no panic (each
-//! seed runs under `catch_unwind`).
+//! production code: no accepted Cfg change is lost (the root holds the
+//! accepted Cfg of every leaf, and every leaf holds the root's record,
+//! same version), Cfg versions never went backwards at a leaf (sampled
+//! every step while the leaf lives), at most one acting sub-parent per
+//! group (the views of the sub-parent, its alive members and the root
+//! agree), and no panic (each seed runs under `catch_unwind`).
 //!
 //! A restarted root is rebuilt as layercake rebuilds it: its Cfg comes from
-//! persistence (here the campaign's record of the latest generation accepted
-//! per leaf: "persist, then acknowledge") and is re-published above a new
-//! version floor (`TreeConfig::version_floor`, from the restart time) under a
-//! new envelope epoch. While the root is down no change is accepted.
+//! persistence (here the campaign's record of the Cfg accepted per leaf:
+//! "persist, then acknowledge") and is re-published above a new boot
+//! epoch's version floor. While the root is down no change is accepted.
 //!
 //! A seed's result depends only on the seed and the arguments; seeds run on
 //! `--jobs` threads. A failing seed prints the command that replays it.
@@ -40,12 +48,22 @@ use clap::Parser;
 use overlay::rng::Rng;
 use overlay::sim::{Sim, SimConfig};
 use overlay::{Key, Kind, NodeId};
-use proto::node::RunState;
+use proto::node::Node as NodeState;
+use proto::prost::Message;
 use topo::duration;
 
-use crate::app::{LoadNode, Probing, generation_of};
+use crate::product::{Product, ProductNode};
 use crate::report::Percentiles;
 use crate::setup::{Cluster, ClusterArgs};
+
+/// The Cfg of an odd generation: powered on and booted.
+const BOOTED: [(&str, &str); 3] = [
+    ("/PhysState", "POWER_ON"),
+    ("/RunState", "SYNC"),
+    (engine::virt::PXE_URL, "COMP"),
+];
+/// The Cfg of an even generation: powered off.
+const OFF: [(&str, &str); 1] = [("/PhysState", "POWER_OFF")];
 
 /// Loss never exceeds this during the safety phase.
 pub const LOSS_MAX: f64 = 0.20;
@@ -77,7 +95,9 @@ pub struct CampaignArgs {
     /// Racks (default: one per 100 nodes).
     #[arg(long)]
     pub racks: Option<usize>,
-    /// `tree`, `hybrid`, or `mix` (hybrid on every fourth seed, tree on the others).
+    /// `tree`, `hybrid` (two levels, SWIM groups in the racks), `mixed`
+    /// (three levels: `tree` between the root and the rows, `hybrid` in the
+    /// racks) or `mix` (seeds cycle tree, hybrid, tree, mixed).
     #[arg(long, default_value = "mix")]
     pub strategy: String,
     /// Hello interval of every level; dead is four hellos.
@@ -116,8 +136,7 @@ impl CampaignArgs {
     /// The strategy of `seed`.
     fn strategy_for(&self, seed: u64) -> &str {
         match self.strategy.as_str() {
-            "mix" if seed.is_multiple_of(4) => "hybrid",
-            "mix" => "tree",
+            "mix" => ["tree", "hybrid", "tree", "mixed"][(seed % 4) as usize],
             s => s,
         }
     }
@@ -363,11 +382,16 @@ impl Outcome {
 struct Run<'a> {
     c: &'a Cluster,
     x: &'a Shape,
+    product: &'a Product,
     seed: u64,
-    sim: Sim<LoadNode>,
-    /// Per instance: the latest generation the root accepted (persisted).
-    expected: Vec<u64>,
+    sim: Sim<ProductNode>,
+    /// Per instance: the Cfg the root accepted last (persisted).
+    accepted: Vec<Option<NodeState>>,
     generation: u64,
+    /// Root boots so far (its boot epoch).
+    boots: u64,
+    /// Per leaf: the highest Cfg version it held since it (re)started.
+    cfg_seen: Vec<u64>,
     out: Outcome,
 }
 
@@ -407,42 +431,60 @@ impl Run<'_> {
         }
     }
 
-    /// A fresh instance; a fresh root re-publishes its persisted Cfg.
+    /// A fresh instance; a fresh root starts from its persisted Cfg.
     fn restart(&mut self, id: NodeId) {
         let now = self.sim.now();
-        self.sim.restart(id, self.c.node(id, self.seed, now));
-        if id == 0 {
-            let mut gens: Vec<u64> = self
-                .x
-                .leaves
-                .iter()
-                .map(|&l| self.expected[l as usize])
-                .collect();
-            gens.sort_unstable();
-            gens.dedup();
-            for g in gens {
-                let mask: Vec<bool> = (0..self.x.instances)
-                    .map(|i| self.c.is_leaf[i] && self.expected[i] == g)
-                    .collect();
-                self.sim.with(0, |r, now| r.roll_out(now, g, &mask));
-            }
-        }
+        let stored = if id == 0 {
+            self.boots += 1;
+            self.stored()
+        } else {
+            Vec::new()
+        };
+        let node = self.product.node(id, self.seed, now, stored, self.boots);
+        self.sim.restart(id, node);
+        self.cfg_seen[id as usize] = 0;
     }
 
-    /// The root accepts a new generation for `leaves` (unless it is down).
+    /// The root's database: every accepted Cfg, by name.
+    fn stored(&self) -> Vec<(String, NodeState)> {
+        self.accepted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((self.c.flat.instances[i].name.clone(), n.clone()?)))
+            .collect()
+    }
+
+    /// The root accepts a new generation for `leaves` (unless it is down):
+    /// a write through its `prepare` and `apply`, then "persisted".
     fn publish(&mut self, leaves: &[NodeId]) {
-        if self.sim.get(0).is_none() {
+        let Some(now) = self.sim.get(0).map(|_| self.sim.now()) else {
             return;
-        }
+        };
         self.generation += 1;
-        let g = self.generation;
-        let mut mask = vec![false; self.x.instances];
-        for &l in leaves {
-            mask[l as usize] = true;
-            self.expected[l as usize] = g;
+        let values: &[(&str, &str)] = if self.generation % 2 == 1 {
+            &BOOTED
+        } else {
+            &OFF
+        };
+        let names: Vec<String> = leaves
+            .iter()
+            .map(|&l| self.c.flat.instances[l as usize].name.clone())
+            .collect();
+        let written = self
+            .sim
+            .with(0, |r, _| Product::write(r, now, &names, values));
+        match written {
+            Some(Ok(changes)) => {
+                for (name, cfg) in changes {
+                    if let Some(id) = self.c.flat.by_name(&name) {
+                        self.accepted[id as usize] = Some(cfg);
+                    }
+                }
+                self.out.cfg_changes += 1;
+            }
+            Some(Err(e)) => self.out.check(false, || format!("write refused: {e:#}")),
+            None => {}
         }
-        self.sim.with(0, |r, now| r.roll_out(now, g, &mask));
-        self.out.cfg_changes += 1;
     }
 
     /// Stops every fault: clean network, healed partition, all instances up.
@@ -456,16 +498,59 @@ impl Run<'_> {
         }
     }
 
-    /// Every leaf is up and the root holds its Dsc echoing the expected
-    /// generation (stops at the first leaf that is not there yet).
+    /// The Cfg record `holder` has for `leaf`.
+    fn cfg_at(&self, holder: NodeId, leaf: NodeId) -> Option<overlay::Record> {
+        let key = Key {
+            node: leaf,
+            kind: Kind::Cfg,
+        };
+        self.sim.get(holder)?.stack().get(key)
+    }
+
+    /// Leaf `l` is settled: it is up, the root holds its accepted Cfg and
+    /// the leaf the root's record (same version).
+    fn leaf_settled(&self, l: NodeId) -> bool {
+        let Some(at_root) = self.cfg_at(0, l) else {
+            return self.accepted[l as usize].is_none();
+        };
+        let accepted = self.accepted[l as usize].as_ref().map(Message::encode_to_vec);
+        accepted.as_deref() == Some(at_root.data.as_ref())
+            && self.cfg_at(l, l).map(|r| r.version) == Some(at_root.version)
+    }
+
+    /// Every leaf is up and settled, and the root sees every node's Dsc
+    /// match its Cfg (the chains have run).
     fn converged(&self) -> bool {
         let Some(root) = self.sim.get(0) else {
             return false;
         };
-        self.x.leaves.iter().all(|&l| {
-            self.sim.get(l).is_some()
-                && dsc_generation(root, l) == Some((self.expected[l as usize], RunState::Sync))
-        })
+        let (ok, all) = Product::converged(root);
+        ok == all && self.x.leaves.iter().all(|&l| self.leaf_settled(l))
+    }
+
+    /// Samples every live leaf's Cfg version: it must never go back while
+    /// the leaf lives.
+    fn sample_cfg(&mut self) {
+        for i in 0..self.x.leaves.len() {
+            let l = self.x.leaves[i];
+            let Some(v) = self.cfg_at(l, l).map(|r| r.version) else {
+                continue;
+            };
+            let seen = self.cfg_seen[l as usize];
+            self.out.check(v >= seen, || {
+                format!("leaf {l}: its Cfg went back from version {seen} to {v}")
+            });
+            self.cfg_seen[l as usize] = seen.max(v);
+        }
+    }
+
+    /// Runs to `until` in steps, sampling the leaves' Cfg versions.
+    fn run_to(&mut self, until: Duration) {
+        while self.sim.now() < until {
+            let next = (self.sim.now() + STEP).min(until);
+            self.sim.run_until(next);
+            self.sample_cfg();
+        }
     }
 
     /// The leaves not converged (count, and details of the first `k`).
@@ -478,26 +563,35 @@ impl Run<'_> {
             .leaves
             .iter()
             .copied()
-            .filter(|&l| {
-                let want = Some((self.expected[l as usize], RunState::Sync));
-                self.sim.get(l).is_none() || dsc_generation(root, l) != want
-            })
+            .filter(|&l| self.sim.get(l).is_none() || !self.leaf_settled(l))
             .collect();
         let detail: Vec<String> = lag
             .iter()
             .take(k)
             .map(|&l| {
                 let parent = self.c.tree.parent(l);
-                let leaf_cfg = self.sim.get(l).and_then(|n| cfg_of(n, l));
+                let dsc = root
+                    .stack()
+                    .get(Key {
+                        node: l,
+                        kind: Kind::Dsc,
+                    })
+                    .and_then(|r| NodeState::decode(r.data.as_ref()).ok())
+                    .map(|n| (n.phys_state(), n.run_state()));
                 format!(
-                    "leaf {l} (parent {parent:?}, acting {:?}): expected {}, root holds Dsc {:?}, leaf holds Cfg {leaf_cfg:?}",
-                    parent.and_then(|p| Some(self.sim.get(l)?.acting(p))),
-                    self.expected[l as usize],
-                    dsc_generation(root, l),
+                    "leaf {l} (parent {parent:?}, acting {:?}): root Cfg v{:?}, leaf Cfg v{:?}, root holds Dsc {dsc:?}",
+                    parent.and_then(|p| Some(self.sim.get(l)?.stack().acting_of(p))),
+                    self.cfg_at(0, l).map(|r| r.version),
+                    self.cfg_at(l, l).map(|r| r.version),
                 )
             })
             .collect();
-        format!("{} leaves lag; {}", lag.len(), detail.join("; "))
+        let (ok, all) = Product::converged(root);
+        format!(
+            "{} leaves lag, the root sees {ok}/{all} converged; {}",
+            lag.len(),
+            detail.join("; ")
+        )
     }
 
     /// Runs until converged or `limit` passes; the time it took.
@@ -506,29 +600,11 @@ impl Run<'_> {
         let mut done = self.converged();
         while !done && self.sim.now() < t0 + limit {
             let next = (self.sim.now() + STEP).min(t0 + limit);
-            self.sim.run_until(next);
+            self.run_to(next);
             done = self.converged();
         }
         done.then(|| self.sim.now() - t0)
     }
-}
-
-fn dsc_generation(root: &LoadNode, leaf: NodeId) -> Option<(u64, RunState)> {
-    let key = Key {
-        node: leaf,
-        kind: Kind::Dsc,
-    };
-    generation_of(&root.record(key)?.data)
-}
-
-/// The Cfg `node` holds: its generation and version.
-fn cfg_of(n: &LoadNode, leaf: NodeId) -> Option<(u64, u64)> {
-    let key = Key {
-        node: leaf,
-        kind: Kind::Cfg,
-    };
-    let r = n.record(key)?;
-    Some((generation_of(&r.data)?.0, r.version))
 }
 
 /// Builds the cluster of one seed through the same parser as `run`.
@@ -539,11 +615,16 @@ fn cluster(a: &CampaignArgs, seed: u64) -> Result<Cluster> {
         c: ClusterArgs,
     }
     let racks = a.racks.unwrap_or((a.nodes / 100).max(1));
+    let (strategy, levels) = match a.strategy_for(seed) {
+        "mixed" => ("hybrid", 3),
+        s => (s, 2),
+    };
     let argv = [
         "campaign".to_string(),
         format!("--nodes={}", a.nodes),
         format!("--racks={racks}"),
-        format!("--strategy={}", a.strategy_for(seed)),
+        format!("--levels={levels}"),
+        format!("--strategy={strategy}"),
         format!("--hello={}", duration::format(a.hello)),
         format!("--seed={seed}"),
     ];
@@ -554,8 +635,9 @@ fn cluster(a: &CampaignArgs, seed: u64) -> Result<Cluster> {
 fn one_seed(a: &CampaignArgs, seed: u64) -> Result<Outcome> {
     let c = cluster(a, seed)?;
     let x = Shape::new(&c);
+    let product = Product::new(c.topo.clone())?;
     let nodes = (0..x.instances as NodeId)
-        .map(|i| c.node(i, seed, Duration::ZERO))
+        .map(|i| product.node(i, seed, Duration::ZERO, Vec::new(), 1))
         .collect();
     let cfg = SimConfig {
         seed,
@@ -565,16 +647,19 @@ fn one_seed(a: &CampaignArgs, seed: u64) -> Result<Outcome> {
         c: &c,
         x: &x,
         seed,
+        product: &product,
         sim: Sim::new(cfg, nodes),
-        expected: vec![1; x.instances],
-        generation: 1,
+        accepted: vec![None; x.instances],
+        generation: 0,
+        boots: 1,
+        cfg_seen: vec![0; x.instances],
         out: Outcome {
             seed,
             strategy: a.strategy_for(seed).to_string(),
             ..Outcome::default()
         },
     };
-    run.sim.with(0, |r, now| r.roll_out(now, 1, &c.is_leaf));
+    run.publish(&x.leaves.clone());
     let synced = run.wait_converged(INITIAL_SYNC_MAX).is_some();
     run.out
         .check(synced, || "initial sync did not finish".into());
@@ -583,10 +668,10 @@ fn one_seed(a: &CampaignArgs, seed: u64) -> Result<Outcome> {
     }
     let start = run.sim.now();
     for (at, act) in Plan::draw(&x, seed, a.fault_window, a.hello).actions {
-        run.sim.run_until(start + at);
+        run.run_to(start + at);
         run.apply(act);
     }
-    run.sim.run_until(start + a.fault_window);
+    run.run_to(start + a.fault_window);
     run.quiesce();
     let limit = bound(a.hello);
     run.out.converge = run.wait_converged(limit);
@@ -599,7 +684,7 @@ fn one_seed(a: &CampaignArgs, seed: u64) -> Result<Outcome> {
     } else {
         run.out.check(true, String::new);
     }
-    run.sim.run_until(run.sim.now() + a.hello * 6);
+    run.run_to(run.sim.now() + a.hello * 6);
     check_lost(&mut run);
     check_acting(&mut run);
     run.out.virtual_time = run.sim.now();
@@ -607,35 +692,28 @@ fn one_seed(a: &CampaignArgs, seed: u64) -> Result<Outcome> {
     Ok(run.out)
 }
 
-/// Every leaf holds the root's latest Cfg (same generation and version),
-/// and its Cfg generations never went backwards.
+/// The root holds every leaf's accepted Cfg and every leaf the root's
+/// record, same version (Cfg going backwards is checked while running).
 fn check_lost(run: &mut Run) {
-    let Some(root) = run.sim.get(0) else {
+    if run.sim.get(0).is_none() {
         run.out
             .check(false, || "the root is down after quiescing".into());
         return;
-    };
-    for &l in &run.x.leaves {
-        let want = run.expected[l as usize];
-        let at_root = cfg_of(root, l);
-        let at_leaf = run.sim.get(l).and_then(|n| cfg_of(n, l));
-        run.out.check(
-            at_root.is_some_and(|(g, _)| g == want) && at_leaf == at_root,
-            || {
-                format!(
-                    "leaf {l}: holds Cfg {at_leaf:?}, root {at_root:?}, accepted generation {want}"
-                )
-            },
-        );
-        let arrivals = run
-            .sim
-            .get(l)
-            .map(|n| n.app().cfg_arrivals.clone())
-            .unwrap_or_default();
-        run.out
-            .check(arrivals.windows(2).all(|w| w[0].0 <= w[1].0), || {
-                format!("leaf {l}: Cfg generations went backwards: {arrivals:?}")
-            });
+    }
+    for i in 0..run.x.leaves.len() {
+        let l = run.x.leaves[i];
+        let ok = run.leaf_settled(l);
+        let (at_root, at_leaf) = (run.cfg_at(0, l), run.cfg_at(l, l));
+        run.out.check(ok, || {
+            format!(
+                "leaf {l}: holds Cfg v{:?}, root v{:?}, root's matches the accepted one: {}",
+                at_leaf.map(|r| r.version),
+                at_root.as_ref().map(|r| r.version),
+                at_root.is_some_and(|r| run.accepted[l as usize]
+                    .as_ref()
+                    .is_some_and(|a| a.encode_to_vec() == r.data.as_ref()))
+            )
+        });
     }
 }
 
@@ -646,7 +724,7 @@ fn check_acting(run: &mut Run) {
         let mut views: Vec<NodeId> = run.x.members[i]
             .iter()
             .chain([&v, &0])
-            .filter_map(|&m| Some(run.sim.get(m)?.acting(v)))
+            .filter_map(|&m| Some(run.sim.get(m)?.stack().acting_of(v)))
             .collect();
         views.sort_unstable();
         views.dedup();

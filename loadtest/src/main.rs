@@ -14,6 +14,7 @@
 
 mod app;
 mod campaign;
+mod product;
 mod engine_bench;
 mod engine_leaf;
 mod failover;

@@ -107,6 +107,8 @@ pub struct ClusterArgs {
 
 /// The cluster a run works on.
 pub struct Cluster {
+    /// The topology (overrides applied).
+    pub topo: Topology,
     /// The topology, flattened.
     pub flat: Flat,
     /// Its tree, shared by every core.
@@ -278,6 +280,7 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         engine,
         transport,
         strategy: strategy_name(&topo),
+        topo,
     })
 }
 

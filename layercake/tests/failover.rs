@@ -24,6 +24,11 @@
 //!
 //! `ipmi_sim` and `ipmitool` (Debian package `openipmi`, and `ipmitool`)
 //! must be installed: the test fails, never skips, without them.
+//!
+//! Run: `cargo test -p layercake --test failover -- --nocapture`. Each
+//! instance logs to a file of the test's temporary folder
+//! (`FAILOVER_LOG` sets the level, default `info`); a failure prints their
+//! tails, and `FAILOVER_KEEP=1` keeps the folder after a success.
 
 mod common;
 #[path = "support/ipmi_sim.rs"]
@@ -48,10 +53,10 @@ const POLL: Duration = Duration::from_secs(1);
 const NET: u8 = 93;
 
 /// Instance name and last address octet, in start order; the metrics are
-/// served on TCP at the instance's own address and UDP port. Standbys start
-/// before their sub-parents on purpose: a standby's own version floor (its
-/// start time) is then below its sub-parent's, so taking over the Dsc of
-/// the BMC nodes must not rely on it.
+/// served on TCP at the instance's own address and UDP port. Standbys are
+/// up before their sub-parents start, on purpose: a standby's own version
+/// floor (its start time) is then below its sub-parent's, so taking over
+/// the Dsc of the BMC nodes must not rely on it.
 const RACKS: [(&str, &[(&str, u8)]); 3] = [
     (
         "r1",
@@ -63,8 +68,10 @@ const RACKS: [(&str, &[(&str, u8)]); 3] = [
 /// The nodes of `r1` driven through a BMC (no process).
 const BMC_NODES: [&str; 2] = ["r1b1", "r1b2"];
 /// Every node the root manages (standbys are nodes too).
-const LEAVES: &str = "r1-sb,r1n[1-2],r1b[1-2],r2-sb,r2n1,r3-sb,r3n1";
-const LEAVES_N: usize = 9;
+const LEAVES: [&str; 9] = [
+    "r1-sb", "r1n1", "r1n2", "r1b1", "r1b2", "r2-sb", "r2n1", "r3-sb", "r3n1",
+];
+const LEAVES_N: usize = LEAVES.len();
 
 const POWER: &str = "type.googleapis.com/layercake.power.Power";
 
@@ -112,7 +119,6 @@ fn free_port() -> u16 {
 /// One instance process (not the root), its arguments kept for a restart
 /// and its log in a file.
 struct Instance {
-    name: String,
     args: Vec<String>,
     metrics: String,
     log: PathBuf,
@@ -130,7 +136,7 @@ impl Instance {
             .args(&self.args)
             .env(
                 "LAYERCAKE_LOG",
-                std::env::var("FAILOVER_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("FAILOVER_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -186,7 +192,7 @@ impl Acked {
 
 /// Every node as `ctl get nodes -o json` shows it.
 fn nodes(api: &str) -> Vec<serde_json::Value> {
-    let o = ctl(api, &["get", "nodes", LEAVES, "-o", "json"]);
+    let o = ctl(api, &["get", "nodes", &LEAVES.join(","), "-o", "json"]);
     assert!(
         o.status.success(),
         "get: {}",
@@ -252,6 +258,43 @@ fn ipmitool_power_off(addr: SocketAddr) {
         "ipmitool: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The wall clock (UTC, as the instances' logs print it), for reading the
+/// logs beside the test's output.
+fn wall_clock() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    )
+}
+
+/// The lines of a log file that contain `what`, without colour codes.
+fn log_lines(log: &Path, what: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(what))
+        .map(|l| {
+            let mut out = String::new();
+            let mut esc = false;
+            for c in l.chars() {
+                match (esc, c) {
+                    (false, '\x1b') => esc = true,
+                    (true, 'm') => esc = false,
+                    (false, c) => out.push(c),
+                    _ => {}
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 /// r1's sub-parent.
@@ -345,13 +388,17 @@ fn standby_takes_over_a_rack_with_its_bmcs_and_hands_it_back() {
                 .map(String::from),
             );
             let mut inst = Instance {
-                name: name.to_string(),
                 args,
                 metrics,
                 log: dir.join(format!("{name}.log")),
                 proc: None,
             };
             inst.start();
+            if name.ends_with("-sb") {
+                // Up (its world started) before its sub-parent starts.
+                let up = time_until(Duration::from_secs(30), || scrape(&inst.metrics).is_some());
+                assert!(up.is_some(), "{name} did not start\n{}", logs(&dir));
+            }
             procs.insert(name.to_string(), inst);
         }
     }
@@ -378,7 +425,7 @@ fn standby_takes_over_a_rack_with_its_bmcs_and_hands_it_back() {
         );
     }
     let t0 = Instant::now();
-    acked.set(&api, &[LEAVES], &[("/PhysState", "POWER_ON")]);
+    acked.set(&api, &LEAVES, &[("/PhysState", "POWER_ON")]);
     let took = time_until(Duration::from_secs(60), || {
         converged(&api) == LEAVES_N as u64
             && phys_converged(&api, &["r1n1", "r1b1", "r1b2", "r3n1"], "POWER_ON")
@@ -420,6 +467,7 @@ fn standby_takes_over_a_rack_with_its_bmcs_and_hands_it_back() {
     let bound = DEAD + 2 * HELLO;
     let killed = Instant::now();
     procs.get_mut("r1-sp").unwrap().kill();
+    let killed_at = wall_clock();
     let acting = time_until(bound + Duration::from_secs(10), || {
         let s = sb(&procs);
         s.metric("kraken_sync_standing_in", &[("group", "r1")]) == Some(1.0)
@@ -435,6 +483,10 @@ fn standby_takes_over_a_rack_with_its_bmcs_and_hands_it_back() {
     };
     eprintln!(
         "2. kill -> standby acting (its /metrics): {acting:?} (bound: dead {DEAD:?} + 2 hellos = {bound:?})"
+    );
+    eprintln!(
+        "   (r1-sp killed at {killed_at}; the standby's log: {})",
+        log_lines(&sb(&procs).log, "acting for group").join(" | ")
     );
     assert!(
         acting <= bound,
@@ -567,10 +619,9 @@ fn standby_takes_over_a_rack_with_its_bmcs_and_hands_it_back() {
         "6. {} acknowledged node Cfgs intact, every Dsc matches",
         acked.0.len()
     );
-    for i in procs.values_mut() {
-        i.kill();
-        let _ = &i.name;
-    }
+    drop(procs);
     drop(root);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("FAILOVER_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -461,9 +461,11 @@ fn standby_takes_over_a_rack_with_its_bmcs_and_hands_it_back() {
         .expect("the standby's failover counter");
 
     // --- 2. SIGKILL the sub-parent: the standby takes over.
-    // Bound: the dead interval plus two hellos (the standby is acting
-    // within two hellos once the sub-parent's dead interval is reached;
-    // the watchers actually need about one hello).
+    // Bound: the standby acts at most two hellos after the sub-parent's
+    // dead interval ran out, so dead + 2 hellos (3 s) from the kill until
+    // its own /metrics says so (measured: the stack takes over 1.2-1.7 s
+    // after the kill, see the log line printed beside; /metrics follows
+    // within 250 ms).
     let bound = DEAD + 2 * HELLO;
     let killed = Instant::now();
     procs.get_mut("r1-sp").unwrap().kill();

@@ -9,8 +9,8 @@
 //! - Root side: [`convergence`] (the `kraken_convergence_seconds`
 //!   histogram), node state gauges ([`node_states`]).
 //! - Sync side: [`peer_event`], [`traffic`], [`dropped`], and per hosted
-//!   instance [`instance`] (failovers, acting groups, BMC children, QUIC
-//!   paths).
+//!   instance [`instance`] (failovers, acting groups, BMC children) and
+//!   [`paths`] (QUIC).
 
 use std::time::Duration;
 
@@ -239,8 +239,6 @@ pub struct InstanceSample<'a> {
     pub groups: Vec<(&'a str, bool, bool)>,
     /// BMC children driven now (`None`: no BMC host).
     pub bmc_children: Option<usize>,
-    /// The dual driver's counters (`None`: plain UDP).
-    pub paths: Option<overlay::dual::PathCounters>,
 }
 
 /// Sets the per-instance sync gauges and counters.
@@ -254,11 +252,13 @@ pub fn instance(s: &InstanceSample<'_>) {
         gauge!("kraken_sync_standing_in", &labels).set(f64::from(u8::from(standing_in)));
     }
     if let Some(n) = s.bmc_children {
-        gauge!("layercake_bmc_children", "instance" => name.clone()).set(n as f64);
+        gauge!("layercake_bmc_children", "instance" => name).set(n as f64);
     }
-    if let Some(p) = &s.paths {
-        counter!("kraken_sync_quic_fallbacks_total", "instance" => name.clone())
-            .absolute(p.fallbacks);
-        counter!("kraken_sync_quic_frames_total", "instance" => name).absolute(p.quic_tx);
-    }
+}
+
+/// Sets the dual driver's counters of instance `name`.
+pub fn paths(name: &str, p: &overlay::dual::PathCounters) {
+    let name = name.to_string();
+    counter!("kraken_sync_quic_fallbacks_total", "instance" => name.clone()).absolute(p.fallbacks);
+    counter!("kraken_sync_quic_frames_total", "instance" => name).absolute(p.quic_tx);
 }

@@ -284,15 +284,22 @@ fn spawn<A: App + 'static>(
     }
 }
 
-/// Flushes node summaries and samples metrics forever.
+/// Flushes node summaries and samples metrics forever: every
+/// [`FLUSH_INTERVAL`] the hosted instances' sync state (acting, standing
+/// in, failovers, BMC children; set only when it changed), every
+/// [`SAMPLE_INTERVAL`] traffic, neighbours and paths.
 pub async fn sampler_task(world: World, cluster: Arc<Cluster>, prom: Option<PrometheusHandle>) {
     let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     let mut ticks: u64 = 0;
     let per_sample = (SAMPLE_INTERVAL.as_millis() / FLUSH_INTERVAL.as_millis()).max(1) as u64;
+    let mut states = vec![None; world.members.len()];
     loop {
         flush.tick().await;
         if let Some(r) = &world.root {
             r.handle.with(|n, _| n.with_app(RootApp::flush));
+        }
+        for (h, last) in world.members.iter().zip(&mut states) {
+            h.handle.peek(|n| sync_state(&cluster, h, n, last));
         }
         ticks += 1;
         if ticks.is_multiple_of(per_sample) {
@@ -339,10 +346,10 @@ fn sample(world: &World, c: &Cluster) {
         r.handle.peek(|n| add(r.id, r.handle.traffic(), n.stack()));
     }
     for h in &world.members {
-        h.handle.peek(|n| {
-            add(h.id, h.handle.traffic(), n.stack());
-            instance_metrics(c, h, n);
-        });
+        h.handle.peek(|n| add(h.id, h.handle.traffic(), n.stack()));
+        if let Some(p) = &h.paths {
+            m::paths(&c.flat.instances[h.id as usize].name, &p.counters());
+        }
     }
     for (level, t) in &levels {
         m::traffic(level, t);
@@ -352,23 +359,48 @@ fn sample(world: &World, c: &Cluster) {
     }
 }
 
-fn instance_metrics(c: &Cluster, h: &Hosted<MemberApp>, n: &MemberNode) {
+/// What the per-instance sync metrics show of one hosted instance.
+#[derive(Clone, PartialEq)]
+struct SyncState {
+    failovers: u64,
+    handbacks: u64,
+    /// `(group, acting, standing in)` per group of the instance.
+    groups: Vec<(u32, bool, bool)>,
+    bmc_children: Option<usize>,
+}
+
+/// Sets the per-instance sync metrics of `h` when they changed since
+/// `last`: a failover shows in `/metrics` within a flush interval.
+fn sync_state(c: &Cluster, h: &Hosted<MemberApp>, n: &MemberNode, last: &mut Option<SyncState>) {
     let stack = n.stack();
     let stats = stack.stats();
-    let groups = stack
-        .groups()
-        .map(|(g, leader)| {
-            let acting = stack.acting_for(g);
-            let name = c.flat.groups[g as usize].name.as_str();
-            (name, acting, acting && leader != h.id)
-        })
-        .collect();
-    m::instance(&m::InstanceSample {
-        name: &c.flat.instances[h.id as usize].name,
+    let now = SyncState {
         failovers: stats.failovers,
         handbacks: stats.handbacks,
-        groups,
+        groups: stack
+            .groups()
+            .map(|(g, leader)| {
+                let acting = stack.acting_for(g);
+                (g, acting, acting && leader != h.id)
+            })
+            .collect(),
         bmc_children: n.app().has_bmc().then(|| n.app().bmc_children()),
-        paths: h.paths.as_ref().map(DualView::counters),
+    };
+    if last.as_ref() == Some(&now) {
+        return;
+    }
+    m::instance(&m::InstanceSample {
+        name: &c.flat.instances[h.id as usize].name,
+        failovers: now.failovers,
+        handbacks: now.handbacks,
+        groups: now
+            .groups
+            .iter()
+            .map(|&(g, acting, standing_in)| {
+                (c.flat.groups[g as usize].name.as_str(), acting, standing_in)
+            })
+            .collect(),
+        bmc_children: now.bmc_children,
     });
+    *last = Some(now);
 }

@@ -5,8 +5,10 @@
 //! `ActingChanged` re-routes the tree ([`TreeCore::set_acting`]); the
 //! acting member absorbs the group's replicated records into the tree so
 //! it can serve the group at once; every member shares its own Dsc with its
-//! groups, and the acting member shares the Cfg it gets from above with the
-//! group, so that a successor holds what it needs to take over.
+//! groups, and the acting member shares the Cfg it gets from above and the
+//! Dsc it authors for the group's members (BMC nodes) with the group, so
+//! that a successor holds what it needs to take over (and publishes a BMC
+//! node's Dsc above its predecessor's last version).
 
 use std::collections::VecDeque;
 
@@ -123,8 +125,21 @@ impl Stack {
     /// Publishes a new version of a record this instance is the source of
     /// truth for (its own Dsc; any Cfg on the root; the Dsc of a node it
     /// drives through a BMC). Returns the version.
+    ///
+    /// The Dsc of another node (a BMC node this instance drives for a
+    /// group it acts for) is also shared with that group: whoever takes
+    /// the group over next then holds its latest version and publishes
+    /// above it (its own version floor, its start time, may be below this
+    /// instance's).
     pub fn publish(&mut self, now: Time, node: NodeId, kind: Kind, data: Bytes) -> u64 {
-        self.strategy_mut().publish(now, node, kind, data)
+        let version = self.strategy_mut().publish(now, node, kind, data);
+        if kind == Kind::Dsc && node != self.id() && !self.sides.is_empty() {
+            let key = Key { node, kind };
+            if let Some(r) = self.get(key).filter(|r| r.version == version) {
+                self.share_acting(now, &r);
+            }
+        }
+        version
     }
 
     /// Marks a child's Dsc as failed with `data` (its last Dsc with the
@@ -264,7 +279,7 @@ impl Stack {
             let ev = match e {
                 Event::Delivered(r) => {
                     if r.key.kind == Kind::Cfg {
-                        self.share_cfg(now, &r);
+                        self.share_acting(now, &r);
                     }
                     StackEvent::Delivered(r)
                 }
@@ -341,9 +356,10 @@ impl Stack {
         }
     }
 
-    /// The acting member of a group shares the Cfg it gets from above with
-    /// the group, so that a successor can serve it.
-    fn share_cfg(&mut self, now: Time, r: &Record) {
+    /// The acting member of a group shares with the group the Cfg it gets
+    /// from above and the Dsc it authors for the group's BMC nodes, so
+    /// that a successor can serve the one and supersede the other.
+    fn share_acting(&mut self, now: Time, r: &Record) {
         for side in &mut self.sides {
             if side.acting && side.core.group().contains(r.key.node) {
                 let _ = side.core.publish(now, r.clone());

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod driver;
 pub mod events;
 pub mod executor;
 pub mod graph;

@@ -13,25 +13,26 @@
 //! then arm [`NodeEngine::poll_timeout`] (it may name a deadline that has
 //! become stale; handling it is harmless).
 //!
-//! With virtual modules, [`drive_virtual`] does this loop one wake-up at a
-//! time against a one-node [`VirtualWorld`]:
+//! [`crate::driver::Driver`] runs this loop against the node's modules
+//! (the one engine driver of a node, with step timing):
 //!
 //! ```
-//! # use engine::{node::*, virt::*, executor::Relation};
+//! # use engine::{driver::Driver, virt::*, executor::Relation};
 //! # use std::sync::Arc;
 //! let (reg, graph) = build().unwrap();
 //! let (reg, graph) = (Arc::new(reg), Arc::new(graph));
-//! let mut e = NodeEngine::new(graph.clone(), reg.clone(), Relation::All, "n1");
-//! let mut world = VirtualWorld::new(&graph, 1, VirtualConfig::default(), 7);
+//! let mut d = Driver::new(graph, reg.clone(), Relation::All, "n1", VirtualConfig::default(), 7);
 //! let mut cfg = reg.new_node("n1");
 //! cfg.phys_state = 2; // POWER_ON
 //! cfg.run_state = 2; // SYNC
-//! e.set_cfg(cfg, 0).unwrap();
+//! d.set_cfg(cfg, 0, false, false).unwrap();
 //! let mut now = 0;
-//! while let Some(next) = drive_virtual(&mut e, &mut world, now) {
-//!     now = next;
+//! while let Some(next) = d.poll_timeout() {
+//!     now = next.max(now);
+//!     d.drive(now);
+//!     if d.is_converged() { break; }
 //! }
-//! assert!(e.is_converged());
+//! assert!(d.is_converged());
 //! ```
 
 use crate::executor::{Action, ExecEvent, Executor, Relation};
@@ -40,7 +41,6 @@ use crate::mutation::VarId;
 use crate::planner::PlanError;
 use crate::registry::Registry;
 use crate::value::Value;
-use crate::virt::{Outcome, VirtualWorld};
 use proto::node::Node;
 use std::sync::Arc;
 
@@ -179,26 +179,4 @@ impl NodeEngine {
             let _ = self.registry.set(&mut self.dsc, &var.path, &Value::Enum(x));
         }
     }
-}
-
-/// One wake-up of a node against virtual modules: hands the engine's
-/// actions to `world`, delivers completions due at `now_ms`, fires
-/// timeouts, and returns the next wake-up time (`None`: nothing pending).
-pub fn drive_virtual(e: &mut NodeEngine, world: &mut VirtualWorld, now_ms: u64) -> Option<u64> {
-    while let Some(c) = world.poll_completion(now_ms) {
-        match c.outcome {
-            Outcome::Dsc(values) => e.handle_report(&values, now_ms),
-            Outcome::Failed => e.handle_failed(c.token, now_ms),
-        }
-    }
-    e.handle_timeout(now_ms);
-    while let Some(a) = e.poll_action() {
-        world.handle_action(&a, now_ms);
-    }
-    while e.poll_event().is_some() {}
-    let next = [e.poll_timeout(), world.poll_timeout()]
-        .into_iter()
-        .flatten()
-        .min()?;
-    Some(next.max(now_ms))
 }

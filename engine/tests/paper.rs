@@ -156,10 +156,27 @@ fn unreal_state_is_merged_away_by_stripping() {
     assert_eq!(g.state(g.edge(*e).to), [1, 0]);
 }
 
+/// Runs `e` against `world` until nothing is pending (the test drives the
+/// engine and the world by hand so it can inject a change in between).
 fn converge(e: &mut engine::node::NodeEngine, world: &mut VirtualWorld, mut now: u64) -> u64 {
     for _ in 0..10_000 {
-        match engine::node::drive_virtual(e, world, now) {
-            Some(t) => now = t,
+        while let Some(c) = world.poll_completion(now) {
+            match c.outcome {
+                virt::Outcome::Dsc(values) => e.handle_report(&values, now),
+                virt::Outcome::Failed => e.handle_failed(c.token, now),
+            }
+        }
+        e.handle_timeout(now);
+        while let Some(a) = e.poll_action() {
+            world.handle_action(&a, now);
+        }
+        while e.poll_event().is_some() {}
+        match [e.poll_timeout(), world.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+        {
+            Some(t) => now = t.max(now),
             None => break,
         }
     }

@@ -513,7 +513,9 @@ impl Run<'_> {
         let Some(at_root) = self.cfg_at(0, l) else {
             return self.accepted[l as usize].is_none();
         };
-        let accepted = self.accepted[l as usize].as_ref().map(Message::encode_to_vec);
+        let accepted = self.accepted[l as usize]
+            .as_ref()
+            .map(Message::encode_to_vec);
         accepted.as_deref() == Some(at_root.data.as_ref())
             && self.cfg_at(l, l).map(|r| r.version) == Some(at_root.version)
     }

@@ -26,12 +26,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
+use engine::driver::Driver;
 use engine::executor::Relation;
 use engine::graph::Graph;
-use engine::node::{NodeEngine, drive_virtual};
 use engine::registry::Registry;
 use engine::value::Value;
-use engine::virt::{self, VirtualConfig, VirtualWorld};
+use engine::virt::{self, VirtualConfig};
 use proto::node::{Node, PhysState};
 use proto::prost::Message;
 
@@ -106,16 +106,16 @@ impl EngineShared {
     /// The engine of leaf `id` named `name`, with its own virtual machine
     /// seeded from the run seed and `id`.
     pub fn leaf(&self, id: u32, name: &str) -> EngineLeaf {
-        let engine = NodeEngine::new(
-            self.graph.clone(),
-            self.registry.clone(),
-            Relation::All,
-            name,
-        );
         let seed = mix(self.seed ^ mix(u64::from(id)));
         EngineLeaf {
-            engine,
-            world: VirtualWorld::new(&self.graph, 1, self.modules, seed),
+            driver: Driver::new(
+                self.graph.clone(),
+                self.registry.clone(),
+                Relation::All,
+                name,
+                self.modules,
+                seed,
+            ),
             published: None,
         }
     }
@@ -139,14 +139,14 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// One leaf's engine and virtual machine.
+/// One leaf's engine and virtual machine, through the one engine driver
+/// ([`engine::driver::Driver`], as layercake's nodes run it).
 ///
 /// Inputs: [`EngineLeaf::handle_cfg`] when a Cfg arrives and
 /// [`EngineLeaf::handle_timeout`] at [`EngineLeaf::poll_timeout`]; each
 /// returns the Dsc to publish when it changed.
 pub struct EngineLeaf {
-    engine: NodeEngine,
-    world: VirtualWorld,
+    driver: Driver,
     /// The Dsc last returned for publication.
     published: Option<Bytes>,
 }
@@ -156,21 +156,23 @@ impl EngineLeaf {
     /// one (a re-delivery) changes nothing.
     #[must_use]
     pub fn handle_cfg(&mut self, cfg: Node, now_ms: u64) -> Option<Bytes> {
-        if *self.engine.cfg() == cfg {
+        if *self.driver.cfg() == cfg {
             return None;
         }
-        if let Err(e) = self.engine.set_cfg(cfg, now_ms) {
+        if let Err(e) = self.driver.set_cfg(cfg, now_ms, false, false) {
             // Cannot happen with one node and two targets; the old chain stays.
             tracing::warn!("engine rejected a Cfg: {e}");
         }
-        self.handle_timeout(now_ms)
+        while self.driver.poll_step().is_some() {}
+        self.dsc_if_changed()
     }
 
     /// Delivers module completions and step timeouts due at `now_ms`,
     /// starts the module calls the engine asks for.
     #[must_use]
     pub fn handle_timeout(&mut self, now_ms: u64) -> Option<Bytes> {
-        let _ = drive_virtual(&mut self.engine, &mut self.world, now_ms);
+        self.driver.drive(now_ms);
+        while self.driver.poll_step().is_some() {}
         self.dsc_if_changed()
     }
 
@@ -178,22 +180,19 @@ impl EngineLeaf {
     /// be a stale step deadline; handling it is harmless).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        [self.engine.poll_timeout(), self.world.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.driver.poll_timeout()
     }
 
     /// True when the engine's Dsc is compatible with its Cfg.
     pub fn is_converged(&self) -> bool {
-        self.engine.is_converged()
+        self.driver.is_converged()
     }
 
     /// The Dsc to publish: the engine's, plus the Cfg's generation once
     /// the engine has converged on that Cfg.
     pub fn dsc(&self) -> Node {
-        let mut n = self.engine.dsc().clone();
-        let generation = generation_in(self.engine.cfg());
+        let mut n = self.driver.dsc().clone();
+        let generation = generation_in(self.driver.cfg());
         if let Some(g) = generation.filter(|_| self.is_converged()) {
             set_generation(&mut n, g);
         }

@@ -14,11 +14,11 @@
 
 mod app;
 mod campaign;
-mod product;
 mod engine_bench;
 mod engine_leaf;
 mod failover;
 mod flood;
+mod product;
 mod progress;
 mod report;
 mod setup;

@@ -112,11 +112,17 @@ impl Product {
                 let app = RootApp::new(self.model.clone(), c, stored, self.bus.clone());
                 (boot << 32, ProductApp::Root(app))
             }
-            Role::SubParent => (now.as_millis() as u64 * 16, ProductApp::Member(MemberApp::relay())),
+            Role::SubParent => (
+                now.as_millis() as u64 * 16,
+                ProductApp::Member(MemberApp::relay()),
+            ),
             Role::Leaf => {
                 let vseed = seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let rt = NodeRuntime::new(self.model.clone(), &inst.name, self.modules, vseed);
-                (now.as_millis() as u64 * 16, ProductApp::Member(MemberApp::leaf(rt)))
+                (
+                    now.as_millis() as u64 * 16,
+                    ProductApp::Member(MemberApp::leaf(rt)),
+                )
             }
         };
         let stack = c.sync.stack(id, seed, now, floor);

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::executor::{ExecEvent, Relation};
-use engine::node::NodeEngine;
-use engine::virt::{Outcome, VirtualConfig, VirtualWorld};
+use engine::driver::{Driver, Step};
+use engine::executor::Relation;
+use engine::virt::VirtualConfig;
 use overlay::{Key, Kind, NodeId, Time};
 use prost::Message;
 use proto::node::{Node, RunState};
@@ -47,15 +47,12 @@ fn ms(now: Time) -> u64 {
     now.as_millis() as u64
 }
 
-/// One node's engine and virtual machine.
+/// One node's engine driven against its virtual machine
+/// ([`engine::driver::Driver`], the one engine driver), plus the mutation
+/// metrics and what the node publishes.
 pub struct NodeRuntime {
     model: Arc<Model>,
-    engine: NodeEngine,
-    world: VirtualWorld,
-    /// The mutation in flight and when it started (for its duration).
-    step: Option<(u32, u64)>,
-    /// The last completion delivered was a module error (not a timeout).
-    module_failed: bool,
+    driver: Driver,
     published: Option<Bytes>,
     /// The Cfg names a BMC: the sub-parent authors this node's Dsc.
     parent_drives: bool,
@@ -64,19 +61,17 @@ pub struct NodeRuntime {
 impl NodeRuntime {
     /// The engine of node `name` with a virtual machine seeded by `seed`.
     pub fn new(model: Arc<Model>, name: &str, modules: VirtualConfig, seed: u64) -> NodeRuntime {
-        let engine = NodeEngine::new(
+        let driver = Driver::new(
             model.graph.clone(),
             model.registry.clone(),
             Relation::All,
             name,
+            modules,
+            seed,
         );
-        let world = VirtualWorld::new(&model.graph, 1, modules, seed);
         NodeRuntime {
             model,
-            engine,
-            world,
-            step: None,
-            module_failed: false,
+            driver,
             published: None,
             parent_drives: false,
         }
@@ -85,7 +80,7 @@ impl NodeRuntime {
     /// A new Cfg from the root; a re-delivery of the same Cfg changes
     /// nothing. Freezing happens before the new target, thawing after.
     pub fn handle_cfg(&mut self, cfg: Node, now_ms: u64) {
-        if *self.engine.cfg() == cfg {
+        if *self.driver.cfg() == cfg {
             return;
         }
         let bmc =
@@ -99,83 +94,46 @@ impl NodeRuntime {
         }
         self.parent_drives = bmc;
         let frozen = self.model.frozen(&cfg);
-        let was = self.model.frozen(self.engine.cfg());
-        if frozen && !was {
-            self.engine.freeze();
-        }
-        if let Err(e) = self.engine.set_cfg(cfg, now_ms) {
+        let was = self.model.frozen(self.driver.cfg());
+        if let Err(e) = self
+            .driver
+            .set_cfg(cfg, now_ms, frozen && !was, !frozen && was)
+        {
             tracing::warn!("engine rejected a Cfg: {e}");
         }
-        if !frozen && was {
-            self.engine.thaw(now_ms);
-        }
-        self.drive(now_ms);
+        self.record_steps();
     }
 
     /// Delivers completions and deadlines due at `now_ms` and starts the
     /// module calls the engine asks for.
     pub fn drive(&mut self, now_ms: u64) {
-        while let Some(c) = self.world.poll_completion(now_ms) {
-            match c.outcome {
-                Outcome::Dsc(values) => self.engine.handle_report(&values, now_ms),
-                Outcome::Failed => {
-                    self.module_failed = true;
-                    self.engine.handle_failed(c.token, now_ms);
-                }
-            }
-            self.drain_events(now_ms);
-        }
-        self.engine.handle_timeout(now_ms);
-        self.drain_events(now_ms);
-        while let Some(a) = self.engine.poll_action() {
-            self.world.handle_action(&a, now_ms);
-        }
-        self.drain_events(now_ms);
+        self.driver.drive(now_ms);
+        self.record_steps();
     }
 
-    fn drain_events(&mut self, now_ms: u64) {
-        while let Some(e) = self.engine.poll_event() {
-            let g = self.model.graph.clone();
-            let name = |mu: u32| g.mutation(mu).name.clone();
-            match e {
-                ExecEvent::StepStarted {
+    /// Turns the driver's step reports into the mutation metrics.
+    fn record_steps(&mut self) {
+        let g = self.model.graph.clone();
+        let name = |mu: u32| g.mutation(mu).name.clone();
+        let dur = |ms: Option<u64>| ms.map(Duration::from_millis);
+        while let Some(s) = self.driver.poll_step() {
+            match s {
+                Step::Started { mutation } => m::mutation_started(name(mutation)),
+                Step::Done { mutation, took_ms } => {
+                    m::mutation_completed(name(mutation), dur(took_ms));
+                }
+                Step::Failed {
                     mutation,
-                    local: true,
-                    ..
-                } => {
-                    m::mutation_started(name(mutation));
-                    self.step = Some((mutation, now_ms));
-                }
-                ExecEvent::StepDone { mutation, .. } => {
-                    let took = self.took(mutation, now_ms);
-                    m::mutation_completed(name(mutation), took);
-                }
-                ExecEvent::StepFailed { mutation, .. } => {
-                    let took = self.took(mutation, now_ms);
-                    m::mutation_failed(name(mutation), took, !self.module_failed);
-                    self.module_failed = false;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn took(&mut self, mutation: u32, now_ms: u64) -> Option<Duration> {
-        match self.step.take() {
-            Some((mu, t0)) if mu == mutation => Some(Duration::from_millis(now_ms - t0)),
-            other => {
-                self.step = other;
-                None
+                    took_ms,
+                    timed_out,
+                } => m::mutation_failed(name(mutation), dur(took_ms), timed_out),
             }
         }
     }
 
     /// The next completion or step deadline, milliseconds.
     pub fn poll_timeout(&self) -> Option<u64> {
-        [self.engine.poll_timeout(), self.world.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.driver.poll_timeout()
     }
 
     /// The Dsc to publish (with the Frozen flag the engine really has), if
@@ -184,8 +142,8 @@ impl NodeRuntime {
         if self.parent_drives {
             return None;
         }
-        let mut dsc = self.engine.dsc().clone();
-        let frozen = self.model.frozen(self.engine.cfg());
+        let mut dsc = self.driver.dsc().clone();
+        let frozen = self.model.frozen(self.driver.cfg());
         self.model.set_frozen(&mut dsc, frozen);
         let bytes = Bytes::from(dsc.encode_to_vec());
         if self.published.as_ref() == Some(&bytes) {

@@ -169,15 +169,19 @@ impl DropCounters {
 pub struct ClusterKey(pub [u8; 32]);
 
 impl ClusterKey {
-    /// Parses 64 hex digits (surrounding white space ignored).
+    /// Parses 64 hex digits (surrounding white space ignored). Works on
+    /// bytes, so no input (non-ASCII, signs) can make it panic or pass.
     pub fn from_hex(text: &str) -> Result<ClusterKey, KeyError> {
-        let t = text.trim();
+        let t = text.trim().as_bytes();
         if t.len() != 64 {
             return Err(KeyError::Length(t.len()));
         }
+        let digit = |b: u8| char::from(b).to_digit(16).ok_or(KeyError::NotHex);
         let mut k = [0u8; 32];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| KeyError::NotHex)?;
+        for (b, pair) in k.iter_mut().zip(t.chunks_exact(2)) {
+            // Two digits below 16 each: the value fits a byte.
+            *b = u8::try_from(digit(pair[0])? << 4 | digit(pair[1])?)
+                .map_err(|_| KeyError::NotHex)?;
         }
         Ok(ClusterKey(k))
     }

@@ -95,10 +95,15 @@ impl Limiter {
     }
 }
 
-/// Whether a datagram from `src` may come from the instance at `addr` (an
-/// instance listening on the unspecified address is matched by port).
+/// Whether a datagram from `src` may come from the instance at `addr`: the
+/// same address, where an IPv4-mapped IPv6 source (a dual-stack socket's
+/// view of an IPv4 peer) counts as its IPv4 address. An instance whose
+/// topology address is unspecified (`0.0.0.0`, `::`) cannot be checked, so
+/// nothing matches it (a port alone proves nothing).
 fn same_source(addr: SocketAddr, src: SocketAddr) -> bool {
-    addr == src || (addr.ip().is_unspecified() && addr.port() == src.port())
+    let plain = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (addr, src) = (plain(addr), plain(src));
+    !addr.ip().is_unspecified() && addr == src
 }
 
 /// `CLOCK_MONOTONIC` as a duration since boot; shared by all processes.
@@ -391,8 +396,24 @@ mod tests {
         let a: SocketAddr = "127.0.0.2:7000".parse().unwrap();
         assert!(same_source(a, a));
         assert!(!same_source(a, "127.0.0.3:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn same_source_matches_mapped_v4_and_not_an_unspecified_address() {
+        let a: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.2]:7000".parse().unwrap();
+        assert!(same_source(a, mapped), "a dual-stack socket's view of a");
+        let other: SocketAddr = "[::ffff:127.0.0.3]:7000".parse().unwrap();
+        assert!(!same_source(a, other));
+        let v6: SocketAddr = "[::1]:7000".parse().unwrap();
+        assert!(same_source(v6, v6));
+        // An unspecified topology address says nothing about where the
+        // instance's datagrams come from: it is never matched by port alone.
         let any: SocketAddr = "0.0.0.0:7000".parse().unwrap();
-        assert!(same_source(any, a));
+        assert!(!same_source(any, a));
+        let any6: SocketAddr = "[::]:7000".parse().unwrap();
+        assert!(!same_source(any6, a));
+        assert!(!same_source(any, any));
     }
 
     #[test]

@@ -215,6 +215,18 @@ fn key_parsing() {
     );
 }
 
+#[test]
+fn key_from_hex_refuses_non_ascii_without_panicking() {
+    // 64 bytes, but 32 two-byte characters: slicing by bytes would split
+    // a character (issue 12, finding 11).
+    let text = "é".repeat(32);
+    assert_eq!(text.len(), 64);
+    assert_eq!(ClusterKey::from_hex(&text).err(), Some(KeyError::NotHex));
+    let mixed = format!("{}é{}", "a".repeat(31), "b".repeat(31));
+    assert_eq!(ClusterKey::from_hex(&mixed).err(), Some(KeyError::NotHex));
+    assert!(ClusterKey::from_hex(&"+1".repeat(32)).is_err(), "no signs");
+}
+
 proptest::proptest! {
     #[test]
     fn random_bytes_never_panic(d in proptest::collection::vec(proptest::num::u8::ANY, 0..1500)) {

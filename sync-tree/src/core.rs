@@ -51,6 +51,9 @@ pub struct TreeStats {
     pub events_dropped: u64,
     /// Times this instance fell back to its grandparent.
     pub fallbacks: u64,
+    /// Publishes refused because the record's versions were exhausted
+    /// (a held version within 2 of `u64::MAX`; nothing changed).
+    pub versions_exhausted: u64,
 }
 
 /// One instance of the tree strategy.
@@ -716,7 +719,10 @@ impl Instance for TreeCore {
 impl Strategy for TreeCore {
     fn publish(&mut self, now: Time, node: NodeId, kind: Kind, data: Bytes) -> u64 {
         let key = Key { node, kind };
-        let version = self.store.next_version(key, self.cfg.version_floor);
+        let Some(version) = self.store.next_version(key, self.cfg.version_floor) else {
+            self.stats.versions_exhausted += 1;
+            return self.store.version(key).unwrap_or(u64::MAX);
+        };
         self.store.apply(&Record { key, version, data });
         self.changed(now, key);
         version
@@ -727,15 +733,13 @@ impl Strategy for TreeCore {
             node,
             kind: Kind::Dsc,
         };
-        let held = self.store.version(key).unwrap_or(0);
-        if held % 2 == 1 || !self.routes.within(node, self.me) {
+        if !self.routes.within(node, self.me) {
             return;
         }
-        self.store.apply(&Record {
-            key,
-            version: held + 1,
-            data,
-        });
+        let Some(version) = self.store.failure_mark(key) else {
+            return;
+        };
+        self.store.apply(&Record { key, version, data });
         self.changed(now, key);
     }
 

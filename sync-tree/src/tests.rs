@@ -437,3 +437,43 @@ fn a_stale_claim_is_ignored() {
     });
     assert_eq!(s.get(0).unwrap().core.acting(1), 2);
 }
+
+/// Issue 12, finding 10: a held version near 2^64 (here a child's Dsc that
+/// its sub-parent publishes for it, as for a BMC-driven node) made the next
+/// publish overflow: a panic in debug builds, a wrap to a stale version in
+/// release. It is refused and counted; nothing changes.
+#[test]
+fn publish_near_u64_max_is_refused_not_wrapped() {
+    let t = tree(1, 2);
+    let mut sp = TreeCore::new(1, t.clone(), TreeConfig::default(), Time::ZERO);
+    let high = overlay::Record {
+        key: Key {
+            node: 3,
+            kind: Kind::Dsc,
+        },
+        version: u64::MAX - 1,
+        data: Bytes::from_static(b"high"),
+    };
+    let update = Frame {
+        body: Some(proto::overlay::frame::Body::Update(
+            proto::overlay::Update {
+                update_seq: 1,
+                records: vec![high.to_wire()],
+                acks: vec![],
+            },
+        )),
+    };
+    sp.handle_frame(Time::ZERO, 3, update);
+    assert_eq!(sp.get(high.key), Some(high.clone()));
+    let v = sp.publish(Time::ZERO, 3, Kind::Dsc, Bytes::from_static(b"next"));
+    assert_eq!(v, u64::MAX - 1, "the held version, unchanged");
+    assert_eq!(sp.get(high.key), Some(high.clone()));
+    assert_eq!(sp.stats().versions_exhausted, 1);
+    // The failure mark above it still fits (u64::MAX, odd); after it,
+    // nothing more does.
+    sp.mark_failed(Time::ZERO, 3, Bytes::from_static(b"failed"));
+    assert_eq!(sp.get(high.key).map(|r| r.version), Some(u64::MAX));
+    sp.publish(Time::ZERO, 3, Kind::Dsc, Bytes::from_static(b"again"));
+    assert_eq!(sp.get(high.key).map(|r| r.version), Some(u64::MAX));
+    assert_eq!(sp.stats().versions_exhausted, 2);
+}

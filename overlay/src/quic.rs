@@ -31,7 +31,7 @@ use crate::envelope::{Opener, Sealer};
 use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
-use crate::udp::{Buffers, Handle, Shared, monotonic_now};
+use crate::udp::{Buffers, Handle, Shared, monotonic_now, spawn_boot};
 
 /// The name every instance certificate carries and every client checks.
 pub const SERVER_NAME: &str = "node.layercake";
@@ -316,7 +316,12 @@ impl Links {
     }
 }
 
-/// Starts `inst` on `ep` in the current `LocalSet`.
+/// Starts `inst` on `ep` in the current `LocalSet`, with a fresh envelope
+/// boot.
+///
+/// # Panics
+/// If the operating system has no random source
+/// ([`crate::udp::random_boot`]).
 pub fn spawn<I: Instance + 'static>(
     inst: I,
     ep: quinn::Endpoint,
@@ -325,12 +330,13 @@ pub fn spawn<I: Instance + 'static>(
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
+    let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
         links: Links::new(ep, inbox_tx),
         inbox,
-        sealer: Sealer::new(me, shared.epoch),
-        opener: Opener::new(me),
+        sealer: Sealer::new(me, boot),
+        opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
         rng: Rng::new(shared.epoch ^ me as u64),
         shared,
     };
@@ -418,6 +424,16 @@ impl<I: Instance> Task<I> {
         let _ = self
             .h
             .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+        let mut out = Vec::new();
+        while let Some((peer, echo)) = self.opener.poll_reply() {
+            if self
+                .sealer
+                .seal_session(&self.shared.keys, peer, echo, &mut out)
+                .is_ok()
+            {
+                self.send(peer, Bytes::copy_from_slice(&out));
+            }
+        }
     }
 
     fn flush(&mut self, tx: &mut Vec<u8>) {
@@ -425,7 +441,15 @@ impl<I: Instance> Task<I> {
             let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
                 return;
             };
-            self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
+            let echo = self.opener.peer_boot(t.to);
+            if self
+                .sealer
+                .seal(&self.shared.keys, t.to, echo, &t.frame, tx)
+                .is_err()
+            {
+                self.h.traffic.borrow_mut().tx_errors += 1;
+                continue;
+            }
             let bytes = Bytes::copy_from_slice(tx);
             let mut c = self.h.traffic.borrow_mut();
             c.tx_datagrams += 1;

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::envelope::{DropCounters, DropReason, KeyRing, Opener, Sealer, peek_header};
+use crate::envelope::{Boot, DropCounters, DropReason, KeyRing, Opener, Sealer, peek_header};
 use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
@@ -131,6 +131,22 @@ mod clock {
     }
 }
 
+/// A fresh envelope boot from the operating system's random source (what
+/// every driver's `spawn` draws for its instance).
+pub fn random_boot() -> io::Result<Boot> {
+    let bits = getrandom::u64().map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(Boot::from_random(bits))
+}
+
+/// [`random_boot`] for a driver's `spawn`, which cannot report an error.
+///
+/// # Panics
+/// If the operating system has no random source (as `std`'s own hash maps
+/// would).
+pub(crate) fn spawn_boot() -> Boot {
+    random_boot().expect("the operating system's random source")
+}
+
 /// Socket buffer sizes.
 #[derive(Clone, Copy, Debug)]
 pub struct Buffers {
@@ -159,7 +175,9 @@ pub struct Shared {
     pub keys: KeyRing,
     /// Probability a received datagram is dropped on purpose (loss tests).
     pub loss: f64,
-    /// Envelope epoch of this process's instances (grows across restarts).
+    /// Seeds the drivers' own randomness (the loss setting). The envelope
+    /// no longer uses it: each instance's task draws its boot from the
+    /// operating system ([`random_boot`]).
     pub epoch: u64,
 }
 
@@ -238,9 +256,12 @@ impl<I: Instance> Handle<I> {
                 t.rx_datagrams += 1;
                 t.rx_bytes += d.len() as u64;
                 drop(t);
-                self.inner
-                    .borrow_mut()
-                    .handle_frame(monotonic_now(), o.sender, frame);
+                // A session datagram only teaches the envelope a boot.
+                if !o.session {
+                    self.inner
+                        .borrow_mut()
+                        .handle_frame(monotonic_now(), o.sender, frame);
+                }
                 Some(o.sender)
             }
             Err(_) => {
@@ -261,14 +282,20 @@ impl<I: Instance> Handle<I> {
     }
 }
 
-/// Starts `inst` on `socket` in the current `LocalSet`.
+/// Starts `inst` on `socket` in the current `LocalSet`, with a fresh
+/// envelope boot.
+///
+/// # Panics
+/// If the operating system has no random source ([`random_boot`]).
 pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shared>) -> Handle<I> {
     let h = Handle::new(inst);
+    let me = h.inner.borrow().id();
+    let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
         socket,
-        sealer: Sealer::new(h.inner.borrow().id(), shared.epoch),
-        opener: Opener::new(h.inner.borrow().id()).with_senders(shared.addrs.len() as u32),
+        sealer: Sealer::new(me, boot),
+        opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
         rng: Rng::new(shared.epoch ^ h.inner.borrow().id() as u64),
         limiter: Limiter::default(),
         shared,
@@ -340,10 +367,29 @@ impl<I: Instance> Task<I> {
                 let _ = self
                     .h
                     .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+                self.send_replies();
             }
             Err(reason) => {
                 self.opener.drops.count(reason);
                 self.h.traffic.borrow_mut().drops.count(reason);
+            }
+        }
+    }
+
+    /// Sends the session datagrams the opener asks for (a full socket
+    /// buffer drops them: the next datagram asks again).
+    fn send_replies(&mut self) {
+        let mut out = Vec::new();
+        while let Some((peer, echo)) = self.opener.poll_reply() {
+            let Some(&addr) = self.shared.addrs.get(peer as usize) else {
+                continue;
+            };
+            if self
+                .sealer
+                .seal_session(&self.shared.keys, peer, echo, &mut out)
+                .is_ok()
+            {
+                let _ = self.socket.try_send_to(&out, addr);
             }
         }
     }
@@ -356,7 +402,15 @@ impl<I: Instance> Task<I> {
             let Some(&addr) = self.shared.addrs.get(t.to as usize) else {
                 continue;
             };
-            self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
+            let echo = self.opener.peer_boot(t.to);
+            if self
+                .sealer
+                .seal(&self.shared.keys, t.to, echo, &t.frame, tx)
+                .is_err()
+            {
+                self.h.traffic.borrow_mut().tx_errors += 1;
+                continue;
+            }
             let sent = match self.socket.try_send_to(tx, addr) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.socket.send_to(tx, addr).await
@@ -424,7 +478,8 @@ mod tests {
         let mut l = Limiter::default();
         let mut d = vec![0u8; 60];
         assert_eq!(l.check(&addrs, &d, me), Err(DropReason::BadMagic));
-        d[..3].copy_from_slice(b"KR\x01");
+        d[..2].copy_from_slice(&crate::envelope::MAGIC);
+        d[2] = crate::envelope::VERSION;
         d[4..8].copy_from_slice(&9u32.to_be_bytes());
         assert_eq!(l.check(&addrs, &d, me), Err(DropReason::UnknownSender));
         d[4..8].copy_from_slice(&2u32.to_be_bytes());

@@ -32,11 +32,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::envelope::{Opener, Sealer};
-use crate::quic::{INBOX_MAX, Links};
+use crate::quic::{INBOX_MAX, Inbound, Links};
 use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
-use crate::udp::{Handle, Limiter, RECV_BATCH_MAX, Shared, monotonic_now, spawn_boot};
+use crate::udp::{Handle, Limiter, RECV_BATCH_MAX, Shared, count_drop, monotonic_now, spawn_boot};
 
 /// How an instance chooses between UDP and QUIC per peer.
 #[derive(Clone, Debug)]
@@ -202,7 +202,7 @@ pub fn spawn<I: Instance + 'static>(
     let task = Task {
         h: h.clone(),
         socket,
-        links: Links::new(ep, inbox_tx),
+        links: Links::new(ep, inbox_tx, shared.clone()),
         inbox,
         sealer: Sealer::new(me, boot),
         opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
@@ -242,7 +242,7 @@ struct Task<I> {
     h: Handle<I>,
     socket: UdpSocket,
     links: Links,
-    inbox: mpsc::Receiver<Bytes>,
+    inbox: mpsc::Receiver<Inbound>,
     sealer: Sealer,
     opener: Opener,
     rng: Rng,
@@ -287,12 +287,7 @@ impl<I: Instance> Task<I> {
                         self.h.inner.borrow_mut().handle_timeout(monotonic_now());
                     }
                 }
-                Some(d) = self.inbox.recv() => {
-                    if self.h.deliver(&mut self.opener, &mut self.rng, &self.shared, &d).is_some() {
-                        self.paths.borrow_mut().counters.quic_rx += 1;
-                    }
-                    self.send_replies(Way::Quic);
-                }
+                Some(inbound) = self.inbox.recv() => self.receive_quic(&inbound),
                 Some((peer, conn)) = self.links.done.recv() => {
                     let lost = self.links.connected(peer, conn);
                     self.h.traffic.borrow_mut().tx_errors += lost;
@@ -306,12 +301,33 @@ impl<I: Instance> Task<I> {
         }
     }
 
+    /// The QUIC driver's checks (the connection's identity and the
+    /// stream's length, made where it was read; sender id and rate here)
+    /// before opening. One bucket per peer serves both ways.
+    fn receive_quic(&mut self, inbound: &Inbound) {
+        let d = &inbound.data[..];
+        let checked = inbound
+            .verdict
+            .and_then(|()| self.limiter.check_quic(self.shared.addrs.len(), d));
+        if let Err(reason) = checked {
+            count_drop(&self.h, &mut self.opener, reason);
+            return;
+        }
+        if self
+            .h
+            .deliver(&mut self.opener, &mut self.rng, &self.shared, d)
+            .is_some()
+        {
+            self.paths.borrow_mut().counters.quic_rx += 1;
+        }
+        self.send_replies(Way::Quic);
+    }
+
     /// The UDP driver's checks (header, sender id, source address, rate)
     /// before opening; an accepted envelope marks UDP alive for its sender.
     fn receive_udp(&mut self, d: &[u8], src: SocketAddr) {
         if let Err(reason) = self.limiter.check(&self.shared.addrs, d, src) {
-            self.opener.drops.count(reason);
-            self.h.traffic.borrow_mut().drops.count(reason);
+            count_drop(&self.h, &mut self.opener, reason);
             return;
         }
         if let Some(from) = self

@@ -134,11 +134,15 @@ pub enum DropReason {
     /// session datagram.
     #[error("unfresh")]
     Unfresh,
+    /// Came on a QUIC connection whose certificate is not for the
+    /// envelope's sender (QUIC and dual drivers, before opening).
+    #[error("peer identity mismatch")]
+    IdentityMismatch,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -153,6 +157,7 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::SourceMismatch,
         DropReason::Unfresh,
+        DropReason::IdentityMismatch,
     ];
 
     /// A short label for metrics.
@@ -172,6 +177,7 @@ impl DropReason {
             DropReason::RateLimited => "rate_limited",
             DropReason::SourceMismatch => "source_mismatch",
             DropReason::Unfresh => "unfresh",
+            DropReason::IdentityMismatch => "identity_mismatch",
         }
     }
 }

@@ -72,6 +72,21 @@ impl Limiter {
         true
     }
 
+    /// The checks before an envelope that came over QUIC is opened (its
+    /// connection already proved the sender's identity): header, sender id,
+    /// rate limit. Allocates nothing but a bucket for a sender of the
+    /// cluster.
+    pub(crate) fn check_quic(&mut self, senders: usize, d: &[u8]) -> Result<(), DropReason> {
+        let h = peek_header(d)?;
+        if h.sender as usize >= senders {
+            return Err(DropReason::UnknownSender);
+        }
+        if !self.admit(h.sender, monotonic_now()) {
+            return Err(DropReason::RateLimited);
+        }
+        Ok(())
+    }
+
     /// The checks before an envelope from `src` is opened: header, sender
     /// id, source address, rate limit. Allocates nothing but a bucket for
     /// a sender whose address matched.
@@ -171,6 +186,10 @@ pub fn bind(addr: SocketAddr, buffers: Buffers) -> io::Result<UdpSocket> {
 pub struct Shared {
     /// Address of every instance, by id.
     pub addrs: Vec<SocketAddr>,
+    /// Name of every instance, by id (what its certificate names): the
+    /// QUIC and dual drivers deliver an envelope from a connection only if
+    /// the peer's certificate is valid for the envelope sender's name.
+    pub names: Vec<String>,
     /// The cluster's keys.
     pub keys: KeyRing,
     /// Probability a received datagram is dropped on purpose (loss tests).
@@ -179,6 +198,27 @@ pub struct Shared {
     /// no longer uses it: each instance's task draws its boot from the
     /// operating system ([`random_boot`]).
     pub epoch: u64,
+}
+
+impl Shared {
+    /// What the instances of a cluster share: every instance's address and
+    /// name from the flat topology; no simulated loss.
+    pub fn from_flat(flat: &topo::Flat, keys: KeyRing) -> Shared {
+        Shared {
+            addrs: flat.instances.iter().map(|i| i.addr).collect(),
+            names: flat.instances.iter().map(|i| i.name.clone()).collect(),
+            keys,
+            loss: 0.0,
+            epoch: 0,
+        }
+    }
+}
+
+/// Counts a datagram dropped before its envelope was opened, in the
+/// opener's counters and the instance's traffic.
+pub(crate) fn count_drop<I>(h: &Handle<I>, opener: &mut Opener, reason: DropReason) {
+    opener.drops.count(reason);
+    h.traffic.borrow_mut().drops.count(reason);
 }
 
 /// Per-instance traffic counters of the UDP driver.
@@ -369,10 +409,7 @@ impl<I: Instance> Task<I> {
                     .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
                 self.send_replies();
             }
-            Err(reason) => {
-                self.opener.drops.count(reason);
-                self.h.traffic.borrow_mut().drops.count(reason);
-            }
+            Err(reason) => count_drop(&self.h, &mut self.opener, reason),
         }
     }
 

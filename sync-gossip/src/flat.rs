@@ -134,7 +134,7 @@ impl Strategy for FlatGossip {
             kind: Kind::Dsc,
         };
         let held = self.core.get(key).map_or(0, |r| r.version);
-        let Some(version) = held.checked_add(1).filter(|_| held % 2 == 0) else {
+        let Some(version) = held.checked_add(1).filter(|_| held.is_multiple_of(2)) else {
             return;
         };
         self.put(now, Record { key, version, data });

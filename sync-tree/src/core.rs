@@ -253,17 +253,17 @@ impl TreeCore {
     /// application (a node's own Cfg may first reach it this way while it
     /// acts for its group) and forwarded. The tree's direction rules hold:
     /// a Cfg only for this instance's effective subtree (its acting groups
-    /// included), a Dsc only from below it (never its own); anything else
-    /// is counted in `records_rejected`. Returns whether it was taken and
-    /// newer.
+    /// included), a Dsc only from below it (never its own, which is ignored
+    /// without counting); anything else is counted in `records_rejected`.
+    /// Returns whether it was taken and newer.
     pub fn absorb(&mut self, now: Time, rec: Record) -> bool {
         let key = rec.key;
-        let below = self.routes.within(key.node, self.me);
-        let allowed = match key.kind {
-            Kind::Cfg => below,
-            Kind::Dsc => below && key.node != self.me,
-        };
-        if !allowed {
+        if key.node == self.me && key.kind == Kind::Dsc {
+            // Its own Dsc is its to publish; the group's replica of it is
+            // passed along by the application and quietly ignored.
+            return false;
+        }
+        if !self.routes.within(key.node, self.me) {
             self.stats.records_rejected += 1;
             return false;
         }

@@ -654,6 +654,9 @@ struct Peer {
     boots: Vec<(u64, u64)>,
     /// The boot datagrams are delivered from, and its window.
     current: Option<(u64, Window)>,
+    /// The boot of the last authentic fresh datagram (proven alive during
+    /// this receiver's boot): echoed even before it becomes current.
+    fresh: Option<u64>,
     cipher: Option<Derived>,
 }
 
@@ -692,10 +695,18 @@ impl Peer {
         true
     }
 
-    /// The boot to echo to this sender: the current one, else the newest seen.
+    /// The boot to echo to this sender: the last one proven alive by a
+    /// fresh datagram if it is newer than the current one, else the
+    /// current one, else the newest seen.
     fn target(&self) -> Option<u64> {
-        self.current
-            .map(|c| c.0)
+        let current = self.current.map(|c| c.0);
+        let newer = |f: u64| match current {
+            Some(c) => self.order(f) > self.order(c),
+            None => true,
+        };
+        self.fresh
+            .filter(|&f| newer(f))
+            .or(current)
             .or_else(|| self.boots.iter().max_by_key(|b| b.1).map(|b| b.0))
     }
 }
@@ -795,6 +806,9 @@ impl Opener {
             }
             return Err(DropReason::Unfresh);
         }
+        if let Some(p) = self.peers.get_mut(&h.sender) {
+            p.fresh = Some(h.sender_boot);
+        }
         if new {
             // Seen first in a fresh datagram (the sender learned our boot
             // from us): learned now, delivered from the next one.
@@ -877,6 +891,7 @@ impl Opener {
         let p = self.peers.entry(sender).or_insert_with(|| Peer {
             boots: Vec::new(),
             current: None,
+            fresh: None,
             cipher: None,
         });
         Ok(p.saw(boot, order))

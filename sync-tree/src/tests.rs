@@ -595,7 +595,11 @@ fn absorbed_records_obey_the_direction_rules() {
     );
     assert!(!core.absorb(Time::ZERO, rec(4, Kind::Dsc)), "not acting");
     assert!(core.absorb(Time::ZERO, rec(3, Kind::Cfg)), "its own Cfg");
-    assert_eq!(core.stats().records_rejected, 2, "its own Dsc is not counted");
+    assert_eq!(
+        core.stats().records_rejected,
+        2,
+        "its own Dsc is not counted"
+    );
     // Acting for group 1, the group's records are its to serve.
     assert!(core.set_acting(Time::ZERO, 1, 3, 1));
     assert!(core.absorb(Time::ZERO, rec(4, Kind::Cfg)));

@@ -253,6 +253,21 @@ fn replay_after_receiver_restart_is_dropped() {
     }
 }
 
+/// After a receiver restarts, a sender that was talking with it both ways
+/// gets through after one exchange: it echoes the boot it just saw proven
+/// alive, not the one it delivered from before.
+#[test]
+fn a_restarted_receiver_is_reached_after_one_exchange() {
+    let (mut s, mut r) = pair();
+    assert!(s.send(&mut r, &hello()).is_ok());
+    assert!(r.send(&mut s, &hello()).is_ok(), "s delivers from r's boot");
+    let mut restarted = End::new(2, 22);
+    assert_eq!(s.send(&mut restarted, &hello()), Err(DropReason::Unfresh));
+    assert_eq!(s.opener.peer_boot(2), Some(boot(22)));
+    assert!(s.send(&mut restarted, &hello()).is_ok());
+    assert!(restarted.send(&mut s, &hello()).is_ok());
+}
+
 #[test]
 fn a_replayed_old_boot_does_not_mislead_a_receiver() {
     let (mut old, mut r) = pair();

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use overlay::envelope::{ClusterKey, KeyRing, Opener, Sealer};
+use overlay::envelope::{Boot, ClusterKey, KeyRing, Opener, Sealer};
 use overlay::strategy::MAX_DATAGRAM_BYTES;
 use overlay::tree::Tree;
 use overlay::{Instance, Record};
@@ -44,11 +44,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let keys = KeyRing::single(1, &ClusterKey::from_seed(1));
     let mut out = Vec::new();
-    Sealer::new(3, 1).seal(&keys, 1, &f, &mut out);
+    let (mine, theirs) = (Boot::from_random(3), Boot::from_random(1));
+    let mut sealer = Sealer::new(3, mine);
+    let mut opener = Opener::new(1, theirs);
+    // The first datagram introduces the sender's boot; the second opens.
+    sealer
+        .seal(&keys, 1, None, &f, &mut out)
+        .expect("sequences left");
     if out.len() <= MAX_DATAGRAM_BYTES {
-        let (_, back) = Opener::new(1)
-            .open(&keys, &out)
-            .expect("our own datagram opens");
+        assert!(opener.open(&keys, &out).is_err(), "not fresh");
+        sealer
+            .seal(&keys, 1, Some(theirs), &f, &mut out)
+            .expect("sequences left");
+        let (_, back) = opener.open(&keys, &out).expect("our own datagram opens");
         assert_eq!(back, f);
     }
     // A sub-parent (id 1) handles the frame as if from any instance.

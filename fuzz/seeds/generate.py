@@ -42,8 +42,10 @@ def record(node, kind, version, data):
     return field(1, 0, node) + field(2, 0, kind) + field(3, 0, version) + field(4, 2, data)
 
 
-def header(key=1, version=1, sender=3, receiver=2, epoch=1, seq=1):
-    return b"KR" + bytes([version, key]) + struct.pack(">IIQQ", sender, receiver, epoch, seq)
+def header(key=1, version=2, sender=3, receiver=2, epoch=1, seq=1):
+    """An envelope v2 header: `epoch` is the sender boot; the receiver boot
+    echoed is 2, the fuzz target's own, so some seeds count as fresh."""
+    return b"KR" + bytes([version, key]) + struct.pack(">IIQQQ", sender, receiver, epoch, 2, seq)
 
 
 # --- envelope: headers of every kind, bodies of every size

@@ -113,8 +113,11 @@ impl Garbage {
             h.extend_from_slice(&[version, key]);
             h.extend_from_slice(&sender.to_be_bytes());
             h.extend_from_slice(&0u32.to_be_bytes());
+            // Sender boot (never zero), receiver boot, sequence.
+            h.extend_from_slice(&(r.next_u64() | 1).to_be_bytes());
             h.extend_from_slice(&r.next_u64().to_be_bytes());
             h.extend_from_slice(&r.next_u64().to_be_bytes());
+            debug_assert_eq!(h.len(), HEADER_BYTES);
             h
         };
         let body = 64 + (r.below(1200) as usize);
@@ -444,7 +447,7 @@ mod tests {
     fn every_kind_of_garbage_is_rejected_by_the_envelope() {
         let keys = KeyRing::single(1, &ClusterKey::from_seed(1));
         let mut r = Rng::new(5);
-        let mut o = Opener::new(0).with_senders(100);
+        let mut o = Opener::new(0, overlay::envelope::Boot::from_random(1)).with_senders(100);
         for k in KINDS {
             for _ in 0..50 {
                 let d = k.make(&mut r, 100);

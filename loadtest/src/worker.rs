@@ -245,6 +245,7 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
     say(&Msg::Ready);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let shared = Arc::new(Shared {
+        names: c.flat.instances.iter().map(|i| i.name.clone()).collect(),
         addrs: c.flat.instances.iter().map(|i| i.addr).collect(),
         keys: KeyRing::single(1, &ClusterKey::from_seed(a.cluster.seed)),
         loss: a.cluster.loss,

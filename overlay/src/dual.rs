@@ -32,11 +32,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::envelope::{Opener, Sealer};
-use crate::quic::{INBOX_MAX, Links};
+use crate::quic::{INBOX_MAX, Inbound, Links};
 use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
-use crate::udp::{Handle, Limiter, RECV_BATCH_MAX, Shared, monotonic_now};
+use crate::udp::{Handle, Limiter, RECV_BATCH_MAX, Shared, count_drop, monotonic_now, spawn_boot};
 
 /// How an instance chooses between UDP and QUIC per peer.
 #[derive(Clone, Debug)]
@@ -178,8 +178,13 @@ impl Paths {
     }
 }
 
-/// Starts `inst` with `socket` and `ep` in the current `LocalSet`.
-/// Returns the application's handle and a view of the path counters.
+/// Starts `inst` with `socket` and `ep` in the current `LocalSet`, with a
+/// fresh envelope boot. Returns the application's handle and a view of the
+/// path counters.
+///
+/// # Panics
+/// If the operating system has no random source
+/// ([`crate::udp::random_boot`]).
 pub fn spawn<I: Instance + 'static>(
     inst: I,
     socket: UdpSocket,
@@ -193,13 +198,14 @@ pub fn spawn<I: Instance + 'static>(
     let view = DualView {
         paths: Rc::new(RefCell::new(Paths::new(policy))),
     };
+    let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
         socket,
-        links: Links::new(ep, inbox_tx),
+        links: Links::new(ep, inbox_tx, shared.clone()),
         inbox,
-        sealer: Sealer::new(me, shared.epoch),
-        opener: Opener::new(me),
+        sealer: Sealer::new(me, boot),
+        opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
         rng: Rng::new(shared.epoch ^ u64::from(me) ^ 0xd0a1),
         shared,
         paths: view.paths.clone(),
@@ -236,7 +242,7 @@ struct Task<I> {
     h: Handle<I>,
     socket: UdpSocket,
     links: Links,
-    inbox: mpsc::Receiver<Bytes>,
+    inbox: mpsc::Receiver<Inbound>,
     sealer: Sealer,
     opener: Opener,
     rng: Rng,
@@ -281,11 +287,7 @@ impl<I: Instance> Task<I> {
                         self.h.inner.borrow_mut().handle_timeout(monotonic_now());
                     }
                 }
-                Some(d) = self.inbox.recv() => {
-                    if self.h.deliver(&mut self.opener, &mut self.rng, &self.shared, &d).is_some() {
-                        self.paths.borrow_mut().counters.quic_rx += 1;
-                    }
-                }
+                Some(inbound) = self.inbox.recv() => self.receive_quic(&inbound),
                 Some((peer, conn)) = self.links.done.recv() => {
                     let lost = self.links.connected(peer, conn);
                     self.h.traffic.borrow_mut().tx_errors += lost;
@@ -299,12 +301,33 @@ impl<I: Instance> Task<I> {
         }
     }
 
+    /// The QUIC driver's checks (the connection's identity and the
+    /// stream's length, made where it was read; sender id and rate here)
+    /// before opening. One bucket per peer serves both ways.
+    fn receive_quic(&mut self, inbound: &Inbound) {
+        let d = &inbound.data[..];
+        let checked = inbound
+            .verdict
+            .and_then(|()| self.limiter.check_quic(self.shared.addrs.len(), d));
+        if let Err(reason) = checked {
+            count_drop(&self.h, &mut self.opener, reason);
+            return;
+        }
+        if self
+            .h
+            .deliver(&mut self.opener, &mut self.rng, &self.shared, d)
+            .is_some()
+        {
+            self.paths.borrow_mut().counters.quic_rx += 1;
+        }
+        self.send_replies(Way::Quic);
+    }
+
     /// The UDP driver's checks (header, sender id, source address, rate)
     /// before opening; an accepted envelope marks UDP alive for its sender.
     fn receive_udp(&mut self, d: &[u8], src: SocketAddr) {
         if let Err(reason) = self.limiter.check(&self.shared.addrs, d, src) {
-            self.opener.drops.count(reason);
-            self.h.traffic.borrow_mut().drops.count(reason);
+            count_drop(&self.h, &mut self.opener, reason);
             return;
         }
         if let Some(from) = self
@@ -313,6 +336,43 @@ impl<I: Instance> Task<I> {
         {
             self.paths.borrow_mut().heard_udp(from);
         }
+        self.send_replies(Way::Udp);
+    }
+
+    /// Sends the session datagrams the opener asks for, the way the
+    /// datagram that asked came.
+    fn send_replies(&mut self, way: Way) {
+        let mut out = Vec::new();
+        while let Some((peer, echo)) = self.opener.poll_reply() {
+            if self
+                .sealer
+                .seal_session(&self.shared.keys, peer, echo, &mut out)
+                .is_ok()
+            {
+                let _ = self.send_way(way, peer, &out);
+            }
+        }
+    }
+
+    /// Sends one sealed envelope to `to` by `way`; false if it was dropped.
+    fn send_way(&mut self, way: Way, to: NodeId, d: &[u8]) -> bool {
+        let (Some(&udp), Some(quic)) = (
+            self.shared.addrs.get(to as usize),
+            self.paths
+                .borrow()
+                .policy
+                .quic_addrs
+                .get(to as usize)
+                .copied(),
+        ) else {
+            return false;
+        };
+        match way {
+            // A full socket buffer drops the datagram, as the network
+            // might; the protocols above re-send.
+            Way::Udp => self.socket.try_send_to(d, udp).is_ok(),
+            Way::Quic => self.links.send(to, quic, Bytes::copy_from_slice(d)),
+        }
     }
 
     fn flush(&mut self, tx: &mut Vec<u8>) {
@@ -320,25 +380,17 @@ impl<I: Instance> Task<I> {
             let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
                 return;
             };
-            let (Some(&udp), Some(quic)) = (
-                self.shared.addrs.get(t.to as usize),
-                self.paths
-                    .borrow()
-                    .policy
-                    .quic_addrs
-                    .get(t.to as usize)
-                    .copied(),
-            ) else {
+            let echo = self.opener.peer_boot(t.to);
+            if self
+                .sealer
+                .seal(&self.shared.keys, t.to, echo, &t.frame, tx)
+                .is_err()
+            {
+                self.h.traffic.borrow_mut().tx_errors += 1;
                 continue;
-            };
-            self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
+            }
             let way = self.paths.borrow_mut().route(monotonic_now(), t.to);
-            let ok = match way {
-                // A full socket buffer drops the datagram, as the network
-                // might; the protocols above re-send.
-                Way::Udp => self.socket.try_send_to(tx, udp).is_ok(),
-                Way::Quic => self.links.send(t.to, quic, Bytes::copy_from_slice(tx)),
-            };
+            let ok = self.send_way(way, t.to, tx);
             let mut c = self.h.traffic.borrow_mut();
             if ok {
                 c.tx_datagrams += 1;

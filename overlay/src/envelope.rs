@@ -1,25 +1,52 @@
-//! The datagram envelope: header, AEAD sealing, replay window, drop counters.
+//! The datagram envelope: header, AEAD sealing, boots, replay window, drop
+//! counters.
 //!
-//! Layout (all integers big-endian), 28 bytes of header then the sealed frame:
+//! Layout (all integers big-endian), 36 bytes of header then the sealed frame:
 //!
 //! ```text
-//! 0      2    3        4        8          12            20             28
-//! | "KR" | v1 | key id | sender | receiver | epoch (u64) | sequence (u64) | ciphertext + 16-byte tag
+//! 0      2    3        4        8          12            20              28             36
+//! | "KR" | v2 | key id | sender | receiver | sender boot | receiver boot | sequence (u64) | ciphertext + 16-byte tag
 //! ```
 //!
-//! The cipher is AES-256-GCM (hardware-accelerated where the CPU has AES-NI)
-//! under a key derived per `(sender, epoch)` from the cluster key with
-//! HKDF-SHA256; the nonce is `receiver || sequence`, unique because the
-//! sequence counts per `(sender, receiver)` within an epoch and a restarted
-//! sender uses a higher epoch (hence a fresh key). The whole header is the
-//! associated data, so no field can be altered. A receiver checks, in order:
-//! size, magic, version, key id, that it is the addressee, the sender id, and
-//! the per-sender replay window on the header alone (no allocation, no
-//! decryption: garbage is cheap to reject), then the tag, then decodes the
-//! frame and commits the sequence to the replay window. Every rejection is a
-//! [`DropReason`], counted in [`DropCounters`]; nothing here panics on any
-//! input. Derived ciphers are cached: one per key id in a [`Sealer`], one per
-//! sender in an [`Opener`] (inserted only after a datagram authenticates).
+//! - **Boot**: 64 random bits an instance draws when it starts (the driver
+//!   draws them from the OS, [`Boot`]; the sans-io [`Sealer`] and [`Opener`]
+//!   take them as input). The cipher is AES-256-GCM under a key derived per
+//!   `(sender, sender boot)` from the cluster key with HKDF-SHA256; the nonce
+//!   is `receiver || sequence`, sequences counting from 1 per receiver
+//!   within a boot. A key and nonce pair therefore never repeats whatever
+//!   the clock says (no clock is involved); a repeat needs two boots of one
+//!   sender to draw the same 64 bits. The whole header is the associated
+//!   data, so no field can be altered.
+//! - **Freshness**: the receiver boot field echoes the boot the sender knows
+//!   the receiver by (0 while it knows none). A datagram is delivered only
+//!   if it echoes the receiver's current boot, so nothing captured before a
+//!   receiver restarted is ever accepted after (the replay window itself is
+//!   memory only). An authentic datagram that does not echo it is dropped
+//!   ([`DropReason::Unfresh`]) and answered with a **session datagram**
+//!   (an empty frame: header and tag, 52 bytes) that tells the sender the
+//!   receiver's boot; the sender's next datagram gets through. Session
+//!   datagrams are never answered and never reach a core.
+//! - **Sender boots in order**: per sender the opener remembers the boots
+//!   it has authenticated in the order it first saw them (at most
+//!   [`BOOTS_PER_SENDER_MAX`]), delivers from one (the current one, with a
+//!   [`REPLAY_WINDOW`]-wide window) and moves to a boot first seen later as
+//!   soon as a fresh datagram of it arrives: a restarted sender gets in
+//!   within a round trip whatever its clock, and a boot it left behind is
+//!   refused ([`DropReason::StaleEpoch`]).
+//!
+//! A receiver checks, in order: size, magic, version, key id, that it is
+//! the addressee, the sender id, and (no allocation, no decryption: garbage
+//! is cheap to reject) the replay window and retired boots on the header
+//! alone; then the tag; then freshness; then decodes the frame and commits
+//! the sequence. Every rejection is a [`DropReason`], counted in
+//! [`DropCounters`]; nothing here panics on any input. Derived ciphers are
+//! cached: one per key id in a [`Sealer`], one per sender in an [`Opener`]
+//! (state is only created for datagrams that authenticate).
+//!
+//! What a sender needs from its opener: [`Opener::peer_boot`] (the boot to
+//! echo when sealing for a peer) and [`Opener::poll_reply`] (session
+//! datagrams to send, sealed with [`Sealer::seal_session`]). Drivers poll it
+//! after every [`Opener::open`].
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -28,27 +55,33 @@ use proto::overlay::Frame;
 use proto::prost::Message;
 use rustc_hash::FxHashMap as HashMap;
 use sha2::Sha256;
+use std::num::NonZeroU64;
 use std::sync::{Arc, RwLock};
 
 use crate::record::NodeId;
 use crate::strategy::MAX_DATAGRAM_BYTES;
 
 /// Bytes of the fixed header.
-pub const HEADER_BYTES: usize = 28;
+pub const HEADER_BYTES: usize = 36;
 /// Salt of the per-sender key derivation (changes with the format).
-const KDF_SALT: &[u8] = b"layercake overlay envelope v1";
+const KDF_SALT: &[u8] = b"layercake overlay envelope v2";
 /// Bytes of the AEAD tag.
 pub const TAG_BYTES: usize = 16;
 /// The header's magic.
 pub const MAGIC: [u8; 2] = *b"KR";
 /// The envelope format version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Width of the replay window, in sequence numbers: a burst to one peer may
 /// be reordered this much and still be accepted.
 pub const REPLAY_WINDOW: u64 = 1024;
 const WINDOW_WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 /// Most senders whose replay state is kept (the topology's size bounds it).
 pub const TRACKED_SENDERS_MAX: usize = 1 << 20;
+/// Boots of one sender an opener remembers (the current one is always
+/// kept; beyond the bound the one seen first is forgotten).
+pub const BOOTS_PER_SENDER_MAX: usize = 8;
+/// Session replies waiting for the driver to send them.
+pub const REPLIES_PENDING_MAX: usize = 1024;
 
 /// Why a datagram was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -74,7 +107,8 @@ pub enum DropReason {
     /// A sequence already seen, or too old for the window.
     #[error("replayed")]
     Replayed,
-    /// An epoch older than the sender's current one.
+    /// From a sender boot that a boot seen after it has replaced (the
+    /// sender restarted): a replay or a late straggler.
     #[error("stale epoch")]
     StaleEpoch,
     /// Authentic but the frame did not decode.
@@ -94,11 +128,21 @@ pub enum DropReason {
     /// before opening).
     #[error("source address mismatch")]
     SourceMismatch,
+    /// Authentic, but it does not echo this receiver's current boot: sealed
+    /// before the sender learned it (either side restarted) or captured
+    /// before this receiver restarted. Never delivered; answered with a
+    /// session datagram.
+    #[error("unfresh")]
+    Unfresh,
+    /// Came on a QUIC connection whose certificate is not for the
+    /// envelope's sender (QUIC and dual drivers, before opening).
+    #[error("peer identity mismatch")]
+    IdentityMismatch,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -112,6 +156,8 @@ impl DropReason {
         DropReason::Misdirected,
         DropReason::RateLimited,
         DropReason::SourceMismatch,
+        DropReason::Unfresh,
+        DropReason::IdentityMismatch,
     ];
 
     /// A short label for metrics.
@@ -130,6 +176,8 @@ impl DropReason {
             DropReason::Misdirected => "misdirected",
             DropReason::RateLimited => "rate_limited",
             DropReason::SourceMismatch => "source_mismatch",
+            DropReason::Unfresh => "unfresh",
+            DropReason::IdentityMismatch => "identity_mismatch",
         }
     }
 }
@@ -143,7 +191,8 @@ pub struct DropCounters {
 impl DropCounters {
     /// Adds one drop.
     pub fn count(&mut self, r: DropReason) {
-        self.counts[r as usize] += 1;
+        let c = &mut self.counts[r as usize];
+        *c = c.saturating_add(1);
     }
 
     /// Drops for one reason.
@@ -153,15 +202,44 @@ impl DropCounters {
 
     /// All drops.
     pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().fold(0, |a, &b| a.saturating_add(b))
     }
 
     /// Adds another set of counters into this one.
     pub fn merge(&mut self, other: &DropCounters) {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {
-            *a += b;
+            *a = a.saturating_add(b);
         }
     }
+}
+
+/// An instance's boot: 64 random bits drawn when it starts, never zero
+/// (zero on the wire means "unknown"). Key derivation and freshness rest on
+/// it, so it must come from a real random source (the drivers use the
+/// operating system's); the simulator draws it from its seeded generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Boot(NonZeroU64);
+
+impl Boot {
+    /// The boot made of `bits` (zero, which the wire reserves, becomes one).
+    pub fn from_random(bits: u64) -> Boot {
+        Boot(NonZeroU64::new(bits).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The boot as carried in headers.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// Sealing could not produce a datagram; nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// Every sequence number to this receiver has been used in this boot
+    /// (after 2^64 - 1 datagrams): the sender must restart with a new boot
+    /// rather than reuse a nonce.
+    #[error("sequence numbers to instance {0} exhausted")]
+    SequenceExhausted(NodeId),
 }
 
 /// A 256-bit cluster key.
@@ -169,15 +247,19 @@ impl DropCounters {
 pub struct ClusterKey(pub [u8; 32]);
 
 impl ClusterKey {
-    /// Parses 64 hex digits (surrounding white space ignored).
+    /// Parses 64 hex digits (surrounding white space ignored). Works on
+    /// bytes, so no input (non-ASCII, signs) can make it panic or pass.
     pub fn from_hex(text: &str) -> Result<ClusterKey, KeyError> {
-        let t = text.trim();
+        let t = text.trim().as_bytes();
         if t.len() != 64 {
             return Err(KeyError::Length(t.len()));
         }
+        let digit = |b: u8| char::from(b).to_digit(16).ok_or(KeyError::NotHex);
         let mut k = [0u8; 32];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| KeyError::NotHex)?;
+        for (b, pair) in k.iter_mut().zip(t.chunks_exact(2)) {
+            // Two digits below 16 each: the value fits a byte.
+            *b = u8::try_from(digit(pair[0])? << 4 | digit(pair[1])?)
+                .map_err(|_| KeyError::NotHex)?;
         }
         Ok(ClusterKey(k))
     }
@@ -302,11 +384,11 @@ impl KeyRing {
     }
 }
 
-/// The cipher of one sender in one epoch under one cluster key.
-fn derive(key: &ClusterKey, sender: NodeId, epoch: u64) -> Aes256Gcm {
+/// The cipher of one sender boot under one cluster key.
+fn derive(key: &ClusterKey, sender: NodeId, boot: u64) -> Aes256Gcm {
     let mut info = [0u8; 12];
     info[..4].copy_from_slice(&sender.to_be_bytes());
-    info[4..].copy_from_slice(&epoch.to_be_bytes());
+    info[4..].copy_from_slice(&boot.to_be_bytes());
     let mut okm = [0u8; 32];
     Hkdf::<Sha256>::new(Some(KDF_SALT), &key.0)
         .expand(&info, &mut okm)
@@ -318,54 +400,100 @@ fn derive(key: &ClusterKey, sender: NodeId, epoch: u64) -> Aes256Gcm {
 struct Derived {
     key_id: u8,
     key: ClusterKey,
-    epoch: u64,
+    boot: u64,
     cipher: Aes256Gcm,
 }
 
 impl Derived {
-    fn matches(&self, key_id: u8, key: &ClusterKey, epoch: u64) -> bool {
-        self.key_id == key_id && self.epoch == epoch && self.key == *key
+    fn matches(&self, key_id: u8, key: &ClusterKey, boot: u64) -> bool {
+        self.key_id == key_id && self.boot == boot && self.key == *key
     }
 }
 
-/// Seals frames from one sender: owns its epoch, a sequence counter per
-/// receiver, and its derived cipher.
+/// Seals frames from one sender boot: a sequence counter per receiver and
+/// the derived cipher.
 pub struct Sealer {
     sender: NodeId,
-    epoch: u64,
+    boot: Boot,
     seqs: HashMap<NodeId, u64>,
     derived: Option<Derived>,
 }
 
 impl Sealer {
-    /// A sealer for `sender` in `epoch` (must grow across restarts).
-    pub fn new(sender: NodeId, epoch: u64) -> Sealer {
+    /// A sealer for `sender` in `boot` (fresh random bits on every start:
+    /// the same `(sender, boot)` must never seal twice).
+    pub fn new(sender: NodeId, boot: Boot) -> Sealer {
         Sealer {
             sender,
-            epoch,
+            boot,
             seqs: HashMap::default(),
             derived: None,
         }
     }
 
-    /// Encodes and seals `frame` for `to` into `out` (cleared first).
-    pub fn seal(&mut self, keys: &KeyRing, to: NodeId, frame: &Frame, out: &mut Vec<u8>) {
+    /// This sender's boot.
+    pub fn boot(&self) -> Boot {
+        self.boot
+    }
+
+    /// Encodes and seals `frame` for `to` into `out` (cleared first),
+    /// echoing `to_boot`, the receiver's boot as this instance knows it
+    /// ([`Opener::peer_boot`]; `None` while unknown: that datagram will be
+    /// answered, not delivered). On error `out` is empty and nothing
+    /// changed.
+    pub fn seal(
+        &mut self,
+        keys: &KeyRing,
+        to: NodeId,
+        to_boot: Option<Boot>,
+        frame: &Frame,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SealError> {
+        self.seal_body(keys, to, to_boot.map_or(0, Boot::get), Some(frame), out)
+    }
+
+    /// Seals a session datagram (an empty frame) for `to`, echoing
+    /// `to_boot`: it tells `to` this instance's boot. What to send comes
+    /// from [`Opener::poll_reply`].
+    pub fn seal_session(
+        &mut self,
+        keys: &KeyRing,
+        to: NodeId,
+        to_boot: Boot,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SealError> {
+        self.seal_body(keys, to, to_boot.get(), None, out)
+    }
+
+    fn seal_body(
+        &mut self,
+        keys: &KeyRing,
+        to: NodeId,
+        to_boot: u64,
+        frame: Option<&Frame>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SealError> {
+        out.clear();
         let seq = self.seqs.entry(to).or_insert(0);
-        *seq += 1;
+        let next = seq.checked_add(1).ok_or(SealError::SequenceExhausted(to))?;
+        *seq = next;
         let (primary, key) = keys.primary_key();
-        write_header(out, primary, self.sender, to, self.epoch, *seq);
+        let boot = self.boot.get();
+        write_header(out, primary, [self.sender, to], [boot, to_boot], next);
         let header: [u8; HEADER_BYTES] = out[..HEADER_BYTES].try_into().expect("header");
-        frame.encode(out).expect("Vec grows");
+        if let Some(f) = frame {
+            f.encode(out).expect("Vec grows");
+        }
         if !self
             .derived
             .as_ref()
-            .is_some_and(|d| d.matches(primary, &key, self.epoch))
+            .is_some_and(|d| d.matches(primary, &key, boot))
         {
             self.derived = Some(Derived {
                 key_id: primary,
-                cipher: derive(&key, self.sender, self.epoch),
+                cipher: derive(&key, self.sender, boot),
                 key,
-                epoch: self.epoch,
+                boot,
             });
         }
         let cipher = &self.derived.as_ref().expect("just derived").cipher;
@@ -373,17 +501,21 @@ impl Sealer {
             .encrypt_in_place_detached(&nonce(&header), &header, &mut out[HEADER_BYTES..])
             .expect("a datagram is far below GCM's length limit");
         out.extend_from_slice(&tag);
+        Ok(())
     }
 }
 
-fn write_header(out: &mut Vec<u8>, key_id: u8, from: NodeId, to: NodeId, epoch: u64, seq: u64) {
+/// Writes the header: `ids` is `[sender, receiver]`, `boots` is
+/// `[sender boot, receiver boot echoed]`.
+fn write_header(out: &mut Vec<u8>, key_id: u8, ids: [NodeId; 2], boots: [u64; 2], seq: u64) {
     out.clear();
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(key_id);
-    out.extend_from_slice(&from.to_be_bytes());
-    out.extend_from_slice(&to.to_be_bytes());
-    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(&ids[0].to_be_bytes());
+    out.extend_from_slice(&ids[1].to_be_bytes());
+    out.extend_from_slice(&boots[0].to_be_bytes());
+    out.extend_from_slice(&boots[1].to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
 }
 
@@ -391,7 +523,7 @@ fn write_header(out: &mut Vec<u8>, key_id: u8, from: NodeId, to: NodeId, epoch: 
 fn nonce(header: &[u8; HEADER_BYTES]) -> Nonce<aes_gcm::aead::consts::U12> {
     let mut n = [0u8; 12];
     n[..4].copy_from_slice(&header[8..12]);
-    n[4..].copy_from_slice(&header[20..28]);
+    n[4..].copy_from_slice(&header[28..36]);
     n.into()
 }
 
@@ -400,25 +532,26 @@ fn nonce(header: &[u8; HEADER_BYTES]) -> Nonce<aes_gcm::aead::consts::U12> {
 pub struct Opened {
     /// The authenticated sender.
     pub sender: NodeId,
-    /// The sender's epoch.
-    pub epoch: u64,
+    /// The sender's boot.
+    pub boot: Boot,
     /// The datagram's sequence.
     pub seq: u64,
+    /// A session datagram: it carries no frame and must not be handed to
+    /// the instance (its frame is empty).
+    pub session: bool,
 }
 
-/// Sequences seen from one sender: the highest, and a ring bitmap of the
-/// last [`REPLAY_WINDOW`] (bit `seq % REPLAY_WINDOW`).
+/// Sequences seen from one sender boot: the highest, and a ring bitmap of
+/// the last [`REPLAY_WINDOW`] (bit `seq % REPLAY_WINDOW`).
 #[derive(Clone, Copy)]
 struct Window {
-    epoch: u64,
     top: u64,
     bits: [u64; WINDOW_WORDS],
 }
 
 impl Window {
-    fn fresh(epoch: u64, seq: u64) -> Window {
+    fn fresh(seq: u64) -> Window {
         let mut w = Window {
-            epoch,
             top: seq,
             bits: [0; WINDOW_WORDS],
         };
@@ -479,8 +612,10 @@ pub struct Header {
     pub sender: NodeId,
     /// The addressee.
     pub receiver: NodeId,
-    /// The claimed sender epoch.
-    pub epoch: u64,
+    /// The claimed sender boot.
+    pub sender_boot: u64,
+    /// The receiver boot the sender echoes (0: it knows none).
+    pub receiver_boot: u64,
     /// The claimed sequence.
     pub seq: u64,
 }
@@ -506,38 +641,109 @@ pub fn peek_header(d: &[u8]) -> Result<Header, DropReason> {
         key_id: d[3],
         sender: u32_at(4),
         receiver: u32_at(8),
-        epoch: u64_at(12),
-        seq: u64_at(20),
+        sender_boot: u64_at(12),
+        receiver_boot: u64_at(20),
+        seq: u64_at(28),
     })
 }
 
+/// What an opener knows of one sender: its boots in order of first sight,
+/// the one it delivers from with its replay window, and a cached cipher.
+struct Peer {
+    /// `(boot, order of first sight)`, at most [`BOOTS_PER_SENDER_MAX`].
+    boots: Vec<(u64, u64)>,
+    /// The boot datagrams are delivered from, and its window.
+    current: Option<(u64, Window)>,
+    /// The boot of the last authentic fresh datagram (proven alive during
+    /// this receiver's boot): echoed even before it becomes current.
+    fresh: Option<u64>,
+    cipher: Option<Derived>,
+}
+
+impl Peer {
+    fn order(&self, boot: u64) -> Option<u64> {
+        self.boots.iter().find(|b| b.0 == boot).map(|b| b.1)
+    }
+
+    /// A boot first seen before the current one: the sender has left it.
+    fn retired(&self, boot: u64) -> bool {
+        let Some((cur, _)) = self.current else {
+            return false;
+        };
+        match (self.order(boot), self.order(cur)) {
+            (Some(b), Some(c)) => boot != cur && b < c,
+            _ => false,
+        }
+    }
+
+    /// Records `boot` as seen at `order` unless known; returns whether it
+    /// was new. The oldest boot other than the current one makes room.
+    fn saw(&mut self, boot: u64, order: u64) -> bool {
+        if self.order(boot).is_some() {
+            return false;
+        }
+        if self.boots.len() >= BOOTS_PER_SENDER_MAX {
+            let cur = self.current.map(|c| c.0);
+            let oldest = (0..self.boots.len())
+                .filter(|&i| Some(self.boots[i].0) != cur)
+                .min_by_key(|&i| self.boots[i].1);
+            if let Some(i) = oldest {
+                self.boots.swap_remove(i);
+            }
+        }
+        self.boots.push((boot, order));
+        true
+    }
+
+    /// The boot to echo to this sender: the last one proven alive by a
+    /// fresh datagram if it is newer than the current one, else the
+    /// current one, else the newest seen.
+    fn target(&self) -> Option<u64> {
+        let current = self.current.map(|c| c.0);
+        let newer = |f: u64| match current {
+            Some(c) => self.order(f) > self.order(c),
+            None => true,
+        };
+        self.fresh
+            .filter(|&f| newer(f))
+            .or(current)
+            .or_else(|| self.boots.iter().max_by_key(|b| b.1).map(|b| b.0))
+    }
+}
+
 /// Authenticates, de-duplicates and decodes datagrams addressed to one
-/// instance.
+/// instance, and keeps what it needs to know of each sender's boots.
 ///
 /// Cheap checks run first, on the header alone and without allocating: size,
 /// magic, version, key id, addressee, sender id (with
-/// [`Opener::with_senders`]), then the replay window (a sequence already seen
-/// or an epoch older than the sender's current one). Only then is a key
-/// derived (once per sender and epoch) and the tag checked, in a buffer the
-/// opener reuses. State is only created for datagrams that authenticate.
+/// [`Opener::with_senders`]), then the replay window and retired boots. Only
+/// then is a key derived (once per sender boot) and the tag checked, in a
+/// buffer the opener reuses. State is only created for datagrams that
+/// authenticate. See the module doc for freshness and boots.
 pub struct Opener {
     me: NodeId,
+    boot: Boot,
     senders: u32,
-    windows: HashMap<NodeId, Window>,
-    ciphers: HashMap<NodeId, Derived>,
+    peers: HashMap<NodeId, Peer>,
+    /// First-sight counter of sender boots (orders them without a clock).
+    sightings: u64,
+    replies: Vec<(NodeId, u64)>,
     scratch: Vec<u8>,
     /// Drops so far, by reason.
     pub drops: DropCounters,
 }
 
 impl Opener {
-    /// A fresh opener for instance `me`, with no replay history.
-    pub fn new(me: NodeId) -> Opener {
+    /// A fresh opener for instance `me` in `boot` (the same boot as its
+    /// [`Sealer`]), with no replay history.
+    pub fn new(me: NodeId, boot: Boot) -> Opener {
         Opener {
             me,
+            boot,
             senders: NodeId::MAX,
-            windows: HashMap::default(),
-            ciphers: HashMap::default(),
+            peers: HashMap::default(),
+            sightings: 0,
+            replies: Vec::new(),
             scratch: Vec::new(),
             drops: DropCounters::default(),
         }
@@ -548,6 +754,26 @@ impl Opener {
     pub fn with_senders(mut self, senders: u32) -> Opener {
         self.senders = senders;
         self
+    }
+
+    /// This receiver's boot.
+    pub fn boot(&self) -> Boot {
+        self.boot
+    }
+
+    /// The boot `peer` is known by (to echo when sealing for it): the boot
+    /// datagrams are delivered from, else the newest seen; `None` if none.
+    pub fn peer_boot(&self, peer: NodeId) -> Option<Boot> {
+        let b = self.peers.get(&peer)?.target()?;
+        NonZeroU64::new(b).map(Boot)
+    }
+
+    /// The next session datagram to send: `(peer, boot to echo)`, for a
+    /// peer whose authentic datagram did not echo this receiver's boot.
+    #[must_use]
+    pub fn poll_reply(&mut self) -> Option<(NodeId, Boot)> {
+        let (peer, boot) = self.replies.pop()?;
+        Some((peer, Boot::from_random(boot)))
     }
 
     /// Opens one datagram; on error the reason has been counted.
@@ -561,86 +787,141 @@ impl Opener {
 
     fn open_inner(&mut self, keys: &KeyRing, d: &[u8]) -> Result<(Opened, Frame), DropReason> {
         let h = peek_header(d)?;
-        let key_id = h.key_id;
-        let key = keys.get(key_id).ok_or(DropReason::UnknownKey)?;
-        let key = &key;
+        let key = keys.get(h.key_id).ok_or(DropReason::UnknownKey)?;
         if h.receiver != self.me {
             return Err(DropReason::Misdirected);
         }
         if h.sender >= self.senders {
             return Err(DropReason::UnknownSender);
         }
+        let boot = NonZeroU64::new(h.sender_boot).ok_or(DropReason::AuthFailed)?;
+        let fresh = h.receiver_boot == self.boot.get();
+        self.precheck(&h, fresh)?;
+        self.authenticate(&key, &h, d)?;
+        let session = self.scratch.is_empty();
+        let new = self.saw(h.sender, h.sender_boot)?;
+        if !fresh {
+            if !session {
+                self.queue_reply(h.sender, h.sender_boot);
+            }
+            return Err(DropReason::Unfresh);
+        }
+        if let Some(p) = self.peers.get_mut(&h.sender) {
+            p.fresh = Some(h.sender_boot);
+        }
+        if new {
+            // Seen first in a fresh datagram (the sender learned our boot
+            // from us): learned now, delivered from the next one.
+            return Err(DropReason::Unfresh);
+        }
+        let frame = if session {
+            Frame::default()
+        } else {
+            Frame::decode(self.scratch.as_slice()).map_err(|_| DropReason::Malformed)?
+        };
+        self.commit(h.sender, h.sender_boot, h.seq)?;
         let opened = Opened {
             sender: h.sender,
-            epoch: h.epoch,
+            boot: Boot(boot),
             seq: h.seq,
+            session,
         };
-        self.precheck_replay(opened)?;
-        let header: [u8; HEADER_BYTES] = d[..HEADER_BYTES].try_into().expect("length checked");
-        let (body, tag) = d[HEADER_BYTES..].split_at(d.len() - HEADER_BYTES - TAG_BYTES);
-        let body_buf = &mut self.scratch;
-        body_buf.clear();
-        body_buf.extend_from_slice(body);
-        let cached = self
-            .ciphers
-            .get(&opened.sender)
-            .is_some_and(|c| c.matches(key_id, key, opened.epoch));
-        let fresh = (!cached).then(|| derive(key, opened.sender, opened.epoch));
-        let cipher = match &fresh {
-            Some(c) => c,
-            None => &self.ciphers[&opened.sender].cipher,
-        };
-        cipher
-            .decrypt_in_place_detached(&nonce(&header), &header, body_buf, tag.into())
-            .map_err(|_| DropReason::AuthFailed)?;
-        let room =
-            self.ciphers.len() < TRACKED_SENDERS_MAX || self.ciphers.contains_key(&opened.sender);
-        if let Some(cipher) = fresh.filter(|_| room) {
-            let derived = Derived {
-                key_id,
-                key: key.clone(),
-                epoch: opened.epoch,
-                cipher,
-            };
-            self.ciphers.insert(opened.sender, derived);
-        }
-        let frame = Frame::decode(self.scratch.as_slice()).map_err(|_| DropReason::Malformed)?;
-        self.check_replay(opened)?;
         Ok((opened, frame))
     }
 
-    /// The replay check on the unauthenticated header, changing nothing:
-    /// what it rejects could never be accepted after authentication either.
-    fn precheck_replay(&self, o: Opened) -> Result<(), DropReason> {
-        let Some(w) = self.windows.get(&o.sender) else {
+    /// The checks on the unauthenticated header, changing nothing: what
+    /// they reject could never be accepted after authentication either.
+    fn precheck(&self, h: &Header, fresh: bool) -> Result<(), DropReason> {
+        let Some(p) = self.peers.get(&h.sender) else {
             return Ok(());
         };
-        if o.epoch < w.epoch {
+        if p.retired(h.sender_boot) {
             return Err(DropReason::StaleEpoch);
         }
-        if o.epoch == w.epoch && !w.would_accept(o.seq) {
-            return Err(DropReason::Replayed);
+        match p.current {
+            Some((cur, w)) if fresh && cur == h.sender_boot && !w.would_accept(h.seq) => {
+                Err(DropReason::Replayed)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the tag, decrypting into the scratch buffer; caches the
+    /// derived cipher once the datagram is authentic.
+    fn authenticate(&mut self, key: &ClusterKey, h: &Header, d: &[u8]) -> Result<(), DropReason> {
+        let header: [u8; HEADER_BYTES] = d[..HEADER_BYTES].try_into().expect("length checked");
+        let (body, tag) = d[HEADER_BYTES..].split_at(d.len() - HEADER_BYTES - TAG_BYTES);
+        self.scratch.clear();
+        self.scratch.extend_from_slice(body);
+        let cached = self.peers.get(&h.sender).and_then(|p| {
+            p.cipher
+                .as_ref()
+                .filter(|c| c.matches(h.key_id, key, h.sender_boot))
+        });
+        let fresh_cipher = cached
+            .is_none()
+            .then(|| derive(key, h.sender, h.sender_boot));
+        let cipher = match (&fresh_cipher, cached) {
+            (Some(c), _) => c,
+            (None, Some(c)) => &c.cipher,
+            (None, None) => unreachable!("derived when not cached"),
+        };
+        cipher
+            .decrypt_in_place_detached(&nonce(&header), &header, &mut self.scratch, tag.into())
+            .map_err(|_| DropReason::AuthFailed)?;
+        if let (Some(cipher), Some(p)) = (fresh_cipher, self.peers.get_mut(&h.sender)) {
+            p.cipher = Some(Derived {
+                key_id: h.key_id,
+                key: key.clone(),
+                boot: h.sender_boot,
+                cipher,
+            });
         }
         Ok(())
     }
 
-    /// Accepts each `(sender, epoch, seq)` once; a higher epoch resets.
-    fn check_replay(&mut self, o: Opened) -> Result<(), DropReason> {
-        let Some(w) = self.windows.get_mut(&o.sender) else {
-            if self.windows.len() >= TRACKED_SENDERS_MAX {
-                return Err(DropReason::UnknownSender);
-            }
-            self.windows.insert(o.sender, Window::fresh(o.epoch, o.seq));
-            return Ok(());
-        };
-        if o.epoch < w.epoch {
+    /// Records an authenticated sighting of `boot` from `sender` (creating
+    /// the sender's state if there is room); returns whether it was new.
+    fn saw(&mut self, sender: NodeId, boot: u64) -> Result<bool, DropReason> {
+        if !self.peers.contains_key(&sender) && self.peers.len() >= TRACKED_SENDERS_MAX {
+            return Err(DropReason::UnknownSender);
+        }
+        self.sightings = self.sightings.saturating_add(1);
+        let order = self.sightings;
+        let p = self.peers.entry(sender).or_insert_with(|| Peer {
+            boots: Vec::new(),
+            current: None,
+            fresh: None,
+            cipher: None,
+        });
+        Ok(p.saw(boot, order))
+    }
+
+    fn queue_reply(&mut self, sender: NodeId, boot: u64) {
+        if let Some(r) = self.replies.iter_mut().find(|r| r.0 == sender) {
+            r.1 = boot;
+        } else if self.replies.len() < REPLIES_PENDING_MAX {
+            self.replies.push((sender, boot));
+        }
+    }
+
+    /// Accepts `(sender, boot, seq)` once: the current boot's window, or a
+    /// move to a boot first seen after the current one.
+    fn commit(&mut self, sender: NodeId, boot: u64, seq: u64) -> Result<(), DropReason> {
+        let p = self
+            .peers
+            .get_mut(&sender)
+            .ok_or(DropReason::UnknownSender)?;
+        if p.retired(boot) {
             return Err(DropReason::StaleEpoch);
         }
-        if o.epoch > w.epoch {
-            *w = Window::fresh(o.epoch, o.seq);
-            return Ok(());
+        match &mut p.current {
+            Some((cur, w)) if *cur == boot => w.accept(seq),
+            _ => {
+                p.current = Some((boot, Window::fresh(seq)));
+                Ok(())
+            }
         }
-        w.accept(o.seq)
     }
 }
 

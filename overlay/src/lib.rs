@@ -9,8 +9,9 @@
 //! - [`tree`]: the static shape of the cluster (parents, children, subtrees,
 //!   per-link timers) shared by all cores of one process.
 //! - [`envelope`]: the datagram codec: versioned header, key id, sender,
-//!   epoch and sequence, sealed with XChaCha20-Poly1305, with a replay window
-//!   and drop counters by reason.
+//!   sender and receiver boots and sequence, sealed with AES-256-GCM under a
+//!   key per sender boot, with freshness (a datagram must echo the
+//!   receiver's boot), a replay window and drop counters by reason.
 //! - [`sim`]: a deterministic discrete-event simulator (virtual clock,
 //!   latency, loss, duplication, reordering, crashes, partitions).
 //! - [`udp`]: the real UDP driver (tokio + socket2) that runs the same cores

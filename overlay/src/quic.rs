@@ -14,6 +14,20 @@
 //! Frames for a peer whose connection is still being set up wait in a
 //! bounded queue ([`PENDING_MAX`]); beyond it they are dropped, as a lost
 //! datagram would be (the protocols above re-send).
+//!
+//! Received envelopes pass the same per-peer checks as on UDP, with the
+//! TLS identity in place of the source address: a connection is bound to
+//! the instance its certificate is valid for (the certificate names the
+//! instance, [`Ca::issue`]), and an envelope whose sender is another
+//! instance is dropped ([`DropReason::IdentityMismatch`]; after
+//! [`IDENTITY_MISMATCHES_MAX`] the connection is closed). Then the sender's
+//! token bucket ([`crate::udp::PEER_DATAGRAMS_PER_S`]) is charged before
+//! the envelope is opened. A stream is read up to [`STREAM_BYTES_MAX`] (one
+//! datagram) and refused as `oversized` as soon as it passes it; at most
+//! [`STREAMS_PER_PEER_MAX`] streams per connection are open at once.
+//!
+//! Instance names must be DNS names (letters, digits, `-`, `.`) for their
+//! certificates to identify them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,14 +38,14 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustc_hash::FxHashMap as HashMap;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::sync::mpsc;
 
-use crate::envelope::{Opener, Sealer};
+use crate::envelope::{DropReason, Opener, Sealer, peek_header};
 use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
-use crate::udp::{Buffers, Handle, Shared, monotonic_now};
+use crate::udp::{Buffers, Handle, Limiter, Shared, count_drop, monotonic_now, spawn_boot};
 
 /// The name every instance certificate carries and every client checks.
 pub const SERVER_NAME: &str = "node.layercake";
@@ -41,8 +55,14 @@ pub const ALPN: &[u8] = b"layercake/1";
 pub const PENDING_MAX: usize = 64;
 /// Received envelopes queued for an instance before more are dropped.
 pub const INBOX_MAX: usize = 4096;
-/// Largest message accepted on a stream.
-pub const STREAM_BYTES_MAX: usize = 1 << 20;
+/// Largest message accepted on a stream: one envelope, as on UDP. A
+/// longer stream is refused as soon as it passes this, unbuffered.
+pub const STREAM_BYTES_MAX: usize = MAX_DATAGRAM_BYTES;
+/// Unidirectional streams a peer may have open on one connection at once.
+pub const STREAMS_PER_PEER_MAX: u32 = 16;
+/// Envelopes naming another sender than its certificate's instance after
+/// which a connection is closed.
+pub const IDENTITY_MISMATCHES_MAX: u32 = 4;
 
 /// Errors setting up QUIC.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +233,8 @@ fn client_config(
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.max_concurrent_uni_streams(STREAMS_PER_PEER_MAX.into());
+    t.max_concurrent_bidi_streams(0u32.into());
     t.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("in range")));
     Arc::new(t)
 }
@@ -257,9 +279,14 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// Outgoing connections of `ep`; incoming ones feed `inbox`.
-    pub(crate) fn new(ep: quinn::Endpoint, inbox: mpsc::Sender<Bytes>) -> Links {
-        tokio::task::spawn_local(accept_loop(ep.clone(), inbox));
+    /// Outgoing connections of `ep`; incoming ones feed `inbox`, their
+    /// peers' identities checked against `shared`'s names.
+    pub(crate) fn new(
+        ep: quinn::Endpoint,
+        inbox: mpsc::Sender<Inbound>,
+        shared: Arc<Shared>,
+    ) -> Links {
+        tokio::task::spawn_local(accept_loop(ep.clone(), inbox, shared));
         let (done_tx, done) = mpsc::unbounded_channel();
         Links {
             ep,
@@ -316,7 +343,12 @@ impl Links {
     }
 }
 
-/// Starts `inst` on `ep` in the current `LocalSet`.
+/// Starts `inst` on `ep` in the current `LocalSet`, with a fresh envelope
+/// boot.
+///
+/// # Panics
+/// If the operating system has no random source
+/// ([`crate::udp::random_boot`]).
 pub fn spawn<I: Instance + 'static>(
     inst: I,
     ep: quinn::Endpoint,
@@ -325,12 +357,14 @@ pub fn spawn<I: Instance + 'static>(
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
+    let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
-        links: Links::new(ep, inbox_tx),
+        links: Links::new(ep, inbox_tx, shared.clone()),
         inbox,
-        sealer: Sealer::new(me, shared.epoch),
-        opener: Opener::new(me),
+        limiter: Limiter::default(),
+        sealer: Sealer::new(me, boot),
+        opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
         rng: Rng::new(shared.epoch ^ me as u64),
         shared,
     };
@@ -338,44 +372,161 @@ pub fn spawn<I: Instance + 'static>(
     h
 }
 
-async fn accept_loop(ep: quinn::Endpoint, inbox: mpsc::Sender<Bytes>) {
+/// An envelope received over QUIC, with the verdict of the checks made
+/// where it was read (the connection's identity, the stream's length).
+pub(crate) struct Inbound {
+    /// The envelope.
+    pub(crate) data: Bytes,
+    /// `Err` if it must be dropped, and why (the instance counts it).
+    pub(crate) verdict: Result<(), DropReason>,
+}
+
+/// What a connection's certificate proves: the instance it is bound to,
+/// once an envelope named an instance the certificate is valid for.
+pub(crate) struct PeerCert {
+    cert: CertificateDer<'static>,
+    bound: Option<NodeId>,
+    mismatches: u32,
+}
+
+impl PeerCert {
+    /// A connection whose peer presented `cert` (already checked against
+    /// the cluster CA by the TLS handshake).
+    pub(crate) fn new(cert: CertificateDer<'static>) -> PeerCert {
+        PeerCert {
+            cert,
+            bound: None,
+            mismatches: 0,
+        }
+    }
+
+    /// Whether the envelope `d` may come from this connection: its sender
+    /// is the instance the certificate names (`names` by id). The first
+    /// match binds the connection; the certificate is only parsed until
+    /// then.
+    pub(crate) fn check(&mut self, names: &[String], d: &[u8]) -> Result<(), DropReason> {
+        let h = peek_header(d)?;
+        match self.bound {
+            Some(b) if b == h.sender => return Ok(()),
+            Some(_) => return Err(self.mismatch()),
+            None => {}
+        }
+        let name = names
+            .get(h.sender as usize)
+            .ok_or(DropReason::UnknownSender)?;
+        if !valid_for(&self.cert, name) {
+            return Err(self.mismatch());
+        }
+        self.bound = Some(h.sender);
+        Ok(())
+    }
+
+    fn mismatch(&mut self) -> DropReason {
+        self.mismatches = self.mismatches.saturating_add(1);
+        DropReason::IdentityMismatch
+    }
+
+    /// Whether the peer sent as others often enough to be cut off.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.mismatches >= IDENTITY_MISMATCHES_MAX
+    }
+}
+
+/// Whether `cert` (signed by the cluster CA) is valid for the DNS name
+/// `name`; never for [`SERVER_NAME`], which every certificate carries.
+fn valid_for(cert: &CertificateDer<'_>, name: &str) -> bool {
+    if name.eq_ignore_ascii_case(SERVER_NAME) {
+        return false;
+    }
+    let Ok(server_name) = ServerName::try_from(name) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&server_name).is_ok())
+}
+
+async fn accept_loop(ep: quinn::Endpoint, inbox: mpsc::Sender<Inbound>, shared: Arc<Shared>) {
     while let Some(incoming) = ep.accept().await {
         let inbox = inbox.clone();
+        let shared = shared.clone();
         tokio::task::spawn_local(async move {
-            if let Ok(conn) = incoming.await {
-                read_loop(conn, inbox).await;
+            let Ok(conn) = incoming.await else {
+                return;
+            };
+            let cert = conn
+                .peer_identity()
+                .and_then(|a| a.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .and_then(|v| v.first().cloned());
+            match cert {
+                Some(cert) => read_loop(conn, PeerCert::new(cert), inbox, shared).await,
+                None => conn.close(1u32.into(), b"no certificate"),
             }
         });
     }
 }
 
-/// Forwards everything a connection carries into the instance's inbox.
-async fn read_loop(conn: quinn::Connection, inbox: mpsc::Sender<Bytes>) {
+/// Forwards everything a connection carries into the instance's inbox,
+/// with the verdict of the identity and length checks.
+async fn read_loop(
+    conn: quinn::Connection,
+    mut peer: PeerCert,
+    inbox: mpsc::Sender<Inbound>,
+    shared: Arc<Shared>,
+) {
+    let (streams_tx, mut streams) =
+        mpsc::channel::<Result<Bytes, DropReason>>(STREAMS_PER_PEER_MAX as usize);
     loop {
-        tokio::select! {
+        let got = tokio::select! {
             d = conn.read_datagram() => match d {
-                Ok(d) => { let _ = inbox.try_send(d); }
+                Ok(d) => Ok(d),
                 Err(_) => return,
             },
+            Some(m) = streams.recv() => m,
             s = conn.accept_uni() => match s {
-                Ok(mut s) => {
-                    let inbox = inbox.clone();
-                    tokio::task::spawn_local(async move {
-                        if let Ok(m) = s.read_to_end(STREAM_BYTES_MAX).await {
-                            let _ = inbox.try_send(Bytes::from(m));
-                        }
-                    });
+                Ok(s) => {
+                    tokio::task::spawn_local(read_stream(s, streams_tx.clone()));
+                    continue;
                 }
                 Err(_) => return,
             },
+        };
+        let inbound = match got {
+            Ok(data) => {
+                let verdict = peer.check(&shared.names, &data);
+                Inbound { data, verdict }
+            }
+            Err(reason) => Inbound {
+                data: Bytes::new(),
+                verdict: Err(reason),
+            },
+        };
+        let _ = inbox.try_send(inbound);
+        if peer.exhausted() {
+            conn.close(2u32.into(), b"sender is not the certificate's instance");
+            return;
         }
     }
+}
+
+/// Reads one stream of at most [`STREAM_BYTES_MAX`]; a longer one is
+/// stopped as soon as it passes the bound.
+async fn read_stream(mut s: quinn::RecvStream, out: mpsc::Sender<Result<Bytes, DropReason>>) {
+    let m = match s.read_to_end(STREAM_BYTES_MAX).await {
+        Ok(m) => Ok(Bytes::from(m)),
+        Err(quinn::ReadToEndError::TooLong) => {
+            let _ = s.stop(0u32.into());
+            Err(DropReason::Oversized)
+        }
+        Err(_) => return,
+    };
+    let _ = out.send(m).await;
 }
 
 struct Task<I> {
     h: Handle<I>,
     links: Links,
-    inbox: mpsc::Receiver<Bytes>,
+    inbox: mpsc::Receiver<Inbound>,
+    limiter: Limiter,
     sealer: Sealer,
     opener: Opener,
     rng: Rng,
@@ -414,10 +565,28 @@ impl<I: Instance> Task<I> {
         }
     }
 
-    fn receive(&mut self, d: &[u8]) {
+    fn receive(&mut self, inbound: &Inbound) {
+        let d = &inbound.data[..];
+        let checked = inbound
+            .verdict
+            .and_then(|()| self.limiter.check_quic(self.shared.addrs.len(), d));
+        if let Err(reason) = checked {
+            count_drop(&self.h, &mut self.opener, reason);
+            return;
+        }
         let _ = self
             .h
             .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+        let mut out = Vec::new();
+        while let Some((peer, echo)) = self.opener.poll_reply() {
+            if self
+                .sealer
+                .seal_session(&self.shared.keys, peer, echo, &mut out)
+                .is_ok()
+            {
+                self.send(peer, Bytes::copy_from_slice(&out));
+            }
+        }
     }
 
     fn flush(&mut self, tx: &mut Vec<u8>) {
@@ -425,7 +594,15 @@ impl<I: Instance> Task<I> {
             let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
                 return;
             };
-            self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
+            let echo = self.opener.peer_boot(t.to);
+            if self
+                .sealer
+                .seal(&self.shared.keys, t.to, echo, &t.frame, tx)
+                .is_err()
+            {
+                self.h.traffic.borrow_mut().tx_errors += 1;
+                continue;
+            }
             let bytes = Bytes::copy_from_slice(tx);
             let mut c = self.h.traffic.borrow_mut();
             c.tx_datagrams += 1;

@@ -172,11 +172,24 @@ impl Store {
 
     /// The next even version a source of truth should publish for `key`,
     /// never below `floor` (a boot epoch keeps versions monotonic across
-    /// restarts that lost the store).
-    pub fn next_version(&self, key: Key, floor: u64) -> u64 {
+    /// restarts that lost the store). `None` when the record's versions are
+    /// exhausted (the held one is within 2 of `u64::MAX`): the caller must
+    /// refuse the publish rather than wrap to an older version.
+    pub fn next_version(&self, key: Key, floor: u64) -> Option<u64> {
         let held = self.version(key).unwrap_or(0);
-        let next = (held + 2) & !1;
-        next.max(floor & !1)
+        let next = held.checked_add(2)? & !1;
+        Some(next.max(floor & !1))
+    }
+
+    /// The odd version that marks `key`'s node failed just above the held
+    /// (even) version; `None` if the held version is already a mark (odd),
+    /// or there is none above it.
+    pub fn failure_mark(&self, key: Key) -> Option<u64> {
+        let held = self.version(key).unwrap_or(0);
+        if held % 2 == 1 {
+            return None;
+        }
+        held.checked_add(1)
     }
 }
 
@@ -209,10 +222,25 @@ mod tests {
     fn next_version_is_even_and_supersedes_a_failure_mark() {
         let mut s = Store::new();
         let k = rec(1, 0).key;
-        assert_eq!(s.next_version(k, 0), 2);
+        assert_eq!(s.next_version(k, 0), Some(2));
+        assert_eq!(s.failure_mark(k), Some(1));
         s.apply(&rec(1, 5));
-        assert_eq!(s.next_version(k, 0), 6);
-        assert_eq!(s.next_version(k, 1001), 1000);
+        assert_eq!(s.next_version(k, 0), Some(6));
+        assert_eq!(s.next_version(k, 1001), Some(1000));
+        assert_eq!(s.failure_mark(k), None, "already marked");
+    }
+
+    #[test]
+    fn versions_near_u64_max_are_exhausted_not_wrapped() {
+        let mut s = Store::new();
+        let k = rec(1, 0).key;
+        s.apply(&rec(1, u64::MAX - 3));
+        assert_eq!(s.next_version(k, 0), Some(u64::MAX - 1));
+        s.apply(&rec(1, u64::MAX - 1));
+        assert_eq!(s.next_version(k, 0), None);
+        assert_eq!(s.failure_mark(k), Some(u64::MAX));
+        s.apply(&rec(1, u64::MAX));
+        assert_eq!((s.next_version(k, 0), s.failure_mark(k)), (None, None));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   then delayed, lost, duplicated or reordered by the seeded [`Rng`].
 //! - [`SimConfig`]: latency (a fixed per-link part and a random per-datagram
 //!   part, which reorders), loss, duplication, the seed.
-//! - Faults: [`Sim::crash`] and [`Sim::restart`] (a new epoch),
+//! - Faults: [`Sim::crash`] and [`Sim::restart`] (a new boot: the
+//!   envelope's random boot bits come from the seed),
 //!   [`Sim::set_partition`] (traffic between sides is dropped),
 //!   [`Sim::set_network`] (loss, duplication and jitter changed mid-run).
 //!
@@ -17,10 +18,13 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use crate::envelope::{ClusterKey, KeyRing, Opener, Sealer};
+use crate::envelope::{Boot, ClusterKey, KeyRing, Opener, Sealer};
 use crate::record::NodeId;
 use crate::rng::{Rng, splitmix64};
 use crate::strategy::{Instance, Time};
+
+/// Most datagrams [`Sim::capture`] keeps between two calls.
+pub const CAPTURED_MAX: usize = 4096;
 
 /// How the simulated network behaves.
 #[derive(Clone, Debug)]
@@ -109,6 +113,16 @@ struct Slot<I> {
     sealer: Sealer,
     opener: Opener,
     rx_datagrams: u64,
+    /// Boots this slot has had (numbers the next one).
+    boots: u64,
+}
+
+/// The envelope boot of `id`'s `n`-th start, from the run's seed (the
+/// drivers draw it from the operating system instead).
+fn sim_boot(seed: u64, id: NodeId, n: u64) -> Boot {
+    Boot::from_random(splitmix64(
+        splitmix64(seed ^ 0x626f_6f74) ^ (u64::from(id) << 32) ^ n,
+    ))
 }
 
 /// The simulator: instances, virtual clock, event queue.
@@ -122,6 +136,8 @@ pub struct Sim<I: Instance> {
     keys: KeyRing,
     side: Option<Vec<u8>>,
     buf: Vec<u8>,
+    capture: Option<(NodeId, NodeId)>,
+    captured: Vec<Vec<u8>>,
     /// Traffic counters.
     pub stats: SimStats,
 }
@@ -129,17 +145,20 @@ pub struct Sim<I: Instance> {
 impl<I: Instance> Sim<I> {
     /// A simulator over `instances`, where instance `i` must have id `i`.
     pub fn new(cfg: SimConfig, instances: Vec<I>) -> Sim<I> {
+        let seed = cfg.seed;
         let slots = instances
             .into_iter()
             .enumerate()
             .map(|(i, inst)| {
                 assert_eq!(inst.id() as usize, i, "instance ids are dense");
+                let boot = sim_boot(seed, i as NodeId, 0);
                 Slot {
                     inst: Some(inst),
                     armed: None,
-                    sealer: Sealer::new(i as NodeId, 1),
-                    opener: Opener::new(i as NodeId),
+                    sealer: Sealer::new(i as NodeId, boot),
+                    opener: Opener::new(i as NodeId, boot),
                     rx_datagrams: 0,
+                    boots: 1,
                 }
             })
             .collect();
@@ -154,6 +173,8 @@ impl<I: Instance> Sim<I> {
             keys,
             side: None,
             buf: Vec::with_capacity(2048),
+            capture: None,
+            captured: Vec::new(),
             stats: SimStats::default(),
         };
         for id in 0..sim.slots.len() as NodeId {
@@ -208,16 +229,34 @@ impl<I: Instance> Sim<I> {
         s.armed = None;
     }
 
-    /// Restarts `id` with a fresh instance and a new envelope epoch.
+    /// Restarts `id` with a fresh instance and a new envelope boot (its
+    /// replay windows are lost, as a real restart loses them).
     pub fn restart(&mut self, id: NodeId, inst: I) {
         assert_eq!(inst.id(), id);
-        let epoch = self.now.as_micros() as u64 + 2;
+        let seed = self.cfg.seed;
         let s = &mut self.slots[id as usize];
+        let boot = sim_boot(seed, id, s.boots);
+        s.boots += 1;
         s.inst = Some(inst);
         s.armed = None;
-        s.sealer = Sealer::new(id, epoch);
-        s.opener = Opener::new(id);
+        s.sealer = Sealer::new(id, boot);
+        s.opener = Opener::new(id, boot);
         self.drain(id);
+    }
+
+    /// Hands `to` a datagram as if it came from the network (a replayed
+    /// capture, a forgery): opened, delivered or dropped and counted like
+    /// any other.
+    pub fn inject(&mut self, to: NodeId, bytes: &[u8]) {
+        let from = crate::envelope::peek_header(bytes).map_or(0, |h| h.sender);
+        self.deliver(from, to, bytes);
+    }
+
+    /// Starts capturing what `from` sends to `to` (for replay tests);
+    /// returns what was captured since the last call.
+    pub fn capture(&mut self, link: Option<(NodeId, NodeId)>) -> Vec<Vec<u8>> {
+        self.capture = link;
+        std::mem::take(&mut self.captured)
     }
 
     /// Changes the network's loss, duplication and per-datagram jitter from
@@ -296,6 +335,7 @@ impl<I: Instance> Sim<I> {
             return;
         };
         match s.opener.open(&self.keys, bytes) {
+            Ok((opened, _)) if opened.session => s.rx_datagrams += 1,
             Ok((opened, frame)) => {
                 debug_assert_eq!(opened.sender, from);
                 s.rx_datagrams += 1;
@@ -303,6 +343,24 @@ impl<I: Instance> Sim<I> {
                 self.drain(to);
             }
             Err(_) => self.stats.rejected += 1,
+        }
+        self.send_replies(to);
+    }
+
+    /// Sends the session datagrams `id`'s opener asks for.
+    fn send_replies(&mut self, id: NodeId) {
+        loop {
+            let s = &mut self.slots[id as usize];
+            let Some((peer, echo)) = s.opener.poll_reply() else {
+                return;
+            };
+            if s.sealer
+                .seal_session(&self.keys, peer, echo, &mut self.buf)
+                .is_ok()
+            {
+                let bytes = self.buf.clone();
+                self.send(id, peer, bytes);
+            }
         }
     }
 
@@ -312,7 +370,14 @@ impl<I: Instance> Sim<I> {
             let s = &mut self.slots[id as usize];
             let Some(inst) = s.inst.as_mut() else { return };
             let Some(t) = inst.poll_transmit() else { break };
-            s.sealer.seal(&self.keys, t.to, &t.frame, &mut self.buf);
+            let echo = s.opener.peer_boot(t.to);
+            if s.sealer
+                .seal(&self.keys, t.to, echo, &t.frame, &mut self.buf)
+                .is_err()
+            {
+                self.stats.lost += 1;
+                continue;
+            }
             let bytes = self.buf.clone();
             self.send(id, t.to, bytes);
         }
@@ -328,6 +393,9 @@ impl<I: Instance> Sim<I> {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        if self.capture == Some((from, to)) && self.captured.len() < CAPTURED_MAX {
+            self.captured.push(bytes.clone());
+        }
         self.stats.datagrams += 1;
         self.stats.bytes += bytes.len() as u64;
         self.stats.max_datagram_bytes = self.stats.max_datagram_bytes.max(bytes.len());

@@ -69,9 +69,14 @@ pub enum Event {
 pub trait Strategy: Instance {
     /// Publishes a new version of a record this instance is the source of
     /// truth for (its own Dsc; any Cfg on the root). Returns the version.
+    ///
+    /// Versions never wrap: when the record's versions are exhausted (the
+    /// held one is within 2 of `u64::MAX`) nothing changes, the core counts
+    /// the refusal, and the held version is returned.
     fn publish(&mut self, now: Time, node: NodeId, kind: Kind, data: Bytes) -> u64;
     /// Marks a lost child's Dsc as failed with `data` (its last Dsc with the
-    /// failure written in), at the odd version just above the held one.
+    /// failure written in), at the odd version just above the held one;
+    /// nothing changes if it is already marked or no version is left.
     fn mark_failed(&mut self, now: Time, node: NodeId, data: Bytes);
     /// The held record for `key`.
     fn get(&self, key: Key) -> Option<Record>;

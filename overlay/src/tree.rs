@@ -5,6 +5,12 @@
 //!   of a process. Routing a record is a walk up from its node.
 //! - [`LinkTimers`]: hello, dead and jitter of the link between an instance
 //!   and its parent (a per-level setting in the topology).
+//! - Groups: a sub-parent and its static children form a group
+//!   ([`Tree::in_group`]); [`Tree::sideways`] says whether the group runs a
+//!   sideways strategy (`hybrid`), the only case where a member may claim
+//!   the sub-parent's place. [`Tree::from_flat`] takes it from the
+//!   topology: a group is hybrid when the level that governs it, its
+//!   members' level (every member's `sync.strategy`), says `hybrid`.
 //!
 //! **Invariant:** ids are dense (`0..len`), the root is 0, and a parent's id
 //! is lower than its children's, so one pass builds depths and subtrees.
@@ -64,6 +70,8 @@ pub struct Tree {
     children: Vec<Vec<NodeId>>,
     descendants: Vec<Vec<NodeId>>,
     timers: Vec<LinkTimers>,
+    /// Per instance: leads a group that runs a sideways strategy.
+    sideways: Vec<bool>,
 }
 
 impl Tree {
@@ -103,12 +111,25 @@ impl Tree {
             descendants[i] = mine;
         }
         Ok(Tree {
+            sideways: vec![false; parent.len()],
             parent,
             depth,
             children,
             descendants,
             timers,
         })
+    }
+
+    /// Marks the groups led by `leaders` as running a sideways strategy
+    /// (ids that lead no group, and the root, are ignored).
+    pub fn with_sideways(mut self, leaders: impl IntoIterator<Item = NodeId>) -> Tree {
+        for l in leaders {
+            let leads = self.parent(l).is_some() && !self.children(l).is_empty();
+            if leads && let Some(s) = self.sideways.get_mut(l as usize) {
+                *s = true;
+            }
+        }
+        self
     }
 
     /// Builds the tree of a flattened topology (its ids are already dense,
@@ -124,7 +145,13 @@ impl Tree {
                 jitter: i.sync.jitter,
             })
             .collect();
-        Tree::new(parents, timers)
+        let hybrid = flat.groups.iter().filter_map(|g| {
+            let mut members = g.members.iter().filter_map(|&m| flat.get(m));
+            let all = members.all(|m| m.sync.strategy == topo::StrategyKind::Hybrid);
+            (all && !g.members.is_empty()).then_some(g.sub_parent)
+        });
+        let hybrid: Vec<NodeId> = hybrid.collect();
+        Ok(Tree::new(parents, timers)?.with_sideways(hybrid))
     }
 
     /// Number of instances.
@@ -187,6 +214,18 @@ impl Tree {
     /// True when `target` is `top` or below it.
     pub fn within(&self, target: NodeId, top: NodeId) -> bool {
         target == top || self.next_hop(top, target).is_some()
+    }
+
+    /// Whether the group `leader` leads runs a sideways strategy (false for
+    /// the root, for instances that lead no group, and outside the tree).
+    pub fn sideways(&self, leader: NodeId) -> bool {
+        self.sideways.get(leader as usize).copied().unwrap_or(false)
+    }
+
+    /// Whether `x` is a member of the group `leader` leads: `leader`
+    /// itself or one of its static children (its standby among them).
+    pub fn in_group(&self, leader: NodeId, x: NodeId) -> bool {
+        (x == leader && (leader as usize) < self.len()) || self.parent(x) == Some(leader)
     }
 
     /// The instances with children (the root and sub-parents).
@@ -255,6 +294,29 @@ mod tests {
         assert_eq!(t.len(), 105);
         assert_eq!(t.children(0).len(), 4);
         assert_eq!(t.subtree_len(0), 105);
+    }
+
+    #[test]
+    fn groups_are_hybrid_only_where_the_topology_says_so() {
+        let mut spec = topo::generate::GenSpec {
+            nodes: 20,
+            racks: 2,
+            ..Default::default()
+        };
+        let t = Tree::from_flat(&topo::generate::generate(&spec).flatten()).unwrap();
+        assert!(!t.sideways(1) && !t.sideways(0));
+        spec.sync.strategy = topo::StrategyKind::Hybrid;
+        let t = Tree::from_flat(&topo::generate::generate(&spec).flatten()).unwrap();
+        let leaders: Vec<NodeId> = t.aggregators().filter(|&a| a != 0).collect();
+        assert_eq!(leaders.len(), 2);
+        assert!(leaders.iter().all(|&l| t.sideways(l)));
+        assert!(!t.sideways(0), "the root leads no group");
+        assert!(!t.sideways(leaders[0] + 1), "a leaf leads no group");
+        assert!(t.in_group(leaders[0], leaders[0] + 1));
+        assert!(!t.in_group(leaders[0], leaders[1]));
+        let manual = sample().with_sideways([0, 1, 5, 99]);
+        assert_eq!((manual.sideways(0), manual.sideways(1)), (false, true));
+        assert!(!manual.sideways(5) && !manual.sideways(99));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::envelope::{DropCounters, DropReason, KeyRing, Opener, Sealer, peek_header};
+use crate::envelope::{Boot, DropCounters, DropReason, KeyRing, Opener, Sealer, peek_header};
 use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
@@ -72,6 +72,21 @@ impl Limiter {
         true
     }
 
+    /// The checks before an envelope that came over QUIC is opened (its
+    /// connection already proved the sender's identity): header, sender id,
+    /// rate limit. Allocates nothing but a bucket for a sender of the
+    /// cluster.
+    pub(crate) fn check_quic(&mut self, senders: usize, d: &[u8]) -> Result<(), DropReason> {
+        let h = peek_header(d)?;
+        if h.sender as usize >= senders {
+            return Err(DropReason::UnknownSender);
+        }
+        if !self.admit(h.sender, monotonic_now()) {
+            return Err(DropReason::RateLimited);
+        }
+        Ok(())
+    }
+
     /// The checks before an envelope from `src` is opened: header, sender
     /// id, source address, rate limit. Allocates nothing but a bucket for
     /// a sender whose address matched.
@@ -95,10 +110,15 @@ impl Limiter {
     }
 }
 
-/// Whether a datagram from `src` may come from the instance at `addr` (an
-/// instance listening on the unspecified address is matched by port).
+/// Whether a datagram from `src` may come from the instance at `addr`: the
+/// same address, where an IPv4-mapped IPv6 source (a dual-stack socket's
+/// view of an IPv4 peer) counts as its IPv4 address. An instance whose
+/// topology address is unspecified (`0.0.0.0`, `::`) cannot be checked, so
+/// nothing matches it (a port alone proves nothing).
 fn same_source(addr: SocketAddr, src: SocketAddr) -> bool {
-    addr == src || (addr.ip().is_unspecified() && addr.port() == src.port())
+    let plain = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (addr, src) = (plain(addr), plain(src));
+    !addr.ip().is_unspecified() && addr == src
 }
 
 /// `CLOCK_MONOTONIC` as a duration since boot; shared by all processes.
@@ -126,6 +146,22 @@ mod clock {
     }
 }
 
+/// A fresh envelope boot from the operating system's random source (what
+/// every driver's `spawn` draws for its instance).
+pub fn random_boot() -> io::Result<Boot> {
+    let bits = getrandom::u64().map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(Boot::from_random(bits))
+}
+
+/// [`random_boot`] for a driver's `spawn`, which cannot report an error.
+///
+/// # Panics
+/// If the operating system has no random source (as `std`'s own hash maps
+/// would).
+pub(crate) fn spawn_boot() -> Boot {
+    random_boot().expect("the operating system's random source")
+}
+
 /// Socket buffer sizes.
 #[derive(Clone, Copy, Debug)]
 pub struct Buffers {
@@ -150,12 +186,39 @@ pub fn bind(addr: SocketAddr, buffers: Buffers) -> io::Result<UdpSocket> {
 pub struct Shared {
     /// Address of every instance, by id.
     pub addrs: Vec<SocketAddr>,
+    /// Name of every instance, by id (what its certificate names): the
+    /// QUIC and dual drivers deliver an envelope from a connection only if
+    /// the peer's certificate is valid for the envelope sender's name.
+    pub names: Vec<String>,
     /// The cluster's keys.
     pub keys: KeyRing,
     /// Probability a received datagram is dropped on purpose (loss tests).
     pub loss: f64,
-    /// Envelope epoch of this process's instances (grows across restarts).
+    /// Seeds the drivers' own randomness (the loss setting). The envelope
+    /// no longer uses it: each instance's task draws its boot from the
+    /// operating system ([`random_boot`]).
     pub epoch: u64,
+}
+
+impl Shared {
+    /// What the instances of a cluster share: every instance's address and
+    /// name from the flat topology; no simulated loss.
+    pub fn from_flat(flat: &topo::Flat, keys: KeyRing) -> Shared {
+        Shared {
+            addrs: flat.instances.iter().map(|i| i.addr).collect(),
+            names: flat.instances.iter().map(|i| i.name.clone()).collect(),
+            keys,
+            loss: 0.0,
+            epoch: 0,
+        }
+    }
+}
+
+/// Counts a datagram dropped before its envelope was opened, in the
+/// opener's counters and the instance's traffic.
+pub(crate) fn count_drop<I>(h: &Handle<I>, opener: &mut Opener, reason: DropReason) {
+    opener.drops.count(reason);
+    h.traffic.borrow_mut().drops.count(reason);
 }
 
 /// Per-instance traffic counters of the UDP driver.
@@ -233,9 +296,12 @@ impl<I: Instance> Handle<I> {
                 t.rx_datagrams += 1;
                 t.rx_bytes += d.len() as u64;
                 drop(t);
-                self.inner
-                    .borrow_mut()
-                    .handle_frame(monotonic_now(), o.sender, frame);
+                // A session datagram only teaches the envelope a boot.
+                if !o.session {
+                    self.inner
+                        .borrow_mut()
+                        .handle_frame(monotonic_now(), o.sender, frame);
+                }
                 Some(o.sender)
             }
             Err(_) => {
@@ -256,14 +322,20 @@ impl<I: Instance> Handle<I> {
     }
 }
 
-/// Starts `inst` on `socket` in the current `LocalSet`.
+/// Starts `inst` on `socket` in the current `LocalSet`, with a fresh
+/// envelope boot.
+///
+/// # Panics
+/// If the operating system has no random source ([`random_boot`]).
 pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shared>) -> Handle<I> {
     let h = Handle::new(inst);
+    let me = h.inner.borrow().id();
+    let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
         socket,
-        sealer: Sealer::new(h.inner.borrow().id(), shared.epoch),
-        opener: Opener::new(h.inner.borrow().id()).with_senders(shared.addrs.len() as u32),
+        sealer: Sealer::new(me, boot),
+        opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
         rng: Rng::new(shared.epoch ^ h.inner.borrow().id() as u64),
         limiter: Limiter::default(),
         shared,
@@ -335,10 +407,26 @@ impl<I: Instance> Task<I> {
                 let _ = self
                     .h
                     .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+                self.send_replies();
             }
-            Err(reason) => {
-                self.opener.drops.count(reason);
-                self.h.traffic.borrow_mut().drops.count(reason);
+            Err(reason) => count_drop(&self.h, &mut self.opener, reason),
+        }
+    }
+
+    /// Sends the session datagrams the opener asks for (a full socket
+    /// buffer drops them: the next datagram asks again).
+    fn send_replies(&mut self) {
+        let mut out = Vec::new();
+        while let Some((peer, echo)) = self.opener.poll_reply() {
+            let Some(&addr) = self.shared.addrs.get(peer as usize) else {
+                continue;
+            };
+            if self
+                .sealer
+                .seal_session(&self.shared.keys, peer, echo, &mut out)
+                .is_ok()
+            {
+                let _ = self.socket.try_send_to(&out, addr);
             }
         }
     }
@@ -351,7 +439,15 @@ impl<I: Instance> Task<I> {
             let Some(&addr) = self.shared.addrs.get(t.to as usize) else {
                 continue;
             };
-            self.sealer.seal(&self.shared.keys, t.to, &t.frame, tx);
+            let echo = self.opener.peer_boot(t.to);
+            if self
+                .sealer
+                .seal(&self.shared.keys, t.to, echo, &t.frame, tx)
+                .is_err()
+            {
+                self.h.traffic.borrow_mut().tx_errors += 1;
+                continue;
+            }
             let sent = match self.socket.try_send_to(tx, addr) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.socket.send_to(tx, addr).await
@@ -391,8 +487,24 @@ mod tests {
         let a: SocketAddr = "127.0.0.2:7000".parse().unwrap();
         assert!(same_source(a, a));
         assert!(!same_source(a, "127.0.0.3:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn same_source_matches_mapped_v4_and_not_an_unspecified_address() {
+        let a: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.2]:7000".parse().unwrap();
+        assert!(same_source(a, mapped), "a dual-stack socket's view of a");
+        let other: SocketAddr = "[::ffff:127.0.0.3]:7000".parse().unwrap();
+        assert!(!same_source(a, other));
+        let v6: SocketAddr = "[::1]:7000".parse().unwrap();
+        assert!(same_source(v6, v6));
+        // An unspecified topology address says nothing about where the
+        // instance's datagrams come from: it is never matched by port alone.
         let any: SocketAddr = "0.0.0.0:7000".parse().unwrap();
-        assert!(same_source(any, a));
+        assert!(!same_source(any, a));
+        let any6: SocketAddr = "[::]:7000".parse().unwrap();
+        assert!(!same_source(any6, a));
+        assert!(!same_source(any, any));
     }
 
     #[test]
@@ -403,7 +515,8 @@ mod tests {
         let mut l = Limiter::default();
         let mut d = vec![0u8; 60];
         assert_eq!(l.check(&addrs, &d, me), Err(DropReason::BadMagic));
-        d[..3].copy_from_slice(b"KR\x01");
+        d[..2].copy_from_slice(&crate::envelope::MAGIC);
+        d[2] = crate::envelope::VERSION;
         d[4..8].copy_from_slice(&9u32.to_be_bytes());
         assert_eq!(l.check(&addrs, &d, me), Err(DropReason::UnknownSender));
         d[4..8].copy_from_slice(&2u32.to_be_bytes());

@@ -3,7 +3,7 @@
 //! conversion, and a datagram with any single byte changed never opens.
 
 use bytes::Bytes;
-use overlay::envelope::{ClusterKey, DropReason, KeyRing, Opener, Sealer, peek_header};
+use overlay::envelope::{Boot, ClusterKey, DropReason, KeyRing, Opener, Sealer, peek_header};
 use overlay::{Key, Kind, Record};
 use proptest::prelude::*;
 use proto::overlay::{Ack, Frame, Gossip, Hello, Update, frame};
@@ -75,14 +75,21 @@ fn keys() -> KeyRing {
 
 proptest! {
     #[test]
-    fn a_sealed_frame_opens_to_itself_once(f in frame(), from in 0u32..1000, epoch in 1u64..1 << 40) {
+    fn a_sealed_frame_opens_to_itself_once(f in frame(), from in 0u32..1000, bits in any::<u64>()) {
+        let (mine, theirs) = (Boot::from_random(bits), Boot::from_random(!bits));
+        let mut s = Sealer::new(from, mine);
+        let mut o = Opener::new(5, theirs);
+        // The first datagram only introduces the sender's boot.
         let mut out = Vec::new();
-        Sealer::new(from, epoch).seal(&keys(), 5, &f, &mut out);
+        s.seal(&keys(), 5, None, &f, &mut out).unwrap();
+        prop_assert_eq!(o.open(&keys(), &out), Err(DropReason::Unfresh));
+        s.seal(&keys(), 5, Some(theirs), &f, &mut out).unwrap();
         let h = peek_header(&out).unwrap();
-        prop_assert_eq!((h.key_id, h.sender, h.receiver, h.epoch, h.seq), (7, from, 5, epoch, 1));
-        let mut o = Opener::new(5);
+        let fields = (h.key_id, h.sender, h.receiver, h.sender_boot, h.receiver_boot, h.seq);
+        prop_assert_eq!(fields, (7, from, 5, mine.get(), theirs.get(), 2));
         let (opened, back) = o.open(&keys(), &out).unwrap();
         prop_assert_eq!(opened.sender, from);
+        prop_assert_eq!(opened.session, f.body.is_none());
         prop_assert_eq!(back, f);
         prop_assert_eq!(o.open(&keys(), &out), Err(DropReason::Replayed));
     }
@@ -95,15 +102,16 @@ proptest! {
     #[test]
     fn no_single_byte_change_opens(f in frame(), at in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let mut out = Vec::new();
-        Sealer::new(3, 1).seal(&keys(), 5, &f, &mut out);
+        let theirs = Boot::from_random(5);
+        Sealer::new(3, Boot::from_random(3)).seal(&keys(), 5, Some(theirs), &f, &mut out).unwrap();
         let i = at.index(out.len());
         out[i] ^= flip;
-        prop_assert!(Opener::new(5).open(&keys(), &out).is_err(), "byte {} changed and opened", i);
+        prop_assert!(Opener::new(5, theirs).open(&keys(), &out).is_err(), "byte {} changed and opened", i);
     }
 
     #[test]
     fn any_bytes_are_rejected_without_panic(d in prop::collection::vec(any::<u8>(), 0..1500)) {
         let _ = peek_header(&d);
-        prop_assert!(Opener::new(5).open(&keys(), &d).is_err());
+        prop_assert!(Opener::new(5, Boot::from_random(5)).open(&keys(), &d).is_err());
     }
 }

@@ -26,6 +26,8 @@ pub struct FlatGossip {
     /// instance outranks what it published before).
     version_floor: u64,
     events: std::collections::VecDeque<Event>,
+    /// Publishes refused because the record's versions were exhausted.
+    versions_exhausted: u64,
 }
 
 impl FlatGossip {
@@ -44,6 +46,7 @@ impl FlatGossip {
             core: GossipCore::new(now, node, group, cfg)?,
             version_floor,
             events: std::collections::VecDeque::new(),
+            versions_exhausted: 0,
         })
     }
 
@@ -55,6 +58,12 @@ impl FlatGossip {
     /// The gossip core's counters.
     pub fn stats(&self) -> GossipStats {
         self.core.stats()
+    }
+
+    /// Publishes refused because the record's versions were exhausted (a
+    /// held version within 2 of `u64::MAX`; nothing changed).
+    pub fn versions_exhausted(&self) -> u64 {
+        self.versions_exhausted
     }
 
     /// Members of the group (the whole cluster).
@@ -115,7 +124,11 @@ impl Strategy for FlatGossip {
         let key = Key { node, kind };
         let held = self.core.get(key).map_or(0, |r| r.version);
         // Even versions are published states, odd ones failure marks.
-        let version = ((held / 2 + 1) * 2).max(self.version_floor & !1);
+        let Some(next) = held.checked_add(2) else {
+            self.versions_exhausted += 1;
+            return held;
+        };
+        let version = (next & !1).max(self.version_floor & !1);
         self.put(now, Record { key, version, data });
         version
     }
@@ -126,17 +139,10 @@ impl Strategy for FlatGossip {
             kind: Kind::Dsc,
         };
         let held = self.core.get(key).map_or(0, |r| r.version);
-        if held % 2 == 1 {
+        let Some(version) = held.checked_add(1).filter(|_| held.is_multiple_of(2)) else {
             return;
-        }
-        self.put(
-            now,
-            Record {
-                key,
-                version: held + 1,
-                data,
-            },
-        );
+        };
+        self.put(now, Record { key, version, data });
     }
 
     fn get(&self, key: Key) -> Option<Record> {
@@ -155,6 +161,33 @@ mod tests {
     use overlay::sim::{Sim, SimConfig};
 
     use super::*;
+
+    /// Issue 12, finding 10: a held version near 2^64 made the next
+    /// publish overflow; it is refused and counted, nothing changes.
+    #[test]
+    fn publish_near_u64_max_is_refused_not_wrapped() {
+        let spec = GroupSpec::flat(0, vec![0, 1]).expect("spec");
+        let cfg = GossipConfig::for_hello(Duration::from_secs(1));
+        let mut g = FlatGossip::new(Duration::ZERO, 0, spec, cfg, 0).expect("core");
+        let key = Key {
+            node: 1,
+            kind: Kind::Dsc,
+        };
+        let high = Record {
+            key,
+            version: u64::MAX - 1,
+            data: Bytes::from_static(b"high"),
+        };
+        g.core
+            .publish(Duration::ZERO, high.clone())
+            .expect("stored");
+        let v = g.publish(Duration::ZERO, 1, Kind::Dsc, Bytes::from_static(b"next"));
+        assert_eq!(v, u64::MAX - 1, "the held version, unchanged");
+        assert_eq!(g.get(key), Some(high));
+        assert_eq!(g.versions_exhausted(), 1);
+        g.mark_failed(Duration::ZERO, 1, Bytes::from_static(b"failed"));
+        assert_eq!(g.get(key).map(|r| r.version), Some(u64::MAX));
+    }
 
     /// Every record published anywhere reaches every member.
     #[test]

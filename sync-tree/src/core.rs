@@ -33,6 +33,11 @@ const UPDATE_OVERHEAD_BYTES: usize = 32;
 const ACKS_PER_FRAME_MAX: usize = 64;
 /// Most events queued for the application before the oldest are dropped.
 const EVENTS_MAX: usize = 1 << 20;
+/// Most a claim's epoch may exceed the epoch this core knows for the group
+/// while its view of the group is live (see [`TreeCore`]'s claim rules):
+/// the sideways election raises the epoch by one per change of acting
+/// member, so a jump beyond this is a forgery or a view long out of date.
+pub const CLAIM_EPOCH_AHEAD_MAX: u64 = 16;
 
 /// Counters of one core.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,9 +56,33 @@ pub struct TreeStats {
     pub events_dropped: u64,
     /// Times this instance fell back to its grandparent.
     pub fallbacks: u64,
+    /// Acting claims in hellos that were refused: a tree-only group, the
+    /// root's place, a claimant outside the group, a receiver neither in
+    /// the group nor its parent, or an epoch too far ahead. (A claim at or
+    /// below the known epoch is merely old and not counted.)
+    pub claims_rejected: u64,
+    /// Publishes refused because the record's versions were exhausted
+    /// (a held version within 2 of `u64::MAX`; nothing changed).
+    pub versions_exhausted: u64,
 }
 
 /// One instance of the tree strategy.
+///
+/// **Claims.** An acting member announces its place in every hello to its
+/// parent (`claim_leader`, `claim_epoch`). A claim heard from the network
+/// is adopted only where the strategy makes it legitimate: the group runs a
+/// sideways strategy ([`Tree::sideways`]; a `tree`-only group ignores
+/// claims), its leader is not the root, the claimant is a member of the
+/// group ([`Tree::in_group`]), this instance is a member too or holds the
+/// group's parent position (its static parent, or the member acting for
+/// it), and the epoch is above the known one by at most
+/// [`CLAIM_EPOCH_AHEAD_MAX`]. The bound is lifted for the group's own
+/// leader (taking its place back only restores the static tree) and while
+/// this instance does not hear the group's current occupant on a full link
+/// (after a restart, or when the occupant is dead), so a view that fell
+/// behind can catch up. Refusals are counted in
+/// [`TreeStats::claims_rejected`]. [`TreeCore::set_acting`] is the
+/// application's trusted path (its sideways strategy's election).
 pub struct TreeCore {
     me: NodeId,
     routes: Routes,
@@ -161,6 +190,49 @@ impl TreeCore {
         changed
     }
 
+    /// Adopts a claim heard in a hello from `from` if it is legitimate (see
+    /// [`TreeCore`]); counts the refusals.
+    fn on_claim(&mut self, now: Time, from: NodeId, leader: NodeId, epoch: u64) {
+        let known = self.routes.epoch(leader);
+        if !self.claim_allowed(from, leader) {
+            self.stats.claims_rejected += 1;
+            return;
+        }
+        if epoch <= known {
+            return;
+        }
+        let ahead = epoch - known;
+        let bounded = from != leader && self.hears_occupant(leader);
+        if bounded && ahead > CLAIM_EPOCH_AHEAD_MAX {
+            self.stats.claims_rejected += 1;
+            return;
+        }
+        self.set_acting(now, leader, from, epoch);
+    }
+
+    /// The structural rules of a claim by `from` of the group `leader`.
+    fn claim_allowed(&self, from: NodeId, leader: NodeId) -> bool {
+        let tree = self.routes.tree();
+        let Some(parent) = tree.parent(leader) else {
+            return false;
+        };
+        let parent_position = self.me == parent || self.routes.replaced(parent) == Some(self.me);
+        tree.sideways(leader)
+            && tree.in_group(leader, from)
+            && (tree.in_group(leader, self.me) || parent_position)
+    }
+
+    /// Whether this instance hears the group's current occupant on a full
+    /// link (or is the occupant): its view of the group is live.
+    fn hears_occupant(&self, leader: NodeId) -> bool {
+        let occupant = self.acting(leader);
+        occupant == self.me
+            || self
+                .index
+                .get(&occupant)
+                .is_some_and(|&l| self.links[l].state == NeighborState::Full)
+    }
+
     /// The acting member of the group `leader` leads, as this core knows it.
     pub fn acting(&self, leader: NodeId) -> NodeId {
         self.routes.replaced(leader).unwrap_or(leader)
@@ -182,12 +254,25 @@ impl TreeCore {
         self.routes.parent(x)
     }
 
-    /// Takes a record from a trusted sideways source (the group's gossip)
-    /// as if it had arrived on its proper link: a newer one is delivered to
-    /// the application (a node's own Cfg may first reach it this way while
-    /// it acts for its group) and forwarded. Returns whether it was newer.
+    /// Takes a record from a sideways source (the group's gossip) as if it
+    /// had arrived on its proper link: a newer one is delivered to the
+    /// application (a node's own Cfg may first reach it this way while it
+    /// acts for its group) and forwarded. The tree's direction rules hold:
+    /// a Cfg only for this instance's effective subtree (its acting groups
+    /// included), a Dsc only from below it (never its own, which is ignored
+    /// without counting); anything else is counted in `records_rejected`.
+    /// Returns whether it was taken and newer.
     pub fn absorb(&mut self, now: Time, rec: Record) -> bool {
         let key = rec.key;
+        if key.node == self.me && key.kind == Kind::Dsc {
+            // Its own Dsc is its to publish; the group's replica of it is
+            // passed along by the application and quietly ignored.
+            return false;
+        }
+        if !self.routes.within(key.node, self.me) {
+            self.stats.records_rejected += 1;
+            return false;
+        }
         let newer = self.store.apply(&rec) == Applied::Newer;
         if newer {
             self.event(Event::Delivered(rec));
@@ -666,7 +751,7 @@ impl Instance for TreeCore {
         if let Some(frame::Body::Hello(h)) = &frame.body
             && h.claim_epoch > 0
         {
-            self.set_acting(now, h.claim_leader, from, h.claim_epoch);
+            self.on_claim(now, from, h.claim_leader, h.claim_epoch);
         }
         if !self.index.contains_key(&from)
             && let Some(frame::Body::Hello(h)) = &frame.body
@@ -722,7 +807,10 @@ impl Instance for TreeCore {
 impl Strategy for TreeCore {
     fn publish(&mut self, now: Time, node: NodeId, kind: Kind, data: Bytes) -> u64 {
         let key = Key { node, kind };
-        let version = self.store.next_version(key, self.cfg.version_floor);
+        let Some(version) = self.store.next_version(key, self.cfg.version_floor) else {
+            self.stats.versions_exhausted += 1;
+            return self.store.version(key).unwrap_or(u64::MAX);
+        };
         self.store.apply(&Record { key, version, data });
         self.changed(now, key);
         version
@@ -733,15 +821,13 @@ impl Strategy for TreeCore {
             node,
             kind: Kind::Dsc,
         };
-        let held = self.store.version(key).unwrap_or(0);
-        if held % 2 == 1 || !self.routes.within(node, self.me) {
+        if !self.routes.within(node, self.me) {
             return;
         }
-        self.store.apply(&Record {
-            key,
-            version: held + 1,
-            data,
-        });
+        let Some(version) = self.store.failure_mark(key) else {
+            return;
+        };
+        self.store.apply(&Record { key, version, data });
         self.changed(now, key);
     }
 

@@ -27,8 +27,10 @@
 //!    idle link twice in a row (it lost state, e.g. restarted), everything
 //!    is re-sent; records we own are re-stamped with a new version.
 //! 6. Failover: [`TreeCore::set_acting`] (from the sideways strategy) or a
-//!    hello carrying a newer claim makes a member fill the place of its
-//!    group's sub-parent; links are re-derived from the effective routes
+//!    hello carrying a newer, legitimate claim (a member of a hybrid group,
+//!    heard by a member or the group's parent, epoch bounded: see
+//!    [`TreeCore`]) makes a member fill the place of its group's
+//!    sub-parent; links are re-derived from the effective routes
 //!    (`routes`), and new adjacencies resync as in step 1.
 //! 7. A child silent for `dead` is down: [`overlay::strategy::Event::PeerDown`]
 //!    lets the application mark it failed upward. Leaves keep sending hellos
@@ -43,7 +45,7 @@ mod link;
 mod routes;
 
 pub use config::TreeConfig;
-pub use core::{TreeCore, TreeStats};
+pub use core::{CLAIM_EPOCH_AHEAD_MAX, TreeCore, TreeStats};
 pub use link::NeighborState;
 
 #[cfg(test)]

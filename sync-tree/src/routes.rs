@@ -41,6 +41,11 @@ impl Routes {
         }
     }
 
+    /// The static tree.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
     /// Number of instances.
     pub fn len(&self) -> usize {
         self.tree.len()
@@ -61,8 +66,13 @@ impl Routes {
 
     /// Records `acting` for the group `leader` leads if `epoch` is newer;
     /// returns whether anything changed.
+    /// Only a member of a group that is not the root's can act for it (the
+    /// root's place is never taken); whether a claim heard from the network
+    /// is legitimate at all is the core's check (`TreeCore`).
     pub fn set(&mut self, leader: NodeId, acting: NodeId, epoch: u64) -> bool {
-        let valid = self.tree.children(leader).contains(&acting) || acting == leader;
+        let valid = self.tree.parent(leader).is_some()
+            && !self.tree.children(leader).is_empty()
+            && self.tree.in_group(leader, acting);
         if !valid || epoch <= self.epoch(leader) {
             return false;
         }
@@ -306,6 +316,8 @@ mod tests {
         assert!(r.set(1, 4, 2));
         assert!(!r.set(1, 5, 1), "older epoch");
         assert!(!r.set(1, 6, 3), "not a member of the group");
+        assert!(!r.set(0, 1, 4), "the root's place is never taken");
+        assert!(!r.set(3, 3, 4), "a leaf leads no group");
         assert!(r.set(1, 1, 3), "the original takes its role back");
         assert_eq!(r.parent(3), Some(1));
         assert_eq!(r.children(0), vec![1, 2]);

@@ -377,7 +377,7 @@ fn fail_over(s: &mut Sim<Echo>, t: &Tree, leader: NodeId, acting: NodeId, epoch:
 
 #[test]
 fn an_acting_member_takes_over_a_dead_sub_parent_and_the_root_adopts_it() {
-    let t = tree(2, 20);
+    let t = hybrid_tree(2, 20);
     let mut s = sim(&t, 21, 0.0);
     set_all_cfg(&mut s, &t, "a");
     assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
@@ -402,7 +402,7 @@ fn an_acting_member_takes_over_a_dead_sub_parent_and_the_root_adopts_it() {
 
 #[test]
 fn the_original_sub_parent_takes_its_role_back() {
-    let t = tree(1, 10);
+    let t = hybrid_tree(1, 10);
     let mut s = sim(&t, 22, 0.0);
     set_all_cfg(&mut s, &t, "a");
     assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
@@ -436,4 +436,178 @@ fn a_stale_claim_is_ignored() {
         )
     });
     assert_eq!(s.get(0).unwrap().core.acting(1), 2);
+}
+
+/// Issue 12, finding 10: a held version near 2^64 (here a child's Dsc that
+/// its sub-parent publishes for it, as for a BMC-driven node) made the next
+/// publish overflow: a panic in debug builds, a wrap to a stale version in
+/// release. It is refused and counted; nothing changes.
+#[test]
+fn publish_near_u64_max_is_refused_not_wrapped() {
+    let t = tree(1, 2);
+    let mut sp = TreeCore::new(1, t.clone(), TreeConfig::default(), Time::ZERO);
+    let high = overlay::Record {
+        key: Key {
+            node: 3,
+            kind: Kind::Dsc,
+        },
+        version: u64::MAX - 1,
+        data: Bytes::from_static(b"high"),
+    };
+    let update = Frame {
+        body: Some(proto::overlay::frame::Body::Update(
+            proto::overlay::Update {
+                update_seq: 1,
+                records: vec![high.to_wire()],
+                acks: vec![],
+            },
+        )),
+    };
+    sp.handle_frame(Time::ZERO, 3, update);
+    assert_eq!(sp.get(high.key), Some(high.clone()));
+    let v = sp.publish(Time::ZERO, 3, Kind::Dsc, Bytes::from_static(b"next"));
+    assert_eq!(v, u64::MAX - 1, "the held version, unchanged");
+    assert_eq!(sp.get(high.key), Some(high.clone()));
+    assert_eq!(sp.stats().versions_exhausted, 1);
+    // The failure mark above it still fits (u64::MAX, odd); after it,
+    // nothing more does.
+    sp.mark_failed(Time::ZERO, 3, Bytes::from_static(b"failed"));
+    assert_eq!(sp.get(high.key).map(|r| r.version), Some(u64::MAX));
+    sp.publish(Time::ZERO, 3, Kind::Dsc, Bytes::from_static(b"again"));
+    assert_eq!(sp.get(high.key).map(|r| r.version), Some(u64::MAX));
+    assert_eq!(sp.stats().versions_exhausted, 2);
+}
+
+/// `tree(racks, per_rack)` whose groups run a sideways strategy (hybrid).
+fn hybrid_tree(racks: u32, per_rack: u32) -> Arc<Tree> {
+    let plain = tree(racks, per_rack);
+    let parents = (0..plain.len() as NodeId)
+        .map(|i| plain.parent(i))
+        .collect();
+    let t = Tree::new(parents, vec![LinkTimers::default(); plain.len()]).unwrap();
+    Arc::new(t.with_sideways(1..=racks))
+}
+
+/// A hello from `from` claiming the group `leader` leads at `epoch`.
+fn claim(leader: NodeId, epoch: u64) -> Frame {
+    Frame {
+        body: Some(proto::overlay::frame::Body::Hello(proto::overlay::Hello {
+            seen: true,
+            claim_leader: leader,
+            claim_epoch: epoch,
+            ..Default::default()
+        })),
+    }
+}
+
+/// Issue 12, finding 1: in a `tree` cluster a leaf's claim of its own
+/// sub-parent's group used to be adopted by every receiver (the root
+/// re-routed the group through the leaf; a sibling took it as its parent).
+#[test]
+fn claim_from_leaf_changes_no_parent() {
+    let t = tree(2, 4);
+    let mut s = sim(&t, 31, 0.0);
+    s.run_until(Duration::from_secs(3));
+    for to in [0, 1, 4, 5, 2] {
+        s.with(to, |e, now| e.handle_frame(now, 3, claim(1, 7)));
+    }
+    s.run_until(s.now() + Duration::from_secs(1));
+    assert_eq!(s.get(0).unwrap().core.acting(1), 1);
+    assert_eq!(s.get(4).unwrap().core.parent(), Some(1));
+    assert_eq!(s.get(1).unwrap().core.parent(), Some(0));
+    assert!(s.get(0).unwrap().core.stats().claims_rejected >= 1);
+}
+
+/// Issue 12, finding 1: a sub-parent claiming the root's place cut the
+/// root off the tree.
+#[test]
+fn claim_of_the_roots_place_is_refused() {
+    let t = hybrid_tree(2, 4);
+    let mut s = sim(&t, 32, 0.0);
+    s.run_until(Duration::from_secs(3));
+    for to in [0, 2, 3] {
+        s.with(to, |e, now| e.handle_frame(now, 1, claim(0, 1)));
+    }
+    s.run_until(s.now() + Duration::from_secs(1));
+    assert_eq!(s.get(0).unwrap().core.acting(0), 0);
+    assert_eq!(s.get(0).unwrap().core.parent(), None);
+    assert_eq!(s.get(2).unwrap().core.parent(), Some(0));
+    assert_eq!(
+        s.get(0).unwrap().core.neighbor(1),
+        Some(NeighborState::Full)
+    );
+    assert_eq!(s.get(0).unwrap().core.stats().claims_rejected, 1);
+}
+
+/// In hybrid, a claim counts only from a member of the group, at a member
+/// or at the group's parent, and only a bounded step above the known epoch.
+#[test]
+fn claims_in_hybrid_are_checked_for_membership_and_epoch() {
+    let t = hybrid_tree(2, 4);
+    let mut s = sim(&t, 33, 0.0);
+    s.run_until(Duration::from_secs(3));
+    // Leaf 7 of group 2 claims group 1; leaf 3 of group 1 claims at an
+    // instance of group 2, which is neither a member nor the parent.
+    s.with(0, |e, now| e.handle_frame(now, 7, claim(1, 1)));
+    s.with(2, |e, now| e.handle_frame(now, 3, claim(1, 1)));
+    s.with(7, |e, now| e.handle_frame(now, 3, claim(1, 1)));
+    assert_eq!(s.get(0).unwrap().core.acting(1), 1);
+    assert_eq!(s.get(2).unwrap().core.acting(1), 1);
+    assert_eq!(s.get(7).unwrap().core.acting(1), 1);
+    // An epoch far above the known one, while the group's leader is heard.
+    let far = crate::CLAIM_EPOCH_AHEAD_MAX + 1;
+    s.with(0, |e, now| e.handle_frame(now, 3, claim(1, far)));
+    assert_eq!(s.get(0).unwrap().core.acting(1), 1);
+    assert_eq!(s.get(0).unwrap().core.stats().claims_rejected, 2);
+    // The election's own step is adopted by the group's parent.
+    s.with(0, |e, now| e.handle_frame(now, 3, claim(1, 1)));
+    assert_eq!(s.get(0).unwrap().core.acting(1), 3);
+}
+
+/// A tree-only cluster ignores claims: none reaches the routes even with
+/// a plausible epoch, from a member, at the group's parent.
+#[test]
+fn a_tree_only_cluster_ignores_claims() {
+    let t = tree(1, 3);
+    let mut s = sim(&t, 34, 0.0);
+    s.run_until(Duration::from_secs(3));
+    s.with(0, |e, now| e.handle_frame(now, 2, claim(1, 1)));
+    assert_eq!(s.get(0).unwrap().core.acting(1), 1);
+    assert_eq!(s.get(0).unwrap().core.stats().claims_rejected, 1);
+}
+
+/// Records absorbed from the group's gossip obey the tree's direction
+/// rules: no Dsc of the absorbing instance itself, no Cfg outside its
+/// subtree and acting groups.
+#[test]
+fn absorbed_records_obey_the_direction_rules() {
+    let t = hybrid_tree(2, 4);
+    let mut core = TreeCore::new(3, t, TreeConfig::default(), Time::ZERO);
+    let rec = |node, kind| overlay::Record {
+        key: Key { node, kind },
+        version: 10,
+        data: Bytes::from_static(b"x"),
+    };
+    assert!(!core.absorb(Time::ZERO, rec(3, Kind::Dsc)), "its own Dsc");
+    assert!(
+        !core.absorb(Time::ZERO, rec(4, Kind::Cfg)),
+        "a sibling's Cfg"
+    );
+    assert!(!core.absorb(Time::ZERO, rec(4, Kind::Dsc)), "not acting");
+    assert!(core.absorb(Time::ZERO, rec(3, Kind::Cfg)), "its own Cfg");
+    assert_eq!(
+        core.stats().records_rejected,
+        2,
+        "its own Dsc is not counted"
+    );
+    // Acting for group 1, the group's records are its to serve.
+    assert!(core.set_acting(Time::ZERO, 1, 3, 1));
+    assert!(core.absorb(Time::ZERO, rec(4, Kind::Cfg)));
+    assert!(core.absorb(Time::ZERO, rec(4, Kind::Dsc)));
+    assert!(
+        core.absorb(Time::ZERO, rec(1, Kind::Dsc)),
+        "the demoted leader"
+    );
+    assert!(!core.absorb(Time::ZERO, rec(8, Kind::Cfg)), "another group");
+    assert!(!core.absorb(Time::ZERO, rec(0, Kind::Dsc)), "the root");
 }

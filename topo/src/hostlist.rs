@@ -3,6 +3,9 @@
 //!
 //! - [`expand`] turns an expression into host names, in the order written
 //!   (the first bracket group varies slowest); it does not sort or dedupe.
+//! - [`count`] says how many names an expression stands for without
+//!   expanding it (checked arithmetic: a count that does not fit `u64` is
+//!   [`HostlistError::TooMany`]), so a caller can bound a request first.
 //! - [`compress`] is its order-preserving inverse: consecutive names with
 //!   the same prefix and suffix share one bracket group, so
 //!   `expand(&compress(names)) == names` for every list of valid names.
@@ -114,12 +117,45 @@ pub(crate) fn is_name_char(c: char) -> bool {
 }
 
 /// Expands a hostlist expression into host names, in the order written.
+///
+/// The names are counted first ([`count`]): an expression of more than
+/// [`HOSTS_MAX`] hosts is refused before anything is generated.
 pub fn expand(expr: &str) -> Result<Vec<String>, HostlistError> {
     let mut out = Vec::new();
     for (at, term) in split_terms(expr)? {
         expand_term(term, at, &mut out)?;
     }
     Ok(out)
+}
+
+/// The number of host names `expr` expands to, computed without expanding
+/// it (cost linear in the expression's length, whatever it stands for).
+/// Parse errors are those of [`expand`]; a count beyond `u64` is
+/// [`HostlistError::TooMany`]. Unlike [`expand`] it does not apply
+/// [`HOSTS_MAX`]: the caller chooses its own bound.
+pub fn count(expr: &str) -> Result<u64, HostlistError> {
+    let mut total: u64 = 0;
+    for (at, term) in split_terms(expr)? {
+        let n = term_count(&parse_term(term, at)?).ok_or(HostlistError::TooMany { at })?;
+        total = total.checked_add(n).ok_or(HostlistError::TooMany { at })?;
+    }
+    Ok(total)
+}
+
+/// Names one parsed term stands for; `None` when that overflows `u64`.
+fn term_count(segs: &[Seg<'_>]) -> Option<u64> {
+    let mut count: u64 = 1;
+    for seg in segs {
+        if let Seg::Set(ranges) = seg {
+            let mut n: u64 = 0;
+            for &(lo, hi, _) in ranges {
+                // parse_set guarantees lo <= hi.
+                n = n.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
+            }
+            count = count.checked_mul(n)?;
+        }
+    }
+    Some(count)
 }
 
 /// Splits at top-level commas, trimming spaces; checks bracket balance.
@@ -166,17 +202,17 @@ enum Seg<'a> {
 
 fn expand_term(term: &str, at: usize, out: &mut Vec<String>) -> Result<(), HostlistError> {
     let segs = parse_term(term, at)?;
-    let mut count: usize = 1;
-    for seg in &segs {
-        if let Seg::Set(ranges) = seg {
-            let n: u64 = ranges.iter().map(|(lo, hi, _)| hi - lo + 1).sum();
-            count = count.saturating_mul(usize::try_from(n).unwrap_or(usize::MAX));
-        }
+    let too_many = HostlistError::TooMany { at };
+    let count = term_count(&segs).ok_or_else(|| too_many.clone())?;
+    let total = u64::try_from(out.len())
+        .ok()
+        .and_then(|held| held.checked_add(count))
+        .ok_or_else(|| too_many.clone())?;
+    if total > HOSTS_MAX as u64 {
+        return Err(too_many);
     }
-    if count.saturating_add(out.len()) > HOSTS_MAX {
-        return Err(HostlistError::TooMany { at });
-    }
-    out.reserve(count);
+    // Below HOSTS_MAX, so it fits usize.
+    out.reserve(usize::try_from(count).map_err(|_| too_many)?);
     let mut cur = String::with_capacity(term.len() + 8);
     generate(&segs, &mut cur, out);
     Ok(())

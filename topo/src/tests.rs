@@ -1169,3 +1169,47 @@ fn fill_pattern_for_applications() {
     assert!(e.contains("no numeric suffix"), "{e}");
     assert!(crate::fill_pattern("a{n", "n1", 1, 1).is_err());
 }
+
+/// Issue 12, finding 3: 18 ranges of 10^18 plus one sum to 2^64 + 1, which
+/// wrapped to 1 host and passed the limit (or panicked in a debug build).
+fn hostlist_bomb() -> String {
+    let mut ranges = vec!["0-999999999999999999"; 18].join(",");
+    ranges.push_str(",0-446744073709551616");
+    format!("n[{ranges}]")
+}
+
+#[test]
+fn hostlist_count_bomb_is_refused() {
+    let bomb = hostlist_bomb();
+    assert!(matches!(expand(&bomb), Err(HostlistError::TooMany { .. })));
+}
+
+#[test]
+fn hostlist_count_without_expanding() {
+    assert_eq!(hostlist::count("ml[001-003]").unwrap(), 3);
+    assert_eq!(hostlist::count("r[1-2]n[01-02],x").unwrap(), 5);
+    assert_eq!(hostlist::count("n[0-999999]").unwrap(), 1_000_000);
+    assert_eq!(
+        hostlist::count("n[0-999999]x[0-999999]").unwrap(),
+        1_000_000_000_000
+    );
+    let bomb = hostlist_bomb();
+    assert!(matches!(
+        hostlist::count(&bomb),
+        Err(HostlistError::TooMany { .. })
+    ));
+    // A product that overflows is refused too, not wrapped.
+    let product = "n[0-999999999999999999][0-999999999999999999]";
+    assert!(matches!(
+        hostlist::count(product),
+        Err(HostlistError::TooMany { .. })
+    ));
+    assert!(matches!(
+        expand(product),
+        Err(HostlistError::TooMany { .. })
+    ));
+    assert!(matches!(
+        hostlist::count("n[3-1]"),
+        Err(HostlistError::Reversed { .. })
+    ));
+}

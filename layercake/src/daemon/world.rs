@@ -179,6 +179,7 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
     let addrs: Vec<SocketAddr> = c.flat.instances.iter().map(|i| i.addr).collect();
     let shared = Arc::new(Shared {
         addrs: addrs.clone(),
+        names: c.flat.instances.iter().map(|i| i.name.clone()).collect(),
         keys: cfg
             .ring
             .as_ref()

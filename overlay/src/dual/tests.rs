@@ -129,6 +129,7 @@ fn a_cut_udp_path_falls_back_to_quic_and_returns() {
         // Every node reaches the other's UDP through the relay.
         let shared = Arc::new(Shared {
             addrs: vec![r, r],
+            names: vec!["n0".into(), "n1".into()],
             keys: KeyRing::single(1, &ClusterKey::from_seed(5)),
             loss: 0.0,
             epoch: 1,
@@ -145,7 +146,7 @@ fn a_cut_udp_path_falls_back_to_quic_and_returns() {
             let ep = endpoint(
                 quic[i as usize],
                 ca.cert(),
-                &ca.issue("n").unwrap(),
+                &ca.issue(&format!("n{i}")).unwrap(),
                 BUFFERS,
             )
             .unwrap();
@@ -190,4 +191,60 @@ fn a_cut_udp_path_falls_back_to_quic_and_returns() {
         let c = nodes[0].1.counters();
         assert_eq!((c.fallbacks, c.returns), (1, 1), "{c:?}");
     });
+}
+
+/// Issue 12, finding 9, on the dual driver's QUIC path: an envelope whose
+/// sender is not the instance its connection's certificate names is
+/// dropped and counted, and a correct one is delivered.
+#[test]
+fn quic_envelopes_must_come_from_their_certificates_instance() {
+    let run = |cert1: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let udp = [free_addr(), free_addr()];
+            let quic = vec![free_addr(), free_addr()];
+            let shared = Arc::new(Shared {
+                addrs: udp.to_vec(),
+                names: vec!["n0".into(), "n1".into()],
+                keys: KeyRing::single(1, &ClusterKey::from_seed(5)),
+                loss: 0.0,
+                epoch: 1,
+            });
+            let ca = Ca::generate("dual").unwrap();
+            let pol = PathPolicy {
+                quic_addrs: quic.clone(),
+                pinned: vec![true, true],
+                dead: ms(300),
+                probe: ms(100),
+            };
+            let mut nodes = Vec::new();
+            for (i, name) in [(0u32, "n0"), (1, cert1)] {
+                let id = ca.issue(name).unwrap();
+                let ep = endpoint(quic[i as usize], ca.cert(), &id, BUFFERS).unwrap();
+                let sock = bind(udp[i as usize], BUFFERS).unwrap();
+                let ping = Ping {
+                    id: i,
+                    next: monotonic_now(),
+                    out: None,
+                    got: 0,
+                };
+                nodes.push(spawn(ping, sock, ep, shared.clone(), pol.clone()));
+            }
+            tokio::time::sleep(ms(700)).await;
+            let h0 = &nodes[0].0;
+            (h0.peek(|p| p.got), h0.traffic().drops)
+        })
+    };
+    let (got, drops) = run("n0");
+    assert_eq!(got, 0, "node 1 holds node 0's certificate");
+    assert!(
+        drops.get(crate::envelope::DropReason::IdentityMismatch) >= 1,
+        "{drops:?}"
+    );
+    let (got, _) = run("n1");
+    assert!(got >= 10, "its own certificate: {got}");
 }

@@ -31,12 +31,15 @@ use rustc_hash::FxHashMap as HashMap;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::envelope::{Opener, Sealer};
+use crate::envelope::{Held, Opener, Sealer};
 use crate::quic::{INBOX_MAX, Inbound, Links};
 use crate::record::NodeId;
 use crate::rng::Rng;
-use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
-use crate::udp::{Handle, Limiter, RECV_BATCH_MAX, Shared, count_drop, monotonic_now, spawn_boot};
+use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
+use crate::udp::{
+    Handle, Limiter, RECV_BATCH_MAX, Shared, count_drop, monotonic_now, release_after, spawn_boot,
+};
+use std::collections::VecDeque;
 
 /// How an instance chooses between UDP and QUIC per peer.
 #[derive(Clone, Debug)]
@@ -201,6 +204,8 @@ pub fn spawn<I: Instance + 'static>(
     let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
+        held: Held::default(),
+        retry: VecDeque::new(),
         socket,
         links: Links::new(ep, inbox_tx, shared.clone()),
         inbox,
@@ -240,6 +245,9 @@ impl DualView {
 
 struct Task<I> {
     h: Handle<I>,
+    /// Frames sent before the peer\'s boot was known, and those due again.
+    held: Held,
+    retry: VecDeque<Transmit>,
     socket: UdpSocket,
     links: Links,
     inbox: mpsc::Receiver<Inbound>,
@@ -313,13 +321,13 @@ impl<I: Instance> Task<I> {
             count_drop(&self.h, &mut self.opener, reason);
             return;
         }
-        if self
+        let from = self
             .h
-            .deliver(&mut self.opener, &mut self.rng, &self.shared, d)
-            .is_some()
-        {
+            .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+        if from.is_some() {
             self.paths.borrow_mut().counters.quic_rx += 1;
         }
+        release_after(&mut self.held, &mut self.retry, &self.opener, from, d);
         self.send_replies(Way::Quic);
     }
 
@@ -330,12 +338,13 @@ impl<I: Instance> Task<I> {
             count_drop(&self.h, &mut self.opener, reason);
             return;
         }
-        if let Some(from) = self
+        let from = self
             .h
-            .deliver(&mut self.opener, &mut self.rng, &self.shared, d)
-        {
+            .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+        if let Some(from) = from {
             self.paths.borrow_mut().heard_udp(from);
         }
+        release_after(&mut self.held, &mut self.retry, &self.opener, from, d);
         self.send_replies(Way::Udp);
     }
 
@@ -377,10 +386,14 @@ impl<I: Instance> Task<I> {
 
     fn flush(&mut self, tx: &mut Vec<u8>) {
         loop {
-            let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
+            let next = self.retry.pop_front();
+            let Some(t) = next.or_else(|| self.h.inner.borrow_mut().poll_transmit()) else {
                 return;
             };
             let echo = self.opener.peer_boot(t.to);
+            if echo.is_none() {
+                self.held.hold(t.to, &t.frame);
+            }
             if self
                 .sealer
                 .seal(&self.shared.keys, t.to, echo, &t.frame, tx)

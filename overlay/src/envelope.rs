@@ -925,5 +925,44 @@ impl Opener {
     }
 }
 
+/// Most frames held per peer whose boot is not known yet.
+pub const HELD_FRAMES_MAX: usize = 8;
+/// Most peers with held frames at once.
+pub const HELD_PEERS_MAX: usize = 4096;
+
+/// Frames sealed for a peer whose boot this instance did not know yet:
+/// such a datagram echoes no boot, so the peer drops it as `unfresh` and
+/// answers with a session datagram. Drivers keep those frames here and
+/// send them again as soon as the peer's boot is known, so a new link
+/// (a first contact, a takeover after a failover) costs one round trip
+/// instead of a hello interval. Bounded per peer and in peers; re-sending
+/// is safe because every frame is idempotent for the cores (highest
+/// version wins, acknowledgements and hellos repeat).
+#[derive(Debug, Default)]
+pub struct Held {
+    peers: HashMap<NodeId, Vec<Frame>>,
+}
+
+impl Held {
+    /// Keeps `frame`, just sealed for `to` without an echo.
+    pub fn hold(&mut self, to: NodeId, frame: &Frame) {
+        if !self.peers.contains_key(&to) && self.peers.len() >= HELD_PEERS_MAX {
+            return;
+        }
+        let q = self.peers.entry(to).or_default();
+        if q.len() < HELD_FRAMES_MAX {
+            q.push(frame.clone());
+        }
+    }
+
+    /// The frames held for `peer`, now that `opener` knows its boot.
+    pub fn release(&mut self, peer: NodeId, opener: &Opener) -> Vec<Frame> {
+        if !self.peers.contains_key(&peer) || opener.peer_boot(peer).is_none() {
+            return Vec::new();
+        }
+        self.peers.remove(&peer).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -41,11 +41,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::sync::mpsc;
 
-use crate::envelope::{DropReason, Opener, Sealer, peek_header};
+use crate::envelope::{DropReason, Held, Opener, Sealer, peek_header};
 use crate::record::NodeId;
 use crate::rng::Rng;
-use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
+use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
 use crate::udp::{Buffers, Handle, Limiter, Shared, count_drop, monotonic_now, spawn_boot};
+use std::collections::VecDeque;
 
 /// The name every instance certificate carries and every client checks.
 pub const SERVER_NAME: &str = "node.layercake";
@@ -360,6 +361,8 @@ pub fn spawn<I: Instance + 'static>(
     let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
+        held: Held::default(),
+        retry: VecDeque::new(),
         links: Links::new(ep, inbox_tx, shared.clone()),
         inbox,
         limiter: Limiter::default(),
@@ -524,6 +527,9 @@ async fn read_stream(mut s: quinn::RecvStream, out: mpsc::Sender<Result<Bytes, D
 
 struct Task<I> {
     h: Handle<I>,
+    /// Frames sent before the peer\'s boot was known, and those due again.
+    held: Held,
+    retry: VecDeque<Transmit>,
     links: Links,
     inbox: mpsc::Receiver<Inbound>,
     limiter: Limiter,
@@ -574,9 +580,10 @@ impl<I: Instance> Task<I> {
             count_drop(&self.h, &mut self.opener, reason);
             return;
         }
-        let _ = self
+        let from = self
             .h
             .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+        crate::udp::release_after(&mut self.held, &mut self.retry, &self.opener, from, d);
         let mut out = Vec::new();
         while let Some((peer, echo)) = self.opener.poll_reply() {
             if self
@@ -591,10 +598,14 @@ impl<I: Instance> Task<I> {
 
     fn flush(&mut self, tx: &mut Vec<u8>) {
         loop {
-            let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
+            let next = self.retry.pop_front();
+            let Some(t) = next.or_else(|| self.h.inner.borrow_mut().poll_transmit()) else {
                 return;
             };
             let echo = self.opener.peer_boot(t.to);
+            if echo.is_none() {
+                self.held.hold(t.to, &t.frame);
+            }
             if self
                 .sealer
                 .seal(&self.shared.keys, t.to, echo, &t.frame, tx)

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use crate::envelope::{Boot, ClusterKey, KeyRing, Opener, Sealer};
+use crate::envelope::{Boot, ClusterKey, Held, KeyRing, Opener, Sealer};
 use crate::record::NodeId;
 use crate::rng::{Rng, splitmix64};
 use crate::strategy::{Instance, Time};
@@ -112,6 +112,8 @@ struct Slot<I> {
     armed: Option<Time>,
     sealer: Sealer,
     opener: Opener,
+    /// Frames sent before the peer's boot was known (re-sent once it is).
+    held: Held,
     rx_datagrams: u64,
     /// Boots this slot has had (numbers the next one).
     boots: u64,
@@ -157,6 +159,7 @@ impl<I: Instance> Sim<I> {
                     armed: None,
                     sealer: Sealer::new(i as NodeId, boot),
                     opener: Opener::new(i as NodeId, boot),
+                    held: Held::default(),
                     rx_datagrams: 0,
                     boots: 1,
                 }
@@ -241,6 +244,7 @@ impl<I: Instance> Sim<I> {
         s.armed = None;
         s.sealer = Sealer::new(id, boot);
         s.opener = Opener::new(id, boot);
+        s.held = Held::default();
         self.drain(id);
     }
 
@@ -335,16 +339,41 @@ impl<I: Instance> Sim<I> {
             return;
         };
         match s.opener.open(&self.keys, bytes) {
-            Ok((opened, _)) if opened.session => s.rx_datagrams += 1,
+            Ok((opened, _)) if opened.session => {
+                s.rx_datagrams += 1;
+                self.resend_held(to, opened.sender);
+            }
             Ok((opened, frame)) => {
                 debug_assert_eq!(opened.sender, from);
                 s.rx_datagrams += 1;
                 inst.handle_frame(now, opened.sender, frame);
+                self.resend_held(to, opened.sender);
                 self.drain(to);
             }
-            Err(_) => self.stats.rejected += 1,
+            Err(_) => {
+                self.stats.rejected += 1;
+                // A session datagram from a boot seen first is dropped as
+                // unfresh, yet it taught us the peer's boot.
+                self.resend_held(to, from);
+            }
         }
         self.send_replies(to);
+    }
+
+    /// Sends again what `id` sent `peer` before it knew `peer`'s boot.
+    fn resend_held(&mut self, id: NodeId, peer: NodeId) {
+        let s = &mut self.slots[id as usize];
+        for frame in s.held.release(peer, &s.opener) {
+            let s = &mut self.slots[id as usize];
+            let echo = s.opener.peer_boot(peer);
+            if s.sealer
+                .seal(&self.keys, peer, echo, &frame, &mut self.buf)
+                .is_ok()
+            {
+                let bytes = self.buf.clone();
+                self.send(id, peer, bytes);
+            }
+        }
     }
 
     /// Sends the session datagrams `id`'s opener asks for.
@@ -371,6 +400,9 @@ impl<I: Instance> Sim<I> {
             let Some(inst) = s.inst.as_mut() else { return };
             let Some(t) = inst.poll_transmit() else { break };
             let echo = s.opener.peer_boot(t.to);
+            if echo.is_none() {
+                s.held.hold(t.to, &t.frame);
+            }
             if s.sealer
                 .seal(&self.keys, t.to, echo, &t.frame, &mut self.buf)
                 .is_err()

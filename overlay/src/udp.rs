@@ -35,10 +35,11 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::envelope::{Boot, DropCounters, DropReason, KeyRing, Opener, Sealer, peek_header};
+use crate::envelope::{Boot, DropCounters, DropReason, Held, KeyRing, Opener, Sealer, peek_header};
 use crate::record::NodeId;
 use crate::rng::Rng;
-use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time};
+use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
+use std::collections::VecDeque;
 
 /// Datagrams read in one wake-up before the instance's output is flushed.
 pub const RECV_BATCH_MAX: usize = 64;
@@ -322,6 +323,35 @@ impl<I: Instance> Handle<I> {
     }
 }
 
+/// After datagram `d` was opened (accepted from `from`, or dropped: a
+/// session datagram from a boot seen first is dropped as unfresh yet
+/// teaches the boot), queues again what was held for its sender.
+pub(crate) fn release_after(
+    held: &mut Held,
+    retry: &mut VecDeque<Transmit>,
+    opener: &Opener,
+    from: Option<crate::record::NodeId>,
+    d: &[u8],
+) {
+    let sender = from.or_else(|| peek_header(d).ok().map(|h| h.sender));
+    if let Some(peer) = sender {
+        release(held, retry, opener, peer);
+    }
+}
+
+/// Queues again what was sent `peer` before its boot was known, now that
+/// `opener` knows it (every driver calls this after an accepted datagram).
+pub(crate) fn release(
+    held: &mut Held,
+    retry: &mut VecDeque<Transmit>,
+    opener: &Opener,
+    peer: crate::record::NodeId,
+) {
+    for frame in held.release(peer, opener) {
+        retry.push_back(Transmit { to: peer, frame });
+    }
+}
+
 /// Starts `inst` on `socket` in the current `LocalSet`, with a fresh
 /// envelope boot.
 ///
@@ -333,6 +363,8 @@ pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shar
     let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
+        held: Held::default(),
+        retry: VecDeque::new(),
         socket,
         sealer: Sealer::new(me, boot),
         opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
@@ -346,6 +378,9 @@ pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shar
 
 struct Task<I> {
     h: Handle<I>,
+    /// Frames sent before the peer\'s boot was known, and those due again.
+    held: Held,
+    retry: VecDeque<Transmit>,
     socket: UdpSocket,
     sealer: Sealer,
     opener: Opener,
@@ -404,9 +439,10 @@ impl<I: Instance> Task<I> {
     fn receive(&mut self, d: &[u8], src: SocketAddr) {
         match self.limiter.check(&self.shared.addrs, d, src) {
             Ok(()) => {
-                let _ = self
+                let from = self
                     .h
                     .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
+                release_after(&mut self.held, &mut self.retry, &self.opener, from, d);
                 self.send_replies();
             }
             Err(reason) => count_drop(&self.h, &mut self.opener, reason),
@@ -433,13 +469,17 @@ impl<I: Instance> Task<I> {
 
     async fn flush(&mut self, tx: &mut Vec<u8>) {
         loop {
-            let Some(t) = self.h.inner.borrow_mut().poll_transmit() else {
+            let next = self.retry.pop_front();
+            let Some(t) = next.or_else(|| self.h.inner.borrow_mut().poll_transmit()) else {
                 return;
             };
             let Some(&addr) = self.shared.addrs.get(t.to as usize) else {
                 continue;
             };
             let echo = self.opener.peer_boot(t.to);
+            if echo.is_none() {
+                self.held.hold(t.to, &t.frame);
+            }
             if self
                 .sealer
                 .seal(&self.shared.keys, t.to, echo, &t.frame, tx)

@@ -407,7 +407,7 @@ fn report(handles: &[Handle<LoadNode>], views: &[dual::DualView], generation: u6
         r.tx_datagrams += t.tx_datagrams;
         r.tx_bytes += t.tx_bytes;
         r.tx_max_bytes = r.tx_max_bytes.max(t.tx_max_bytes);
-        r.rejected += t.drops.total();
+        r.rejected += t.drops.rejected();
         drops.merge(&t.drops);
         r.tx_errors += t.tx_errors;
         h.peek(|n| {

@@ -205,6 +205,13 @@ impl DropCounters {
         self.counts.iter().fold(0, |a, &b| a.saturating_add(b))
     }
 
+    /// Datagrams refused as bad: every reason but [`DropReason::Unfresh`],
+    /// which is the freshness handshake of a new link (a first contact or
+    /// a restarted peer), answered and then delivered.
+    pub fn rejected(&self) -> u64 {
+        self.total().saturating_sub(self.get(DropReason::Unfresh))
+    }
+
     /// Adds another set of counters into this one.
     pub fn merge(&mut self, other: &DropCounters) {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {

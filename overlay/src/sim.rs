@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use crate::envelope::{Boot, ClusterKey, Held, KeyRing, Opener, Sealer};
+use crate::envelope::{Boot, ClusterKey, DropReason, Held, KeyRing, Opener, Sealer};
 use crate::record::NodeId;
 use crate::rng::{Rng, splitmix64};
 use crate::strategy::{Instance, Time};
@@ -68,8 +68,12 @@ pub struct SimStats {
     /// Datagrams lost by the loss setting or a partition, or sent to a
     /// crashed instance.
     pub lost: u64,
-    /// Datagrams rejected by the receiving envelope.
+    /// Datagrams rejected by the receiving envelope (the freshness
+    /// handshake aside).
     pub rejected: u64,
+    /// Datagrams dropped as unfresh: a new link's first datagrams before
+    /// the two boots are known to each other (held and re-sent).
+    pub handshakes: u64,
 }
 
 enum What {
@@ -350,8 +354,12 @@ impl<I: Instance> Sim<I> {
                 self.resend_held(to, opened.sender);
                 self.drain(to);
             }
-            Err(_) => {
-                self.stats.rejected += 1;
+            Err(e) => {
+                if e == DropReason::Unfresh {
+                    self.stats.handshakes += 1;
+                } else {
+                    self.stats.rejected += 1;
+                }
                 // A session datagram from a boot seen first is dropped as
                 // unfresh, yet it taught us the peer's boot.
                 self.resend_held(to, from);

@@ -5,4 +5,5 @@
 #![deny(unsafe_code)]
 
 pub mod body;
+pub mod modules;
 pub mod power;

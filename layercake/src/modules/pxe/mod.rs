@@ -60,6 +60,9 @@ pub mod tftp_packet;
 /// epoch (as `overlay::strategy::Time`).
 pub type Time = std::time::Duration;
 
+#[cfg(test)]
+mod tests;
+
 pub use event::PxeEvent;
 pub use registry::{Arch, Mac, NodeBoot, Registry, RegistryError};
 pub use server::{PxeConfig, PxeError, PxeServers};

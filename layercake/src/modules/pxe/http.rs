@@ -8,7 +8,8 @@
 //!   anyone may read it, but only the node's own fetch is a boot signal).
 //! - `GET /boot/files/{path}`: a file (kernel, initramfs) from the files
 //!   root, streamed; paths are checked by [`super::files`] (a refused
-//!   path is a counted 403, a missing file a counted 404).
+//!   path is a counted 403, a missing file a counted 404); at most
+//!   [`FILE_STREAMS_MAX`] at once (then a counted 503).
 //!
 //! [`router`] builds the routes on a [`HttpBoot`] state; serve it with
 //! connection info (`into_make_service_with_connect_info::<SocketAddr>`)
@@ -24,6 +25,7 @@ use axum::http::{Extensions, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
 
 use super::event::{EventSink, PxeEvent};
 use super::files::{FileError, FileRoot};
@@ -36,6 +38,10 @@ pub const FILE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 /// Bytes read from disk per body chunk.
 const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Most file bodies streaming at once (each holds an open file and a
+/// chunk buffer); beyond it a file request is answered 503 and counted.
+pub const FILE_STREAMS_MAX: usize = 64;
 
 /// The routes' shared state.
 #[derive(Clone, Debug)]
@@ -52,6 +58,8 @@ pub struct HttpBoot {
     pub stats: Arc<PxeStats>,
     /// Where [`PxeEvent::ScriptFetched`] goes.
     pub events: EventSink,
+    /// Permits for file bodies ([`FILE_STREAMS_MAX`] of them).
+    pub streams: Arc<Semaphore>,
 }
 
 /// The HTTP boot routes.
@@ -113,6 +121,9 @@ async fn script(
 }
 
 async fn file(State(boot): State<HttpBoot>, UrlPath(path): UrlPath<String>) -> Response {
+    let Ok(permit) = boot.streams.clone().try_acquire_owned() else {
+        return refuse(&boot, HttpResult::Busy, StatusCode::SERVICE_UNAVAILABLE);
+    };
     let opened = boot.files.open(&path, FILE_BYTES_MAX);
     let (file, len) = match opened {
         Ok(opened) => opened,
@@ -137,17 +148,20 @@ async fn file(State(boot): State<HttpBoot>, UrlPath(path): UrlPath<String>) -> R
     boot.stats.record_http(HttpResult::File);
     let stats = boot.stats.clone();
     let reader = tokio::fs::File::from_std(file);
-    let stream = futures_util::stream::unfold(Some(reader), move |state| {
+    // The permit lives in the stream's state: released when the body ends
+    // or the client goes away.
+    let stream = futures_util::stream::unfold(Some((reader, permit)), move |state| {
         let stats = stats.clone();
         async move {
-            let mut reader = state?;
+            let (mut reader, permit) = state?;
             let mut buf = vec![0u8; CHUNK_BYTES];
             match reader.read(&mut buf).await {
                 Ok(0) => None,
                 Ok(n) => {
                     buf.truncate(n);
                     stats.record_http_bytes(n);
-                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), Some(reader)))
+                    let next = Some((reader, permit));
+                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), next))
                 }
                 Err(e) => {
                     stats.record_http(HttpResult::Io);

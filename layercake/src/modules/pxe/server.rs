@@ -14,8 +14,11 @@
 //! the listening socket and [`TftpServer`]; each accepted transfer gets
 //! its own socket (its transfer id) and task, at most [`TRANSFERS_MAX`] at
 //! once (a semaphore; beyond it an ERROR "busy"). The HTTP task is
-//! `axum::serve`. Dropping the handle (or [`PxeServers::shutdown`]) aborts
-//! every task, transfers included.
+//! `axum::serve`; file bodies are bounded by
+//! [`super::http::FILE_STREAMS_MAX`] (connections themselves are not: put
+//! the boot network behind the sub-parent, not on a public interface).
+//! Dropping the handle (or [`PxeServers::shutdown`]) aborts every task,
+//! transfers included; HTTP bodies in flight end with their connection.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -29,7 +32,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::dhcp::{self, BootFiles, DhcpConfig, DhcpCore, DhcpEvent, ScriptKey};
 use super::event::{EventSink, PxeEvent};
 use super::files::FileRoot;
-use super::http::{HttpBoot, router};
+use super::http::{FILE_STREAMS_MAX, HttpBoot, router};
 use super::registry::{Mac, NodeBoot, Registry, RegistryError};
 use super::script::{BootParams, ScriptTemplate};
 use super::stats::{PxeCounters, PxeStats};
@@ -194,6 +197,7 @@ impl PxeServers {
             }),
             stats: stats.clone(),
             events: events.clone(),
+            streams: Arc::new(Semaphore::new(FILE_STREAMS_MAX)),
         };
         let epoch = Instant::now();
         let dhcp_task = DhcpTask {

@@ -45,11 +45,13 @@ pub enum HttpResult {
     BadRequest,
     /// The file could not be read (or stopped being readable mid-body).
     Io,
+    /// [`super::http::FILE_STREAMS_MAX`] file bodies were streaming.
+    Busy,
 }
 
 impl HttpResult {
     /// Every value, in declaration order.
-    pub const ALL: [HttpResult; 7] = [
+    pub const ALL: [HttpResult; 8] = [
         HttpResult::Script,
         HttpResult::File,
         HttpResult::UnknownNode,
@@ -57,6 +59,7 @@ impl HttpResult {
         HttpResult::Refused,
         HttpResult::BadRequest,
         HttpResult::Io,
+        HttpResult::Busy,
     ];
 
     /// The metric label (`kind` for requests served, else `reason`).
@@ -69,6 +72,7 @@ impl HttpResult {
             HttpResult::Refused => "refused",
             HttpResult::BadRequest => "bad_request",
             HttpResult::Io => "io",
+            HttpResult::Busy => "busy",
         }
     }
 

@@ -471,3 +471,30 @@ async fn dhcp_datagrams_are_counted_by_result() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn file_bodies_beyond_the_stream_limit_are_refused_with_503() {
+    use std::sync::{Arc, RwLock};
+
+    let dir = temp_dir("busy");
+    std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
+    let stats = Arc::new(super::stats::PxeStats::new());
+    let (events, _rx) = super::event::EventSink::channel(stats.clone());
+    let boot = super::http::HttpBoot {
+        registry: Arc::new(RwLock::new(Registry::new())),
+        files: FileRoot::new(&dir).unwrap(),
+        template: Arc::new(ScriptTemplate::default()),
+        params: Arc::new(BootParams::new("http://127.0.0.1")),
+        stats: stats.clone(),
+        events,
+        streams: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = super::http::router(boot).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    assert_eq!(raw_get(addr, "/boot/files/vmlinuz").await, 503);
+    assert_eq!(stats.snapshot().http(HttpResult::Busy), 1);
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

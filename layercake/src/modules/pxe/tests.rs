@@ -498,3 +498,21 @@ async fn file_bodies_beyond_the_stream_limit_are_refused_with_503() {
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_cores_are_sans_io() {
+    // The fuzz targets include these files without tokio; this keeps the
+    // clock and ambient randomness out too.
+    for (file, text) in [
+        ("registry.rs", include_str!("registry.rs")),
+        ("dhcp.rs", include_str!("dhcp.rs")),
+        ("tftp.rs", include_str!("tftp.rs")),
+        ("tftp_packet.rs", include_str!("tftp_packet.rs")),
+        ("files.rs", include_str!("files.rs")),
+        ("script.rs", include_str!("script.rs")),
+    ] {
+        for banned in ["tokio", "Instant::now", "SystemTime", "rand::", "UdpSocket"] {
+            assert!(!text.contains(banned), "{file} mentions {banned}");
+        }
+    }
+}

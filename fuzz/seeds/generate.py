@@ -116,3 +116,61 @@ urls = ["/Id", "/Nodename", "/RunState", "/PhysState", "/Arch", "/Platform", "/P
         "type.googleapis.com/", "type.googleapis.com/a.B/", "x:y:/Id", "/Services/a:b/State"]
 for i, u in enumerate(urls):
     write("url", f"url-{i:02}", u)
+
+# --- dhcp: what PXE firmware, iPXE and an OS client send (the fuzz target
+# registers 52:54:00:12:34:56 as 10.0.0.11, server 10.0.0.1), and near misses
+def dhcp(mtype, mac=b"\x52\x54\x00\x12\x34\x56", options=b"", ciaddr=b"\0" * 4, giaddr=b"\0" * 4):
+    head = struct.pack("!BBBBIHH", 1, 1, 6, 0, 0x1234ABCD, 0, 0x8000)
+    head += ciaddr + b"\0" * 8 + giaddr + mac + b"\0" * 10 + b"\0" * 192
+    return head + bytes([99, 130, 83, 99, 53, 1, mtype]) + options + b"\xff"
+
+
+def opt(code, value):
+    return bytes([code, len(value)]) + value
+
+
+PXE = (opt(57, struct.pack("!H", 1472)) + opt(93, b"\0\0") + opt(94, b"\x01\x02\x01")
+       + opt(97, b"\0" + bytes(range(16))) + opt(60, b"PXEClient:Arch:00000:UNDI:002001")
+       + opt(55, bytes([1, 3, 6, 12, 15, 43, 60, 66, 67, 128])))
+IPXE = PXE + opt(77, b"iPXE") + opt(175, b"\xb1\x05\x01\x10\xec\x81\x39")
+EFI = PXE.replace(opt(93, b"\0\0"), opt(93, b"\0\x07"))
+PLAIN = opt(61, b"\x01\x52\x54\x00\x12\x34\x56") + opt(12, b"vm1") + opt(55, bytes([1, 3, 6, 12, 15, 28]))
+REQ = opt(54, bytes([10, 0, 0, 1])) + opt(50, bytes([10, 0, 0, 11]))
+write("dhcp", "discover-bios", dhcp(1, options=PXE))
+write("dhcp", "discover-efi", dhcp(1, options=EFI))
+write("dhcp", "discover-ipxe", dhcp(1, options=IPXE))
+write("dhcp", "request-bios", dhcp(3, options=PXE + REQ))
+write("dhcp", "request-ipxe", dhcp(3, options=IPXE + REQ))
+write("dhcp", "request-wrong-ip", dhcp(3, options=PXE + opt(54, bytes([10, 0, 0, 1])) + opt(50, bytes([10, 0, 0, 99]))))
+write("dhcp", "request-other-server", dhcp(3, options=PXE + opt(54, bytes([10, 0, 0, 2])) + opt(50, bytes([10, 0, 0, 11]))))
+write("dhcp", "discover-plain", dhcp(1, options=PLAIN))
+write("dhcp", "renew", dhcp(3, options=PLAIN, ciaddr=bytes([10, 0, 0, 11])))
+write("dhcp", "relayed", dhcp(1, options=PXE, giaddr=bytes([10, 1, 0, 1])))
+write("dhcp", "release", dhcp(7, options=PLAIN))
+write("dhcp", "decline", dhcp(4, options=PLAIN + opt(50, bytes([10, 0, 0, 11]))))
+write("dhcp", "inform", dhcp(8, options=PLAIN))
+write("dhcp", "unknown-mac", dhcp(1, mac=b"\x02\0\0\0\0\x01", options=PXE))
+write("dhcp", "joined-options", dhcp(1, options=opt(60, b"PXEClient") + opt(60, b":Arch:00000") + opt(94, b"\x01\x02") + opt(94, b"\x01")))
+write("dhcp", "relay-agent", dhcp(1, options=PXE + opt(82, opt(1, b"eth0") + opt(2, b"sw1"))))
+write("dhcp", "fqdn", dhcp(1, options=opt(81, b"\x01\0\0\x03vm1\x07example\x00")))
+write("dhcp", "truncated", dhcp(1, options=PXE)[:250])
+
+# --- tftp: requests with and without options, and what a client sends mid-transfer
+def rrq(name, mode="octet", *options, op=1):
+    out = struct.pack("!H", op) + name.encode() + b"\0" + mode.encode() + b"\0"
+    for k, v in options:
+        out += k.encode() + b"\0" + v.encode() + b"\0"
+    return out
+
+
+write("tftp", "rrq", rrq("undionly.kpxe"))
+write("tftp", "rrq-options", rrq("ipxe.efi", "octet", ("blksize", "1468"), ("tsize", "0"), ("timeout", "3")))
+write("tftp", "rrq-small-block", rrq("ipxe.efi", "octet", ("blksize", "8")))
+write("tftp", "rrq-traversal", rrq("../../etc/passwd"))
+write("tftp", "rrq-absolute", rrq("/etc/passwd"))
+write("tftp", "rrq-netascii", rrq("ipxe.efi", "netascii"))
+write("tftp", "wrq", rrq("ipxe.efi", op=2))
+write("tftp", "ack", struct.pack("!HH", 4, 1))
+write("tftp", "data", struct.pack("!HH", 3, 1) + b"x" * 512)
+write("tftp", "error", struct.pack("!HH", 5, 8) + b"options refused\0")
+write("tftp", "oack", struct.pack("!H", 6) + b"blksize\x001024\0")

@@ -13,7 +13,8 @@
 //!   dashboard; it reaches the root only through [`daemon::control`].
 //! - [`security`]: secret files, API tokens, certificates, TLS settings
 //!   (no clap, no axum).
-//! - [`modules`]: the engine's modules that touch the world (power).
+//! - [`modules`]: the engine's modules that touch the world (power; the
+//!   network boot servers, not yet wired in).
 //! - [`serve`]: `run` and `demo`: one process's threads and tasks.
 //! - [`cli`]: the command line (clap) and the `ctl` client.
 #![deny(missing_docs)]

@@ -1,5 +1,12 @@
-//! The engine's modules that act on the world, run by layercake: power
-//! (virtual, IPMI, Redfish). The virtual power and boot modules of the
-//! simulation live in the engine (`engine::virt`).
+//! The engine's modules that act on the world, run by layercake:
+//!
+//! - [`power`]: power control (virtual, IPMI, Redfish) behind one
+//!   abstraction, driven by the instance that has the node in its care.
+//! - [`pxe`]: network boot servers (DHCP, TFTP, HTTP iPXE scripts) as a
+//!   library; not yet wired into the engine's mutations.
+//!
+//! The virtual power and boot modules of the simulation live in the engine
+//! (`engine::virt`).
 
 pub mod power;
+pub mod pxe;

@@ -58,6 +58,7 @@ fn check(file: &std::path::Path) -> i32 {
     let loaded = Topology::load(file)
         .map_err(|e| e.to_string())
         .and_then(|t| {
+            t.check_key_file().map_err(|e| e.to_string())?;
             // What `run` composes: strategies per level, standbys.
             let flat = t.flatten();
             let tree = overlay::tree::Tree::from_flat(&flat)

@@ -196,6 +196,7 @@ fn key_der(id: &Identity) -> PrivateKeyDer<'static> {
 fn server_config(
     ca: &CertificateDer<'static>,
     id: &Identity,
+    streams: Streams,
 ) -> Result<quinn::ServerConfig, QuicError> {
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
@@ -210,13 +211,14 @@ fn server_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(transport());
+    cfg.transport_config(transport(streams));
     Ok(cfg)
 }
 
 fn client_config(
     ca: &CertificateDer<'static>,
     id: &Identity,
+    streams: Streams,
 ) -> Result<quinn::ClientConfig, QuicError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -227,25 +229,55 @@ fn client_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(tls_err)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(transport());
+    cfg.transport_config(transport(streams));
     Ok(cfg)
 }
 
-fn transport() -> Arc<quinn::TransportConfig> {
+/// Which streams a connection allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Streams {
+    /// The overlay's envelopes: unidirectional streams only, at most
+    /// [`STREAMS_PER_PEER_MAX`] open.
+    Envelopes,
+    /// Request and answer (the join): bidirectional streams only, at most
+    /// [`REQUESTS_PER_PEER_MAX`] open.
+    Requests,
+}
+
+/// Bidirectional streams a peer may have open at once on a request
+/// endpoint ([`Streams::Requests`]).
+pub const REQUESTS_PER_PEER_MAX: u32 = 4;
+
+fn transport(streams: Streams) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(5)));
-    t.max_concurrent_uni_streams(STREAMS_PER_PEER_MAX.into());
-    t.max_concurrent_bidi_streams(0u32.into());
+    let (uni, bidi) = match streams {
+        Streams::Envelopes => (STREAMS_PER_PEER_MAX, 0),
+        Streams::Requests => (0, REQUESTS_PER_PEER_MAX),
+    };
+    t.max_concurrent_uni_streams(uni.into());
+    t.max_concurrent_bidi_streams(bidi.into());
     t.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("in range")));
     Arc::new(t)
 }
 
-/// A QUIC endpoint for one instance at `addr`, trusting `ca`.
+/// A QUIC endpoint for one instance's envelopes at `addr`, trusting `ca`.
 pub fn endpoint(
     addr: SocketAddr,
     ca: &CertificateDer<'static>,
     id: &Identity,
     buffers: Buffers,
+) -> Result<quinn::Endpoint, QuicError> {
+    endpoint_for(addr, ca, id, buffers, Streams::Envelopes)
+}
+
+/// A QUIC endpoint at `addr`, trusting `ca`, for `streams`.
+pub fn endpoint_for(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    id: &Identity,
+    buffers: Buffers,
+    streams: Streams,
 ) -> Result<quinn::Endpoint, QuicError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -255,11 +287,11 @@ pub fn endpoint(
     let runtime = Arc::new(quinn::TokioRuntime);
     let mut ep = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
-        Some(server_config(ca, id)?),
+        Some(server_config(ca, id, streams)?),
         s.into(),
         runtime,
     )?;
-    ep.set_default_client_config(client_config(ca, id)?);
+    ep.set_default_client_config(client_config(ca, id, streams)?);
     Ok(ep)
 }
 

@@ -162,7 +162,8 @@ pub fn endpoint(addr: SocketAddr, pki: &Pki) -> Result<quinn::Endpoint> {
         cert: pki.id.cert.clone(),
         key: pki.id.key.clone(),
     };
-    quic::endpoint(addr, &pki.ca, &id, BUFFERS).with_context(|| format!("QUIC endpoint at {addr}"))
+    quic::endpoint_for(addr, &pki.ca, &id, BUFFERS, quic::Streams::Requests)
+        .with_context(|| format!("QUIC endpoint at {addr}"))
 }
 
 /// One exchange with the root: reports what `ring` holds, returns the

@@ -35,3 +35,6 @@ mod stack;
 pub use app::{App, Node, StackEvent};
 pub use spec::{GroupPlan, Spec, SpecError, quic_addr};
 pub use stack::{Stack, StackStats};
+
+#[cfg(test)]
+mod tests;

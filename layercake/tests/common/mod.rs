@@ -190,6 +190,11 @@ pub fn converged(api: &str) -> u64 {
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
+    if name.ends_with(".key") {
+        // Secrets are 0600, as `topo check` and `run` require.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     p
 }
 

@@ -382,7 +382,7 @@ impl Outcome {
 struct Run<'a> {
     c: &'a Cluster,
     x: &'a Shape,
-    product: &'a Product,
+    product: &'a Product<'a>,
     seed: u64,
     sim: Sim<ProductNode>,
     /// Per instance: the Cfg the root accepted last (persisted).
@@ -637,7 +637,7 @@ fn cluster(a: &CampaignArgs, seed: u64) -> Result<Cluster> {
 fn one_seed(a: &CampaignArgs, seed: u64) -> Result<Outcome> {
     let c = cluster(a, seed)?;
     let x = Shape::new(&c);
-    let product = Product::new(c.topo.clone())?;
+    let product = Product::new(&c.product)?;
     let nodes = (0..x.instances as NodeId)
         .map(|i| product.node(i, seed, Duration::ZERO, Vec::new(), 1))
         .collect();

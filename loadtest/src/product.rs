@@ -19,7 +19,7 @@ use layercake::daemon::root::{Bus, RootApp};
 use layercake::sync::{App, Node, Stack, StackEvent};
 use overlay::{NodeId, Time};
 use proto::node::Node as NodeState;
-use topo::{Role, Topology};
+use topo::Role;
 
 /// The virtual modules' step delays in the campaign (short, so a seed's
 /// chains finish well within its convergence bound).
@@ -69,19 +69,19 @@ impl App for ProductApp {
 pub type ProductNode = Node<ProductApp>;
 
 /// What every product instance of a simulated cluster shares.
-pub struct Product {
+pub struct Product<'a> {
     /// The cluster as layercake loads it (its sync `Spec` included).
-    pub cluster: ProductCluster,
+    pub cluster: &'a ProductCluster,
     model: Arc<Model>,
     modules: VirtualConfig,
     bus: Bus,
 }
 
-impl Product {
-    /// The product's view of `topo`.
-    pub fn new(topo: Topology) -> Result<Product> {
+impl<'a> Product<'a> {
+    /// The product's instances of `cluster`.
+    pub fn new(cluster: &'a ProductCluster) -> Result<Product<'a>> {
         Ok(Product {
-            cluster: ProductCluster::new(topo)?,
+            cluster,
             model: Arc::new(Model::new().context("the module set")?),
             modules: VirtualConfig {
                 delay_min_ms: STEP_MS.0,
@@ -105,7 +105,7 @@ impl Product {
         stored: Vec<(String, NodeState)>,
         boot: u64,
     ) -> ProductNode {
-        let c = &self.cluster;
+        let c = self.cluster;
         let inst = &c.flat.instances[id as usize];
         let (floor, app) = match inst.role {
             Role::Root => {

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use layercake::sync::Spec;
-use overlay::tree::Tree;
-use topo::{Flat, Role, StrategyKind, SyncSettings, Topology, duration};
+use layercake::daemon::cluster::Cluster as ProductCluster;
+use topo::{Role, StrategyKind, SyncSettings, Topology, duration};
 
 use crate::app::{EngineRole, LoadNode, Probe};
 use crate::engine_leaf::EngineShared;
@@ -105,16 +104,12 @@ pub struct ClusterArgs {
     pub engine_hang_rate: f64,
 }
 
-/// The cluster a run works on.
+/// The cluster a run works on: the product's cluster (`layercake`'s own
+/// `Cluster`: topology, flat view, tree, sync `Spec`; reached through
+/// `Deref`) and what the harness adds.
 pub struct Cluster {
-    /// The topology (overrides applied).
-    pub topo: Topology,
-    /// The topology, flattened.
-    pub flat: Flat,
-    /// Its tree, shared by every core.
-    pub tree: Arc<Tree>,
-    /// The product's sync composition of every instance.
-    pub sync: Spec,
+    /// The cluster as `layercake` loads it.
+    pub product: ProductCluster,
     /// Which ids are leaves.
     pub is_leaf: Vec<bool>,
     /// Hello interval of the root's links (for load per hello).
@@ -127,6 +122,13 @@ pub struct Cluster {
     pub transport: Wire,
     /// The strategy named in reports (`mixed` when levels differ).
     pub strategy: String,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = ProductCluster;
+    fn deref(&self) -> &ProductCluster {
+        &self.product
+    }
 }
 
 impl Cluster {
@@ -244,13 +246,12 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         "auto" => Wire::Auto,
         other => bail!("--transport {other}: use `udp`, `quic` or `auto`"),
     };
-    let mut flat = topo.flatten();
     if let Some(port) = a.port {
-        for i in &mut flat.instances {
-            i.addr.set_port(port);
-        }
+        set_port(&mut topo, port);
     }
-    let tree = Arc::new(Tree::from_flat(&flat).context("building the overlay tree")?);
+    let strategy = strategy_name(&topo);
+    let product = ProductCluster::new(topo)?;
+    let flat = &product.flat;
     let is_leaf = flat
         .instances
         .iter()
@@ -262,8 +263,7 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         .map_or(Duration::from_secs(1), |&c| {
             flat.instances[c as usize].sync.hello
         });
-    let node_hello = topo.node_sync().hello;
-    let sync = Spec::new(&flat, tree.clone()).context("composing the sync stack")?;
+    let node_hello = product.topo.node_sync().hello;
     let engine = if a.engine {
         let e = EngineShared::new(a.engine_fail_rate, a.engine_hang_rate, a.seed)?;
         Some(Arc::new(e))
@@ -271,17 +271,34 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         None
     };
     Ok(Cluster {
-        flat,
-        tree,
-        sync,
+        product,
         is_leaf,
         root_hello,
         node_hello,
         engine,
         transport,
-        strategy: strategy_name(&topo),
-        topo,
+        strategy,
     })
+}
+
+/// Every instance listens on `port` (each keeps its own address).
+fn set_port(t: &mut Topology, port: u16) {
+    fn group(g: &mut topo::Group, port: u16) {
+        g.sub_parent.addr.set_port(port);
+        if let Some(s) = &mut g.standby {
+            s.addr.set_port(port);
+        }
+        for n in &mut g.nodes {
+            n.addr.set_port(port);
+        }
+        for sub in &mut g.groups {
+            group(sub, port);
+        }
+    }
+    t.root.addr.set_port(port);
+    for g in &mut t.groups {
+        group(g, port);
+    }
 }
 
 fn override_timers(

@@ -50,6 +50,13 @@ impl App for ProductApp {
         }
     }
 
+    fn after_events(&mut self, stack: &mut Stack, now: Time) {
+        match self {
+            ProductApp::Root(a) => a.after_events(stack, now),
+            ProductApp::Member(a) => a.after_events(stack, now),
+        }
+    }
+
     fn on_timeout(&mut self, stack: &mut Stack, now: Time) {
         match self {
             ProductApp::Root(a) => a.on_timeout(stack, now),

@@ -346,6 +346,9 @@ impl App for MemberApp {
             StackEvent::Acting { group, on, .. } => self.acting(stack, now, group, on),
             StackEvent::Delivered(_) => {}
         }
+    }
+
+    fn after_events(&mut self, stack: &mut Stack, now: Time) {
         self.publish_dsc(stack, now);
         self.publish_bmc(stack, now);
     }

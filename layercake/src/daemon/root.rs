@@ -567,6 +567,9 @@ impl App for RootApp {
             StackEvent::PeerDown(_) | StackEvent::ChildDown(_) => m::peer_event("down"),
             StackEvent::Delivered(_) | StackEvent::Acting { .. } => {}
         }
+    }
+
+    fn after_events(&mut self, _stack: &mut Stack, _now: Time) {
         self.drain_changes();
     }
 }

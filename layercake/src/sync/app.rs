@@ -47,6 +47,9 @@ pub trait App {
     fn on_start(&mut self, _stack: &mut Stack, _now: Time) {}
     /// One event of the stack, in order.
     fn on_event(&mut self, stack: &mut Stack, now: Time, event: StackEvent);
+    /// After a batch of events was handed over (work worth doing once per
+    /// batch rather than per event: publishing what changed).
+    fn after_events(&mut self, _stack: &mut Stack, _now: Time) {}
     /// Every wake-up of the instance (its own deadline, or the stack's).
     fn on_timeout(&mut self, _stack: &mut Stack, _now: Time) {}
     /// The application's own next deadline.
@@ -115,6 +118,7 @@ impl<A: App> Node<A> {
             while let Some(e) = self.stack.poll_event() {
                 self.app.on_event(&mut self.stack, now, e);
             }
+            self.app.after_events(&mut self.stack, now);
         }
     }
 }

@@ -21,7 +21,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use crate::modules::power::ipmi::{ChassisControl, IpmiClient, IpmiConfig, IpmiTarget};
+//! use layercake::modules::power::ipmi::{ChassisControl, IpmiClient, IpmiConfig, IpmiTarget};
 //! let client = IpmiClient::bind(IpmiConfig::default()).await?;
 //! let bmc = IpmiTarget::new("10.0.0.5:623".parse()?, "admin", "secret");
 //! if !client.power_is_on(&bmc).await? {

@@ -2,6 +2,7 @@
 //! to the code that runs it. The reference is `docs/cli.md`.
 
 pub mod api_security;
+pub mod apply;
 pub mod certs;
 pub mod ctl;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod power;
 pub mod start;
 pub mod tokens;
 pub mod topo;
+pub mod urls;
 pub mod yaml;
 
 use std::net::SocketAddr;

@@ -313,6 +313,49 @@ fn apply_selectors_wait_and_power() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Completions, man pages and the hostlist helper.
+#[test]
+fn completions_man_pages_and_hostlist_tools() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (shell, marker) in [
+        ("bash", "complete"),
+        ("zsh", "#compdef"),
+        ("fish", "complete -c"),
+    ] {
+        let o = run(&["completions", shell]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{shell}");
+        assert!(text.contains(marker), "{shell}: {text}");
+        assert!(text.contains("ctl") && text.contains("wait"), "{shell}");
+    }
+    let dir = temp_dir("man");
+    let o = run(&["man", "--out", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for page in [
+        "layercake.1",
+        "layercake-ctl.1",
+        "layercake-ctl-apply.1",
+        "layercake-topo-check.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap_or_default();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+    let o = run(&["hostlist", "expand", "n[1-3],gpu1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "n1\nn2\nn3\ngpu1\n");
+    let o = run(&["hostlist", "compress", "n3", "n1", "n2"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "n[1-3]");
+    let o = run(&["hostlist", "count", "n[0-999999999]"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1000000000");
+    let o = run(&["hostlist", "expand", "n[0-999999999]"]);
+    assert!(!o.status.success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn api_errors_are_json_with_the_right_status() {
     let d = spawn(&[

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod power;
 pub mod start;
 pub mod tokens;
+pub mod tools;
 pub mod topo;
 pub mod urls;
 pub mod yaml;
@@ -38,7 +39,14 @@ impl Cli {
     pub fn is_client(&self) -> bool {
         matches!(
             self.cmd,
-            Cmd::Ctl(_) | Cmd::Topo(_) | Cmd::Tokens(_) | Cmd::Keys(_) | Cmd::Certs(_)
+            Cmd::Ctl(_)
+                | Cmd::Topo(_)
+                | Cmd::Tokens(_)
+                | Cmd::Keys(_)
+                | Cmd::Certs(_)
+                | Cmd::Hostlist(_)
+                | Cmd::Completions { .. }
+                | Cmd::Man { .. }
         )
     }
 }
@@ -63,6 +71,22 @@ pub enum Cmd {
     /// The cluster CA and instance certificates (`certs init|issue`).
     #[command(subcommand)]
     Certs(crate::cli::certs::CertsCmd),
+    /// Hostlists for scripts: expand, compress, count.
+    #[command(subcommand)]
+    Hostlist(tools::HostlistCmd),
+    /// Print a shell completion script (`source <(layercake completions bash)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (`layercake.1`, `layercake-ctl.1`, ...) into a
+    /// directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// The virtual modules' settings.
@@ -113,7 +137,7 @@ pub struct RunArgs {
     /// (any instance; the root also serves them on its API).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// Virtual modules (the only modules built so far).
+    /// The virtual modules' settings (nodes without a BMC).
     #[command(flatten)]
     pub modules: ModuleArgs,
     /// BMC power control (sub-parents; see docs/power.md).
@@ -130,7 +154,8 @@ pub struct DemoArgs {
     /// Racks (`r01`, ...), each with a sub-parent.
     #[arg(long, default_value_t = 10)]
     pub racks: usize,
-    /// Sync strategy (only `tree` exists so far).
+    /// Sync strategy of the racks: `tree`, `hybrid` (sub-parent failover)
+    /// or `gossip`.
     #[arg(long, default_value = "tree")]
     pub strategy: String,
     /// `auto`: UDP with the QUIC fallback (a CA made for the demo; plain
@@ -190,6 +215,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Tokens(t) => crate::cli::tokens::main(t),
         Cmd::Keys(k) => crate::cli::keys::main(k),
         Cmd::Certs(c) => crate::cli::certs::main(c),
+        Cmd::Hostlist(h) => tools::hostlist(h),
+        Cmd::Completions { shell } => tools::completions(shell),
+        Cmd::Man { out } => tools::man(&out),
     }
 }
 

@@ -464,6 +464,67 @@ fn topo_check_names_the_line_of_a_broken_file() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("20 nodes, 2 sub-parents"));
+
+    // Every error, not only the first; the unquoted hostlist explained.
+    let two = write_file(
+        &dir,
+        "two.yaml",
+        "cluster: x\nroot: { name: root, addr: \"127.0.0.1:7000\" }\ngroups:\n  - name: r1\n    sub_parent: { name: sp, addr: \"127.0.0.2:7000\" }\n    nodes:\n      - { hosts: \"n[05-01]\", addr: \"127.0.1.{n}:7000\" }\n      - { hosts: \"m1\", addr: \"nowhere\" }\n",
+    );
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("two.yaml:7:") && err.contains("two.yaml:8:"),
+        "{err}"
+    );
+    assert!(err.contains("2 errors"), "{err}");
+    let flow = write_file(
+        &dir,
+        "flow.yaml",
+        "cluster: x\nroot: { name: root, addr: \"127.0.0.1:7000\" }\ngroups:\n  - name: r1\n    sub_parent: { name: sp, addr: \"127.0.0.2:7000\" }\n    nodes:\n      - { hosts: n[01-05], addr: \"127.0.1.{n}:7000\" }\n",
+    );
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&flow)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("must be quoted"), "{err}");
+
+    // gen never writes what check rejects (dead = 4 x 7h is over 24 h).
+    let o = std::process::Command::new(bin())
+        .args([
+            "topo", "gen", "--nodes", "20", "--racks", "2", "--hello", "7h",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("check` rejects"));
+
+    // topo key --out makes a private key file; check verifies the mode.
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("new.key");
+    let o = std::process::Command::new(bin())
+        .args(["topo", "key", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let exposed = dir.join("cluster.key");
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(dir);
 }
 

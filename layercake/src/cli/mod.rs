@@ -201,8 +201,14 @@ pub enum TopoCmd {
     },
     /// Write a generated topology (YAML) to standard output.
     Gen(topo::GenArgs),
-    /// Write a new random cluster key (64 hex digits) to standard output.
-    Key,
+    /// A new random cluster key (64 hex digits): into `--out FILE`
+    /// (created 0600, never overwritten), or to standard output (made
+    /// 0600 when it is a file).
+    Key {
+        /// The key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.

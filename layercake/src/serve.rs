@@ -192,7 +192,7 @@ async fn serve_world(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut api_thread = None;
-    let (ctl, rx) = control::control_channel();
+    let (ctl, rx) = control::control_channel(plan.cluster.leaves().count());
     let root = hosted.root.as_ref().map(|r| r.handle.clone());
     if let (Some(root), Some(db), Some(listener)) = (&root, &db, listener) {
         tokio::task::spawn_local(control::control_task(root.clone(), db.clone(), rx));

@@ -288,7 +288,7 @@ fn spawn_api(
     listener: TcpListener,
     state: ApiState,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -309,19 +309,7 @@ fn spawn_api(
                 if let Some(t) = state.auth.clone() {
                     tokio::spawn(crate::security::tokens::reload_on_hangup(t));
                 }
-                if let Some(tls) = tls {
-                    crate::api::tls::serve(l, router(state), tls, stop).await;
-                    return;
-                }
-                let shutdown = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(l, router(state))
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("API server: {e}");
-                }
+                crate::api::listen::serve(l, router(state), tls, stop).await;
             });
         })?;
     Ok(t)

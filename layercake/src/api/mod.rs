@@ -26,7 +26,7 @@ pub mod auth;
 pub mod body;
 pub mod dashboard;
 pub mod keys;
-pub mod tls;
+pub mod listen;
 
 use std::convert::Infallible;
 use std::sync::Arc;

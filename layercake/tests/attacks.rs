@@ -306,8 +306,8 @@ fn finding5_dribbled_headers_are_cut_off() {
     let took = t0.elapsed();
     eprintln!("dribbling client cut off after {took:?}: {r:?}");
     assert!(
-        matches!(r, Ok(_)) || took < Duration::from_secs(35),
-        "the server kept a dribbling client for {took:?}"
+        matches!(r, Ok(0)) || r.is_err(),
+        "the server answered: {r:?}"
     );
     assert!(took < Duration::from_secs(25), "cut off after {took:?}");
     // The server still answers.

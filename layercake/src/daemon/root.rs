@@ -33,6 +33,7 @@ use crate::daemon::cluster::Cluster;
 use crate::daemon::control::{ApiError, Selection, WriteOp, clip};
 use crate::daemon::metrics as m;
 use crate::daemon::model::Model;
+use crate::modules::power::config::{Protocol, power_of};
 use crate::sync::{App, Stack, StackEvent};
 
 /// Messages the event stream buffers per subscriber before it lags.
@@ -368,9 +369,15 @@ impl RootApp {
             let bytes = Bytes::from(node.encode_to_vec());
             let target = self.model.target(&node);
             let frozen = self.model.frozen(&node);
+            // A node whose BMC its sub-parent drives is not the author of
+            // its Dsc: one it sends itself (e.g. falling back to the root)
+            // is refused.
+            let bmc = power_of(&node)
+                .is_some_and(|p| matches!(Protocol::parse(&p.protocol), Ok(Some(_))));
             // Cannot fail: the node exists.
             let _ = self.store.update(&name, Side::Cfg, node);
             let leaf = &mut self.leaves[i];
+            stack.set_bmc_authored(leaf.id, bmc);
             stack.publish(now, leaf.id, Kind::Cfg, bytes);
             if leaf.target != target {
                 leaf.target = target;

@@ -205,7 +205,16 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                 world.root = Some(spawn(id, app, run(stack), &shared, now));
             }
             Role::SubParent | Role::Leaf => {
-                let stack = c.sync.stack(id, seed, now, wall.saturating_mul(16));
+                // No clock in the version floor of the tree: a restarted
+                // instance learns its previous boot's versions from its
+                // parent (`Hello.stale`). The flat baseline has no parent
+                // to learn from and keeps the clock.
+                let floor = if c.sync.is_flat() {
+                    wall.saturating_mul(16)
+                } else {
+                    0
+                };
+                let stack = c.sync.stack(id, seed, now, floor);
                 let mut app = if inst.role == Role::Leaf {
                     let vseed = mix(cfg.seed ^ mix(u64::from(id)));
                     MemberApp::leaf(NodeRuntime::new(

@@ -20,6 +20,10 @@
 //!   served over TLS or on loopback.
 //! - CLI (`layercake keys generate|install|use|remove|list`, [`main`]).
 
+// The closures given to `CfgDb::with` return `redb::Error`, which is large;
+// it is boxed in `PersistError` as soon as it leaves them.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

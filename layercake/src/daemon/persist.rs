@@ -17,6 +17,10 @@
 //!   refused (nothing acknowledged), and writes work again as soon as
 //!   space is freed, without a restart (issue 12, finding 7).
 
+// The closures given to `CfgDb::with` return `redb::Error`, which is large;
+// it is boxed in `PersistError` as soon as it leaves them.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

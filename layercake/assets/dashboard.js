@@ -17,6 +17,9 @@ const $ = (id) => document.getElementById(id);
 // goes with each request as `access_token` (EventSource cannot set headers).
 const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token") || "";
 const authed = (u) => TOKEN ? u + (u.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(TOKEN) : u;
+// Fetches send the token in the Authorization header; the root accepts
+// `access_token` only on the event stream.
+const headers = () => TOKEN ? { headers: { Authorization: "Bearer " + TOKEN } } : {};
 
 function cellClass(s) {
   let c = "cell p" + s.dp + " r" + s.dr;
@@ -97,7 +100,7 @@ function update(msg) {
 
 async function resync() {
   try {
-    const r = await fetch(authed("/api/v1/snapshot"));
+    const r = await fetch("/api/v1/snapshot", headers());
     if (r.ok) build(await r.json());
   } catch (e) { /* the stream reconnects by itself */ }
 }
@@ -120,7 +123,7 @@ async function showDetail(name) {
   if (!name) return;
   let d;
   try {
-    const r = await fetch(authed("/api/v1/nodes/" + encodeURIComponent(name)));
+    const r = await fetch("/api/v1/nodes/" + encodeURIComponent(name), headers());
     if (!r.ok) return;
     d = await r.json();
   } catch (e) { return; }

@@ -40,7 +40,10 @@ pub enum CredsError {
          it holds BMC passwords: run `chmod 600 {0}`"
     )]
     Permissions(PathBuf, u32),
-    /// A line is not `NAME PASSWORD`.
+    /// A symlink, not a regular file, or a file another user owns.
+    #[error("credentials file: {0}")]
+    Unsafe(String),
+    /// A line is not `NAME ADDRESSES PASSWORD`.
     #[error("credentials file {0}:{1}: {2}")]
     Syntax(PathBuf, usize, String),
 }
@@ -106,14 +109,15 @@ impl Credentials {
 
     /// Reads `path` after checking its permissions.
     pub fn load(path: &Path) -> Result<Credentials, CredsError> {
+        use crate::security::secrets::{self, SecretError};
         use std::io::Read as _;
-        use std::os::unix::fs::PermissionsExt as _;
         let io = |e| CredsError::Io(path.to_path_buf(), e);
-        let file = std::fs::File::open(path).map_err(io)?;
-        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(CredsError::Permissions(path.to_path_buf(), mode));
-        }
+        // Checked on the open file: not a symlink, ours, mode 0600.
+        let file = secrets::open_private(path).map_err(|e| match e {
+            SecretError::Exposed { mode, .. } => CredsError::Permissions(path.to_path_buf(), mode),
+            SecretError::Io { source, .. } => io(source),
+            e => CredsError::Unsafe(e.to_string()),
+        })?;
         let mut text = String::new();
         file.take(FILE_BYTES_MAX)
             .read_to_string(&mut text)

@@ -313,3 +313,188 @@ fn finding5_dribbled_headers_are_cut_off() {
     // The server still answers.
     assert_eq!(timed_get(&d.api, "/api/v1/health").0, 200);
 }
+
+/// An instance that only sends hellos claiming `leader`'s group (and the
+/// root's place) to `targets`, with growing epochs, every 100 ms: what a
+/// leaf holding the cluster key can send.
+struct Forger {
+    id: overlay::NodeId,
+    targets: Vec<overlay::NodeId>,
+    leader: overlay::NodeId,
+    epoch: u64,
+    next: overlay::Time,
+    out: std::collections::VecDeque<overlay::Transmit>,
+}
+
+impl overlay::Instance for Forger {
+    fn id(&self) -> overlay::NodeId {
+        self.id
+    }
+    fn handle_frame(&mut self, _: overlay::Time, _: overlay::NodeId, _: proto::overlay::Frame) {}
+    fn handle_timeout(&mut self, now: overlay::Time) {
+        if now < self.next {
+            return;
+        }
+        self.next = now + Duration::from_millis(100);
+        self.epoch += 1;
+        for &to in &self.targets {
+            for leader in [self.leader, 0] {
+                let hello = proto::overlay::Hello {
+                    hello_ms: 500,
+                    seen: true,
+                    claim_leader: leader,
+                    claim_epoch: self.epoch,
+                    ..Default::default()
+                };
+                self.out.push_back(overlay::Transmit {
+                    to,
+                    frame: proto::overlay::Frame {
+                        body: Some(proto::overlay::frame::Body::Hello(hello)),
+                    },
+                });
+            }
+        }
+    }
+    fn poll_transmit(&mut self) -> Option<overlay::Transmit> {
+        self.out.pop_front()
+    }
+    fn poll_timeout(&mut self) -> Option<overlay::Time> {
+        Some(self.next)
+    }
+}
+
+fn converged_node(api: &str, name: &str) -> bool {
+    let (st, body) = http(api, "GET", &format!("/api/v1/nodes/{name}"), None);
+    st == 200
+        && serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["converged"] == true)
+}
+
+/// Issue 12, finding 1, black box: a leaf that holds the cluster key
+/// (here the test, in `n0001`'s place, at its address) sends hellos
+/// claiming its sub-parent's group and the root's place, with growing
+/// epochs, to the root, its sub-parent and its siblings (separate `run`
+/// processes, a `tree` cluster). Nobody's parent changes: a new Cfg still
+/// reaches a sibling and its Dsc comes back, and the claims are counted as
+/// refused. On the old code the sibling adopted the forger as its parent.
+#[test]
+fn finding1_a_leafs_forged_claim_changes_nobodys_parent() {
+    let dir = temp_dir("attack-claim");
+    let path = topology(&dir, 3);
+    let (t, d) = (
+        path.display().to_string(),
+        dir.join("data").display().to_string(),
+    );
+    let root = spawn(&[
+        "run",
+        "--topology",
+        &t,
+        "--id",
+        "root",
+        "--data-dir",
+        &d,
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    let mut procs = Vec::new();
+    for id in ["r01-sp", "n0003"] {
+        procs.push(spawn_quiet(&["run", "--topology", &t, "--id", id]));
+    }
+    let mut sibling = spawn_quiet(&[
+        "run",
+        "--topology",
+        &t,
+        "--id",
+        "n0002",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let mut metrics = String::new();
+    while metrics.is_empty() {
+        let l = sibling.lines.recv_timeout(Duration::from_secs(60)).unwrap();
+        if let Some(rest) = l.strip_prefix("metrics: http://") {
+            metrics = rest.trim_end_matches("/metrics").to_string();
+        }
+    }
+    sibling.api = metrics.clone();
+    let on = [
+        "set",
+        "n[0002-0003]",
+        "/PhysState=POWER_ON",
+        "/RunState=SYNC",
+    ];
+    assert!(ctl(&root.api, &on).status.success());
+    assert!(
+        wait_until(30, || converged_node(&root.api, "n0002")
+            && converged_node(&root.api, "n0003")),
+        "the cluster did not converge before the attack"
+    );
+    // The forger, in n0001's place.
+    let topo = topo::Topology::load(&path).unwrap();
+    let flat = topo.flatten();
+    let id = |n: &str| flat.by_name(n).unwrap();
+    let key = overlay::envelope::ClusterKey::from_hex(&"cd".repeat(32)).unwrap();
+    let shared = Arc::new(overlay::udp::Shared {
+        addrs: flat.instances.iter().map(|i| i.addr).collect(),
+        names: flat.instances.iter().map(|i| i.name.clone()).collect(),
+        keys: overlay::envelope::KeyRing::single(1, &key),
+        loss: 0.0,
+        epoch: 1,
+    });
+    let forger = Forger {
+        id: id("n0001"),
+        targets: vec![id("root"), id("r01-sp"), id("n0002"), id("n0003")],
+        leader: id("r01-sp"),
+        epoch: 0,
+        next: Duration::ZERO,
+        out: Default::default(),
+    };
+    let addr = flat.instances[id("n0001") as usize].addr;
+    let attack = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let buffers = overlay::udp::Buffers {
+                recv_bytes: 1 << 20,
+                send_bytes: 1 << 20,
+            };
+            let socket = overlay::udp::bind(addr, buffers).unwrap();
+            let _h = overlay::udp::spawn(forger, socket, shared);
+            tokio::time::sleep(Duration::from_secs(8)).await;
+        });
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // A new Cfg for the sibling while the claims keep coming.
+    let off = ["set", "n0002", "/PhysState=POWER_OFF"];
+    assert!(ctl(&root.api, &off).status.success());
+    let off_seen = || {
+        let v = get_json(&root.api, "/api/v1/nodes/n0002");
+        v["converged"] == true && v["dsc"]["/PhysState"] == "POWER_OFF"
+    };
+    assert!(
+        wait_until(20, off_seen),
+        "the sibling lost its parent to the forged claims"
+    );
+    attack.join().unwrap();
+    let refused = |addr: &str| {
+        let text = scrape(addr).unwrap_or_default();
+        prom_value(&text, "kraken_sync_claims_rejected_total", &[]).unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(5, || refused(&metrics) > 0.0),
+        "the sibling counted no refused claim"
+    );
+    assert!(
+        wait_until(5, || refused(&root.api) > 0.0),
+        "the root counted no refused claim"
+    );
+    // And the sibling still converges afterwards.
+    assert!(ctl(&root.api, &on).status.success());
+    assert!(wait_until(20, || converged_node(&root.api, "n0002")));
+    drop(procs);
+    drop(sibling);
+    drop(root);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -324,7 +324,12 @@ pub async fn sampler_task(world: World, cluster: Arc<Cluster>, prom: Option<Prom
 fn sample(world: &World, c: &Cluster) {
     let mut levels: Vec<(String, LevelTraffic)> = Vec::new();
     let mut drops = overlay::envelope::DropCounters::default();
+    let mut rejected = (0u64, 0u64);
     let mut add = |id: NodeId, t: udp::Traffic, stack: &Stack| {
+        if let Some(ts) = stack.tree_stats() {
+            rejected.0 = rejected.0.saturating_add(ts.claims_rejected);
+            rejected.1 = rejected.1.saturating_add(ts.records_rejected);
+        }
         let level = &c.level[id as usize];
         let i = match levels.iter().position(|(l, _)| l == level) {
             Some(i) => i,
@@ -367,6 +372,7 @@ fn sample(world: &World, c: &Cluster) {
     for reason in DropReason::ALL {
         m::dropped(reason.label(), drops.get(reason));
     }
+    m::rejected(rejected.0, rejected.1);
 }
 
 /// What the per-instance sync metrics show of one hosted instance.

@@ -31,6 +31,9 @@ const FRAGMENT = new URLSearchParams(location.hash.slice(1));
 const TOKEN = FRAGMENT.get("token") || "";
 const ADMIN = TOKEN !== "" || FRAGMENT.has("admin");
 const authed = (u) => TOKEN ? u + (u.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(TOKEN) : u;
+// Fetches send the token in the Authorization header; the root accepts
+// `access_token` only on the event stream.
+const headers = () => TOKEN ? { headers: { Authorization: "Bearer " + TOKEN } } : {};
 
 function cellClass(s) {
   let c = "cell p" + s.dp + " r" + s.dr;
@@ -258,7 +261,7 @@ async function act(op, label, target) {
 
 async function resync() {
   try {
-    const r = await fetch(authed("/api/v1/snapshot"));
+    const r = await fetch("/api/v1/snapshot", headers());
     if (r.ok) build(await r.json());
   } catch (e) { /* the stream reconnects by itself */ }
 }
@@ -281,7 +284,7 @@ async function showDetail(name) {
   if (!name) return;
   let d;
   try {
-    const r = await fetch(authed("/api/v1/nodes/" + encodeURIComponent(name)));
+    const r = await fetch("/api/v1/nodes/" + encodeURIComponent(name), headers());
     if (!r.ok) return;
     d = await r.json();
   } catch (e) { return; }

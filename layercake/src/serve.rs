@@ -192,7 +192,7 @@ async fn serve_world(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut api_thread = None;
-    let (ctl, rx) = control::control_channel();
+    let (ctl, rx) = control::control_channel(plan.cluster.leaves().count());
     let root = hosted.root.as_ref().map(|r| r.handle.clone());
     if let (Some(root), Some(db), Some(listener)) = (&root, &db, listener) {
         tokio::task::spawn_local(control::control_task(root.clone(), db.clone(), rx));
@@ -293,7 +293,7 @@ fn spawn_api(
     listener: TcpListener,
     state: ApiState,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -314,19 +314,7 @@ fn spawn_api(
                 if let Some(t) = state.auth.clone() {
                     tokio::spawn(crate::security::tokens::reload_on_hangup(t));
                 }
-                if let Some(tls) = tls {
-                    crate::api::tls::serve(l, router(state), tls, stop).await;
-                    return;
-                }
-                let shutdown = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(l, router(state))
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("API server: {e}");
-                }
+                crate::api::listen::serve(l, router(state), tls, stop).await;
             });
         })?;
     Ok(t)

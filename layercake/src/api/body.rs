@@ -151,6 +151,11 @@ mod tests {
 
 /// Most entries one batch may hold.
 pub const BATCH_ENTRIES_MAX: usize = 10_000;
+/// A batch may select, over all its entries, at most this many times the
+/// cluster's node count ...
+pub const BATCH_NODES_PER_NODE: u64 = 4;
+/// ... or this many nodes, whichever is more.
+pub const BATCH_NODES_MIN: u64 = 100_000;
 
 /// The body of `POST /api/v1/cfg/batch`: writes committed all or nothing.
 #[derive(Deserialize, Default, Debug)]

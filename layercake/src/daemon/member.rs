@@ -249,7 +249,7 @@ impl MemberApp {
 
     /// A Cfg for `child` reached this instance: if the child is in its
     /// care, its BMC host adopts or releases it.
-    fn child_cfg(&mut self, stack: &Stack, now: Time, child: NodeId, data: &[u8]) {
+    fn child_cfg(&mut self, stack: &mut Stack, now: Time, child: NodeId, data: &[u8]) {
         let Some(side) = self.bmc.as_mut() else {
             return;
         };
@@ -258,11 +258,15 @@ impl MemberApp {
         };
         if !stack.is_child(child) {
             side.host.release(child);
+            stack.set_bmc_authored(child, false);
             return;
         }
         match Node::decode(data) {
             Ok(cfg) => {
-                side.host.handle_cfg(child, place, cfg, ms(now));
+                // While this instance drives the child's BMC it is the
+                // only author of its Dsc: the child's own is refused.
+                let drives = side.host.handle_cfg(child, place, cfg, ms(now));
+                stack.set_bmc_authored(child, drives);
             }
             Err(e) => tracing::warn!("undecodable Cfg for instance {child}: {e}"),
         }
@@ -282,6 +286,7 @@ impl MemberApp {
                 (false, _) if !stack.is_child(m) => {
                     if let Some(b) = self.bmc.as_mut() {
                         b.host.release(m);
+                        stack.set_bmc_authored(m, false);
                     }
                 }
                 _ => {}

@@ -105,6 +105,14 @@ fn describe() {
         "kraken_sync_dropped_total",
         "Datagrams the envelope rejected, by reason"
     );
+    describe_counter!(
+        "kraken_sync_claims_rejected_total",
+        "Acting claims in hellos that the tree refused (wrong group, sender, receiver or epoch)"
+    );
+    describe_counter!(
+        "kraken_sync_records_rejected_total",
+        "Records refused: wrong direction, outside the subtree, or a BMC node's own Dsc"
+    );
     describe_gauge!(
         "kraken_sync_neighbors",
         "Neighbour links by level and state (alive, dead)"
@@ -239,6 +247,14 @@ pub fn traffic(level: &str, t: &LevelTraffic) {
 /// Publishes the envelope's drop counters (absolute, by reason).
 pub fn dropped(reason: &'static str, count: u64) {
     counter!("kraken_sync_dropped_total", "reason" => reason).absolute(count);
+}
+
+/// Authenticated input the tree refused (absolute, summed over the
+/// hosted instances): acting claims and records from the wrong direction
+/// or author.
+pub fn rejected(claims: u64, records: u64) {
+    counter!("kraken_sync_claims_rejected_total").absolute(claims);
+    counter!("kraken_sync_records_rejected_total").absolute(records);
 }
 
 /// One API write of `nodes` nodes committed in `took`.

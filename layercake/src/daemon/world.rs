@@ -205,7 +205,16 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                 world.root = Some(spawn(id, app, run(stack), &shared, now));
             }
             Role::SubParent | Role::Leaf => {
-                let stack = c.sync.stack(id, seed, now, wall.saturating_mul(16));
+                // No clock in the version floor of the tree: a restarted
+                // instance learns its previous boot's versions from its
+                // parent (`Hello.stale`). The flat baseline has no parent
+                // to learn from and keeps the clock.
+                let floor = if c.sync.is_flat() {
+                    wall.saturating_mul(16)
+                } else {
+                    0
+                };
+                let stack = c.sync.stack(id, seed, now, floor);
                 let mut app = if inst.role == Role::Leaf {
                     let vseed = mix(cfg.seed ^ mix(u64::from(id)));
                     MemberApp::leaf(NodeRuntime::new(
@@ -316,7 +325,12 @@ pub async fn sampler_task(world: World, cluster: Arc<Cluster>, prom: Option<Prom
 fn sample(world: &World, c: &Cluster) {
     let mut levels: Vec<(String, LevelTraffic)> = Vec::new();
     let mut drops = overlay::envelope::DropCounters::default();
+    let mut rejected = (0u64, 0u64);
     let mut add = |id: NodeId, t: udp::Traffic, stack: &Stack| {
+        if let Some(ts) = stack.tree_stats() {
+            rejected.0 = rejected.0.saturating_add(ts.claims_rejected);
+            rejected.1 = rejected.1.saturating_add(ts.records_rejected);
+        }
         let level = &c.level[id as usize];
         let i = match levels.iter().position(|(l, _)| l == level) {
             Some(i) => i,
@@ -359,6 +373,7 @@ fn sample(world: &World, c: &Cluster) {
     for reason in DropReason::ALL {
         m::dropped(reason.label(), drops.get(reason));
     }
+    m::rejected(rejected.0, rejected.1);
 }
 
 /// What the per-instance sync metrics show of one hosted instance.

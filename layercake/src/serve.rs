@@ -66,6 +66,8 @@ pub struct Plan {
     pub metrics: Option<SocketAddr>,
     /// The demo's settings (`demo` only).
     pub demo: Option<DemoPlan>,
+    /// A node's agent socket (`run` of a node).
+    pub agent_socket: Option<PathBuf>,
 }
 
 /// Where QUIC identities come from.
@@ -178,6 +180,7 @@ async fn serve_world(
             None => None,
         },
         quic: quic_setup(plan)?,
+        agent_socket: plan.agent_socket.clone(),
     };
     let hosted = world::start(&cfg, &model)?;
     tracing::info!(

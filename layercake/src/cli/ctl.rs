@@ -522,6 +522,9 @@ impl Client {
             "Chain:     {}",
             chain.unwrap_or_else(|| "(no chain reaches Cfg)".into())
         );
+        if let Some(w) = v["waiting"].as_str() {
+            println!("Waiting:   {w}");
+        }
         let mut urls: BTreeMap<&str, (String, String)> = BTreeMap::new();
         for (side, slot) in [("cfg", 0), ("dsc", 1)] {
             for (k, x) in v[side].as_object().into_iter().flatten() {

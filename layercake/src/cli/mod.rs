@@ -1,6 +1,7 @@
 //! The command line: every subcommand's arguments (clap) and the dispatch
 //! to the code that runs it. The reference is `docs/cli.md`.
 
+pub mod agent;
 pub mod api_security;
 pub mod certs;
 pub mod ctl;
@@ -36,7 +37,13 @@ impl Cli {
     pub fn is_client(&self) -> bool {
         matches!(
             self.cmd,
-            Cmd::Ctl(_) | Cmd::Topo(_) | Cmd::Tokens(_) | Cmd::Keys(_) | Cmd::Certs(_)
+            Cmd::Ctl(_)
+                | Cmd::Topo(_)
+                | Cmd::Tokens(_)
+                | Cmd::Keys(_)
+                | Cmd::Certs(_)
+                | Cmd::Busy(_)
+                | Cmd::Free(_)
         )
     }
 }
@@ -61,6 +68,10 @@ pub enum Cmd {
     /// The cluster CA and instance certificates (`certs init|issue`).
     #[command(subcommand)]
     Certs(crate::cli::certs::CertsCmd),
+    /// On a node: report it busy (image changes and power off wait).
+    Busy(agent::BusyArgs),
+    /// On a node: report it free (waiting changes continue).
+    Free(agent::BusyArgs),
 }
 
 /// The virtual modules' settings.
@@ -117,6 +128,9 @@ pub struct RunArgs {
     /// BMC power control (sub-parents; see docs/power.md).
     #[command(flatten)]
     pub power: crate::cli::power::PowerArgs,
+    /// A node's agent socket (`layercake busy|free`); `none`: no agent.
+    #[arg(long, default_value = agent::DEFAULT_SOCKET)]
+    pub agent_socket: PathBuf,
 }
 
 /// `layercake demo`.
@@ -188,6 +202,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Tokens(t) => crate::cli::tokens::main(t),
         Cmd::Keys(k) => crate::cli::keys::main(k),
         Cmd::Certs(c) => crate::cli::certs::main(c),
+        Cmd::Busy(a) => agent::main("busy", a),
+        Cmd::Free(a) => agent::main("free", a),
     }
 }
 

@@ -58,6 +58,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         quic: QuicPlan::FromPki,
         metrics: a.metrics,
         demo: None,
+        agent_socket: Some(a.agent_socket).filter(|p| p.as_os_str() != "none"),
     };
     serve::serve(plan)
 }
@@ -117,6 +118,7 @@ pub fn demo(a: DemoArgs) -> Result<i32> {
         power: None,
         quic,
         metrics: None,
+        agent_socket: None,
         demo: Some(DemoPlan {
             for_: a.for_,
             boot: !a.no_boot,

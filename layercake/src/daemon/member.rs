@@ -33,7 +33,7 @@ use engine::executor::Relation;
 use engine::virt::VirtualConfig;
 use overlay::{Key, Kind, NodeId, Time};
 use prost::Message;
-use proto::node::{Node, RunState};
+use proto::node::{Busy, Node, RunState};
 
 use crate::daemon::metrics as m;
 use crate::daemon::model::Model;
@@ -102,6 +102,23 @@ impl NodeRuntime {
             tracing::warn!("engine rejected a Cfg: {e}");
         }
         self.record_steps();
+    }
+
+    /// The node reports itself busy (`true`) or free: its Dsc `/Busy`;
+    /// a step waiting for it to be free starts in this call.
+    pub fn set_busy(&mut self, busy: bool, now_ms: u64) {
+        let v = if busy { Busy::Busy } else { Busy::Free };
+        let path = engine::url::Path::Field(engine::url::Field::Busy);
+        let values = [(path, engine::value::Value::Enum(v as i32))];
+        if let Err(e) = self.driver.set_dsc_values(&values, now_ms) {
+            tracing::warn!("setting /Busy: {e}");
+        }
+        self.record_steps();
+    }
+
+    /// What the chain waits for (`(mutation, conditions)`), if anything.
+    pub fn waiting(&self) -> Option<(String, String)> {
+        self.driver.waiting()
     }
 
     /// Delivers completions and deadlines due at `now_ms` and starts the
@@ -193,6 +210,20 @@ impl MemberApp {
             bmc: None,
             peers_down: 0,
         }
+    }
+
+    /// The node's own engine, if this instance is a node.
+    pub fn node_mut(&mut self) -> Option<&mut NodeRuntime> {
+        self.node.as_deref_mut()
+    }
+
+    /// The node reports itself busy or free (the agent socket, a module
+    /// hook); its Dsc is published now.
+    pub fn set_busy(&mut self, stack: &mut Stack, now: Time, busy: bool) {
+        if let Some(n) = self.node.as_mut() {
+            n.set_busy(busy, ms(now));
+        }
+        self.publish_dsc(stack, now);
     }
 
     /// Makes this instance drive the power of the children in `places`

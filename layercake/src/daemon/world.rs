@@ -83,6 +83,8 @@ pub struct WorldConfig {
     pub power: Option<crate::modules::power::setup::PowerSetup>,
     /// QUIC identities: with them, instances run the dual driver.
     pub quic: Option<QuicSetup>,
+    /// A node's agent socket (`run` of a node only).
+    pub agent_socket: Option<std::path::PathBuf>,
 }
 
 /// One running instance.
@@ -226,7 +228,11 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                     }
                 }
                 let driven = app.has_bmc();
+                let leaf = inst.role == Role::Leaf;
                 let h = spawn(id, app, run(stack), &shared, now);
+                if let Some(sock) = cfg.agent_socket.as_ref().filter(|_| leaf) {
+                    crate::daemon::agent::start(h.handle.clone(), sock)?;
+                }
                 if let Some(p) = cfg.power.as_ref().filter(|_| driven) {
                     crate::daemon::bmc::start_driver(h.handle.clone(), p);
                 }

@@ -2,11 +2,14 @@
 //!
 //! - [`power`]: power control (virtual, IPMI, Redfish) behind one
 //!   abstraction, driven by the instance that has the node in its care.
+//! - [`busy`]: Busy reported by the node itself: the agent socket's
+//!   protocol and the in-process hook for scheduler integrations.
 //! - [`pxe`]: network boot servers (DHCP, TFTP, HTTP iPXE scripts) as a
 //!   library; not yet wired into the engine's mutations.
 //!
 //! The virtual power and boot modules of the simulation live in the engine
 //! (`engine::virt`).
 
+pub mod busy;
 pub mod power;
 pub mod pxe;

@@ -68,6 +68,8 @@ pub struct Plan {
     pub demo: Option<DemoPlan>,
     /// A node's agent socket (`run` of a node).
     pub agent_socket: Option<PathBuf>,
+    /// Image sets (`run --images`).
+    pub images: Option<crate::modules::image::ImageOptions>,
 }
 
 /// Where QUIC identities come from.
@@ -181,6 +183,7 @@ async fn serve_world(
         },
         quic: quic_setup(plan)?,
         agent_socket: plan.agent_socket.clone(),
+        images: plan.images.clone(),
     };
     let hosted = world::start(&cfg, &model)?;
     tracing::info!(

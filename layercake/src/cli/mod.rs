@@ -131,6 +131,34 @@ pub struct RunArgs {
     /// A node's agent socket (`layercake busy|free`); `none`: no agent.
     #[arg(long, default_value = agent::DEFAULT_SOCKET)]
     pub agent_socket: PathBuf,
+    /// Image sets (layer 1; see docs/images.md).
+    #[command(flatten)]
+    pub images: ImageArgs,
+}
+
+/// `run`'s image-set flags.
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Run image sets: a node runs its containers, the root and the
+    /// sub-parents serve and cache tarballs for their children over HTTP
+    /// on TCP at their own topology address.
+    #[arg(long)]
+    pub images: bool,
+    /// The root: the directory of image tarballs it serves.
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// The OCI runtime binary.
+    #[arg(long, default_value = "runc")]
+    pub runtime: PathBuf,
+    /// Retries of a failing image before it is FATAL.
+    #[arg(long, default_value_t = 3)]
+    pub image_retries: u32,
+    /// First backoff between retries (doubles per retry).
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "500ms")]
+    pub image_backoff: Duration,
+    /// How often a node checks that its containers run.
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "1s")]
+    pub image_monitor: Duration,
 }
 
 /// `layercake demo`.

@@ -37,10 +37,13 @@ use proto::node::{Busy, Node, RunState};
 
 use crate::daemon::metrics as m;
 use crate::daemon::model::Model;
+use crate::modules::image::host::Input as ImageInput;
+use crate::modules::image::spec::Wanted;
 use crate::modules::power::config::{Protocol, power_of};
 use crate::modules::power::host::BmcHost;
 use crate::modules::power::setup::ChildPlaces;
 use crate::sync::{App, Stack, StackEvent};
+use tokio::sync::mpsc;
 
 /// Milliseconds of an instance time (the engine's clock unit).
 fn ms(now: Time) -> u64 {
@@ -53,6 +56,8 @@ fn ms(now: Time) -> u64 {
 pub struct NodeRuntime {
     model: Arc<Model>,
     driver: Driver,
+    /// The image host's inputs (`run --images`).
+    images: Option<mpsc::Sender<ImageInput>>,
     published: Option<Bytes>,
     /// The Cfg names a BMC: the sub-parent authors this node's Dsc.
     parent_drives: bool,
@@ -72,6 +77,7 @@ impl NodeRuntime {
         NodeRuntime {
             model,
             driver,
+            images: None,
             published: None,
             parent_drives: false,
         }
@@ -93,6 +99,9 @@ impl NodeRuntime {
             );
         }
         self.parent_drives = bmc;
+        if let Some(tx) = &self.images {
+            send(tx, ImageInput::Cfg(Wanted::from_cfg(&cfg)));
+        }
         let frozen = self.model.frozen(&cfg);
         let was = self.model.frozen(self.driver.cfg());
         if let Err(e) = self
@@ -100,6 +109,22 @@ impl NodeRuntime {
             .set_cfg(cfg, now_ms, frozen && !was, !frozen && was)
         {
             tracing::warn!("engine rejected a Cfg: {e}");
+        }
+        self.record_steps();
+    }
+
+    /// Hands the image steps to the image host behind `tx` (the engine no
+    /// longer performs them virtually) and tells it the current Cfg.
+    pub fn attach_images(&mut self, tx: mpsc::Sender<ImageInput>) {
+        self.driver.set_external(&["image"]);
+        send(&tx, ImageInput::Cfg(Wanted::from_cfg(self.driver.cfg())));
+        self.images = Some(tx);
+    }
+
+    /// Dsc values the image host reports; a finished step completes here.
+    pub fn image_dsc(&mut self, values: &[(engine::url::Path, engine::value::Value)], now_ms: u64) {
+        if let Err(e) = self.driver.set_dsc_values(values, now_ms) {
+            tracing::warn!("image host values: {e}");
         }
         self.record_steps();
     }
@@ -128,8 +153,16 @@ impl NodeRuntime {
         self.record_steps();
     }
 
-    /// Turns the driver's step reports into the mutation metrics.
+    /// Turns the driver's step reports into the mutation metrics and hands
+    /// external steps to the image host.
     fn record_steps(&mut self) {
+        while let Some(c) = self.driver.poll_external() {
+            let name = self.model.graph.mutation(c.mutation).name.clone();
+            match &self.images {
+                Some(tx) => send(tx, ImageInput::Call(name)),
+                None => tracing::warn!("no image host for step {name}"),
+            }
+        }
         let g = self.model.graph.clone();
         let name = |mu: u32| g.mutation(mu).name.clone();
         let dur = |ms: Option<u64>| ms.map(Duration::from_millis);
@@ -168,6 +201,14 @@ impl NodeRuntime {
         }
         self.published = Some(bytes.clone());
         Some(bytes)
+    }
+}
+
+/// Queues `m` for the image host; a full queue drops it (the step times
+/// out and is retried).
+fn send(tx: &mpsc::Sender<ImageInput>, m: ImageInput) {
+    if let Err(e) = tx.try_send(m) {
+        tracing::warn!("image host queue: {e}");
     }
 }
 
@@ -215,6 +256,19 @@ impl MemberApp {
     /// The node's own engine, if this instance is a node.
     pub fn node_mut(&mut self) -> Option<&mut NodeRuntime> {
         self.node.as_deref_mut()
+    }
+
+    /// Dsc values from the image host; published now.
+    pub fn image_dsc(
+        &mut self,
+        stack: &mut Stack,
+        now: Time,
+        values: &[(engine::url::Path, engine::value::Value)],
+    ) {
+        if let Some(n) = self.node.as_mut() {
+            n.image_dsc(values, ms(now));
+        }
+        self.publish_dsc(stack, now);
     }
 
     /// The node reports itself busy or free (the agent socket, a module

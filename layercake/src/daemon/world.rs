@@ -85,6 +85,8 @@ pub struct WorldConfig {
     pub quic: Option<QuicSetup>,
     /// A node's agent socket (`run` of a node only).
     pub agent_socket: Option<std::path::PathBuf>,
+    /// Image sets (`run --images`): nodes run them, parents serve them.
+    pub images: Option<crate::modules::image::ImageOptions>,
 }
 
 /// One running instance.
@@ -198,6 +200,10 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
         let inst = &c.flat.instances[id as usize];
         let seed = mix(cfg.seed ^ u64::from(id));
         let run = |stack: Stack| (stack, socket, ep, c.sync.path_policy(id, &addrs));
+        let parent_addr = inst.parent.map(|p| c.flat.instances[p as usize].addr);
+        if let Some(opts) = cfg.images.as_ref().filter(|_| inst.role != Role::Leaf) {
+            crate::daemon::images::start_server(inst.addr, opts, parent_addr)?;
+        }
         match inst.role {
             Role::Root => {
                 let db = cfg.db.as_ref().context("the root needs its database")?;
@@ -232,6 +238,9 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                 let h = spawn(id, app, run(stack), &shared, now);
                 if let Some(sock) = cfg.agent_socket.as_ref().filter(|_| leaf) {
                     crate::daemon::agent::start(h.handle.clone(), sock)?;
+                }
+                if let (Some(opts), Some(parent), true) = (&cfg.images, parent_addr, leaf) {
+                    crate::daemon::images::start_node(h.handle.clone(), opts, &inst.name, parent)?;
                 }
                 if let Some(p) = cfg.power.as_ref().filter(|_| driven) {
                     crate::daemon::bmc::start_driver(h.handle.clone(), p);

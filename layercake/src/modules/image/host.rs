@@ -376,7 +376,10 @@ impl<R: Report> Host<R> {
             };
             match self.rt.status(&id).await {
                 Ok(Some(s)) if s == "running" || s == "created" => continue,
-                Ok(s) => tracing::warn!("container {id} is {s:?}: restarting it"),
+                Ok(s) => {
+                    let s = s.as_deref().unwrap_or("gone");
+                    tracing::warn!("container {id} is {s}: restarting it");
+                }
                 Err(e) => {
                     tracing::warn!("{e}");
                     continue;

@@ -45,10 +45,12 @@ pub enum StoreError {
     #[error("no image `{0}` here and no parent to ask")]
     NotFound(String),
     /// The upstream answered an error or could not be reached.
-    #[error("fetching {url}: {reason}")]
+    #[error("fetching {image} from {from}: {reason}")]
     Fetch {
-        /// The URL.
-        url: String,
+        /// The image source.
+        image: String,
+        /// The server asked (`host:port`).
+        from: String,
         /// What went wrong.
         reason: String,
     },
@@ -141,8 +143,15 @@ impl ImageStore {
             format!("http://{up}/images/{source}?digest=sha256:{sha256}")
         };
         self.fetch(&url, source, sha256, &cached).await?;
-        self.fetched
+        let n = self
+            .fetched
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("layercake_image_fetches_total").increment(1);
+        tracing::info!(
+            "image {source} (sha256:{}) fetched and cached ({} fetches so far)",
+            &sha256[..12],
+            n + 1
+        );
         Ok(cached)
     }
 
@@ -153,8 +162,14 @@ impl ImageStore {
         sha256: &str,
         to: &Path,
     ) -> Result<(), StoreError> {
+        let from = url
+            .strip_prefix("http://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or(url)
+            .to_owned();
         let err = |reason: String| StoreError::Fetch {
-            url: url.to_owned(),
+            image: source.to_owned(),
+            from: from.clone(),
             reason,
         };
         let mut resp = self
@@ -166,7 +181,7 @@ impl ImageStore {
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            let body: String = body.chars().take(300).collect();
+            let body: String = body.chars().take(600).collect();
             return Err(err(format!("{status}: {}", body.trim())));
         }
         let tmp = to.with_extension(format!("part{}", std::process::id()));

@@ -154,8 +154,9 @@ fn image_values(set_name: &str, file: &str, digest: &str) -> Vec<String> {
     ]
 }
 
-/// Removes every container the nodes left (they outlive their processes).
-struct Containers(PathBuf);
+/// Removes every container the nodes left (they outlive their
+/// processes), then the test's directory.
+struct Containers(PathBuf, PathBuf);
 
 impl Drop for Containers {
     fn drop(&mut self) {
@@ -167,6 +168,7 @@ impl Drop for Containers {
                 .args(["delete", "--force", &format!("lc-{}-bb", name(i))])
                 .output();
         }
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -195,7 +197,7 @@ fn image_sets_roll_free_nodes_and_wait_for_busy_ones() {
     let data = dir.join("data");
     let images = dir.join("served");
     std::fs::create_dir_all(&images).unwrap();
-    let _cleanup = Containers(data.clone());
+    let cleanup = Containers(data.clone(), dir.clone());
     let (v1, d1) = busybox_tar(&images, "v1");
     let (v2, d2) = busybox_tar(&images, "v2");
     write_file(&dir, "cluster.key", &"ef".repeat(32));
@@ -433,4 +435,6 @@ fn image_sets_roll_free_nodes_and_wait_for_busy_ones() {
     );
     eprintln!("power off after `free`: {:?}", t3.elapsed());
     drop(procs);
+    drop(root);
+    drop(cleanup);
 }

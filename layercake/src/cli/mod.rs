@@ -52,7 +52,7 @@ impl Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run one instance of a topology (root, sub-parent or node).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a whole simulated cluster on loopback in this process.
     Demo(DemoArgs),
     /// Talk to the root's API (kubectl-style).
@@ -223,7 +223,7 @@ pub enum TopoCmd {
 /// Runs the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run(a) => start::run(a),
+        Cmd::Run(a) => start::run(*a),
         Cmd::Demo(a) => start::demo(a),
         Cmd::Ctl(a) => Ok(ctl::main(a)),
         Cmd::Topo(t) => topo::main(t),

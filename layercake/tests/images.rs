@@ -348,6 +348,16 @@ fn image_sets_roll_free_nodes_and_wait_for_busy_ones() {
         text.contains("Waiting:") && text.contains("image_update") && text.contains("/Busy=BUSY"),
         "describe says what the chain waits for: {text}"
     );
+    let st = ctl(&api, &["rollout", "status", &hosts]);
+    let line = String::from_utf8_lossy(&st.stdout);
+    assert!(st.status.success(), "{line}");
+    assert_eq!(
+        line.trim(),
+        format!(
+            "rolled {}/{NODES}, waiting (busy) {BUSY}, rolling 0, failed 0",
+            NODES - BUSY
+        )
+    );
 
     // Free: they roll.
     let t1 = Instant::now();
@@ -380,6 +390,9 @@ fn image_sets_roll_free_nodes_and_wait_for_busy_ones() {
     eprintln!("bad digest: {err}");
     assert!(err.contains("digest mismatch"), "readable reason: {err}");
     assert_eq!(running(dv), d2, "the old image still runs");
+    let st = ctl(&api, &["rollout", "status", &hosts]);
+    assert!(!st.status.success(), "a failed rollout exits non-zero");
+    assert!(String::from_utf8_lossy(&st.stdout).contains("failed 1"));
     assert_eq!(runc_state(&data, victim), Some(("running".into(), pid)));
 
     // A container killed behind the system's back is restarted.

@@ -105,6 +105,19 @@ pub enum CtlCmd {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Image-set rollouts: `rollout status HOSTLIST [--wait]`.
+    Rollout {
+        /// `status`.
+        action: String,
+        /// Which nodes (default all).
+        hosts: Option<String>,
+        /// Wait (with a progress bar) until no node is rolling or waiting.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit 1).
+        #[arg(long, value_parser = ::topo::duration::parse_flag)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Set Cfg values: `set HOSTLIST URL=VALUE...`.
     Set {
         /// Which nodes.
@@ -312,6 +325,12 @@ impl Client {
                 self.print_nodes(&v, output);
                 Ok(())
             }
+            CtlCmd::Rollout {
+                action,
+                hosts,
+                wait,
+                timeout,
+            } => self.rollout(&action, hosts.as_deref(), wait, timeout),
             CtlCmd::Describe { node, output } => {
                 let v = self.call("GET", &format!("/api/v1/nodes/{}", enc(&node)), None)?;
                 match output {
@@ -377,6 +396,56 @@ impl Client {
                 Ok(())
             }
         }
+    }
+
+    fn rollout(
+        &self,
+        action: &str,
+        hosts: Option<&str>,
+        wait: bool,
+        timeout: Option<std::time::Duration>,
+    ) -> R<()> {
+        use crate::cli::rollout::count;
+        if action != "status" {
+            return Err(Fail {
+                code: EXIT_USAGE,
+                message: format!("unknown rollout action `{action}` (try `rollout status`)"),
+            });
+        }
+        let path = match hosts {
+            Some(h) => format!("/api/v1/nodes?hosts={}", enc(h)),
+            None => "/api/v1/nodes".to_owned(),
+        };
+        let t0 = std::time::Instant::now();
+        let mut c = count(&self.call("GET", &path, None)?);
+        if wait && !c.done() {
+            let bar = indicatif::ProgressBar::new(c.total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rolled  {msg}")
+                    .expect("a valid template"),
+            );
+            while !c.done() && timeout.is_none_or(|t| t0.elapsed() < t) {
+                bar.set_position(c.rolled as u64);
+                bar.set_message(c.line());
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                c = count(&self.call("GET", &path, None)?);
+            }
+            bar.finish_and_clear();
+        }
+        println!("{}", c.line());
+        if !c.failed.is_empty() {
+            return Err(Fail {
+                code: EXIT_SERVER,
+                message: format!("rollout failed on {}", c.failed.join(",")),
+            });
+        }
+        if wait && !c.done() {
+            return Err(Fail {
+                code: EXIT_SERVER,
+                message: "timed out waiting for the rollout".into(),
+            });
+        }
+        Ok(())
     }
 
     fn freeze(&self, what: &str, hosts: Option<String>) -> R<()> {

@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod http;
 pub mod keys;
 pub mod power;
+pub mod rollout;
 pub mod start;
 pub mod tokens;
 pub mod topo;

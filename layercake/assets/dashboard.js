@@ -1,5 +1,6 @@
 // Layercake dashboard: one grid cell per node, grouped by rack, coloured by
-// Dsc PhysState (fill) with a Dsc RunState border. Live from the server's
+// Dsc PhysState (fill) with a Dsc RunState border; the image set's state
+// shows as an outline (UPDATE: dotted amber, ERROR: amber, FATAL: red). Live from the server's
 // event stream: a `snapshot` builds the grid once; each `nodes` message (a
 // batch of changed node summaries, every 250 ms) touches only the cells
 // that changed, so a page with thousands of nodes stays cheap.
@@ -7,6 +8,7 @@
 
 const PHYS = ["PHYS_UNKNOWN", "POWER_OFF", "POWER_ON", "POWER_CYCLE", "PHYS_HANG", "PHYS_ERROR"];
 const RUN = ["UNKNOWN", "INIT", "SYNC", "ERROR"];
+const IMAGE = ["", "IDLE", "ACTIVE", "UPDATE", "ERROR", "FATAL"];
 const cells = new Map(); // name -> {el, cls}
 let selected = null;
 let detailTimer = null;
@@ -19,7 +21,7 @@ const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token") || "";
 const authed = (u) => TOKEN ? u + (u.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(TOKEN) : u;
 
 function cellClass(s) {
-  let c = "cell p" + s.dp + " r" + s.dr;
+  let c = "cell p" + s.dp + " r" + s.dr + " i" + (s.di || 0);
   if (!s.ok) c += " pending";
   if (s.fz) c += " frozen";
   if (s.n === selected) c += " sel";
@@ -35,7 +37,9 @@ function setCell(s) {
     c.el.className = cls;
     c.el.dataset.phys = PHYS[s.dp] || "?";
     c.el.dataset.run = RUN[s.dr] || "?";
+    c.el.dataset.image = IMAGE[s.di || 0] || "?";
     c.el.title = s.n + ": " + (PHYS[s.dp] || "?") + " / " + (RUN[s.dr] || "?") +
+      (s.di ? " / images " + (IMAGE[s.di] || "?") : "") +
       (s.ok ? "" : " (wants " + (PHYS[s.cp] || "any") + " / " + (RUN[s.cr] || "any") + ")");
   }
   return true;

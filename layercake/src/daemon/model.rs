@@ -80,6 +80,8 @@ pub struct Model {
     pub run: usize,
     /// Index of the PXE state.
     pub pxe: usize,
+    /// Index of the image set's state.
+    pub image: usize,
     frozen: Path,
 }
 
@@ -107,6 +109,7 @@ impl Model {
                 .ok_or(ModelError::Untracked(url))
         };
         let (phys, run, pxe) = (var("/PhysState")?, var("/RunState")?, var(virt::PXE_URL)?);
+        let image = var(engine::images::STATE_URL)?;
         let frozen = FROZEN_URL
             .parse()
             .map_err(|_| ModelError::Untracked(FROZEN_URL))?;
@@ -116,6 +119,7 @@ impl Model {
             phys,
             run,
             pxe,
+            image,
             frozen,
         })
     }

@@ -403,7 +403,7 @@ impl RootApp {
         json!({
             "n": l.name, "r": l.rack,
             "cp": l.target[p], "cr": l.target[r],
-            "dp": l.dsc[p], "dr": l.dsc[r], "dx": l.dsc[x],
+            "dp": l.dsc[p], "dr": l.dsc[r], "dx": l.dsc[x], "di": l.dsc[self.model.image],
             "ok": l.converged, "fz": l.frozen_cfg || l.frozen_dsc,
         })
     }

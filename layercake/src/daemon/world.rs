@@ -237,7 +237,14 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                 let leaf = inst.role == Role::Leaf;
                 let h = spawn(id, app, run(stack), &shared, now);
                 if let Some(sock) = cfg.agent_socket.as_ref().filter(|_| leaf) {
-                    crate::daemon::agent::start(h.handle.clone(), sock)?;
+                    // Why not fatal: a node without its agent still runs; it
+                    // only cannot say it is busy (e.g. not root for /run).
+                    if let Err(e) = crate::daemon::agent::start(h.handle.clone(), sock) {
+                        tracing::warn!(
+                            "{}: no agent, `layercake busy` will not reach this node: {e:#}",
+                            inst.name
+                        );
+                    }
                 }
                 if let (Some(opts), Some(parent), true) = (&cfg.images, parent_addr, leaf) {
                     crate::daemon::images::start_node(h.handle.clone(), opts, &inst.name, parent)?;

@@ -152,8 +152,8 @@ fn refuse_symlink(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
 
 /// Binds the agent socket at `path` with mode 0660. Its directory is
 /// created (0755) when missing and must not be writable by group or
-/// others; a symlink or a non-socket file at `path` is refused, a stale
-/// socket replaced.
+/// others; a symlink or a non-socket file at `path` is refused, a socket
+/// a running agent answers on is refused, a stale one replaced.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir {
@@ -174,7 +174,15 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         }
     }
     match refuse_symlink(path)? {
-        Some(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Some(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running agent", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
         Some(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -294,6 +302,12 @@ mod tests {
                 std::os::unix::fs::symlink(&sock, &link).unwrap();
                 assert!(request(&link, "free").await.is_err(), "symlink refused");
                 assert!(bind(&link).is_err(), "bind refuses a symlink");
+                let e = bind(&sock).unwrap_err();
+                assert_eq!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse,
+                    "a live agent's socket is kept"
+                );
                 assert_eq!(request(&sock, "free").await.unwrap(), "FREE");
             })
             .await;

@@ -38,15 +38,17 @@ impl Report for ToNode {
 }
 
 /// Starts node `name`'s image host (on the current `LocalSet`), fetching
-/// from the image server at `parent`.
+/// from the image servers `upstreams` (its parent first, then up to the
+/// root).
 pub fn start_node(
     h: Handle<MemberNode>,
     opts: &ImageOptions,
     name: &str,
-    parent: SocketAddr,
+    upstreams: &[SocketAddr],
 ) -> Result<()> {
-    let store = ImageStore::new(opts.dir.join("cache"), Some(parent.to_string()), None)
-        .context("the node's image cache")?;
+    let ups = upstreams.iter().map(ToString::to_string).collect();
+    let store =
+        ImageStore::new(opts.dir.join("cache"), ups, None).context("the node's image cache")?;
     let rt = Runtime::new(opts.runtime.clone(), opts.dir.join("node"));
     let (tx, rx) = mpsc::channel(INPUTS_MAX);
     h.with(|n, _| {
@@ -69,15 +71,12 @@ pub fn start_node(
 }
 
 /// Starts a parent's image server on TCP `addr`: the root serves
-/// `opts.serve_dir`, a sub-parent caches what it fetches from `upstream`.
-pub fn start_server(
-    addr: SocketAddr,
-    opts: &ImageOptions,
-    upstream: Option<SocketAddr>,
-) -> Result<()> {
+/// `opts.serve_dir`, a sub-parent caches what it fetches from `upstreams`
+/// (its parent first, then up to the root).
+pub fn start_server(addr: SocketAddr, opts: &ImageOptions, upstreams: &[SocketAddr]) -> Result<()> {
     let store = ImageStore::new(
         opts.dir.join("cache"),
-        upstream.map(|u| u.to_string()),
+        upstreams.iter().map(ToString::to_string).collect(),
         opts.serve_dir.clone(),
     )
     .context("the image cache")?;

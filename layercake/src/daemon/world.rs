@@ -200,9 +200,15 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
         let inst = &c.flat.instances[id as usize];
         let seed = mix(cfg.seed ^ u64::from(id));
         let run = |stack: Stack| (stack, socket, ep, c.sync.path_policy(id, &addrs));
-        let parent_addr = inst.parent.map(|p| c.flat.instances[p as usize].addr);
+        // The image servers above this instance: parent first, root last.
+        let mut ups = Vec::new();
+        let mut up = inst.parent;
+        while let Some(p) = up.filter(|_| ups.len() < 16) {
+            ups.push(c.flat.instances[p as usize].addr);
+            up = c.flat.instances[p as usize].parent;
+        }
         if let Some(opts) = cfg.images.as_ref().filter(|_| inst.role != Role::Leaf) {
-            crate::daemon::images::start_server(inst.addr, opts, parent_addr)?;
+            crate::daemon::images::start_server(inst.addr, opts, &ups)?;
         }
         match inst.role {
             Role::Root => {
@@ -246,8 +252,8 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                         );
                     }
                 }
-                if let (Some(opts), Some(parent), true) = (&cfg.images, parent_addr, leaf) {
-                    crate::daemon::images::start_node(h.handle.clone(), opts, &inst.name, parent)?;
+                if let (Some(opts), true) = (&cfg.images, leaf && !ups.is_empty()) {
+                    crate::daemon::images::start_node(h.handle.clone(), opts, &inst.name, &ups)?;
                 }
                 if let Some(p) = cfg.power.as_ref().filter(|_| driven) {
                     crate::daemon::bmc::start_driver(h.handle.clone(), p);

@@ -44,7 +44,15 @@ pub enum StoreError {
     /// No such tarball (on this server, or no upstream to ask).
     #[error("no image `{0}` here and no parent to ask")]
     NotFound(String),
-    /// The upstream answered an error or could not be reached.
+    /// No upstream could be reached.
+    #[error("fetching {image}: no image server reachable ({reason})")]
+    Unreachable {
+        /// The image source.
+        image: String,
+        /// Each server tried and its error.
+        reason: String,
+    },
+    /// The upstream answered an error or the transfer failed.
     #[error("fetching {image} from {from}: {reason}")]
     Fetch {
         /// The image source.
@@ -62,7 +70,7 @@ pub enum StoreError {
 /// Where tarballs come from and where they are kept.
 pub struct ImageStore {
     dir: PathBuf,
-    upstream: Option<String>,
+    upstreams: Vec<String>,
     served: Option<PathBuf>,
     client: reqwest::Client,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -74,12 +82,13 @@ fn io(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl ImageStore {
-    /// A store caching in `dir`, fetching misses from `upstream`
-    /// (`ip:port` of the parent's image server) and, on the root, serving
-    /// the files of `served`.
+    /// A store caching in `dir`, fetching misses from the first reachable
+    /// of `upstreams` (`ip:port` of the parent's image server, then the
+    /// grandparent's, ... up to the root) and, on the root, serving the
+    /// files of `served`.
     pub fn new(
         dir: PathBuf,
-        upstream: Option<String>,
+        upstreams: Vec<String>,
         served: Option<PathBuf>,
     ) -> Result<ImageStore, StoreError> {
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir.display().to_string(), e))?;
@@ -89,7 +98,7 @@ impl ImageStore {
             .map_err(|e| io("HTTP client", e))?;
         Ok(ImageStore {
             dir,
-            upstream,
+            upstreams,
             served,
             client,
             flights: Mutex::new(HashMap::new()),
@@ -133,16 +142,36 @@ impl ImageStore {
         if cached.is_file() {
             return Ok(cached);
         }
-        let url = if source.starts_with("http://") {
-            source.to_owned()
+        let urls: Vec<String> = if source.starts_with("http://") {
+            vec![source.to_owned()]
         } else {
-            let up = self
-                .upstream
-                .as_ref()
-                .ok_or_else(|| StoreError::NotFound(source.into()))?;
-            format!("http://{up}/images/{source}?digest=sha256:{sha256}")
+            self.upstreams
+                .iter()
+                .map(|up| format!("http://{up}/images/{source}?digest=sha256:{sha256}"))
+                .collect()
         };
-        self.fetch(&url, source, sha256, &cached).await?;
+        if urls.is_empty() {
+            return Err(StoreError::NotFound(source.into()));
+        }
+        let mut unreachable = Vec::new();
+        for url in &urls {
+            match self.fetch(url, source, sha256, &cached).await {
+                Ok(()) => break,
+                // Why: a dead sub-parent must not stop its rack; the next
+                // level up serves the same content (checked by digest).
+                Err(StoreError::Unreachable { reason, .. }) => {
+                    tracing::warn!("image {source}: {reason}; trying the next level up");
+                    unreachable.push(reason);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if unreachable.len() == urls.len() {
+            return Err(StoreError::Unreachable {
+                image: source.into(),
+                reason: unreachable.join("; "),
+            });
+        }
         let n = self
             .fetched
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -177,7 +206,10 @@ impl ImageStore {
             .get(url)
             .send()
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| StoreError::Unreachable {
+                image: source.to_owned(),
+                reason: format!("{from}: {e}"),
+            })?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
@@ -289,4 +321,45 @@ pub fn router(store: Arc<ImageStore>) -> Router {
     Router::new()
         .route("/images/{file}", get(serve_image))
         .with_state(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lc-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dead_parent_is_skipped_digests_are_checked_and_hits_are_cached() {
+        let served = temp("served");
+        std::fs::write(served.join("a.tar"), b"layer one").unwrap();
+        let sha = hex(&Sha256::digest(b"layer one"));
+        let root_cache = temp("root");
+        let root = ImageStore::new(root_cache.clone(), vec![], Some(served.clone())).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(l, router(Arc::new(root))).await });
+        // A port nothing listens on stands for a dead sub-parent.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap().to_string();
+        drop(dead);
+        let cache = temp("node");
+        let node = ImageStore::new(cache.clone(), vec![dead_addr, addr], None).unwrap();
+        let p = node.get("a.tar", &sha).await.unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"layer one");
+        assert_eq!(node.fetched(), 1);
+        node.get("a.tar", &sha).await.unwrap();
+        assert_eq!(node.fetched(), 1, "the second get is a cache hit");
+        let e = node.get("a.tar", &"0".repeat(64)).await.unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        assert!(node.get("b.tar", &"1".repeat(64)).await.is_err());
+        for d in [served, cache, root_cache] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }

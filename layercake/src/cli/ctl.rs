@@ -655,7 +655,7 @@ fn header(wide: bool) -> Vec<String> {
         "CONVERGED",
     ];
     if wide {
-        h.extend(["CFG PXE", "DSC PXE", "FROZEN"]);
+        h.extend(["CFG PXE", "DSC PXE", "FROZEN", "BUSY", "IMAGES"]);
     }
     h.into_iter().map(str::to_string).collect()
 }
@@ -688,6 +688,8 @@ fn row(n: &Json, wide: bool) -> Vec<String> {
             }
             .to_string(),
         );
+        r.push(get("dsc", "/Busy"));
+        r.push(get("dsc", crate::cli::rollout::STATE_URL));
     }
     r
 }

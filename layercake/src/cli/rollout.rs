@@ -10,6 +10,8 @@ use serde_json::{Map, Value as Json};
 
 /// The image set's URL prefix.
 pub const IMG: &str = "type.googleapis.com/layercake.image.ImageSet";
+/// The image set's state.
+pub const STATE_URL: &str = engine::images::STATE_URL;
 
 /// Where each node of a rollout stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

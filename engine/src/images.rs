@@ -242,6 +242,50 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn power_off_stops_the_images_first_and_an_update_is_one_step() {
+        use crate::graph::{BuildOptions, Graph};
+        use crate::mutation::MutationSet;
+        use crate::planner::Planner;
+        use crate::virt;
+        let mut reg = Registry::with_pxe();
+        reg.register(Arc::new(extension())).unwrap();
+        let mut mods = [virt::power_module(), virt::boot_module(), module(60_000)];
+        stop_before(&mut mods, &["power_off"]);
+        let set = MutationSet::build(&reg, &mods).unwrap();
+        let g = Arc::new(Graph::build(set, BuildOptions::default()).unwrap());
+        let var = |u: &str| g.set().var(u).unwrap() as usize;
+        let (p, r, x, i) = (
+            var("/PhysState"),
+            var("/RunState"),
+            var(virt::PXE_URL),
+            var(STATE_URL),
+        );
+        let mut on = vec![0; g.set().vars.len()];
+        (on[p], on[r], on[x], on[i]) = (2, 2, 4, 2);
+        let mut planner = Planner::new(g.clone());
+        let mut off = vec![0; on.len()];
+        off[p] = 1;
+        let plan = planner.preview(&[(on.clone(), u64::MAX)], &off).unwrap();
+        let names = planner.describe(plan[0].as_ref().unwrap());
+        assert_eq!(names, ["image_stop_active", "power_off"]);
+        let mut upd = on.clone();
+        upd[i] = 3;
+        let plan = planner.preview(&[(upd, u64::MAX)], &on).unwrap();
+        assert_eq!(
+            planner.describe(plan[0].as_ref().unwrap()),
+            ["image_update"]
+        );
+        let mut fatal = on.clone();
+        fatal[i] = 5;
+        let plan = planner.preview(&[(fatal, u64::MAX)], &on).unwrap();
+        assert!(plan[0].is_none(), "FATAL waits for a new Cfg");
+        let mut dsc = on.clone();
+        dsc[r] = 0;
+        g.strip(&mut dsc);
+        assert_eq!(dsc[i], 0, "image state is unknowable outside SYNC");
+    }
+
+    #[test]
     fn image_urls_read_and_write() {
         let mut reg = Registry::with_pxe();
         reg.register(Arc::new(extension())).unwrap();

@@ -61,6 +61,8 @@ pub struct NodeRuntime {
     published: Option<Bytes>,
     /// The Cfg names a BMC: the sub-parent authors this node's Dsc.
     parent_drives: bool,
+    /// The Dsc RunState was SYNC at the last look (images may run).
+    in_sync: bool,
 }
 
 impl NodeRuntime {
@@ -80,6 +82,7 @@ impl NodeRuntime {
             images: None,
             published: None,
             parent_drives: false,
+            in_sync: false,
         }
     }
 
@@ -156,6 +159,14 @@ impl NodeRuntime {
     /// Turns the driver's step reports into the mutation metrics and hands
     /// external steps to the image host.
     fn record_steps(&mut self) {
+        let sync = self.driver.dsc().run_state == RunState::Sync as i32;
+        if std::mem::replace(&mut self.in_sync, sync) && !sync {
+            // Why: layer 1 runs on layer 0; a node that left SYNC (however:
+            // a FATAL set does not hold power off) runs no containers.
+            if let Some(tx) = &self.images {
+                send(tx, ImageInput::Call("image_stop_all".into()));
+            }
+        }
         while let Some(c) = self.driver.poll_external() {
             let name = self.model.graph.mutation(c.mutation).name.clone();
             match &self.images {

@@ -21,7 +21,8 @@
 //!   [`HostConfig::restart_max`] failed restarts in a row the image is
 //!   FATAL.
 //! - At start, containers left by an earlier run of this node are removed,
-//!   so discovery finds the set IDLE.
+//!   so discovery finds the set IDLE. `image_stop_all` (sent by the node
+//!   when it leaves SYNC) stops everything, whatever the set's state.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 // Layercake dashboard: one grid cell per node, grouped by rack, coloured by
-// Dsc PhysState (fill) with a Dsc RunState border. Live from the server's
+// Dsc PhysState (fill) with a Dsc RunState border; the image set's state
+// shows as an outline (UPDATE: dotted amber, ERROR: amber, FATAL: red). Live from the server's
 // event stream: a `snapshot` builds the grid once; each `nodes` message (a
 // batch of changed node summaries, every 250 ms) touches only the cells
 // that changed, so a page with thousands of nodes stays cheap.
@@ -13,6 +14,7 @@
 
 const PHYS = ["PHYS_UNKNOWN", "POWER_OFF", "POWER_ON", "POWER_CYCLE", "PHYS_HANG", "PHYS_ERROR"];
 const RUN = ["UNKNOWN", "INIT", "SYNC", "ERROR"];
+const IMAGE = ["", "IDLE", "ACTIVE", "UPDATE", "ERROR", "FATAL"];
 const cells = new Map(); // name -> {el, cls} (cells built so far)
 const nodes = new Map(); // name -> latest summary
 const racks = new Map(); // rack -> {names: [], phys: [..6], ok, fz, tile, grid, open}
@@ -36,7 +38,7 @@ const authed = (u) => TOKEN ? u + (u.includes("?") ? "&" : "?") + "access_token=
 const headers = () => TOKEN ? { headers: { Authorization: "Bearer " + TOKEN } } : {};
 
 function cellClass(s) {
-  let c = "cell p" + s.dp + " r" + s.dr;
+  let c = "cell p" + s.dp + " r" + s.dr + " i" + (s.di || 0);
   if (!s.ok) c += " pending";
   if (s.fz) c += " frozen";
   if (s.n === selected) c += " sel";
@@ -52,7 +54,9 @@ function setCell(s) {
     c.el.className = cls;
     c.el.dataset.phys = PHYS[s.dp] || "?";
     c.el.dataset.run = RUN[s.dr] || "?";
+    c.el.dataset.image = IMAGE[s.di || 0] || "?";
     c.el.title = s.n + ": " + (PHYS[s.dp] || "?") + " / " + (RUN[s.dr] || "?") +
+      (s.di ? " / images " + (IMAGE[s.di] || "?") : "") +
       (s.ok ? "" : " (wants " + (PHYS[s.cp] || "any") + " / " + (RUN[s.cr] || "any") + ")");
   }
   return true;

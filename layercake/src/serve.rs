@@ -66,6 +66,10 @@ pub struct Plan {
     pub metrics: Option<SocketAddr>,
     /// The demo's settings (`demo` only).
     pub demo: Option<DemoPlan>,
+    /// A node's agent socket (`run` of a node).
+    pub agent_socket: Option<PathBuf>,
+    /// Image sets (`run --images`).
+    pub images: Option<crate::modules::image::ImageOptions>,
 }
 
 /// Where QUIC identities come from.
@@ -178,6 +182,8 @@ async fn serve_world(
             None => None,
         },
         quic: quic_setup(plan)?,
+        agent_socket: plan.agent_socket.clone(),
+        images: plan.images.clone(),
     };
     let hosted = world::start(&cfg, &model)?;
     tracing::info!(

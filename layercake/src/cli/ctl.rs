@@ -149,6 +149,19 @@ pub enum CtlCmd {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Image-set rollouts: `rollout status [TARGET] [--wait]`.
+    Rollout {
+        /// `status`.
+        action: String,
+        /// Which nodes (a hostlist or `@GROUP`; default all).
+        hosts: Option<String>,
+        /// Wait (with a progress bar) until no node is rolling or waiting.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit 1).
+        #[arg(long, value_parser = ::topo::duration::parse_flag)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Set Cfg values: `set [TARGET] URL=VALUE...` (short URLs such as
     /// `bmc.address` are accepted).
     Set {
@@ -593,6 +606,12 @@ impl Client {
                 self.print_nodes(&v, output);
                 Ok(())
             }
+            CtlCmd::Rollout {
+                action,
+                hosts,
+                wait,
+                timeout,
+            } => self.rollout(&action, hosts.as_deref(), wait, timeout),
             CtlCmd::Describe { node, output } => {
                 let v = self.call("GET", &format!("/api/v1/nodes/{}", enc(&node)), None)?;
                 match output {
@@ -693,6 +712,57 @@ impl Client {
                 Ok(())
             }
         }
+    }
+
+    fn rollout(
+        &self,
+        action: &str,
+        hosts: Option<&str>,
+        wait: bool,
+        timeout: Option<std::time::Duration>,
+    ) -> R<()> {
+        use crate::cli::rollout::count;
+        if action != "status" {
+            return Err(Fail {
+                code: EXIT_USAGE,
+                message: format!("unknown rollout action `{action}` (try `rollout status`)"),
+            });
+        }
+        let none = SelArgs {
+            side: "dsc".into(),
+            ..SelArgs::default()
+        };
+        let path = format!("/api/v1/nodes?{}", Selected::new(hosts, &none)?.query());
+        let t0 = std::time::Instant::now();
+        let mut c = count(&self.call("GET", &path, None)?);
+        if wait && !c.done() {
+            let bar = indicatif::ProgressBar::new(c.total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rolled  {msg}")
+                    .expect("a valid template"),
+            );
+            while !c.done() && timeout.is_none_or(|t| t0.elapsed() < t) {
+                bar.set_position(c.rolled as u64);
+                bar.set_message(c.line());
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                c = count(&self.call("GET", &path, None)?);
+            }
+            bar.finish_and_clear();
+        }
+        println!("{}", c.line());
+        if !c.failed.is_empty() {
+            return Err(Fail {
+                code: EXIT_SERVER,
+                message: format!("rollout failed on {}", c.failed.join(",")),
+            });
+        }
+        if wait && !c.done() {
+            return Err(Fail {
+                code: EXIT_TIMEOUT,
+                message: "timed out waiting for the rollout".into(),
+            });
+        }
+        Ok(())
     }
 
     fn freeze(&self, what: &str, sel: &Selected) -> R<()> {
@@ -995,6 +1065,9 @@ impl Client {
             "Chain:     {}",
             chain.unwrap_or_else(|| "(no chain reaches Cfg)".into())
         );
+        if let Some(w) = v["waiting"].as_str() {
+            println!("Waiting:   {w}");
+        }
         let mut urls: BTreeMap<&str, (String, String)> = BTreeMap::new();
         for (side, slot) in [("cfg", 0), ("dsc", 1)] {
             for (k, x) in v[side].as_object().into_iter().flatten() {
@@ -1027,7 +1100,7 @@ fn header(wide: bool) -> Vec<String> {
         "CONVERGED",
     ];
     if wide {
-        h.extend(["CFG PXE", "DSC PXE", "FROZEN"]);
+        h.extend(["CFG PXE", "DSC PXE", "FROZEN", "BUSY", "IMAGES"]);
     }
     h.into_iter().map(str::to_string).collect()
 }
@@ -1060,6 +1133,8 @@ fn row(n: &Json, wide: bool) -> Vec<String> {
             }
             .to_string(),
         );
+        r.push(get("dsc", "/Busy"));
+        r.push(get("dsc", crate::cli::rollout::STATE_URL));
     }
     r
 }

@@ -1,6 +1,7 @@
 //! The command line: every subcommand's arguments (clap) and the dispatch
 //! to the code that runs it. The reference is `docs/cli.md`.
 
+pub mod agent;
 pub mod api_security;
 pub mod apply;
 pub mod certs;
@@ -8,6 +9,7 @@ pub mod ctl;
 pub mod http;
 pub mod keys;
 pub mod power;
+pub mod rollout;
 pub mod start;
 pub mod tokens;
 pub mod tools;
@@ -47,6 +49,8 @@ impl Cli {
                 | Cmd::Hostlist(_)
                 | Cmd::Completions { .. }
                 | Cmd::Man { .. }
+                | Cmd::Busy(_)
+                | Cmd::Free(_)
         )
     }
 }
@@ -55,7 +59,7 @@ impl Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run one instance of a topology (root, sub-parent or node).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a whole simulated cluster on loopback in this process.
     Demo(DemoArgs),
     /// Talk to the root's API (kubectl-style).
@@ -87,6 +91,10 @@ pub enum Cmd {
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
     },
+    /// On a node: report it busy (image changes and power off wait).
+    Busy(agent::BusyArgs),
+    /// On a node: report it free (waiting changes continue).
+    Free(agent::BusyArgs),
 }
 
 /// The virtual modules' settings.
@@ -143,6 +151,37 @@ pub struct RunArgs {
     /// BMC power control (sub-parents; see docs/power.md).
     #[command(flatten)]
     pub power: crate::cli::power::PowerArgs,
+    /// A node's agent socket (`layercake busy|free`); `none`: no agent.
+    #[arg(long, default_value = agent::DEFAULT_SOCKET)]
+    pub agent_socket: PathBuf,
+    /// Image sets (layer 1; see docs/images.md).
+    #[command(flatten)]
+    pub images: ImageArgs,
+}
+
+/// `run`'s image-set flags.
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Run image sets: a node runs its containers, the root and the
+    /// sub-parents serve and cache tarballs for their children over HTTP
+    /// on TCP at their own topology address.
+    #[arg(long)]
+    pub images: bool,
+    /// The root: the directory of image tarballs it serves.
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// The OCI runtime binary.
+    #[arg(long, default_value = "runc")]
+    pub runtime: PathBuf,
+    /// Retries of a failing image before it is FATAL.
+    #[arg(long, default_value_t = 3)]
+    pub image_retries: u32,
+    /// First backoff between retries (doubles per retry).
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "500ms")]
+    pub image_backoff: Duration,
+    /// How often a node checks that its containers run.
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "1s")]
+    pub image_monitor: Duration,
 }
 
 /// `layercake demo`.
@@ -214,7 +253,7 @@ pub enum TopoCmd {
 /// Runs the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run(a) => start::run(a),
+        Cmd::Run(a) => start::run(*a),
         Cmd::Demo(a) => start::demo(a),
         Cmd::Ctl(a) => Ok(ctl::main(a)),
         Cmd::Topo(t) => topo::main(t),
@@ -224,6 +263,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Hostlist(h) => tools::hostlist(h),
         Cmd::Completions { shell } => tools::completions(shell),
         Cmd::Man { out } => tools::man(&out),
+        Cmd::Busy(a) => agent::main("busy", a),
+        Cmd::Free(a) => agent::main("free", a),
     }
 }
 

@@ -45,6 +45,10 @@ fn describe() {
     );
     describe_gauge!("kraken_nodes", "Nodes managed by the root");
     describe_counter!(
+        "layercake_image_fetches_total",
+        "Image tarballs this instance fetched from its parent (cache misses)"
+    );
+    describe_counter!(
         "kraken_sync_failovers_total",
         "Times an instance took over a group whose sub-parent it is not"
     );

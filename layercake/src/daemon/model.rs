@@ -1,8 +1,9 @@
 //! The module set layercake runs and the helpers that read node states
 //! through it.
 //!
-//! - [`Model`]: the registry (PXE and layercake's own `Control` extension)
-//!   and the epistemic graph of the virtual power and boot modules, shared
+//! - [`Model`]: the registry (PXE, power, image sets and layercake's own
+//!   `Control` extension) and the epistemic graph of the virtual power and
+//!   boot modules and the image module (`power_off` stops images first), shared
 //!   by the root and every node of a process.
 //! - [`Control`]: the `layercake.control.Control` extension; its `Frozen`
 //!   field carries freeze and thaw down to the nodes inside Cfg (and back up
@@ -79,6 +80,8 @@ pub struct Model {
     pub run: usize,
     /// Index of the PXE state.
     pub pxe: usize,
+    /// Index of the image set's state.
+    pub image: usize,
     frozen: Path,
 }
 
@@ -88,7 +91,15 @@ impl Model {
         let mut reg = Registry::with_pxe();
         reg.register(Arc::new(control_extension()))?;
         reg.register(Arc::new(crate::modules::power::config::extension()))?;
-        let set = MutationSet::build(&reg, &[virt::power_module(), virt::boot_module()])?;
+        reg.register(Arc::new(engine::images::extension()))?;
+        let mut modules = [
+            virt::power_module(),
+            virt::boot_module(),
+            engine::images::module(crate::modules::image::STEP_TIMEOUT_MS),
+        ];
+        // Leaving SYNC stops the images first (and so waits while busy).
+        engine::images::stop_before(&mut modules, &["power_off"]);
+        let set = MutationSet::build(&reg, &modules)?;
         let graph = Graph::build(set, BuildOptions::default())?;
         let var = |url: &'static str| {
             graph
@@ -98,6 +109,7 @@ impl Model {
                 .ok_or(ModelError::Untracked(url))
         };
         let (phys, run, pxe) = (var("/PhysState")?, var("/RunState")?, var(virt::PXE_URL)?);
+        let image = var(engine::images::STATE_URL)?;
         let frozen = FROZEN_URL
             .parse()
             .map_err(|_| ModelError::Untracked(FROZEN_URL))?;
@@ -107,6 +119,7 @@ impl Model {
             phys,
             run,
             pxe,
+            image,
             frozen,
         })
     }

@@ -566,7 +566,7 @@ impl RootApp {
         json!({
             "n": l.name, "r": l.rack,
             "cp": l.target[p], "cr": l.target[r],
-            "dp": l.dsc[p], "dr": l.dsc[r], "dx": l.dsc[x],
+            "dp": l.dsc[p], "dr": l.dsc[r], "dx": l.dsc[x], "di": l.dsc[self.model.image],
             "ok": l.converged, "fz": l.frozen_cfg || l.frozen_dsc,
         })
     }
@@ -642,8 +642,32 @@ impl RootApp {
         });
         if with_chain {
             out["chain"] = json!(self.chain_of(i, None));
+            out["waiting"] = json!(self.waiting_of(i));
         }
         out
+    }
+
+    /// What node `i`'s chain waits for: its next step's Dsc gate (e.g.
+    /// `excludes Dsc /Busy=BUSY`) as the root's copy of its Dsc closes it.
+    fn waiting_of(&self, i: usize) -> Option<String> {
+        let l = &self.leaves[i];
+        let cfg = self.store.get(&l.name, Side::Cfg)?;
+        let dsc = self.store.get(&l.name, Side::Dsc)?;
+        let set = self.model.graph.set();
+        let target = self.model.target(cfg);
+        let mask = set.guard_mask(&self.model.registry, cfg);
+        let mut planner = self.planner.borrow_mut();
+        let plan = planner
+            .preview(&[(l.dsc.clone(), mask)], &target)
+            .ok()?
+            .into_iter()
+            .next()
+            .flatten()?;
+        let m = self.model.graph.edge(*plan.first()?).mutation;
+        let gate = set.mutations[m as usize].gate;
+        let open = set.gate_mask(&self.model.registry, dsc);
+        ((open >> gate) & 1 == 0)
+            .then(|| format!("{} ({})", set.mutations[m as usize].name, set.gate_text(m)))
     }
 
     /// The chain node `i` runs (or would run with `cfg`), planned from its

@@ -83,6 +83,10 @@ pub struct WorldConfig {
     pub power: Option<crate::modules::power::setup::PowerSetup>,
     /// QUIC identities: with them, instances run the dual driver.
     pub quic: Option<QuicSetup>,
+    /// A node's agent socket (`run` of a node only).
+    pub agent_socket: Option<std::path::PathBuf>,
+    /// Image sets (`run --images`): nodes run them, parents serve them.
+    pub images: Option<crate::modules::image::ImageOptions>,
 }
 
 /// One running instance.
@@ -196,6 +200,16 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
         let inst = &c.flat.instances[id as usize];
         let seed = mix(cfg.seed ^ u64::from(id));
         let run = |stack: Stack| (stack, socket, ep, c.sync.path_policy(id, &addrs));
+        // The image servers above this instance: parent first, root last.
+        let mut ups = Vec::new();
+        let mut up = inst.parent;
+        while let Some(p) = up.filter(|_| ups.len() < 16) {
+            ups.push(c.flat.instances[p as usize].addr);
+            up = c.flat.instances[p as usize].parent;
+        }
+        if let Some(opts) = cfg.images.as_ref().filter(|_| inst.role != Role::Leaf) {
+            crate::daemon::images::start_server(inst.addr, opts, &ups)?;
+        }
         match inst.role {
             Role::Root => {
                 let db = cfg.db.as_ref().context("the root needs its database")?;
@@ -235,7 +249,21 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                     }
                 }
                 let driven = app.has_bmc();
+                let leaf = inst.role == Role::Leaf;
                 let h = spawn(id, app, run(stack), &shared, now);
+                if let Some(sock) = cfg.agent_socket.as_ref().filter(|_| leaf) {
+                    // Why not fatal: a node without its agent still runs; it
+                    // only cannot say it is busy (e.g. not root for /run).
+                    if let Err(e) = crate::daemon::agent::start(h.handle.clone(), sock) {
+                        tracing::warn!(
+                            "{}: no agent, `layercake busy` will not reach this node: {e:#}",
+                            inst.name
+                        );
+                    }
+                }
+                if let (Some(opts), true) = (&cfg.images, leaf && !ups.is_empty()) {
+                    crate::daemon::images::start_node(h.handle.clone(), opts, &inst.name, &ups)?;
+                }
                 if let Some(p) = cfg.power.as_ref().filter(|_| driven) {
                     crate::daemon::bmc::start_driver(h.handle.clone(), p);
                 }

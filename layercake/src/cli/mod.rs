@@ -2,6 +2,7 @@
 //! to the code that runs it. The reference is `docs/cli.md`.
 
 pub mod api_security;
+pub mod boot;
 pub mod certs;
 pub mod ctl;
 pub mod http;
@@ -45,7 +46,7 @@ impl Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run one instance of a topology (root, sub-parent or node).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a whole simulated cluster on loopback in this process.
     Demo(DemoArgs),
     /// Talk to the root's API (kubectl-style).
@@ -117,6 +118,9 @@ pub struct RunArgs {
     /// BMC power control (sub-parents; see docs/power.md).
     #[command(flatten)]
     pub power: crate::cli::power::PowerArgs,
+    /// Network boot (sub-parents; see docs/boot.md).
+    #[command(flatten)]
+    pub boot: crate::cli::boot::BootArgs,
 }
 
 /// `layercake demo`.
@@ -181,7 +185,7 @@ pub enum TopoCmd {
 /// Runs the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run(a) => start::run(a),
+        Cmd::Run(a) => start::run(*a),
         Cmd::Demo(a) => start::demo(a),
         Cmd::Ctl(a) => Ok(ctl::main(a)),
         Cmd::Topo(t) => topo::main(t),

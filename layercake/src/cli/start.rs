@@ -55,6 +55,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         api: a.api,
         api_security: a.api_security.options(),
         power: Some(a.power.options()),
+        boot: a.boot.options()?,
         quic: QuicPlan::FromPki,
         metrics: a.metrics,
         demo: None,
@@ -115,6 +116,7 @@ pub fn demo(a: DemoArgs) -> Result<i32> {
         api: a.api,
         api_security: a.api_security.options(),
         power: None,
+        boot: None,
         quic,
         metrics: None,
         demo: Some(DemoPlan {

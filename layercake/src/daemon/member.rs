@@ -23,6 +23,13 @@
 //! (`crate::daemon::bmc` starts the driver task) and is the only author of the
 //! child's Dsc, published with [`Strategy::publish`]; the child's silence is
 //! not reported as a failure.
+//!
+//! **Network boot:** with `--boot-server`, the same host boots children
+//! whose Cfg names a `Network/Mac` (`crate::daemon::boot` runs the
+//! servers). The child's agent (layer 0's `layercake run`) saying hello
+//! to this instance ([`StackEvent::ChildUp`]) completes its boot (RunState
+//! SYNC, PXE COMP); its silence ([`StackEvent::ChildDown`]) makes the
+//! host drive the boot chain again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +48,7 @@ use crate::modules::power::config::{Protocol, power_of};
 use crate::modules::power::host::BmcHost;
 use crate::modules::power::setup::ChildPlaces;
 use crate::sync::{App, Stack, StackEvent};
+use sync_tree::NeighborState;
 
 /// Milliseconds of an instance time (the engine's clock unit).
 fn ms(now: Time) -> u64 {
@@ -262,7 +270,10 @@ impl MemberApp {
         }
         match Node::decode(data) {
             Ok(cfg) => {
-                side.host.handle_cfg(child, place, cfg, ms(now));
+                let driven = side.host.handle_cfg(child, place, cfg, ms(now));
+                if driven && stack.neighbor(child) == Some(NeighborState::Full) {
+                    side.host.handle_agent(child, true, ms(now));
+                }
             }
             Err(e) => tracing::warn!("undecodable Cfg for instance {child}: {e}"),
         }
@@ -334,15 +345,22 @@ impl App for MemberApp {
             }
             StackEvent::ChildDown(p) => {
                 m::peer_event("down");
-                // A BMC node has no process of its own: its silence is
-                // expected, and this instance authors its Dsc.
-                let driven = self.bmc.as_ref().is_some_and(|b| b.host.drives(p));
-                if !driven {
-                    self.mark_child_failed(stack, now, p);
+                // A BMC node has no process of its own, or one this
+                // instance boots: its silence is expected (this instance
+                // authors its Dsc), and a booted one must boot again.
+                match self.bmc.as_mut().filter(|b| b.host.drives(p)) {
+                    Some(b) => b.host.handle_agent(p, false, ms(now)),
+                    None => self.mark_child_failed(stack, now, p),
+                }
+            }
+            StackEvent::ChildUp(p) => {
+                m::peer_event("up");
+                if let Some(b) = self.bmc.as_mut().filter(|b| b.host.drives(p)) {
+                    b.host.handle_agent(p, true, ms(now));
                 }
             }
             StackEvent::PeerDown(_) => m::peer_event("down"),
-            StackEvent::ChildUp(_) | StackEvent::PeerUp(_) => m::peer_event("up"),
+            StackEvent::PeerUp(_) => m::peer_event("up"),
             StackEvent::Acting { group, on, .. } => self.acting(stack, now, group, on),
             StackEvent::Delivered(_) => {}
         }

@@ -9,9 +9,11 @@
 //! - [`persist`]: the root's redb store; [`keyring`]: the keyring in it.
 //! - [`join`]: the QUIC mutual-TLS join and keyring polling.
 //! - [`bmc`]: the power driver task of an instance that drives BMCs.
+//! - [`boot`]: the boot servers of such an instance, wired to its BMC host.
 //! - [`metrics`]: the Prometheus metrics; [`sys`]: process limits, signals.
 
 pub mod bmc;
+pub mod boot;
 pub mod cluster;
 pub mod control;
 pub mod join;

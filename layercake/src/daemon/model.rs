@@ -1,9 +1,10 @@
 //! The module set layercake runs and the helpers that read node states
 //! through it.
 //!
-//! - [`Model`]: the registry (PXE and layercake's own `Control` extension)
-//!   and the epistemic graph of the virtual power and boot modules, shared
-//!   by the root and every node of a process.
+//! - [`Model`]: the registry (PXE, power, network and layercake's own
+//!   `Control` extension) and the epistemic graph of the power module and
+//!   the pxe module's declarations (`crate::modules::pxe::mutations`),
+//!   shared by the root and every node of a process.
 //! - [`Control`]: the `layercake.control.Control` extension; its `Frozen`
 //!   field carries freeze and thaw down to the nodes inside Cfg (and back up
 //!   in Dsc, where it says whether the node's engine really is frozen).
@@ -20,6 +21,8 @@ use engine::url::{Field, Path};
 use engine::value::{Kind, Value};
 use engine::virt;
 use proto::node::Node;
+
+use crate::modules::pxe;
 
 /// The type URL of the [`Control`] extension's `Frozen` field.
 pub const FROZEN_URL: &str = "type.googleapis.com/layercake.control.Control/Frozen";
@@ -88,7 +91,8 @@ impl Model {
         let mut reg = Registry::with_pxe();
         reg.register(Arc::new(control_extension()))?;
         reg.register(Arc::new(crate::modules::power::config::extension()))?;
-        let set = MutationSet::build(&reg, &[virt::power_module(), virt::boot_module()])?;
+        reg.register(Arc::new(crate::modules::pxe::network::extension()))?;
+        let set = MutationSet::build(&reg, &[virt::power_module(), pxe::mutations::module()])?;
         let graph = Graph::build(set, BuildOptions::default())?;
         let var = |url: &'static str| {
             graph

@@ -488,6 +488,7 @@ async fn file_bodies_beyond_the_stream_limit_are_refused_with_503() {
         stats: stats.clone(),
         events,
         streams: Arc::new(tokio::sync::Semaphore::new(0)),
+        identities: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

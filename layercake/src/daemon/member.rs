@@ -47,6 +47,7 @@ use crate::daemon::model::Model;
 use crate::modules::power::config::{Protocol, power_of};
 use crate::modules::power::host::BmcHost;
 use crate::modules::power::setup::ChildPlaces;
+use crate::modules::pxe::network::NodeNet;
 use crate::sync::{App, Stack, StackEvent};
 use sync_tree::NeighborState;
 
@@ -94,11 +95,20 @@ impl NodeRuntime {
         let bmc =
             power_of(&cfg).is_some_and(|p| matches!(Protocol::parse(&p.protocol), Ok(Some(_))));
         if bmc && !self.parent_drives {
-            tracing::warn!(
-                "{}: the Cfg names a BMC; the sub-parent drives and reports this node, \
-                 this process stops publishing its Dsc",
-                cfg.nodename
-            );
+            let netboot = matches!(NodeNet::of(&cfg), Ok(Some(_)));
+            if netboot {
+                // Layer 0's agent: its sub-parent booted it and reports it.
+                tracing::info!(
+                    "{}: booted from the network by the sub-parent, which reports this node",
+                    cfg.nodename
+                );
+            } else {
+                tracing::warn!(
+                    "{}: the Cfg names a BMC; the sub-parent drives and reports this node, \
+                     this process stops publishing its Dsc",
+                    cfg.nodename
+                );
+            }
         }
         self.parent_drives = bmc;
         let frozen = self.model.frozen(&cfg);

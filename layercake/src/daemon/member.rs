@@ -353,6 +353,13 @@ impl App for MemberApp {
             StackEvent::Delivered(r) if r.key.kind == Kind::Cfg => {
                 self.child_cfg(stack, now, r.key.node, r.data.as_ref());
             }
+            StackEvent::Delivered(r) if r.key.kind == Kind::Dsc => {
+                // Someone else wrote the Dsc of a node this instance
+                // authors: publish ours above it (in `after_events`).
+                if let Some(b) = self.bmc.as_mut().filter(|b| b.host.drives(r.key.node)) {
+                    b.host.reassert(r.key.node, r.data.as_ref());
+                }
+            }
             StackEvent::ChildDown(p) => {
                 m::peer_event("down");
                 // A BMC node has no process of its own, or one this

@@ -526,6 +526,21 @@ impl BmcHost {
         out
     }
 
+    /// A Dsc of `child` written by someone else reached this instance
+    /// (`data`: the record's bytes): unless it is what this host
+    /// published last, the child's Dsc is published again (above it) on
+    /// the next [`BmcHost::dsc_changes`]. This host is the node's only
+    /// Dsc author; a stray record (the node's own process announcing
+    /// itself before it knows its parent reports it, a predecessor's late
+    /// one) must not stay the latest.
+    pub fn reassert(&mut self, child: u32, data: &[u8]) {
+        if let Some(c) = self.children.get_mut(&child)
+            && c.published.as_deref() != Some(data)
+        {
+            c.published = None;
+        }
+    }
+
     /// The child's current Dsc as this host sees it (tests).
     pub fn dsc(&self, child: u32) -> Option<Node> {
         let c = self.children.get(&child)?;

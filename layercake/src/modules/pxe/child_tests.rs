@@ -208,3 +208,20 @@ async fn a_refused_entry_fails_the_wait_step_to_phys_hang() {
     let net = super::super::network::network_of(&dsc).unwrap();
     assert_eq!(net.error, "address taken");
 }
+
+#[tokio::test]
+async fn a_stray_dsc_of_a_driven_node_is_published_over() {
+    let mut b = Bench::new();
+    b.cfg(2, 2);
+    b.run(500).await;
+    let first = b.host.dsc_changes(|_| None);
+    assert_eq!(first.len(), 1);
+    assert!(b.host.dsc_changes(|_| None).is_empty(), "unchanged");
+    // Our own record coming back changes nothing.
+    b.host.reassert(7, &first[0].1);
+    assert!(b.host.dsc_changes(|_| None).is_empty());
+    // The node's own process announced an all-unknown Dsc.
+    b.host.reassert(7, b"stray");
+    let again = b.host.dsc_changes(|_| None);
+    assert_eq!(again.len(), 1, "published again, above the stray record");
+}

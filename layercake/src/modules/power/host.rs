@@ -572,8 +572,7 @@ impl BmcHost {
         if let Err(e) = &result {
             tracing::warn!("{}: boot entry refused: {e}", c.name);
         }
-        let ok = result.as_ref().map(|_| ()).map_err(|_| ());
-        if let Some(token) = b.armed(&mut c.engine, v, ok, now_ms) {
+        if let Some(token) = b.armed(&mut c.engine, v, result.is_ok(), now_ms) {
             c.engine.handle_failed(token, now_ms);
         }
         c.boot_error = result.err();

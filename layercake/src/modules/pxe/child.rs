@@ -22,26 +22,30 @@ use std::collections::VecDeque;
 
 use engine::mutation::VarId;
 use engine::node::NodeEngine;
+use proto::node::{PhysState, RunState};
 
 use super::network::NodeNet;
 use super::registry::Mac;
 
-/// Values of the PXE state (`layercake.pxe.PxeState`).
+/// Values of the PXE state (`layercake.pxe.PxeState`) as the engine
+/// tracks them.
 pub mod pxe_state {
+    use proto::pxe::PxeState;
+
     /// Nothing armed.
-    pub const NONE: i32 = 1;
+    pub const NONE: i32 = PxeState::None as i32;
     /// The DHCP entry is armed.
-    pub const WAIT: i32 = 2;
+    pub const WAIT: i32 = PxeState::Wait as i32;
     /// The firmware fetched its script.
-    pub const INIT: i32 = 3;
+    pub const INIT: i32 = PxeState::Init as i32;
     /// The node's agent said hello.
-    pub const COMP: i32 = 4;
+    pub const COMP: i32 = PxeState::Comp as i32;
 }
 
-const RUN_UNKNOWN: i32 = 0;
-const RUN_INIT: i32 = 1;
-const RUN_SYNC: i32 = 2;
-const POWER_ON: i32 = 2;
+const RUN_UNKNOWN: i32 = RunState::Unknown as i32;
+const RUN_INIT: i32 = RunState::Init as i32;
+const RUN_SYNC: i32 = RunState::Sync as i32;
+const POWER_ON: i32 = PhysState::PowerOn as i32;
 
 /// The tracked variables boot steps report.
 #[derive(Clone, Copy, Debug)]
@@ -154,26 +158,18 @@ impl BootChild {
         StepOutcome::Handled
     }
 
-    /// The servers answered an arm: the step completes (`Ok`) or fails.
-    /// Returns the failed step's token, for the caller to fail it.
-    pub fn armed(
-        &mut self,
-        e: &mut NodeEngine,
-        v: BootVars,
-        result: Result<(), ()>,
-        now_ms: u64,
-    ) -> Option<u32> {
+    /// The servers answered an arm: the `pxe_wait` step completes (`ok`)
+    /// or fails. Returns the failed step's token, for the caller to fail.
+    pub fn armed(&mut self, e: &mut NodeEngine, v: BootVars, ok: bool, now_ms: u64) -> Option<u32> {
         let token = self.arming.take();
-        match result {
-            Ok(()) => {
-                self.armed = true;
-                if token.is_some() {
-                    e.handle_report(&[(v.pxe, pxe_state::WAIT)], now_ms);
-                }
-                None
-            }
-            Err(()) => token,
+        if !ok {
+            return token;
         }
+        self.armed = true;
+        if token.is_some() {
+            e.handle_report(&[(v.pxe, pxe_state::WAIT)], now_ms);
+        }
+        None
     }
 
     /// The node's firmware fetched its iPXE script (from its own address):

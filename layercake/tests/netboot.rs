@@ -21,7 +21,10 @@
 //!    again and booted back to SYNC with nobody typing anything;
 //! 4. `ctl set vm1 /PhysState=POWER_OFF`: powered off through its BMC (its
 //!    QEMU process is gone);
-//! 5. the sub-parent's `/metrics`: boot times, identities served once per
+//! 5. vm2 hung (its QEMU stopped, the BMC still says on): seen dead by the
+//!    dead timer, its boot window reopened, `pxe_init` times out to
+//!    PHYS_HANG, power-cycled through the BMC, booted again;
+//! 6. the sub-parent's `/metrics`: boot times, identities served once per
 //!    boot.
 //!
 //! Needs root (namespaces, taps) and Debian's `qemu-system-x86`,
@@ -46,6 +49,9 @@ const SP_METRICS: &str = "10.0.0.2:9480";
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
 /// The same after a kill: dead interval, BMC poll, power on, boot.
 const REBOOT_LIMIT: Duration = Duration::from_secs(180);
+/// After a hang: dead interval, `pxe_init`'s timeout (90 s), the power
+/// cycle, a boot.
+const HANG_LIMIT: Duration = Duration::from_secs(300);
 
 fn sp_metric(name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(SP_METRICS, name, labels)
@@ -202,16 +208,42 @@ fn vms_power_on_through_ipmi_netboot_layer0_and_join() {
         dsc_states()
     );
 
-    // 5. What the sub-parent counted.
+    // 5. vm2 hangs (its QEMU stopped: the BMC still says on). Its agent
+    // goes silent: seen dead by the dead timer, a new boot window opens,
+    // nothing answers in it, pxe_init times out to PHYS_HANG, the BMC
+    // power-cycles it and it boots again.
+    let pid2 = lab.vm_pid(2).expect("vm2's QEMU runs");
+    let h0 = Instant::now();
+    sh(&["kill", "-STOP", &pid2.to_string()]);
+    let silent = time_until(Duration::from_secs(30), 1, |s| !booted(s));
+    assert!(silent.is_some(), "vm2 not seen dead\n{}", lab.tails());
+    let healed = time_until(HANG_LIMIT, 1, booted);
+    assert!(
+        healed.is_some(),
+        "vm2 not healed: {:?}\n{}",
+        dsc_states(),
+        lab.tails()
+    );
+    assert!(
+        lab.vm_pid(2).is_some_and(|p| p != pid2),
+        "vm2 was power-cycled"
+    );
+    eprintln!(
+        "netboot: vm2 hung: seen dead after {:.1} s, power-cycled and booted to SYNC {:.1} s after the hang",
+        silent.unwrap().as_secs_f64(),
+        h0.elapsed().as_secs_f64()
+    );
+
+    // 6. What the sub-parent counted.
     let boots = sp_metric("layercake_boot_seconds_count", &[]);
     let served = sp_metric("layercake_pxe_identity_total", &[("result", "served")]);
     eprintln!("netboot: sub-parent: {boots} boots timed, {served} identities served");
     assert!(
-        boots >= 3.0,
-        "three boots timed (vm1 twice, vm2)\n{}",
+        boots >= 4.0,
+        "four boots timed (vm1 and vm2 twice each)\n{}",
         lab.tails()
     );
-    assert!(served >= 3.0, "one identity per boot");
+    assert!(served >= 4.0, "one identity per boot");
     let offers = sp_metric("layercake_pxe_dhcp_total", &[("result", "offer")]);
     assert!(offers >= 3.0, "a DHCP offer per boot, {offers} counted");
 }

@@ -434,6 +434,9 @@ impl BmcHost {
         let Some(c) = self.children.get_mut(&child) else {
             return;
         };
+        if let (Some(b), Some(v)) = (c.boot.as_mut(), self.boot) {
+            b.check_power((&mut c.engine, v), child, &mut self.boot_cmds, now_ms);
+        }
         while let Some(a) = c.engine.poll_action() {
             let name = &self.graph.mutation(a.mutation).name;
             if let (Some(b), Some(v)) = (c.boot.as_mut(), self.boot) {

@@ -211,6 +211,29 @@ impl BootChild {
         None
     }
 
+    /// Closes the boot window of a machine seen off (powered off, reset
+    /// after a hang, lost power): its entry is disarmed and a PXE state of
+    /// WAIT or INIT becomes NONE (nothing waits for it any more), so the
+    /// next power-on opens a new window. Nothing may take its lease or its
+    /// identity while it cannot.
+    pub fn check_power(
+        &mut self,
+        (e, v): (&mut NodeEngine, BootVars),
+        child: u32,
+        cmds: &mut VecDeque<BootCmd>,
+        now_ms: u64,
+    ) {
+        let off = e.dsc().phys_state != POWER_ON && value(e, v.phys) != 0;
+        if !off {
+            return;
+        }
+        self.disarm(child, cmds);
+        let pxe = value(e, v.pxe);
+        if pxe == pxe_state::WAIT || pxe == pxe_state::INIT {
+            e.handle_report(&[(v.pxe, pxe_state::NONE)], now_ms);
+        }
+    }
+
     /// Drops the DHCP entry (if armed).
     pub fn disarm(&mut self, child: u32, cmds: &mut VecDeque<BootCmd>) {
         self.arming = None;

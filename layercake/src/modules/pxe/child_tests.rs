@@ -168,6 +168,20 @@ async fn a_node_boots_is_seen_dead_boots_again_and_is_reset_after_power_off() {
     b.host.handle_agent(7, true, b.now);
     b.run(200).await;
     assert_eq!((b.pxe(), b.dsc().run_state), (COMP, 2));
+    // Off while the window is open: it closes at once.
+    b.host.handle_agent(7, false, b.now);
+    b.run(500).await;
+    assert!(b.armed, "re-armed after the silence");
+    b.cfg(1, 0);
+    b.run(2_000).await;
+    assert_eq!(b.dsc().phys_state, 1);
+    assert!(!b.armed, "the window closed with the power");
+    b.cfg(2, 2);
+    b.run(2_000).await;
+    b.host.handle_script_fetched(MAC, b.now);
+    b.host.handle_agent(7, true, b.now);
+    b.run(200).await;
+    assert_eq!((b.pxe(), b.dsc().run_state), (COMP, 2));
     // Powered off by Cfg, then on again: PXE reset first, then a full boot.
     b.cfg(1, 0);
     b.run(2_000).await;
@@ -182,7 +196,7 @@ async fn a_node_boots_is_seen_dead_boots_again_and_is_reset_after_power_off() {
         .iter()
         .filter(|c| matches!(c, BootCmd::Arm { .. }))
         .count();
-    assert_eq!(arms, 3, "{:?}", b.cmds);
+    assert_eq!(arms, 5, "{:?}", b.cmds);
     assert_ne!(NONE, WAIT);
 }
 

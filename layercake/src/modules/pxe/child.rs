@@ -12,11 +12,12 @@
 //!   [`BootChild::armed`] answers an arm; [`BootChild::agent`] is the
 //!   node's own agent saying hello (`boot_sync` done: RunState SYNC, PXE
 //!   COMP, the entry disarmed) or going silent (RunState UNKNOWN, PXE
-//!   NONE: the engine drives the boot chain again).
+//!   NONE: the engine drives the boot chain again);
+//!   [`BootChild::check_power`] closes the window of a machine seen off.
 //!
 //! The DHCP entry is armed only in the node's boot window (from
-//! `pxe_wait` until its agent says hello, or a reset while off): outside
-//! it the servers do not answer the node at all.
+//! `pxe_wait` until its agent says hello or the machine is seen off):
+//! outside it the servers do not answer the node at all.
 
 use std::collections::VecDeque;
 

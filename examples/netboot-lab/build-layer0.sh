@@ -25,6 +25,10 @@
 #   layercake.parent=ADDR:PORT     the parent's sync address
 #   layercake.server=URL           the boot server's HTTP base
 #   layercake.topology=URL         the topology file, fetched over HTTP
+#   layercake.identity=fetch       fetch this node's certificate and key from
+#                                  $SERVER/boot/identity (served once per boot
+#                                  window to this node's address and MAC) and
+#                                  join with --pki
 #   layercake.test=marker          test mode (see --check)
 # Nothing secret belongs on it: anyone on the boot network can read it.
 set -euo pipefail
@@ -39,7 +43,7 @@ while [ $# -gt 0 ]; do
     -o) out="$2"; shift 2 ;;
     -b) binary="$2"; shift 2 ;;
     --check) check=1; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -127,6 +131,7 @@ for arg in $(cat /proc/cmdline); do
     layercake.parent=*) PARENT="${arg#*=}" ;;
     layercake.server=*) SERVER="${arg#*=}" ;;
     layercake.topology=*) TOPOLOGY_URL="${arg#*=}" ;;
+    layercake.identity=*) IDENTITY="${arg#*=}" ;;
     layercake.test=*) TEST="${arg#*=}" ;;
   esac
 done
@@ -170,22 +175,51 @@ if [ "${TEST:-}" = marker ]; then
   poweroff -f
 fi
 
+# wget with a few retries (the link may still be settling).
+fetch() {
+  for _ in 1 2 3 4 5; do
+    wget -q -O "$2" "$1" && return 0
+    sleep 1
+  done
+  return 1
+}
+
 if [ -n "${TOPOLOGY_URL:-}" ]; then
-  wget -q -O /etc/layercake/topology.yaml "$TOPOLOGY_URL" ||
+  fetch "$TOPOLOGY_URL" /etc/layercake/topology.yaml ||
     echo "layer0: could not fetch the topology from $TOPOLOGY_URL"
 fi
 
 # ---------------------------------------------------------------------------
-# JOIN FLAGS: the one place that says how layer 0's agent joins the cluster
-# (settled with the pxe module's integration: for example the cluster CA and
-# this node's certificate, fetched during its boot window and written to
-# /etc/layercake/pki, then `--pki /etc/layercake/pki`). The variables above
-# (NAME, ADDRESS, GATEWAY, PARENT, SERVER, TOPOLOGY_URL) are available here.
+# JOIN FLAGS: the one place that says how layer 0's agent joins the cluster.
+# With layercake.identity=fetch, this node's identity (the cluster CA's
+# certificate, its own certificate and private key, in that order) is
+# fetched once from the boot server, which serves it only to this node's
+# registered address and MAC during its boot window, and the agent joins
+# over QUIC with mutual TLS (`--pki`), getting the cluster key from the root.
 JOIN_FLAGS=""
+if [ "${IDENTITY:-}" = fetch ] && [ -n "${SERVER:-}" ]; then
+  pki=/etc/layercake/pki
+  mkdir -p "$pki"
+  old_umask=$(umask)
+  umask 077
+  if fetch "$SERVER/boot/identity" /run/identity.pem; then
+    awk -v d="$pki" -v n="${NAME:-}" '
+      /-----BEGIN/ { i++; f = (i == 1) ? d "/ca.crt" : (i == 2) ? d "/" n ".crt" : d "/" n ".key" }
+      f { print > f }
+      /-----END/ { f = "" }' /run/identity.pem
+    rm -f /run/identity.pem
+    JOIN_FLAGS="--pki $pki"
+    echo "layer0: identity fetched"
+  else
+    echo "layer0: could not fetch this node's identity from $SERVER/boot/identity"
+  fi
+  umask "$old_umask"
+fi
 # ---------------------------------------------------------------------------
 
 echo "layer0: exec layercake run --id ${NAME:-?}"
 # shellcheck disable=SC2086 # JOIN_FLAGS is a list of words
+export LAYERCAKE_LOG="${LAYERCAKE_LOG:-info}"
 exec /bin/layercake run --topology /etc/layercake/topology.yaml --id "${NAME:-}" $JOIN_FLAGS
 EOF
 chmod 755 "$stage/init" "$stage/etc/layer0/udhcpc.sh"

@@ -60,6 +60,8 @@ pub struct Plan {
     pub api_security: ApiSecurityOptions,
     /// BMC power options (`run` only).
     pub power: Option<PowerOptions>,
+    /// Network boot (`run --boot-server`; needs `power`).
+    pub boot: Option<crate::daemon::boot::BootOptions>,
     /// How the instances get QUIC identities (the dual driver).
     pub quic: QuicPlan,
     /// Where this process serves its own `/metrics` (any instance).
@@ -184,8 +186,27 @@ async fn serve_world(
         quic: quic_setup(plan)?,
         agent_socket: plan.agent_socket.clone(),
         images: plan.images.clone(),
+        boot: plan.boot.clone(),
     };
     let hosted = world::start(&cfg, &model)?;
+    if let Some(b) = &plan.boot {
+        let mut started = 0;
+        for h in hosted
+            .members
+            .iter()
+            .filter(|h| h.handle.peek(|n| n.app().has_bmc()))
+        {
+            let addr = plan.cluster.flat.instances[h.id as usize].addr;
+            crate::daemon::boot::start(h.handle.clone(), b, addr).await?;
+            started += 1;
+        }
+        if started == 0 {
+            bail!(
+                "--boot-server: this instance drives no BMC nodes (network boot runs on \
+                 the sub-parent of nodes whose Cfg names a BMC, or its standby)"
+            );
+        }
+    }
     tracing::info!(
         "sync: {}",
         if plan.cluster.sync.is_flat() {

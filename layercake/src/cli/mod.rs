@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api_security;
 pub mod apply;
+pub mod boot;
 pub mod certs;
 pub mod ctl;
 pub mod http;
@@ -157,6 +158,9 @@ pub struct RunArgs {
     /// Image sets (layer 1; see docs/images.md).
     #[command(flatten)]
     pub images: ImageArgs,
+    /// Network boot (sub-parents; see docs/boot.md).
+    #[command(flatten)]
+    pub boot: crate::cli::boot::BootArgs,
 }
 
 /// `run`'s image-set flags.

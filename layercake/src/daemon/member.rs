@@ -23,6 +23,13 @@
 //! (`crate::daemon::bmc` starts the driver task) and is the only author of the
 //! child's Dsc, published with [`Strategy::publish`]; the child's silence is
 //! not reported as a failure.
+//!
+//! **Network boot:** with `--boot-server`, the same host boots children
+//! whose Cfg names a `Network/Mac` (`crate::daemon::boot` runs the
+//! servers). The child's agent (layer 0's `layercake run`) saying hello
+//! to this instance ([`StackEvent::ChildUp`]) completes its boot (RunState
+//! SYNC, PXE COMP); its silence ([`StackEvent::ChildDown`]) makes the
+//! host drive the boot chain again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +49,9 @@ use crate::modules::image::spec::Wanted;
 use crate::modules::power::config::{Protocol, power_of};
 use crate::modules::power::host::BmcHost;
 use crate::modules::power::setup::ChildPlaces;
+use crate::modules::pxe::network::NodeNet;
 use crate::sync::{App, Stack, StackEvent};
+use sync_tree::NeighborState;
 use tokio::sync::mpsc;
 
 /// Milliseconds of an instance time (the engine's clock unit).
@@ -95,11 +104,20 @@ impl NodeRuntime {
         let bmc =
             power_of(&cfg).is_some_and(|p| matches!(Protocol::parse(&p.protocol), Ok(Some(_))));
         if bmc && !self.parent_drives {
-            tracing::warn!(
-                "{}: the Cfg names a BMC; the sub-parent drives and reports this node, \
-                 this process stops publishing its Dsc",
-                cfg.nodename
-            );
+            let netboot = matches!(NodeNet::of(&cfg), Ok(Some(_)));
+            if netboot {
+                // Layer 0's agent: its sub-parent booted it and reports it.
+                tracing::info!(
+                    "{}: booted from the network by the sub-parent, which reports this node",
+                    cfg.nodename
+                );
+            } else {
+                tracing::warn!(
+                    "{}: the Cfg names a BMC; the sub-parent drives and reports this node, \
+                     this process stops publishing its Dsc",
+                    cfg.nodename
+                );
+            }
         }
         self.parent_drives = bmc;
         if let Some(tx) = &self.images {
@@ -361,8 +379,11 @@ impl MemberApp {
             Ok(cfg) => {
                 // While this instance drives the child's BMC it is the
                 // only author of its Dsc: the child's own is refused.
-                let drives = side.host.handle_cfg(child, place, cfg, ms(now));
-                stack.set_bmc_authored(child, drives);
+                let driven = side.host.handle_cfg(child, place, cfg, ms(now));
+                stack.set_bmc_authored(child, driven);
+                if driven && stack.neighbor(child) == Some(NeighborState::Full) {
+                    side.host.handle_agent(child, true, ms(now));
+                }
             }
             Err(e) => tracing::warn!("undecodable Cfg for instance {child}: {e}"),
         }
@@ -433,17 +454,31 @@ impl App for MemberApp {
             StackEvent::Delivered(r) if r.key.kind == Kind::Cfg => {
                 self.child_cfg(stack, now, r.key.node, r.data.as_ref());
             }
+            StackEvent::Delivered(r) if r.key.kind == Kind::Dsc => {
+                // Someone else wrote the Dsc of a node this instance
+                // authors: publish ours above it (in `after_events`).
+                if let Some(b) = self.bmc.as_mut().filter(|b| b.host.drives(r.key.node)) {
+                    b.host.reassert(r.key.node, r.data.as_ref());
+                }
+            }
             StackEvent::ChildDown(p) => {
                 m::peer_event("down");
-                // A BMC node has no process of its own: its silence is
-                // expected, and this instance authors its Dsc.
-                let driven = self.bmc.as_ref().is_some_and(|b| b.host.drives(p));
-                if !driven {
-                    self.mark_child_failed(stack, now, p);
+                // A BMC node has no process of its own, or one this
+                // instance boots: its silence is expected (this instance
+                // authors its Dsc), and a booted one must boot again.
+                match self.bmc.as_mut().filter(|b| b.host.drives(p)) {
+                    Some(b) => b.host.handle_agent(p, false, ms(now)),
+                    None => self.mark_child_failed(stack, now, p),
+                }
+            }
+            StackEvent::ChildUp(p) => {
+                m::peer_event("up");
+                if let Some(b) = self.bmc.as_mut().filter(|b| b.host.drives(p)) {
+                    b.host.handle_agent(p, true, ms(now));
                 }
             }
             StackEvent::PeerDown(_) => m::peer_event("down"),
-            StackEvent::ChildUp(_) | StackEvent::PeerUp(_) => m::peer_event("up"),
+            StackEvent::PeerUp(_) => m::peer_event("up"),
             StackEvent::Acting { group, on, .. } => self.acting(stack, now, group, on),
             StackEvent::Delivered(_) => {}
         }

@@ -11,10 +11,12 @@
 //! - [`bmc`]: the power driver task of an instance that drives BMCs.
 //! - [`agent`]: a node's local agent (the busy socket) on its engine.
 //! - [`images`]: a node's image host and a parent's image server.
+//! - [`boot`]: the boot servers of such an instance, wired to its BMC host.
 //! - [`metrics`]: the Prometheus metrics; [`sys`]: process limits, signals.
 
 pub mod agent;
 pub mod bmc;
+pub mod boot;
 pub mod cluster;
 pub mod control;
 pub mod images;

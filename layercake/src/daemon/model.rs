@@ -1,10 +1,11 @@
 //! The module set layercake runs and the helpers that read node states
 //! through it.
 //!
-//! - [`Model`]: the registry (PXE, power, image sets and layercake's own
-//!   `Control` extension) and the epistemic graph of the virtual power and
-//!   boot modules and the image module (`power_off` stops images first), shared
-//!   by the root and every node of a process.
+//! - [`Model`]: the registry (PXE, power, network, image sets and
+//!   layercake's own `Control` extension) and the epistemic graph of the
+//!   power module, the pxe module's declarations
+//!   (`crate::modules::pxe::mutations`) and the image module (`power_off`
+//!   stops images first), shared by the root and every node of a process.
 //! - [`Control`]: the `layercake.control.Control` extension; its `Frozen`
 //!   field carries freeze and thaw down to the nodes inside Cfg (and back up
 //!   in Dsc, where it says whether the node's engine really is frozen).
@@ -21,6 +22,8 @@ use engine::url::{Field, Path};
 use engine::value::{Kind, Value};
 use engine::virt;
 use proto::node::Node;
+
+use crate::modules::pxe;
 
 /// The type URL of the [`Control`] extension's `Frozen` field.
 pub const FROZEN_URL: &str = "type.googleapis.com/layercake.control.Control/Frozen";
@@ -92,9 +95,10 @@ impl Model {
         reg.register(Arc::new(control_extension()))?;
         reg.register(Arc::new(crate::modules::power::config::extension()))?;
         reg.register(Arc::new(engine::images::extension()))?;
+        reg.register(Arc::new(crate::modules::pxe::network::extension()))?;
         let mut modules = [
             virt::power_module(),
-            virt::boot_module(),
+            pxe::mutations::module(),
             engine::images::module(crate::modules::image::STEP_TIMEOUT_MS),
         ];
         // Leaving SYNC stops the images first (and so waits while busy).

@@ -87,6 +87,8 @@ pub struct WorldConfig {
     pub agent_socket: Option<std::path::PathBuf>,
     /// Image sets (`run --images`): nodes run them, parents serve them.
     pub images: Option<crate::modules::image::ImageOptions>,
+    /// Network boot (instances that drive BMC children): `None`, off.
+    pub boot: Option<crate::daemon::boot::BootOptions>,
 }
 
 /// One running instance.
@@ -244,7 +246,11 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                     let places = places_of(c, id);
                     if !places.is_empty() {
                         let frozen = crate::daemon::model::FROZEN_URL.parse().ok();
-                        let host = p.host(model.graph.clone(), model.registry.clone(), frozen)?;
+                        let mut host =
+                            p.host(model.graph.clone(), model.registry.clone(), frozen)?;
+                        if cfg.boot.is_some() {
+                            host.enable_boot()?;
+                        }
                         app.attach_bmc(host, places);
                     }
                 }

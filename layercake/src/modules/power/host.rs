@@ -12,9 +12,15 @@
 //! - [`drive`]: the async loop: runs jobs through the [`PowerPool`] (tokio
 //!   tasks) and feeds their results back through a [`HostAccess`].
 //!
-//! Only `/PhysState` is driven here: the Cfg a child's engine gets has its
-//! other tracked values (RunState, PXE) cleared, since no boot module runs
-//! for BMC nodes yet.
+//! Only `/PhysState` is driven here for a child without a boot network:
+//! the Cfg its engine gets has its other tracked values (RunState, PXE)
+//! cleared. With [`BmcHost::enable_boot`], a child whose Cfg names a
+//! `Network/Mac` is also booted from the network: the pxe module's steps
+//! run here ([`crate::modules::pxe::child`]), the boot servers are asked
+//! through [`BmcHost::poll_boot`] and answer with
+//! [`BmcHost::handle_armed`] and [`BmcHost::handle_script_fetched`], and
+//! the node's agent saying hello or going silent comes in with
+//! [`BmcHost::handle_agent`].
 //!
 //! Errors: authentication refused and unsupported operations put the node
 //! in `PHYS_ERROR` (its engine stops: no plan from there) with the message
@@ -41,6 +47,9 @@ use tokio::sync::mpsc;
 
 use super::config::{Backends, BmcTarget, Place, power_of, set_power};
 use super::{Backend, PowerError, PowerOp, PowerPool, PowerState};
+use crate::modules::pxe::child::{BootChild, BootCmd, BootVars, StepOutcome};
+use crate::modules::pxe::network::{NodeNet, network_of, set_network};
+use crate::modules::pxe::registry::Mac;
 
 /// The most BMC results queued between the pool's tasks and the host.
 pub const RESULTS_MAX: usize = 4096;
@@ -119,6 +128,10 @@ struct Child {
     next_poll_ms: u64,
     generation: u64,
     published: Option<Bytes>,
+    /// Booted from the network (its Cfg names a MAC and boot is enabled).
+    boot: Option<BootChild>,
+    /// The last boot configuration or arming error (`Network/Error`).
+    boot_error: Option<String>,
 }
 
 /// Settings of a [`BmcHost`].
@@ -140,6 +153,9 @@ pub struct BmcHost {
     cfg: HostConfig,
     children: HashMap<u32, Child>,
     jobs: VecDeque<Job>,
+    /// Network boot: the variables its steps report (`None`: disabled).
+    boot: Option<BootVars>,
+    boot_cmds: VecDeque<BootCmd>,
 }
 
 /// Why a host could not be built.
@@ -174,7 +190,27 @@ impl BmcHost {
             cfg,
             children: HashMap::new(),
             jobs: VecDeque::new(),
+            boot: None,
+            boot_cmds: VecDeque::new(),
         })
+    }
+
+    /// Also boots children whose Cfg names a `Network/Mac` from the
+    /// network (the graph must track the PXE state and `/RunState`).
+    pub fn enable_boot(&mut self) -> Result<(), NoPhysState> {
+        let set = self.graph.set();
+        let var = |url: &str| set.var(url).ok_or(NoPhysState);
+        self.boot = Some(BootVars {
+            pxe: var(engine::virt::PXE_URL)?,
+            run: var("/RunState")?,
+            phys: self.phys,
+        });
+        Ok(())
+    }
+
+    /// Children booted from the network now.
+    pub fn boot_children(&self) -> usize {
+        self.children.values().filter(|c| c.boot.is_some()).count()
     }
 
     /// True when this host drives `child`'s power.
@@ -186,8 +222,11 @@ impl BmcHost {
     /// engine and queued calls are dropped; a call in flight is ignored
     /// when it returns.
     pub fn release(&mut self, child: u32) {
-        if self.children.remove(&child).is_some() {
+        if let Some(mut c) = self.children.remove(&child) {
             self.jobs.retain(|j| j.child != child);
+            if let Some(b) = c.boot.as_mut() {
+                b.disarm(child, &mut self.boot_cmds);
+            }
         }
     }
 
@@ -207,7 +246,7 @@ impl BmcHost {
         let power = power_of(&cfg).unwrap_or_default();
         let resolved = BmcTarget::resolve(&power, place);
         if matches!(resolved, Ok(None)) {
-            self.children.remove(&child);
+            self.release(child);
             return false;
         }
         if !self.children.contains_key(&child) {
@@ -237,6 +276,8 @@ impl BmcHost {
                     next_poll_ms: now_ms,
                     generation: 0,
                     published: None,
+                    boot: None,
+                    boot_error: None,
                 },
             );
         }
@@ -264,9 +305,12 @@ impl BmcHost {
             }
         }
         c.cfg = cfg.clone();
+        if self.boot.is_some() {
+            update_boot(c, child, &mut self.boot_cmds);
+        }
         let mut wanted = cfg;
         for (i, var) in self.graph.set().vars.iter().enumerate() {
-            if i != self.phys as usize {
+            if i != self.phys as usize && c.boot.is_none() {
                 // Cannot fail: tracked variables are enums with a zero value.
                 let _ = self.registry.set(&mut wanted, &var.path, &Value::Enum(0));
             }
@@ -390,8 +434,22 @@ impl BmcHost {
         let Some(c) = self.children.get_mut(&child) else {
             return;
         };
+        if let (Some(b), Some(v)) = (c.boot.as_mut(), self.boot) {
+            b.check_power((&mut c.engine, v), child, &mut self.boot_cmds, now_ms);
+        }
         while let Some(a) = c.engine.poll_action() {
             let name = &self.graph.mutation(a.mutation).name;
+            if let (Some(b), Some(v)) = (c.boot.as_mut(), self.boot) {
+                if name == "power_on" {
+                    b.powering_on(now_ms);
+                }
+                let step = (name.as_str(), a.token);
+                let who = (child, c.name.as_str());
+                let out = b.step((&mut c.engine, v), who, step, &mut self.boot_cmds, now_ms);
+                if out == StepOutcome::Handled {
+                    continue;
+                }
+            }
             let op = mutation_op(name);
             match (op, c.backend.clone()) {
                 (Some(op), Some(b)) if !c.config_error => {
@@ -457,6 +515,7 @@ impl BmcHost {
             let mut power = power_of(&c.cfg).unwrap_or_default();
             power.error = c.error.clone().unwrap_or_default();
             set_power(&mut dsc, &power);
+            boot_dsc(c, &self.registry, self.boot, &mut dsc);
             if let Some(p) = &frozen_url {
                 let frozen = c.engine.executor().is_frozen(0);
                 let _ = self.registry.set(&mut dsc, p, &Value::Bool(frozen));
@@ -470,6 +529,21 @@ impl BmcHost {
         out
     }
 
+    /// A Dsc of `child` written by someone else reached this instance
+    /// (`data`: the record's bytes): unless it is what this host
+    /// published last, the child's Dsc is published again (above it) on
+    /// the next [`BmcHost::dsc_changes`]. This host is the node's only
+    /// Dsc author; a stray record (the node's own process announcing
+    /// itself before it knows its parent reports it, a predecessor's late
+    /// one) must not stay the latest.
+    pub fn reassert(&mut self, child: u32, data: &[u8]) {
+        if let Some(c) = self.children.get_mut(&child)
+            && c.published.as_deref() != Some(data)
+        {
+            c.published = None;
+        }
+    }
+
     /// The child's current Dsc as this host sees it (tests).
     pub fn dsc(&self, child: u32) -> Option<Node> {
         let c = self.children.get(&child)?;
@@ -480,8 +554,114 @@ impl BmcHost {
         let mut power = power_of(&c.cfg).unwrap_or_default();
         power.error = c.error.clone().unwrap_or_default();
         set_power(&mut d, &power);
+        boot_dsc(c, &self.registry, self.boot, &mut d);
         Some(d)
     }
+
+    /// The next request to the boot servers.
+    #[must_use]
+    pub fn poll_boot(&mut self) -> Option<BootCmd> {
+        self.boot_cmds.pop_front()
+    }
+
+    /// The boot servers answered [`BootCmd::Arm`] for `child`: `Err` is
+    /// why the entry was refused (the `pxe_wait` step fails).
+    pub fn handle_armed(&mut self, child: u32, result: Result<(), String>, now_ms: u64) {
+        let Some(v) = self.boot else { return };
+        let Some(c) = self.children.get_mut(&child) else {
+            return;
+        };
+        let Some(b) = c.boot.as_mut() else { return };
+        if let Err(e) = &result {
+            tracing::warn!("{}: boot entry refused: {e}", c.name);
+        }
+        if let Some(token) = b.armed(&mut c.engine, v, result.is_ok(), now_ms) {
+            c.engine.handle_failed(token, now_ms);
+        }
+        c.boot_error = result.err();
+        self.pump(child, now_ms);
+    }
+
+    /// The node with boot NIC `mac` fetched its iPXE script from its own
+    /// address.
+    pub fn handle_script_fetched(&mut self, mac: Mac, now_ms: u64) {
+        let Some(v) = self.boot else { return };
+        let found = self
+            .children
+            .iter()
+            .find(|(_, c)| c.boot.as_ref().is_some_and(|b| b.net.mac == mac))
+            .map(|(&id, _)| id);
+        let Some(id) = found else { return };
+        let c = self.children.get_mut(&id).expect("found above");
+        if let Some(b) = c.boot.as_mut() {
+            b.script_fetched(&mut c.engine, v, now_ms);
+        }
+        self.pump(id, now_ms);
+    }
+
+    /// `child`'s own agent said hello (`up`) or went silent.
+    pub fn handle_agent(&mut self, child: u32, up: bool, now_ms: u64) {
+        let Some(v) = self.boot else { return };
+        let Some(c) = self.children.get_mut(&child) else {
+            return;
+        };
+        let Some(b) = c.boot.as_mut() else { return };
+        let took = b.agent((&mut c.engine, v), (child, up), &mut self.boot_cmds, now_ms);
+        if let Some(ms) = took {
+            tracing::info!("{}: booted, power-on to RunState SYNC in {ms} ms", c.name);
+            crate::modules::pxe::stats::record_boot(&c.name, Duration::from_millis(ms));
+        }
+        self.pump(child, now_ms);
+    }
+}
+
+/// Reads the child's boot network from its Cfg: a new or changed network
+/// replaces its boot state (disarming the old entry), none or a bad one
+/// stops booting it.
+fn update_boot(c: &mut Child, child: u32, cmds: &mut VecDeque<BootCmd>) {
+    let parsed = NodeNet::of(&c.cfg);
+    let keep = matches!((&parsed, &c.boot), (Ok(Some(n)), Some(b)) if b.net == *n);
+    if !keep {
+        if let Some(b) = c.boot.as_mut() {
+            b.disarm(child, cmds);
+        }
+        c.boot = None;
+    }
+    match parsed {
+        Ok(Some(n)) => {
+            if c.boot.is_none() {
+                c.boot = Some(BootChild::new(n));
+            }
+            c.boot_error = None;
+        }
+        Ok(None) => c.boot_error = None,
+        Err(e) => {
+            if c.boot_error.as_deref() != Some(e.as_str()) {
+                tracing::warn!("{}: {e}; the node is not booted from the network", c.name);
+            }
+            c.boot_error = Some(e);
+        }
+    }
+}
+
+/// Writes the boot side of a child's Dsc: its RunState and PXE state as
+/// its engine has them and `Network/Error`.
+fn boot_dsc(c: &Child, registry: &Registry, vars: Option<BootVars>, dsc: &mut Node) {
+    let Some(net) = network_of(&c.cfg) else {
+        return;
+    };
+    if let (Some(_), Some(_)) = (&c.boot, vars) {
+        dsc.run_state = c.engine.dsc().run_state;
+        let url = engine::virt::PXE_URL.parse::<Path>();
+        if let Ok(p) = url
+            && let Ok(x) = registry.get(c.engine.dsc(), &p)
+        {
+            let _ = registry.set(dsc, &p, &x);
+        }
+    }
+    let mut net = net;
+    net.error = c.boot_error.clone().unwrap_or_default();
+    set_network(dsc, &net);
 }
 
 fn is_frozen(url: &Option<Path>, registry: &Registry, n: &Node) -> bool {

@@ -11,6 +11,11 @@
 //!   path is a counted 403, a missing file a counted 404); at most
 //!   [`FILE_STREAMS_MAX`] at once (then a counted 503).
 //!
+//! - `GET /boot/identity`: the client's identity bundle (CA certificate,
+//!   its certificate and key), once per boot window, to the registered
+//!   address and MAC only ([`super::identity`]); refusals are a counted
+//!   403 (404 when this server holds no identity for the node).
+//!
 //! [`router`] builds the routes on a [`HttpBoot`] state; serve it with
 //! connection info (`into_make_service_with_connect_info::<SocketAddr>`)
 //! so scripts know who fetched them ([`super::server`] does).
@@ -29,9 +34,10 @@ use tokio::sync::Semaphore;
 
 use super::event::{EventSink, PxeEvent};
 use super::files::{FileError, FileRoot};
+use super::identity::Identities;
 use super::registry::{Mac, Registry};
 use super::script::{BootParams, ScriptTemplate};
-use super::stats::{HttpResult, PxeStats};
+use super::stats::{HttpResult, IdentityResult, PxeStats};
 
 /// Largest file served over HTTP (a layer-0 initramfs with the daemon).
 pub const FILE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
@@ -60,12 +66,15 @@ pub struct HttpBoot {
     pub events: EventSink,
     /// Permits for file bodies ([`FILE_STREAMS_MAX`] of them).
     pub streams: Arc<Semaphore>,
+    /// Nodes' identity bundles (`None`: this server serves none).
+    pub identities: Option<Arc<Identities>>,
 }
 
 /// The HTTP boot routes.
 pub fn router(state: HttpBoot) -> Router {
     Router::new()
         .route("/boot/files/{*path}", get(file))
+        .route("/boot/identity", get(identity))
         .route("/boot/{script}", get(script))
         .with_state(state)
 }
@@ -181,6 +190,43 @@ async fn file(State(boot): State<HttpBoot>, UrlPath(path): UrlPath<String>) -> R
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+async fn identity(State(boot): State<HttpBoot>, extensions: Extensions) -> Response {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let result = match (&boot.identities, peer) {
+        (Some(ids), Some(std::net::IpAddr::V4(ip))) => {
+            let registry = match boot.registry.read() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            ids.bundle(&registry, ip)
+        }
+        (None, _) => Err(IdentityResult::Missing),
+        (Some(_), _) => Err(IdentityResult::NotInWindow),
+    };
+    match result {
+        Ok(text) => {
+            boot.stats.record_identity(IdentityResult::Served);
+            boot.stats.record_http_bytes(text.len());
+            let headers = [
+                (header::CONTENT_TYPE, HeaderValue::from_static("text/plain")),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ];
+            (headers, text).into_response()
+        }
+        Err(why) => {
+            boot.stats.record_identity(why);
+            tracing::info!(?peer, reason = why.label(), "pxe http: identity refused");
+            let status = match why {
+                IdentityResult::Missing => StatusCode::NOT_FOUND,
+                _ => StatusCode::FORBIDDEN,
+            };
+            (status, format!("{}\n", why.label())).into_response()
+        }
+    }
 }
 
 fn refuse(boot: &HttpBoot, result: HttpResult, status: StatusCode) -> Response {

@@ -2,11 +2,12 @@
 //! runs so that the machines it is responsible for (its children, in
 //! CHILD context) boot layer 0 from the network.
 //!
-//! This module owns the boot *protocols* and nothing of the engine: which
-//! MACs to answer comes in through [`PxeServers::register`], and what
-//! happened goes out as [`PxeEvent`]s (a registered MAC got its DHCP ACK;
-//! a node fetched its iPXE script). Turning those into mutations (PXE
-//! NONE -> WAIT -> INIT -> COMP) is the caller's job.
+//! The servers know nothing of the engine: which MACs to answer comes in
+//! through [`PxeServers::register`], and what happened goes out as
+//! [`PxeEvent`]s (a registered MAC got its DHCP ACK; a node fetched its
+//! iPXE script). [`child`] turns those into the module's mutations (PXE
+//! NONE -> WAIT -> INIT -> COMP); `crate::daemon::boot` runs the servers
+//! on the instance that does the nodes' CHILD-context work.
 //!
 //! - [`registry`]: [`Mac`], [`Arch`], [`NodeBoot`] and the [`Registry`]
 //!   (MAC -> node, bounded, unique names and addresses).
@@ -24,6 +25,15 @@
 //!   (`layercake_pxe_dhcp_total{result}`, `..._tftp_bytes_total`, ...).
 //! - [`event`]: [`PxeEvent`] and its bounded channel.
 //! - [`server`]: the tokio shells ([`PxeServers`]).
+//! - [`identity`]: a booting node's certificate and key, served once per
+//!   boot window to its registered address and MAC.
+//! - [`network`]: the `layercake.network.Network` extension (a node's
+//!   MAC, address, gateway, boot architecture) and [`network::NodeNet`].
+//! - [`mutations`]: the module's declarations (PXE NONE -> WAIT -> INIT
+//!   -> COMP, after Kraken's).
+//! - [`child`]: what those steps do for one node driven in CHILD context
+//!   (run by `crate::modules::power::host::BmcHost`, which holds the
+//!   node's engine).
 //!
 //! # Example
 //!
@@ -45,10 +55,14 @@
 //! # }
 //! ```
 
+pub mod child;
 pub mod dhcp;
 pub mod event;
 pub mod files;
 pub mod http;
+pub mod identity;
+pub mod mutations;
+pub mod network;
 pub mod registry;
 pub mod script;
 pub mod server;

@@ -33,6 +33,7 @@ use super::dhcp::{self, BootFiles, DhcpConfig, DhcpCore, DhcpEvent, ScriptKey};
 use super::event::{EventSink, PxeEvent};
 use super::files::FileRoot;
 use super::http::{FILE_STREAMS_MAX, HttpBoot, router};
+use super::identity::{Identities, NeighbourCheck};
 use super::registry::{Mac, NodeBoot, Registry, RegistryError};
 use super::script::{BootParams, ScriptTemplate};
 use super::stats::{PxeCounters, PxeStats};
@@ -82,6 +83,11 @@ pub struct PxeConfig {
     pub script_key: ScriptKey,
     /// TFTP limits.
     pub tftp_limits: TftpLimits,
+    /// Nodes' identity bundles (`certs issue --out DIR` output), served
+    /// once per boot window (`None`: none served).
+    pub identities: Option<PathBuf>,
+    /// How an identity request's MAC is checked.
+    pub neighbour_check: NeighbourCheck,
 }
 
 impl PxeConfig {
@@ -106,6 +112,8 @@ impl PxeConfig {
             lease_secs: 3600,
             script_key: ScriptKey::Mac,
             tftp_limits: TftpLimits::default(),
+            identities: None,
+            neighbour_check: NeighbourCheck::Arp,
         }
     }
 }
@@ -142,6 +150,7 @@ pub struct PxeServers {
     dhcp_addr: SocketAddr,
     tftp_addr: SocketAddr,
     http_addr: SocketAddr,
+    identities: Option<Arc<Identities>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -178,6 +187,10 @@ impl PxeServers {
         let registry = Arc::new(RwLock::new(Registry::new()));
         let stats = Arc::new(PxeStats::new());
         let (events, rx) = EventSink::channel(stats.clone());
+        let identities = config
+            .identities
+            .as_ref()
+            .map(|dir| Arc::new(Identities::new(dir, config.neighbour_check)));
         let dhcp_core = DhcpCore::new(DhcpConfig {
             server_ip: config.server_ip,
             lease_secs: config.lease_secs,
@@ -198,6 +211,7 @@ impl PxeServers {
             stats: stats.clone(),
             events: events.clone(),
             streams: Arc::new(Semaphore::new(FILE_STREAMS_MAX)),
+            identities: identities.clone(),
         };
         let epoch = Instant::now();
         let dhcp_task = DhcpTask {
@@ -234,19 +248,25 @@ impl PxeServers {
             dhcp_addr,
             tftp_addr,
             http_addr,
+            identities,
             tasks,
         };
         Ok((servers, rx))
     }
 
-    /// Boots `mac` as `node` from now on (replacing its previous entry).
+    /// Boots `mac` as `node` from now on (replacing its previous entry):
+    /// its boot window opens (its identity may be served once again).
     /// Refused, table unchanged, when the entry is invalid or clashes.
     pub fn register(&self, mac: Mac, node: NodeBoot) -> Result<(), RegistryError> {
         let mut registry = match self.registry.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        registry.register(mac, node)
+        registry.register(mac, node)?;
+        if let Some(ids) = &self.identities {
+            ids.open_window(mac);
+        }
+        Ok(())
     }
 
     /// Stops booting `mac`: DHCP ignores it and its script is a 404.

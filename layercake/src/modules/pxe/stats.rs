@@ -19,10 +19,18 @@
 //!   `layercake_pxe_http_bytes_total` (body bytes sent).
 //! - `layercake_pxe_events_dropped_total`: events the daemon did not take
 //!   in time (its queue held [`super::event::EVENTS_MAX`]).
+//! - `layercake_pxe_identity_total{result}`: identity bundles served once
+//!   per boot window (`served`) and refused, by reason ([`IdentityResult`]).
+//! - `layercake_boot_seconds` (histogram) and
+//!   `layercake_boot_last_seconds{node}` (gauge): the boot convergence
+//!   time, from the power-on command to the node's agent saying hello
+//!   (RunState SYNC), per boot ([`record_boot`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metrics::counter;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
 
 use super::dhcp::DhcpResult;
 use super::tftp::TftpResult;
@@ -82,6 +90,51 @@ impl HttpResult {
     }
 }
 
+/// What happened to one request for a node's identity bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdentityResult {
+    /// Served (once in this boot window).
+    Served,
+    /// No node's boot window is open for the client's address.
+    NotInWindow,
+    /// The client's MAC (from the neighbour table) is not the registered one.
+    WrongMac,
+    /// Already served in this boot window.
+    AlreadyServed,
+    /// This server has no identities, or none for this node.
+    Missing,
+}
+
+impl IdentityResult {
+    /// Every value, in declaration order.
+    pub const ALL: [IdentityResult; 5] = [
+        IdentityResult::Served,
+        IdentityResult::NotInWindow,
+        IdentityResult::WrongMac,
+        IdentityResult::AlreadyServed,
+        IdentityResult::Missing,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            IdentityResult::Served => "served",
+            IdentityResult::NotInWindow => "not_in_window",
+            IdentityResult::WrongMac => "wrong_mac",
+            IdentityResult::AlreadyServed => "already_served",
+            IdentityResult::Missing => "missing",
+        }
+    }
+}
+
+/// One boot's convergence time (power-on command to RunState SYNC) of
+/// node `name`.
+pub fn record_boot(name: &str, took: Duration) {
+    let secs = took.as_secs_f64();
+    histogram!("layercake_boot_seconds").record(secs);
+    gauge!("layercake_boot_last_seconds", "node" => name.to_string()).set(secs);
+}
+
 /// The servers' counters (see the module documentation for names).
 #[derive(Debug, Default)]
 pub struct PxeStats {
@@ -91,6 +144,7 @@ pub struct PxeStats {
     http: [AtomicU64; HttpResult::ALL.len()],
     http_bytes: AtomicU64,
     events_dropped: AtomicU64,
+    identity: [AtomicU64; IdentityResult::ALL.len()],
 }
 
 impl PxeStats {
@@ -139,6 +193,12 @@ impl PxeStats {
         counter!("layercake_pxe_http_bytes_total").increment(n);
     }
 
+    /// One identity request's outcome.
+    pub fn record_identity(&self, result: IdentityResult) {
+        bump(&self.identity[result as usize], 1);
+        counter!("layercake_pxe_identity_total", "result" => result.label()).increment(1);
+    }
+
     /// An event the daemon's queue had no room for.
     pub fn record_event_dropped(&self) {
         bump(&self.events_dropped, 1);
@@ -161,6 +221,9 @@ impl PxeStats {
                 .to_vec(),
             http_bytes: load(&self.http_bytes),
             events_dropped: load(&self.events_dropped),
+            identity: IdentityResult::ALL
+                .map(|r| (r, load(&self.identity[r as usize])))
+                .to_vec(),
         }
     }
 }
@@ -185,6 +248,8 @@ pub struct PxeCounters {
     pub http_bytes: u64,
     /// Events dropped for want of room.
     pub events_dropped: u64,
+    /// Identity requests by result.
+    pub identity: Vec<(IdentityResult, u64)>,
 }
 
 impl PxeCounters {
@@ -201,6 +266,11 @@ impl PxeCounters {
     /// One HTTP count.
     pub fn http(&self, result: HttpResult) -> u64 {
         find(&self.http, result)
+    }
+
+    /// One identity count.
+    pub fn identity(&self, result: IdentityResult) -> u64 {
+        find(&self.identity, result)
     }
 }
 
@@ -243,6 +313,20 @@ pub fn describe_metrics() {
         "layercake_pxe_http_bytes_total",
         metrics::Unit::Bytes,
         "HTTP boot body bytes sent"
+    );
+    describe_counter!(
+        "layercake_pxe_identity_total",
+        "Identity bundles served to booting nodes (once per boot window) and refused, by result"
+    );
+    metrics::describe_histogram!(
+        "layercake_boot_seconds",
+        metrics::Unit::Seconds,
+        "Boot convergence: power-on command to the node's agent saying hello (RunState SYNC)"
+    );
+    metrics::describe_gauge!(
+        "layercake_boot_last_seconds",
+        metrics::Unit::Seconds,
+        "The last boot convergence time of each node booted here"
     );
     describe_counter!(
         "layercake_pxe_events_dropped_total",

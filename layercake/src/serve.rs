@@ -238,6 +238,11 @@ async fn serve_world(
             Role::Leaf => "node",
         };
         tracing::info!("{} running as {role} on {}", me.name, me.addr);
+        // systemd's Type=notify: ready once the instance runs (and the
+        // root's API listens); nothing happens outside systemd.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!("telling systemd we are ready: {e}");
+        }
     }
     let code = match (&plan.demo, &root) {
         (Some(d), Some(root)) => run_demo(d, root, &ctl).await?,

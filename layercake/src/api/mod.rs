@@ -47,7 +47,7 @@ use crate::daemon::control::{ApiError, Control, Selection, WriteOp};
 use crate::daemon::model::Model;
 use crate::daemon::root::Bus;
 
-use body::{BodyError, OneBody, WriteBody};
+use body::{BatchBody, BodyError, OneBody, WriteBody};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -103,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/cfg",
             axum::routing::post(bulk_set).delete(bulk_reset),
         )
+        .route("/api/v1/cfg/batch", axum::routing::post(batch))
         .route("/api/v1/plan", axum::routing::post(plan))
         .route("/api/v1/graph", get(graph))
         .route("/api/v1/graph.dot", get(graph_dot))
@@ -175,6 +176,7 @@ fn selection_from_query(q: Option<&str>) -> Result<Selection, ApiError> {
             "hosts" => sel.hosts = Some(v),
             "filter" => sel.filter = Some(v),
             "side" => sel.side = Some(v),
+            "group" => sel.group = Some(v),
             "all" => sel.all = v.is_empty() || v == "true" || v == "1",
             "types" => {}
             _ => return Err(ApiError::bad(format!("unknown query parameter `{k}`"))),
@@ -190,6 +192,7 @@ type Split = (Selection, Vec<(String, String)>, bool);
 fn split(b: WriteBody) -> Result<Split, ApiError> {
     let sel = Selection {
         hosts: b.hosts,
+        group: b.group,
         filter: b.filter,
         side: b.side,
         all: b.all,
@@ -311,6 +314,27 @@ async fn bulk_set(State(s): State<ApiState>, body: Bytes) -> ApiResult {
     let (sel, values, replace) = split(parse_body::<WriteBody>(&body)?)?;
     let res = s.ctl.write(sel, WriteOp::Set { values, replace }).await?;
     ok(json!(res))
+}
+
+async fn batch(State(s): State<ApiState>, body: Bytes) -> ApiResult {
+    let b = parse_body::<BatchBody>(&body)?;
+    if b.entries.is_empty() {
+        return Err(ApiError::bad("a batch needs at least one entry"));
+    }
+    if b.entries.len() > body::BATCH_ENTRIES_MAX {
+        return Err(ApiError::bad(format!(
+            "a batch holds at most {} entries (got {})",
+            body::BATCH_ENTRIES_MAX,
+            b.entries.len()
+        )));
+    }
+    let mut entries = Vec::with_capacity(b.entries.len());
+    for (k, e) in b.entries.into_iter().enumerate() {
+        let (sel, values, replace) =
+            split(e).map_err(|e| ApiError::bad(format!("entry {}: {}", k + 1, e.message)))?;
+        entries.push((sel, WriteOp::Set { values, replace }));
+    }
+    ok(json!(s.ctl.batch(entries, b.dry_run).await?))
 }
 
 async fn bulk_reset(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api_security;
+pub mod apply;
 pub mod certs;
 pub mod ctl;
 pub mod http;
@@ -11,7 +12,9 @@ pub mod power;
 pub mod rollout;
 pub mod start;
 pub mod tokens;
+pub mod tools;
 pub mod topo;
+pub mod urls;
 pub mod yaml;
 
 use std::net::SocketAddr;
@@ -45,6 +48,9 @@ impl Cli {
                 | Cmd::Certs(_)
                 | Cmd::Busy(_)
                 | Cmd::Free(_)
+                | Cmd::Hostlist(_)
+                | Cmd::Completions { .. }
+                | Cmd::Man { .. }
         )
     }
 }
@@ -73,6 +79,22 @@ pub enum Cmd {
     Busy(agent::BusyArgs),
     /// On a node: report it free (waiting changes continue).
     Free(agent::BusyArgs),
+    /// Hostlists for scripts: expand, compress, count.
+    #[command(subcommand)]
+    Hostlist(tools::HostlistCmd),
+    /// Print a shell completion script (`source <(layercake completions bash)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (`layercake.1`, `layercake-ctl.1`, ...) into a
+    /// directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// The virtual modules' settings.
@@ -123,7 +145,7 @@ pub struct RunArgs {
     /// (any instance; the root also serves them on its API).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// Virtual modules (the only modules built so far).
+    /// The virtual modules' settings (nodes without a BMC).
     #[command(flatten)]
     pub modules: ModuleArgs,
     /// BMC power control (sub-parents; see docs/power.md).
@@ -171,7 +193,8 @@ pub struct DemoArgs {
     /// Racks (`r01`, ...), each with a sub-parent.
     #[arg(long, default_value_t = 10)]
     pub racks: usize,
-    /// Sync strategy (only `tree` exists so far).
+    /// Sync strategy of the racks: `tree`, `hybrid` (sub-parent failover)
+    /// or `gossip`.
     #[arg(long, default_value = "tree")]
     pub strategy: String,
     /// `auto`: UDP with the QUIC fallback (a CA made for the demo; plain
@@ -217,8 +240,14 @@ pub enum TopoCmd {
     },
     /// Write a generated topology (YAML) to standard output.
     Gen(topo::GenArgs),
-    /// Write a new random cluster key (64 hex digits) to standard output.
-    Key,
+    /// A new random cluster key (64 hex digits): into `--out FILE`
+    /// (created 0600, never overwritten), or to standard output (made
+    /// 0600 when it is a file).
+    Key {
+        /// The key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -233,6 +262,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Certs(c) => crate::cli::certs::main(c),
         Cmd::Busy(a) => agent::main("busy", a),
         Cmd::Free(a) => agent::main("free", a),
+        Cmd::Hostlist(h) => tools::hostlist(h),
+        Cmd::Completions { shell } => tools::completions(shell),
+        Cmd::Man { out } => tools::man(&out),
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::daemon::metrics as m;
 use crate::daemon::persist::CfgDb;
-use crate::daemon::root::{Prepared, RootApp};
+use crate::daemon::root::{Prepared, PreparedBatch, RootApp};
 use overlay::udp::Handle;
 
 use crate::daemon::world::RootNode;
@@ -78,6 +78,10 @@ pub struct Selection {
     /// A hostlist (`n[0001-0010]`); every name must exist.
     #[serde(default)]
     pub hosts: Option<String>,
+    /// A group of the topology (a rack, or a group above racks): its
+    /// nodes; with `hosts` or `filter`, the nodes in both.
+    #[serde(default)]
+    pub group: Option<String>,
     /// `URL=VALUE[,URL=VALUE...]`, all must hold on `side`.
     #[serde(default)]
     pub filter: Option<String>,
@@ -92,7 +96,7 @@ pub struct Selection {
 impl Selection {
     /// True when nothing narrows or widens the selection explicitly.
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_none() && self.filter.is_none() && !self.all
+        self.hosts.is_none() && self.filter.is_none() && self.group.is_none() && !self.all
     }
 }
 
@@ -128,6 +132,37 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Result<WriteResult, ApiError>>,
     },
+    /// Several writes committed in one transaction, all or nothing.
+    Batch {
+        /// The writes, in order.
+        entries: Vec<(Selection, WriteOp)>,
+        /// Only validate and report; commit nothing.
+        dry_run: bool,
+        /// The answer.
+        reply: oneshot::Sender<Result<BatchResult, ApiError>>,
+    },
+}
+
+/// One entry of a [`BatchResult`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EntryResult {
+    /// Nodes the entry selects.
+    pub matched: usize,
+    /// Nodes whose Cfg the entry changes.
+    pub changed: usize,
+    /// Those nodes as a compressed hostlist.
+    pub hosts: String,
+}
+
+/// The answer to a batch write.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BatchResult {
+    /// Per entry, in order.
+    pub entries: Vec<EntryResult>,
+    /// Nodes whose Cfg the batch changes (each once).
+    pub changed: usize,
+    /// True when nothing was committed on purpose (`dry_run`).
+    pub dry_run: bool,
 }
 
 /// The answer to a write.
@@ -168,6 +203,24 @@ impl Control {
             .map_err(|_| ApiError::unavailable("the root is shutting down"))?
     }
 
+    /// Writes several entries in one transaction (or, with `dry_run`,
+    /// validates them and reports what they would change).
+    pub async fn batch(
+        &self,
+        entries: Vec<(Selection, WriteOp)>,
+        dry_run: bool,
+    ) -> Result<BatchResult, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Batch {
+            entries,
+            dry_run,
+            reply,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the root is shutting down"))?
+    }
+
     async fn send(&self, cmd: Command) -> Result<(), ApiError> {
         self.tx.try_send(cmd).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -198,8 +251,63 @@ pub async fn control_task(root: Handle<RootNode>, db: Arc<CfgDb>, mut rx: mpsc::
                 let res = write(&root, &db, &sel, &op).await;
                 let _ = reply.send(res);
             }
+            Command::Batch {
+                entries,
+                dry_run,
+                reply,
+            } => {
+                let res = batch(&root, &db, &entries, dry_run).await;
+                let _ = reply.send(res);
+            }
         }
     }
+}
+
+async fn batch(
+    root: &Handle<RootNode>,
+    db: &Arc<CfgDb>,
+    entries: &[(Selection, WriteOp)],
+    dry_run: bool,
+) -> Result<BatchResult, ApiError> {
+    let PreparedBatch {
+        entries: counts,
+        changes,
+    } = root.peek(|n| n.app().prepare_batch(entries))?;
+    let result = BatchResult {
+        entries: counts
+            .into_iter()
+            .map(|(matched, names)| EntryResult {
+                matched,
+                changed: names.len(),
+                hosts: topo::hostlist::compress(&names),
+            })
+            .collect(),
+        changed: changes.len(),
+        dry_run,
+    };
+    if !dry_run && !changes.is_empty() {
+        let changes = commit(db, changes).await?;
+        root.with(|n, now| n.with(now, |r, s| r.apply(s, changes, now)));
+    }
+    Ok(result)
+}
+
+/// Commits Cfgs on the blocking pool (one transaction); returns them.
+async fn commit(
+    db: &Arc<CfgDb>,
+    changes: Vec<(String, proto::node::Node)>,
+) -> Result<Vec<(String, proto::node::Node)>, ApiError> {
+    let t0 = std::time::Instant::now();
+    let db = db.clone();
+    let changes = tokio::task::spawn_blocking(move || db.put(&changes).map(|()| changes))
+        .await
+        .map_err(|e| ApiError::internal(format!("commit task failed: {e}")))?
+        .map_err(|e| {
+            tracing::error!("commit failed: {e}");
+            ApiError::internal(format!("commit failed: {e}"))
+        })?;
+    m::api_write(t0.elapsed());
+    Ok(changes)
 }
 
 async fn write(
@@ -211,16 +319,7 @@ async fn write(
     let Prepared { matched, changes } = root.peek(|n| n.app().prepare(sel, op))?;
     let changed = changes.len();
     if changed > 0 {
-        let t0 = std::time::Instant::now();
-        let db = db.clone();
-        let changes = tokio::task::spawn_blocking(move || db.put(&changes).map(|()| changes))
-            .await
-            .map_err(|e| ApiError::internal(format!("commit task failed: {e}")))?
-            .map_err(|e| {
-                tracing::error!("commit failed: {e}");
-                ApiError::internal(format!("commit failed: {e}"))
-            })?;
-        m::api_write(t0.elapsed());
+        let changes = commit(db, changes).await?;
         root.with(|n, now| n.with(now, |r, s| r.apply(s, changes, now)));
     }
     Ok(WriteResult { matched, changed })

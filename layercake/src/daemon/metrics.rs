@@ -11,6 +11,8 @@
 //! - Sync side: [`peer_event`], [`traffic`], [`dropped`], and per hosted
 //!   instance [`instance`] (failovers, acting groups, BMC children) and
 //!   [`paths`] (QUIC).
+//! - Process: `layercake_build_info` and, through `metrics-process`, the
+//!   standard `process_*` metrics ([`process`], sampled with the rest).
 
 use std::time::Duration;
 
@@ -116,10 +118,6 @@ fn describe() {
         "Neighbours that came up or went down"
     );
     describe_counter!(
-        "kraken_failovers_total",
-        "Sub-parent failovers (always 0 with the tree strategy, which has no standby takeover)"
-    );
-    describe_counter!(
         "kraken_api_writes_total",
         "Cfg writes committed through the API"
     );
@@ -128,7 +126,30 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to commit one API write to the database"
     );
-    counter!("kraken_failovers_total").absolute(0);
+    describe_gauge!(
+        "layercake_build_info",
+        "Always 1; the labels say which build runs (version, profile)"
+    );
+    gauge!(
+        "layercake_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "profile" => if cfg!(debug_assertions) { "debug" } else { "release" },
+    )
+    .set(1.0);
+    process_collector().describe();
+    process();
+}
+
+/// The process metrics collector (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, open files, threads, start time).
+fn process_collector() -> &'static metrics_process::Collector {
+    static C: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    C.get_or_init(metrics_process::Collector::default)
+}
+
+/// Samples this process's CPU, memory, file descriptors and threads.
+pub fn process() {
+    process_collector().collect();
 }
 
 /// A mutation step started on this instance.

@@ -60,11 +60,24 @@ pub struct Prepared {
     pub changes: Vec<(String, Node)>,
 }
 
+/// The result of [`RootApp::prepare_batch`]: every entry's counts and the
+/// new Cfgs of the whole batch, to commit in one transaction.
+pub struct PreparedBatch {
+    /// Per entry: nodes selected and the names of those it changes.
+    pub entries: Vec<(usize, Vec<String>)>,
+    /// The new Cfgs of every node the batch changes (each node once, with
+    /// every entry that touches it applied in order).
+    pub changes: Vec<(String, Node)>,
+}
+
 /// One managed node as the root sees it.
 struct Leaf {
     name: String,
     id: NodeId,
     rack: String,
+    /// Indices in [`RootApp::group_names`] of every group above the node
+    /// (its rack, the rack's row, ...), for `group` selections.
+    groups: Vec<u32>,
     target: Vec<i32>,
     dsc: Vec<i32>,
     /// When the Cfg change not yet matched by Dsc was accepted.
@@ -84,6 +97,9 @@ pub struct RootApp {
     leaves: Vec<Leaf>,
     by_name: HashMap<String, usize>,
     by_id: HashMap<NodeId, usize>,
+    /// Group names of the topology; [`Leaf::groups`] index them.
+    group_names: Vec<String>,
+    group_ids: HashMap<String, u32>,
     dirty: Vec<usize>,
     bus: Bus,
     /// Dsc records that did not decode.
@@ -107,14 +123,34 @@ impl RootApp {
             ..Filter::default()
         });
         let mut leaves = Vec::new();
+        let mut group_names: Vec<String> = Vec::new();
+        let mut group_ids: HashMap<String, u32> = HashMap::new();
         for id in cluster.leaves() {
             let inst = &cluster.flat.instances[id as usize];
             // Cannot fail: topology names are unique and far below NODES_MAX.
             let _ = store.create(&inst.name);
+            // The groups of the node and of every sub-parent above it.
+            let mut groups = Vec::new();
+            let mut at = Some(id);
+            while let Some(i) = at {
+                let g = &cluster.rack[i as usize];
+                if !g.is_empty() {
+                    let next = u32::try_from(group_names.len()).unwrap_or(u32::MAX);
+                    let gid = *group_ids.entry(g.clone()).or_insert_with(|| {
+                        group_names.push(g.clone());
+                        next
+                    });
+                    if !groups.contains(&gid) {
+                        groups.push(gid);
+                    }
+                }
+                at = cluster.flat.instances[i as usize].parent;
+            }
             leaves.push(Leaf {
                 name: inst.name.clone(),
                 id,
                 rack: cluster.rack[id as usize].clone(),
+                groups,
                 target: vec![0; model.graph.set().vars.len()],
                 dsc: vec![0; model.graph.set().vars.len()],
                 pending: None,
@@ -139,6 +175,8 @@ impl RootApp {
             leaves,
             by_name,
             by_id,
+            group_names,
+            group_ids,
             bus,
             bad_records: 0,
             stored: Vec::new(),
@@ -200,6 +238,24 @@ impl RootApp {
             }
             _ => (0..self.leaves.len()).collect(),
         };
+        if let Some(g) = sel
+            .group
+            .as_deref()
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+        {
+            let g = g.strip_prefix('@').unwrap_or(g);
+            let Some(&gid) = self.group_ids.get(g) else {
+                let mut known: Vec<&str> = self.group_names.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                let shown = known.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+                return Err(ApiError::not_found(format!(
+                    "no such group: `{g}` (groups: {shown}{})",
+                    if known.len() > 8 { ", ..." } else { "" }
+                )));
+            };
+            idx.retain(|&i| self.leaves[i].groups.contains(&gid));
+        }
         if let Some(f) = sel.filter.as_deref().filter(|f| !f.trim().is_empty()) {
             let side = match sel.side.as_deref() {
                 None | Some("dsc") => Side::Dsc,
@@ -255,6 +311,41 @@ impl RootApp {
 
     /// Computes the new Cfgs of a write without changing anything.
     pub fn prepare(&self, sel: &Selection, op: &WriteOp) -> Result<Prepared, ApiError> {
+        self.prepare_over(sel, op, &HashMap::new())
+    }
+
+    /// Computes the new Cfgs of a batch of writes, all or nothing: every
+    /// entry is validated, each sees the Cfgs the entries before it wrote,
+    /// and the first bad entry fails the whole batch (`entry N: ...`).
+    pub fn prepare_batch(&self, batch: &[(Selection, WriteOp)]) -> Result<PreparedBatch, ApiError> {
+        let mut pending: HashMap<String, Node> = HashMap::new();
+        let mut entries = Vec::with_capacity(batch.len());
+        for (k, (sel, op)) in batch.iter().enumerate() {
+            let p = self.prepare_over(sel, op, &pending).map_err(|mut e| {
+                e.message = format!("entry {}: {}", k + 1, e.message);
+                e
+            })?;
+            let names = p.changes.iter().map(|(n, _)| n.clone()).collect();
+            entries.push((p.matched, names));
+            pending.extend(p.changes);
+        }
+        // Only what differs from the stored Cfg is committed.
+        let mut changes: Vec<(String, Node)> = pending
+            .into_iter()
+            .filter(|(name, new)| self.store.get(name, Side::Cfg) != Some(new))
+            .collect();
+        changes.sort_unstable_by_key(|(name, _)| self.by_name.get(name).copied());
+        Ok(PreparedBatch { entries, changes })
+    }
+
+    /// [`RootApp::prepare`] over `pending`: Cfgs not yet committed that
+    /// stand in for the stored ones.
+    fn prepare_over(
+        &self,
+        sel: &Selection,
+        op: &WriteOp,
+        pending: &HashMap<String, Node>,
+    ) -> Result<Prepared, ApiError> {
         if sel.is_empty() {
             return Err(ApiError::bad(
                 "select nodes with `hosts`, `filter` or `all` (writes never default to every node)",
@@ -284,7 +375,10 @@ impl RootApp {
         let mut changes = Vec::new();
         for &i in &idx {
             let name = &self.leaves[i].name;
-            let Some(cur) = self.store.get(name, Side::Cfg) else {
+            let Some(cur) = pending
+                .get(name)
+                .or_else(|| self.store.get(name, Side::Cfg))
+            else {
                 continue;
             };
             let mut new = match op {

@@ -333,6 +333,7 @@ pub async fn sampler_task(world: World, cluster: Arc<Cluster>, prom: Option<Prom
         ticks += 1;
         if ticks.is_multiple_of(per_sample) {
             sample(&world, &cluster);
+            m::process();
             if let Some(p) = &prom {
                 p.run_upkeep();
             }

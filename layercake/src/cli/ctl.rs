@@ -405,7 +405,9 @@ type R<T> = Result<T, Fail>;
 impl From<HttpError> for Fail {
     fn from(e: HttpError) -> Fail {
         let code = match e {
-            HttpError::Connect { .. } => EXIT_UNREACHABLE,
+            // Unreachable, or not reachable as configured (an https://
+            // API without --api-ca, an unusable address).
+            HttpError::Connect { .. } | HttpError::Setup(_) => EXIT_UNREACHABLE,
             _ => EXIT_SERVER,
         };
         Fail {

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/loadtest.proto",
         "proto/engine.proto",
         "proto/power.proto",
+        "proto/image.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -8,9 +8,17 @@
 //! what they add to the Dsc they publish.
 //!
 //! Inputs: [`Driver::set_cfg`] when a Cfg arrives, [`Driver::drive`] at
-//! [`Driver::poll_timeout`]. Outputs: [`Driver::dsc`] (publish it when it
-//! changed) and [`Driver::poll_step`] (finished and failed steps with their
-//! durations, for metrics).
+//! [`Driver::poll_timeout`], [`Driver::set_dsc_values`] for untracked Dsc
+//! values the node reports (`/Busy`: they open and close the Dsc gates).
+//! Outputs: [`Driver::dsc`] (publish it when it changed) and
+//! [`Driver::poll_step`] (finished and failed steps with their durations,
+//! for metrics).
+//!
+//! External modules: the mutations of the modules named in
+//! [`Driver::set_external`] are not performed by the virtual world but
+//! handed to the caller ([`Driver::poll_external`]), who runs them on real
+//! things and answers with [`Driver::report`] (new Dsc values, also
+//! unsolicited ones: a container that died) or [`Driver::report_failed`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,10 +27,13 @@ use proto::node::Node;
 
 use crate::executor::{ExecEvent, Relation};
 use crate::graph::Graph;
-use crate::mutation::MutationId;
+use crate::mutation::{MutationId, VarId};
 use crate::node::NodeEngine;
 use crate::planner::PlanError;
+use crate::registry::AccessError;
 use crate::registry::Registry;
+use crate::url::Path;
+use crate::value::Value;
 use crate::virt::{Outcome, VirtualConfig, VirtualWorld};
 
 /// Step reports a driver keeps before the oldest are dropped (the caller
@@ -65,7 +76,24 @@ pub struct Driver {
     /// The last completion delivered was a module error (not a timeout).
     module_failed: bool,
     steps: VecDeque<Step>,
+    /// Per mutation: performed by the caller, not the virtual world.
+    external: Vec<bool>,
+    calls: VecDeque<External>,
 }
+
+/// A step of an external module for the caller to perform; answer with
+/// [`Driver::report`] or [`Driver::report_failed`] echoing `token`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct External {
+    /// The mutation to perform.
+    pub mutation: MutationId,
+    /// The step's token.
+    pub token: u32,
+}
+
+/// External calls a driver queues before the oldest are dropped (a
+/// dropped call times out like a lost one).
+pub const CALLS_MAX: usize = 256;
 
 impl Driver {
     /// The engine of node `name` over `graph`/`registry`, running the steps
@@ -79,13 +107,72 @@ impl Driver {
         seed: u64,
     ) -> Driver {
         let world = VirtualWorld::new(&graph, 1, modules, seed);
+        let external = vec![false; graph.set().mutations.len()];
         Driver {
             engine: NodeEngine::new(graph, registry, relation, name),
             world,
             step: None,
             module_failed: false,
             steps: VecDeque::new(),
+            external,
+            calls: VecDeque::new(),
         }
+    }
+
+    /// Makes the caller perform the mutations of `modules` (see the module
+    /// doc); the virtual world performs the others.
+    pub fn set_external(&mut self, modules: &[&str]) {
+        let g = self.engine.executor().graph().clone();
+        for (i, m) in g.set().mutations.iter().enumerate() {
+            self.external[i] = modules.contains(&m.module.as_str());
+        }
+    }
+
+    /// The next external step to perform.
+    #[must_use]
+    pub fn poll_external(&mut self) -> Option<External> {
+        self.calls.pop_front()
+    }
+
+    /// Values an external module reports (a finished step, or a change it
+    /// observed by itself), then runs what is due.
+    pub fn report(&mut self, values: &[(VarId, i32)], now_ms: u64) {
+        self.engine.handle_report(values, now_ms);
+        self.drain_events(now_ms);
+        self.drive(now_ms);
+    }
+
+    /// The external step with `token` failed (a module error).
+    pub fn report_failed(&mut self, token: u32, now_ms: u64) {
+        self.module_failed = true;
+        self.engine.handle_failed(token, now_ms);
+        self.drain_events(now_ms);
+        self.module_failed = false;
+        self.drive(now_ms);
+    }
+
+    /// Writes Dsc values (untracked ones such as `/Busy`, or tracked ones
+    /// like a report); a step waiting for a Dsc gate that opens starts here.
+    pub fn set_dsc_values(
+        &mut self,
+        values: &[(Path, Value)],
+        now_ms: u64,
+    ) -> Result<(), AccessError> {
+        let r = self.engine.set_dsc_values(values, now_ms);
+        self.drain_events(now_ms);
+        self.drive(now_ms);
+        r
+    }
+
+    /// What the chain waits for: `(mutation, conditions)` while the next
+    /// step's Dsc gate is closed.
+    pub fn waiting(&self) -> Option<(String, String)> {
+        self.engine.waiting()
+    }
+
+    /// The graph driven.
+    pub fn graph(&mut self) -> Arc<Graph> {
+        self.engine.executor().graph().clone()
     }
 
     /// The node's Cfg as the engine holds it.
@@ -145,7 +232,17 @@ impl Driver {
         self.engine.handle_timeout(now_ms);
         self.drain_events(now_ms);
         while let Some(a) = self.engine.poll_action() {
-            self.world.handle_action(&a, now_ms);
+            if self.external[a.mutation as usize] {
+                if self.calls.len() >= CALLS_MAX {
+                    self.calls.pop_front();
+                }
+                self.calls.push_back(External {
+                    mutation: a.mutation,
+                    token: a.token,
+                });
+            } else {
+                self.world.handle_action(&a, now_ms);
+            }
         }
         self.drain_events(now_ms);
     }

@@ -23,6 +23,11 @@
 //!   step is awaited (its timeout still applies).
 //! - Re-plans are bounded by [`REPLANS_MAX`] per Cfg; then the node gives up
 //!   until its Cfg changes or it is thawed.
+//! - Gates: a step whose mutation has a Dsc gate (e.g. "excludes Dsc
+//!   `/Busy`=BUSY") that is closed in the node's open-gate mask
+//!   ([`Executor::set_gates`]) waits: no action, no timeout, an
+//!   [`ExecEvent::Waiting`] event; it starts in the same call that opens
+//!   the gate. A step already running is never interrupted by a gate.
 
 use crate::graph::{EdgeId, Graph, StateId};
 use crate::mutation::{Context, MutationId, MutationKind, VarId};
@@ -143,6 +148,13 @@ pub enum ExecEvent {
         /// Variable.
         var: VarId,
     },
+    /// The next step's Dsc gate is closed: the chain waits for it to open.
+    Waiting {
+        /// Node.
+        node: NodeIdx,
+        /// The waiting mutation.
+        mutation: MutationId,
+    },
     /// [`REPLANS_MAX`] re-plans were used; the node waits for a new Cfg.
     GaveUp {
         /// Node.
@@ -162,6 +174,10 @@ struct Slot {
     relation: Relation,
     frozen: bool,
     converged: bool,
+    /// Open gates (bit i: gate i's conditions hold in Dsc).
+    gates: u64,
+    /// `step` waits for its gate.
+    waiting: bool,
 }
 
 /// Drives many nodes' chains; sans-io, deterministic.
@@ -218,6 +234,8 @@ impl Executor {
             relation,
             frozen: false,
             converged: false,
+            gates: u64::MAX,
+            waiting: false,
         });
         (self.slots.len() - 1) as NodeIdx
     }
@@ -246,6 +264,27 @@ impl Executor {
     pub fn chain(&self, n: NodeIdx) -> Option<(Plan, usize)> {
         let s = &self.slots[n as usize];
         s.chain.clone().map(|c| (c, s.pos as usize))
+    }
+
+    /// The mutation whose step waits for its Dsc gate, if any.
+    pub fn waiting(&self, n: NodeIdx) -> Option<MutationId> {
+        let s = &self.slots[n as usize];
+        (s.waiting && s.step != NONE).then(|| self.graph().edge(s.step).mutation)
+    }
+
+    /// Sets the node's open gates (bit i: gate i holds in its Dsc; every
+    /// node starts with all gates open). A waiting step whose gate opens
+    /// starts now.
+    pub fn set_gates(&mut self, n: NodeIdx, mask: u64, now_ms: u64) {
+        let slot = &mut self.slots[n as usize];
+        slot.gates = mask | 1;
+        if slot.waiting && slot.step != NONE && !slot.frozen {
+            let step = slot.step;
+            let gate = self.graph().mutation(self.graph().edge(step).mutation).gate;
+            if (mask >> gate) & 1 == 1 {
+                self.start_step(n, step, now_ms);
+            }
+        }
     }
 
     /// Events lost to a full queue.
@@ -394,6 +433,7 @@ impl Executor {
     fn cancel(&mut self, n: NodeIdx) {
         let slot = &mut self.slots[n as usize];
         slot.step = NONE;
+        slot.waiting = false;
         slot.token = slot.token.wrapping_add(1);
     }
 
@@ -523,10 +563,20 @@ impl Executor {
     fn start_step(&mut self, n: NodeIdx, edge: EdgeId, now_ms: u64) {
         let mutation = self.graph().edge(edge).mutation;
         let m = self.graph().mutation(mutation);
-        let (timeout, context) = (m.timeout_ms, m.context);
+        let (timeout, context, gate) = (m.timeout_ms, m.context, m.gate);
         let slot = &mut self.slots[n as usize];
         slot.step = edge;
         slot.token = slot.token.wrapping_add(1);
+        if (slot.gates >> gate) & 1 == 0 {
+            // Why: a gate (e.g. the node is busy) must hold the step without
+            // failing it, however long that takes: no timer, no action.
+            if !slot.waiting {
+                slot.waiting = true;
+                self.event(ExecEvent::Waiting { node: n, mutation });
+            }
+            return;
+        }
+        slot.waiting = false;
         let token = slot.token;
         let local = slot.relation.runs(context);
         self.timers

@@ -9,6 +9,8 @@
 //! - [`planner`]: fewest-step chains by table lookup, and plan preview.
 //! - [`executor`]: the per-node chain state machine (sans-io).
 //! - [`node`]: [`node::NodeEngine`], one node's engine, sans-io.
+//! - [`images`]: the image-set extension and the image module's
+//!   declarations (layer 1), shared by real and virtual image modules.
 //! - [`virt`]: virtual power and boot modules on virtual time.
 //! - [`shell`]: the thin tokio shell that runs module calls.
 //! - [`bench`]: the `loadtest engine` benchmark.
@@ -24,6 +26,7 @@ pub mod driver;
 pub mod events;
 pub mod executor;
 pub mod graph;
+pub mod images;
 pub mod mutation;
 pub mod node;
 pub mod planner;

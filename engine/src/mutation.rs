@@ -5,7 +5,10 @@
 //! - [`ModuleDecl`]: a module's mutations and discoveries.
 //! - [`MutationSet`]: the validated set: tracked variables (every mutated
 //!   URL, an enum with an UNKNOWN zero), [`Mutation`]s over them, and
-//!   [`Guard`]s (requirements on untracked URLs such as `/Platform`).
+//!   [`Guard`]s (requirements on untracked URLs such as `/Platform`,
+//!   checked against the Cfg when planning) and [`Gate`]s (requirements on
+//!   untracked URLs checked against the Dsc when a step is about to start,
+//!   such as "excludes Dsc `/Busy`=BUSY": the step waits while it holds).
 
 use crate::registry::Registry;
 use crate::url::{Path, Url};
@@ -45,6 +48,10 @@ pub struct MutationSpec {
     pub requires: Vec<(String, String)>,
     /// `(url, value)` that must not hold.
     pub excludes: Vec<(String, String)>,
+    /// `(url, value)` that must hold in the node's Dsc before the step starts.
+    pub dsc_requires: Vec<(String, String)>,
+    /// `(url, value)` that must not hold in the node's Dsc before the step starts.
+    pub dsc_excludes: Vec<(String, String)>,
     /// Which instance runs it.
     pub context: Context,
     /// How long the step may take.
@@ -64,6 +71,8 @@ impl MutationSpec {
             mutates: Vec::new(),
             requires: Vec::new(),
             excludes: Vec::new(),
+            dsc_requires: Vec::new(),
+            dsc_excludes: Vec::new(),
             context: Context::SelfNode,
             timeout_ms: 10_000,
             fail_to: None,
@@ -90,6 +99,19 @@ impl MutationSpec {
     /// Adds an exclusion.
     pub fn excludes(mut self, url: &str, value: &str) -> Self {
         self.excludes.push((url.into(), value.into()));
+        self
+    }
+    /// Adds a Dsc requirement on an untracked URL: the step waits (without
+    /// its timeout running) until the node's Dsc has this value.
+    pub fn requires_dsc(mut self, url: &str, value: &str) -> Self {
+        self.dsc_requires.push((url.into(), value.into()));
+        self
+    }
+    /// Adds a Dsc exclusion on an untracked URL: the step waits (without its
+    /// timeout running) while the node's Dsc has this value
+    /// (`.excludes_dsc("/Busy", "BUSY")`).
+    pub fn excludes_dsc(mut self, url: &str, value: &str) -> Self {
+        self.dsc_excludes.push((url.into(), value.into()));
         self
     }
     /// Sets the context.
@@ -129,6 +151,8 @@ pub type VarId = u16;
 pub type MutationId = u32;
 /// Index of a guard in its [`MutationSet`] (0: no guard).
 pub type GuardId = u8;
+/// Index of a gate in its [`MutationSet`] (0: no gate).
+pub type GateId = u8;
 
 /// A tracked variable: a mutated URL with an enum kind.
 #[derive(Debug, Clone)]
@@ -150,6 +174,20 @@ pub struct Guard {
     pub excludes: Vec<(Path, Value)>,
 }
 
+/// Requirements and exclusions on untracked URLs, checked against a node's
+/// Dsc when a step is about to start: while the gate is closed the step
+/// waits (no module call, no timeout) and starts as soon as it opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    /// `(path, value)` that must hold in Dsc.
+    pub requires: Vec<(Path, Value)>,
+    /// `(path, value)` that must not hold in Dsc.
+    pub excludes: Vec<(Path, Value)>,
+    /// The conditions as declared, for descriptions
+    /// (`excludes Dsc /Busy=BUSY`).
+    pub text: String,
+}
+
 /// A validated mutation over tracked variables.
 #[derive(Debug, Clone)]
 pub struct Mutation {
@@ -165,8 +203,10 @@ pub struct Mutation {
     pub requires: Vec<(VarId, i32)>,
     /// `(var, value)` that must not hold.
     pub excludes: Vec<(VarId, i32)>,
-    /// Guard on untracked URLs.
+    /// Guard on untracked URLs (Cfg, planning).
     pub guard: GuardId,
+    /// Gate on untracked URLs (Dsc, step start).
+    pub gate: GateId,
     /// Which instance runs it.
     pub context: Context,
     /// Step timeout.
@@ -230,6 +270,15 @@ pub enum DeclError {
     /// Two declarations share a name.
     #[error("duplicate mutation name `{0}`")]
     Duplicate(String),
+    /// A Dsc condition on a tracked URL (tracked values are Dsc already:
+    /// declare it with `requires`/`excludes`).
+    #[error("mutation `{mutation}`: Dsc condition on tracked URL `{url}` (use requires/excludes)")]
+    DscOnTracked {
+        /// The mutation.
+        mutation: String,
+        /// The URL.
+        url: String,
+    },
     /// More variables or guards than the engine supports.
     #[error("too many {0}")]
     TooMany(&'static str),
@@ -239,6 +288,8 @@ pub enum DeclError {
 pub const VARS_MAX: usize = 16;
 /// The most distinct guards (a node's guard set is a `u64` mask).
 pub const GUARDS_MAX: usize = 64;
+/// The most distinct gates (a node's open gates are a `u64` mask).
+pub const GATES_MAX: usize = 64;
 
 /// Validated declarations: variables, mutations and guards.
 #[derive(Debug, Clone)]
@@ -249,6 +300,8 @@ pub struct MutationSet {
     pub mutations: Vec<Mutation>,
     /// Guards; index 0 is the empty guard.
     pub guards: Vec<Guard>,
+    /// Gates; index 0 is the empty gate (always open).
+    pub gates: Vec<Gate>,
 }
 
 impl MutationSet {
@@ -262,6 +315,11 @@ impl MutationSet {
             vars: Vec::new(),
             mutations: Vec::new(),
             guards: vec![Guard::empty()],
+            gates: vec![Gate {
+                requires: Vec::new(),
+                excludes: Vec::new(),
+                text: String::new(),
+            }],
         };
         for (_, s) in &specs {
             set.collect_vars(reg, s)?;
@@ -303,6 +361,26 @@ impl MutationSet {
             }
         }
         mask
+    }
+
+    /// The bit mask of gates that `dsc` opens (bit 0, the empty gate, is
+    /// always set).
+    pub fn gate_mask(&self, reg: &Registry, dsc: &Node) -> u64 {
+        let mut mask = 0;
+        for (i, g) in self.gates.iter().enumerate() {
+            let holds = |(p, v): &(Path, Value)| reg.get(dsc, p).ok().as_ref() == Some(v);
+            if g.requires.iter().all(holds) && !g.excludes.iter().any(holds) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
+    /// What mutation `m` waits for while its gate is closed
+    /// (`excludes Dsc /Busy=BUSY`); empty when it has no gate.
+    pub fn gate_text(&self, m: MutationId) -> &str {
+        let g = self.mutations[m as usize].gate;
+        &self.gates[g as usize].text
     }
 
     fn collect_vars(&mut self, reg: &Registry, s: &MutationSpec) -> Result<(), DeclError> {
@@ -353,6 +431,7 @@ impl MutationSet {
         let mut guard = Guard::empty();
         let requires = self.conditions(reg, s, &s.requires, &mutates, &mut guard.requires)?;
         let excludes = self.conditions(reg, s, &s.excludes, &mutates, &mut guard.excludes)?;
+        let gate = self.gate(reg, s)?;
         let fail_to = match &s.fail_to {
             None => None,
             Some((url, val)) => {
@@ -371,6 +450,7 @@ impl MutationSet {
             requires,
             excludes,
             guard: self.intern_guard(guard)?,
+            gate,
             context: s.context,
             timeout_ms: s.timeout_ms,
             fail_to,
@@ -407,6 +487,51 @@ impl MutationSet {
             }
         }
         Ok(out)
+    }
+
+    fn gate(&mut self, reg: &Registry, s: &MutationSpec) -> Result<GateId, DeclError> {
+        if s.dsc_requires.is_empty() && s.dsc_excludes.is_empty() {
+            return Ok(0);
+        }
+        let mut text = Vec::new();
+        let mut conds = |list: &[(String, String)], word: &str| {
+            let mut out = Vec::new();
+            for (url, val) in list {
+                let path = parse_path(s, url)?;
+                if self.var(url).is_some() {
+                    return Err(DeclError::DscOnTracked {
+                        mutation: s.name.clone(),
+                        url: url.clone(),
+                    });
+                }
+                let value = reg.parse_value(&path, val).map_err(|e| match e {
+                    crate::registry::AccessError::BadValue { .. } => bad_value(s, url, val),
+                    other => unknown_url(s, url, other.to_string()),
+                })?;
+                text.push(format!("{word} Dsc {path}={val}"));
+                out.push((path, value));
+            }
+            Ok(out)
+        };
+        let requires = conds(&s.dsc_requires, "requires")?;
+        let excludes = conds(&s.dsc_excludes, "excludes")?;
+        let gate = Gate {
+            requires,
+            excludes,
+            text: text.join(", "),
+        };
+        if let Some(i) = self
+            .gates
+            .iter()
+            .position(|g| g.requires == gate.requires && g.excludes == gate.excludes)
+        {
+            return Ok(i as GateId);
+        }
+        if self.gates.len() >= GATES_MAX {
+            return Err(DeclError::TooMany("gates"));
+        }
+        self.gates.push(gate);
+        Ok((self.gates.len() - 1) as GateId)
     }
 
     fn enum_value(&self, s: &MutationSpec, v: VarId, text: &str) -> Result<i32, DeclError> {

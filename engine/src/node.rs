@@ -6,6 +6,8 @@
 //!
 //! Inputs: [`NodeEngine::set_cfg`], [`NodeEngine::handle_dsc`] (a full Dsc),
 //! [`NodeEngine::handle_report`] (values a module reported),
+//! [`NodeEngine::set_dsc_values`] (untracked Dsc values such as `/Busy`,
+//! which open and close the mutations' Dsc gates),
 //! [`NodeEngine::handle_failed`], [`NodeEngine::handle_timeout`],
 //! [`NodeEngine::freeze`], [`NodeEngine::thaw`]. After each input, drain
 //! [`NodeEngine::poll_action`] (run each through the module that declared
@@ -105,12 +107,54 @@ impl NodeEngine {
         self.exec.set_target(0, &target, mask, now_ms)
     }
 
-    /// A new full Dsc.
+    /// A new full Dsc (its untracked values set the Dsc gates).
     pub fn handle_dsc(&mut self, dsc: Node, now_ms: u64) {
         let values = self.exec.graph().project(&self.registry, &dsc);
         self.dsc = dsc;
         self.exec.handle_dsc(0, &values, now_ms);
+        self.update_gates(now_ms);
         self.sync_dsc();
+    }
+
+    /// Writes values into the Dsc copy (e.g. `/Busy` reported by the node
+    /// itself, or a module's status fields). Tracked values among them are
+    /// handled like a report; the Dsc gates are re-evaluated, so a step
+    /// waiting for one starts in this call.
+    pub fn set_dsc_values(
+        &mut self,
+        values: &[(crate::url::Path, Value)],
+        now_ms: u64,
+    ) -> Result<(), crate::registry::AccessError> {
+        let g = self.exec.graph().clone();
+        let mut tracked = Vec::new();
+        for (p, v) in values {
+            self.registry.set(&mut self.dsc, p, v)?;
+            if let (Some(i), Value::Enum(x)) = (g.set().vars.iter().position(|w| w.path == *p), v) {
+                tracked.push((i as VarId, *x));
+            }
+        }
+        if !tracked.is_empty() {
+            self.exec.handle_dsc_update(0, &tracked, now_ms);
+        }
+        self.update_gates(now_ms);
+        self.sync_dsc();
+        Ok(())
+    }
+
+    /// What the chain waits for, if its next step's Dsc gate is closed:
+    /// `(mutation name, conditions)`, e.g. `("power_off", "excludes Dsc /Busy=BUSY")`.
+    pub fn waiting(&self) -> Option<(String, String)> {
+        let m = self.exec.waiting(0)?;
+        let set = self.exec.graph().set();
+        Some((
+            set.mutations[m as usize].name.clone(),
+            set.gate_text(m).to_owned(),
+        ))
+    }
+
+    fn update_gates(&mut self, now_ms: u64) {
+        let mask = self.exec.graph().set().gate_mask(&self.registry, &self.dsc);
+        self.exec.set_gates(0, mask, now_ms);
     }
 
     /// Values a module reported (a completed step or a discovery).

@@ -53,6 +53,12 @@ pub trait Extension: Send + Sync {
     fn set(&self, any: &mut Any, segments: &[String], v: &Value) -> Result<(), AccessError>;
     /// The message with every field at its default.
     fn default_any(&self) -> Any;
+    /// Every scalar field path this message has (keyed ones included);
+    /// by default the top-level [`Extension::fields`].
+    fn paths(&self, any: &Any) -> Vec<Vec<String>> {
+        let _ = any;
+        self.fields().into_iter().map(|f| vec![f]).collect()
+    }
 }
 
 /// One field of a [`MessageExtension`].
@@ -282,12 +288,14 @@ impl Registry {
             }
         }
         for e in &self.exts {
-            for name in e.fields() {
+            let any = node.extensions.iter().find(|a| a.type_url == e.type_url());
+            let paths = match any {
+                Some(a) => e.paths(a),
+                None => e.paths(&e.default_any()),
+            };
+            for segments in paths {
                 let type_url = e.type_url().to_owned();
-                out.push(Path::Extension {
-                    type_url,
-                    segments: vec![name],
-                });
+                out.push(Path::Extension { type_url, segments });
             }
         }
         out

@@ -3,7 +3,8 @@
 //! hangs (tests, demos, the loadtest).
 //!
 //! - [`power_module`]: `/PhysState` UNKNOWN->OFF (discovery), OFF->ON,
-//!   ON->OFF (excludes `/Busy` BUSY in Cfg), HANG->OFF; CHILD context.
+//!   ON->OFF (waits while the node's Dsc says `/Busy` BUSY), HANG->OFF;
+//!   CHILD context.
 //! - [`boot_module`]: PXE state ([`PXE_URL`]) UNKNOWN->NONE (discovery), NONE->WAIT, WAIT->INIT together with
 //!   `/RunState` UNKNOWN->INIT (fails to PHYS_HANG), then INIT->SYNC with
 //!   PXE INIT->COMP (SELF context: the booted node reports itself), and
@@ -44,7 +45,7 @@ pub fn power_module() -> ModuleDecl {
                 .context(Context::Child)
                 .timeout_ms(5_000),
             m("power_on", "POWER_OFF", "POWER_ON").fail_to(ps, "PHYS_HANG"),
-            m("power_off", "POWER_ON", "POWER_OFF").excludes("/Busy", "BUSY"),
+            m("power_off", "POWER_ON", "POWER_OFF").excludes_dsc("/Busy", "BUSY"),
             m("power_reset_hang", "PHYS_HANG", "POWER_OFF"),
         ],
     }

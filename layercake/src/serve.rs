@@ -68,6 +68,10 @@ pub struct Plan {
     pub metrics: Option<SocketAddr>,
     /// The demo's settings (`demo` only).
     pub demo: Option<DemoPlan>,
+    /// A node's agent socket (`run` of a node).
+    pub agent_socket: Option<PathBuf>,
+    /// Image sets (`run --images`).
+    pub images: Option<crate::modules::image::ImageOptions>,
 }
 
 /// Where QUIC identities come from.
@@ -181,6 +185,8 @@ async fn serve_world(
         },
         quic: quic_setup(plan)?,
         boot: plan.boot.clone(),
+        agent_socket: plan.agent_socket.clone(),
+        images: plan.images.clone(),
     };
     let hosted = world::start(&cfg, &model)?;
     if let Some(b) = &plan.boot {
@@ -213,7 +219,7 @@ async fn serve_world(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut api_thread = None;
-    let (ctl, rx) = control::control_channel();
+    let (ctl, rx) = control::control_channel(plan.cluster.leaves().count());
     let root = hosted.root.as_ref().map(|r| r.handle.clone());
     if let (Some(root), Some(db), Some(listener)) = (&root, &db, listener) {
         tokio::task::spawn_local(control::control_task(root.clone(), db.clone(), rx));
@@ -253,6 +259,11 @@ async fn serve_world(
             Role::Leaf => "node",
         };
         tracing::info!("{} running as {role} on {}", me.name, me.addr);
+        // systemd's Type=notify: ready once the instance runs (and the
+        // root's API listens); nothing happens outside systemd.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!("telling systemd we are ready: {e}");
+        }
     }
     let code = match (&plan.demo, &root) {
         (Some(d), Some(root)) => run_demo(d, root, &ctl).await?,
@@ -309,7 +320,7 @@ fn spawn_api(
     listener: TcpListener,
     state: ApiState,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -330,19 +341,7 @@ fn spawn_api(
                 if let Some(t) = state.auth.clone() {
                     tokio::spawn(crate::security::tokens::reload_on_hangup(t));
                 }
-                if let Some(tls) = tls {
-                    crate::api::tls::serve(l, router(state), tls, stop).await;
-                    return;
-                }
-                let shutdown = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(l, router(state))
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("API server: {e}");
-                }
+                crate::api::listen::serve(l, router(state), tls, stop).await;
             });
         })?;
     Ok(t)

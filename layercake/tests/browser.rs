@@ -14,14 +14,15 @@ use std::process::Command;
 
 use common::*;
 
-#[test]
-fn dashboard_shows_nodes_and_follows_a_ctl_set() {
+/// The browser scripts' folder, or `None` (with a note) when the browser
+/// tests are not asked for.
+fn browser_dir() -> Option<std::path::PathBuf> {
     if std::env::var("LAYERCAKE_BROWSER").as_deref() != Ok("1") {
         eprintln!(
             "dashboard browser test not run here: it needs LAYERCAKE_BROWSER=1 \
              (set by .ci/run's browser step, after installing chromium and playwright-core)"
         );
-        return;
+        return None;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -34,6 +35,54 @@ fn dashboard_shows_nodes_and_follows_a_ctl_set() {
         "run `npm ci` in {}",
         dir.display()
     );
+    Some(dir)
+}
+
+/// The summary view at 15,000 nodes (100 racks): fits one screen, counts
+/// add up, a rack expands, a rack is powered off from its tile. The
+/// screenshot is left at `$TMPDIR/layercake-dashboard-summary.png`.
+#[test]
+fn dashboard_summary_view_at_15000_nodes() {
+    let Some(dir) = browser_dir() else { return };
+    let (nodes, racks) = ("15000", "100");
+    let d = spawn(&[
+        "demo",
+        "--nodes",
+        nodes,
+        "--racks",
+        racks,
+        "--no-boot",
+        "--transport",
+        "udp",
+        "--api",
+        "127.0.0.1:0",
+        "--step-min-ms",
+        "50",
+        "--step-max-ms",
+        "400",
+    ]);
+    let shot = std::env::temp_dir().join("layercake-dashboard-summary.png");
+    let out = Command::new("node")
+        .arg(dir.join("summary.mjs"))
+        .arg(format!("http://{}/", d.api))
+        .arg(nodes)
+        .arg(racks)
+        .arg(&shot)
+        .output()
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "summary browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("summary test passed"));
+}
+
+#[test]
+fn dashboard_shows_nodes_and_follows_a_ctl_set() {
+    let Some(dir) = browser_dir() else { return };
     let nodes = "20";
     let d = spawn(&[
         "demo",

@@ -162,7 +162,9 @@ fn api_and_ctl_against_a_running_demo() {
     );
     assert!(ctl(&d.api, &["freeze", "n0030"]).status.success());
     assert_eq!(get_json(&d.api, "/api/v1/nodes/n0030")["frozen"], true);
-    assert!(ctl(&d.api, &["thaw"]).status.success());
+    // Write verbs never default to every node.
+    assert_eq!(ctl(&d.api, &["thaw"]).status.code(), Some(2));
+    assert!(ctl(&d.api, &["thaw", "--all"]).status.success());
     assert_eq!(get_json(&d.api, "/api/v1/nodes/n0030")["frozen"], false);
 
     // Metrics.
@@ -170,6 +172,187 @@ fn api_and_ctl_against_a_running_demo() {
     assert_eq!(st, 200);
     assert!(m.contains("kraken_convergence_seconds_bucket"), "{m}");
     assert!(m.contains("kraken_mutations_started_total{mutation=\"power_on\"}"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `ctl apply` is strict and atomic; selectors; `wait`; `power`.
+#[test]
+fn apply_selectors_wait_and_power() {
+    let d = spawn(&[
+        "demo",
+        "--nodes",
+        "20",
+        "--racks",
+        "2",
+        "--api",
+        "127.0.0.1:0",
+        "--step-min-ms",
+        "50",
+        "--step-max-ms",
+        "300",
+    ]);
+    assert!(
+        wait_until(30, || converged(&d.api) == 20),
+        "demo did not converge"
+    );
+    let dir = temp_dir("apply-strict");
+    let cfg_of = |n: &str| get_json(&d.api, &format!("/api/v1/nodes/{n}"))["cfg"].clone();
+    let before: Vec<_> = (1..=20).map(|i| cfg_of(&format!("n{i:04}"))).collect();
+    let unchanged = || {
+        (1..=20)
+            .map(|i| cfg_of(&format!("n{i:04}")))
+            .collect::<Vec<_>>()
+            == before
+    };
+
+    // A typo: rejected with file:line:column, the valid keys, nothing changed.
+    let f = write_file(
+        &dir,
+        "typo.yaml",
+        "nodes:\n  - hosts: n0001\n    values: {/PhysState: POWER_OFF}\n  - hosts: n0002\n    replce: true\n    values: {/PhysState: POWER_OFF}\n",
+    );
+    let o = ctl(&d.api, &["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(err.contains("typo.yaml:5:5: unknown key `replce`"), "{err}");
+    assert!(err.contains("replace"), "{err}");
+    assert!(unchanged(), "a rejected file changed Cfg");
+
+    // The fifth entry is bad (a value the root refuses): nothing applied.
+    let mut text = String::from("nodes:\n");
+    for i in 1..=4 {
+        text.push_str(&format!(
+            "  - hosts: n{i:04}\n    values: {{/PhysState: POWER_OFF}}\n"
+        ));
+    }
+    text.push_str("  - hosts: n0005\n    values: {/PhysState: SIDEWAYS}\n");
+    let f = write_file(&dir, "fifth.yaml", &text);
+    let o = ctl(&d.api, &["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("fifth.yaml:10:5: entry 5"), "{err}");
+    assert!(err.contains("nothing applied"), "{err}");
+    assert!(unchanged(), "a batch with a bad fifth entry changed Cfg");
+
+    // --dry-run shows the plan and changes nothing.
+    let good = text.replace("SIDEWAYS", "POWER_OFF");
+    let f = write_file(&dir, "good.yaml", &good);
+    let o = ctl(&d.api, &["apply", "-f", f.to_str().unwrap(), "--dry-run"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("5 node(s) would change"), "{out}");
+    assert!(unchanged(), "a dry run changed Cfg");
+
+    // Selectors: a group, and a filter on Dsc.
+    let o = ctl(&d.api, &["get", "nodes", "@r02"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.lines().count(), 11, "{out}");
+    assert!(out.lines().skip(1).all(|l| l.contains("r02")), "{out}");
+    let o = ctl(&d.api, &["set", "--group", "r01", "/PhysState=POWER_OFF"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        ctl(&d.api, &["get", "nodes", "@nope"]).status.code(),
+        Some(4)
+    );
+
+    // wait: succeeds once r01 is off; times out naming the nodes that are not.
+    let o = ctl(
+        &d.api,
+        &[
+            "wait",
+            "@r01",
+            "--for",
+            "/PhysState=POWER_OFF",
+            "--timeout",
+            "30s",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ctl(
+        &d.api,
+        &[
+            "get",
+            "nodes",
+            "--filter",
+            "/PhysState=POWER_OFF",
+            "-o",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 10);
+    let o = ctl(
+        &d.api,
+        &[
+            "wait",
+            "n[0001-0012]",
+            "--for",
+            "/PhysState=POWER_OFF",
+            "--timeout",
+            "1s",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(8), "{err}");
+    assert!(err.contains("n[0011-0012]"), "{err}");
+
+    // power: on with --wait, status, and no selection refused.
+    let o = ctl(
+        &d.api,
+        &["power", "on", "@r01", "--wait", "--timeout", "30s"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ctl(&d.api, &["power", "status", "n[0001-0002]"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(out.lines().nth(1).unwrap().contains("POWER_ON"), "{out}");
+    assert_eq!(ctl(&d.api, &["power", "off"]).status.code(), Some(2));
+    let o = ctl(&d.api, &["set", "n0001", "/PhysState=POWER_ON", "--wait"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Completions, man pages and the hostlist helper.
+#[test]
+fn completions_man_pages_and_hostlist_tools() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (shell, marker) in [
+        ("bash", "complete"),
+        ("zsh", "#compdef"),
+        ("fish", "complete -c"),
+    ] {
+        let o = run(&["completions", shell]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{shell}");
+        assert!(text.contains(marker), "{shell}: {text}");
+        assert!(text.contains("ctl") && text.contains("wait"), "{shell}");
+    }
+    let dir = temp_dir("man");
+    let o = run(&["man", "--out", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for page in [
+        "layercake.1",
+        "layercake-ctl.1",
+        "layercake-ctl-apply.1",
+        "layercake-topo-check.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap_or_default();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+    let o = run(&["hostlist", "expand", "n[1-3],gpu1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "n1\nn2\nn3\ngpu1\n");
+    let o = run(&["hostlist", "compress", "n3", "n1", "n2"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "n[1-3]");
+    let o = run(&["hostlist", "count", "n[0-999999999]"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1000000000");
+    let o = run(&["hostlist", "expand", "n[0-999999999]"]);
+    assert!(!o.status.success());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -281,6 +464,67 @@ fn topo_check_names_the_line_of_a_broken_file() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("20 nodes, 2 sub-parents"));
+
+    // Every error, not only the first; the unquoted hostlist explained.
+    let two = write_file(
+        &dir,
+        "two.yaml",
+        "cluster: x\nroot: { name: root, addr: \"127.0.0.1:7000\" }\ngroups:\n  - name: r1\n    sub_parent: { name: sp, addr: \"127.0.0.2:7000\" }\n    nodes:\n      - { hosts: \"n[05-01]\", addr: \"127.0.1.{n}:7000\" }\n      - { hosts: \"m1\", addr: \"nowhere\" }\n",
+    );
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("two.yaml:7:") && err.contains("two.yaml:8:"),
+        "{err}"
+    );
+    assert!(err.contains("2 errors"), "{err}");
+    let flow = write_file(
+        &dir,
+        "flow.yaml",
+        "cluster: x\nroot: { name: root, addr: \"127.0.0.1:7000\" }\ngroups:\n  - name: r1\n    sub_parent: { name: sp, addr: \"127.0.0.2:7000\" }\n    nodes:\n      - { hosts: n[01-05], addr: \"127.0.1.{n}:7000\" }\n",
+    );
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&flow)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("must be quoted"), "{err}");
+
+    // gen never writes what check rejects (dead = 4 x 7h is over 24 h).
+    let o = std::process::Command::new(bin())
+        .args([
+            "topo", "gen", "--nodes", "20", "--racks", "2", "--hello", "7h",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("check` rejects"));
+
+    // topo key --out makes a private key file; check verifies the mode.
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("new.key");
+    let o = std::process::Command::new(bin())
+        .args(["topo", "key", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let exposed = dir.join("cluster.key");
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["topo", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -333,7 +333,7 @@ fn standby_takes_over_a_rack_with_its_bmcs_and_hands_it_back() {
     let port = free_port();
     let key = write_file(&dir, "cluster.key", &"ef".repeat(32));
     let topo = write_file(&dir, "cluster.yaml", &topology(port));
-    let creds = write_file(&dir, "credentials", "lab-ipmi secret\n");
+    let creds = write_file(&dir, "credentials", "lab-ipmi 127.0.0.1 secret\n");
     {
         use std::os::unix::fs::PermissionsExt as _;
         for f in [&key, &creds] {

@@ -428,3 +428,77 @@ async fn ipmitool_agrees_with_the_client() {
         );
     }
 }
+
+/// A UDP relay between the client and one BMC that can lose the BMC's
+/// next reply; counts what the client sends after the loss was armed.
+struct LossyRelay {
+    addr: SocketAddr,
+    lose_next_reply: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent_since: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl LossyRelay {
+    async fn start(bmc: SocketAddr) -> LossyRelay {
+        use std::sync::atomic::Ordering;
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        back.connect(bmc).await.unwrap();
+        let relay = LossyRelay {
+            addr: front.local_addr().unwrap(),
+            lose_next_reply: Default::default(),
+            sent_since: Default::default(),
+        };
+        let (lose, sent) = (relay.lose_next_reply.clone(), relay.sent_since.clone());
+        tokio::spawn(async move {
+            let (mut a, mut b) = (vec![0u8; 2048], vec![0u8; 2048]);
+            let mut client = None;
+            loop {
+                tokio::select! {
+                    Ok((n, from)) = front.recv_from(&mut a) => {
+                        client = Some(from);
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        let _ = back.send(&a[..n]).await;
+                    }
+                    Ok(n) = back.recv(&mut b) => {
+                        if lose.swap(false, Ordering::SeqCst) {
+                            continue;
+                        }
+                        if let Some(c) = client {
+                            let _ = front.send_to(&b[..n], c).await;
+                        }
+                    }
+                }
+            }
+        });
+        relay
+    }
+
+    /// Loses the BMC's next reply; resets the count of client datagrams.
+    fn arm(&self) {
+        use std::sync::atomic::Ordering;
+        self.sent_since.store(0, Ordering::SeqCst);
+        self.lose_next_reply.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Issue 12, finding 6: the BMC's answer to a hard reset is lost. The
+/// client sends the reset exactly once and says it is unconfirmed; the
+/// machine is reset once. The old client re-sent it in a new session after
+/// the silent attempt, and `ipmi_sim` reset the machine twice.
+#[tokio::test]
+async fn finding6_a_lost_reply_to_a_reset_never_resets_twice() {
+    let sim = IpmiSim::start().unwrap();
+    sim.set_power_behind_back(true);
+    let relay = LossyRelay::start(sim.addr()).await;
+    let (c, t) = (client().await, admin(relay.addr));
+    assert!(c.power_is_on(&t).await.unwrap(), "a session is set up");
+    relay.arm();
+    let r = c.chassis_control(&t, ChassisControl::HardReset).await;
+    assert!(matches!(r, Err(IpmiError::Unconfirmed { .. })), "{r:?}");
+    let sent = relay.sent_since.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(sent, 1, "the client sent {sent} datagrams for one reset");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sim.resets_of(0), 1, "{}", sim.log_of(0));
+    // The BMC is still usable (a new session).
+    assert!(c.power_is_on(&t).await.unwrap());
+}

@@ -24,7 +24,9 @@
 //! token bucket ([`crate::udp::PEER_DATAGRAMS_PER_S`]) is charged before
 //! the envelope is opened. A stream is read up to [`STREAM_BYTES_MAX`] (one
 //! datagram) and refused as `oversized` as soon as it passes it; at most
-//! [`STREAMS_PER_PEER_MAX`] streams per connection are open at once.
+//! [`STREAMS_PER_PEER_MAX`] streams per connection are open at once. An
+//! incoming connection must first prove its address with a QUIC Retry, so
+//! spoofed Initials leave no handshake state behind.
 //!
 //! Instance names must be DNS names (letters, digits, `-`, `.`) for their
 //! certificates to identify them.
@@ -482,6 +484,16 @@ fn valid_for(cert: &CertificateDer<'_>, name: &str) -> bool {
 
 async fn accept_loop(ep: quinn::Endpoint, inbox: mpsc::Sender<Inbound>, shared: Arc<Shared>) {
     while let Some(incoming) = ep.accept().await {
+        // A client proves its address (a Retry) before the endpoint keeps
+        // any state for its handshake: spoofed Initials cost nothing.
+        if !incoming.remote_address_validated() {
+            if incoming.may_retry() {
+                let _ = incoming.retry();
+            } else {
+                incoming.ignore();
+            }
+            continue;
+        }
         let inbox = inbox.clone();
         let shared = shared.clone();
         tokio::task::spawn_local(async move {

@@ -170,6 +170,11 @@ impl Store {
         (d, n)
     }
 
+    /// The highest version held among `keys` (0 when none is held).
+    pub fn version_max(&self, keys: impl Iterator<Item = Key>) -> u64 {
+        keys.filter_map(|k| self.version(k)).max().unwrap_or(0)
+    }
+
     /// The next even version a source of truth should publish for `key`,
     /// never below `floor` (a boot epoch keeps versions monotonic across
     /// restarts that lost the store). `None` when the record's versions are

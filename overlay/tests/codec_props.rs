@@ -30,7 +30,13 @@ fn hello() -> impl Strategy<Value = Hello> {
         any::<u32>(),
         any::<bool>(),
     );
-    let b = (any::<u32>(), any::<u64>(), any::<bool>(), any::<bool>());
+    let b = (
+        any::<u32>(),
+        any::<u64>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec((any::<u32>(), any::<u64>()), 0..4),
+    );
     (a, b).prop_map(|((in_digest, in_count, acks, hello_ms, seen), b)| Hello {
         in_digest,
         in_count,
@@ -41,6 +47,11 @@ fn hello() -> impl Strategy<Value = Hello> {
         claim_epoch: b.1,
         fallback: b.2,
         home: b.3,
+        stale: b
+            .4
+            .into_iter()
+            .map(|(node, version)| proto::overlay::VersionHint { node, version })
+            .collect(),
     })
 }
 

@@ -8,13 +8,13 @@
 //! next one without scanning hundreds of children.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use proto::overlay::{Ack, Frame, Hello, Update, frame};
+use proto::overlay::{Ack, Frame, Hello, Update, VersionHint, frame};
 use proto::prost::Message;
 
 use overlay::record::Applied;
@@ -64,6 +64,9 @@ pub struct TreeStats {
     /// Publishes refused because the record's versions were exhausted
     /// (a held version within 2 of `u64::MAX`; nothing changed).
     pub versions_exhausted: u64,
+    /// Records this instance published that it re-stamped above the
+    /// versions its parent held of them (after a restart).
+    pub restamped: u64,
 }
 
 /// One instance of the tree strategy.
@@ -97,6 +100,12 @@ pub struct TreeCore {
     next_seq: u64,
     stats: TreeStats,
     rebuild_pending: bool,
+    /// Keys this instance published (its own Dsc, the Dsc it authors for
+    /// BMC nodes): re-stamped when the parent shows a higher version.
+    authored: BTreeSet<Key>,
+    /// Nodes whose Dsc another instance authors (their BMC driver): a Dsc
+    /// of one of them from the node itself is refused.
+    authored_elsewhere: BTreeSet<NodeId>,
 }
 
 impl TreeCore {
@@ -117,6 +126,8 @@ impl TreeCore {
             next_seq: 0,
             stats: TreeStats::default(),
             rebuild_pending: false,
+            authored: BTreeSet::new(),
+            authored_elsewhere: BTreeSet::new(),
         };
         core.rebuild_links(now, true);
         core
@@ -562,6 +573,7 @@ impl TreeCore {
 
     fn send_hello(&mut self, now: Time, l: usize) {
         let (in_digest, in_count) = self.store.digest(self.in_keys(l));
+        let stale = take_hints(&mut self.links[l]);
         let claim = match self.links[l].dir {
             Dir::ToParent => self.routes.acting_for(self.me),
             Dir::ToChild => None,
@@ -581,6 +593,7 @@ impl TreeCore {
                 claim_epoch: claim.map_or(0, |c| c.1),
                 fallback: link.dir == Dir::ToParent && self.routes.is_fallback(self.me),
                 home: false,
+                stale,
             }
         };
         let to = self.links[l].peer;
@@ -610,6 +623,11 @@ impl TreeCore {
 
     fn on_hello(&mut self, now: Time, l: usize, h: Hello) {
         self.on_acks(now, l, &h.acks);
+        if self.links[l].dir == Dir::ToParent {
+            for hint in h.stale.iter().take(HINTS_PER_HELLO_MAX) {
+                self.on_hint(now, hint.node, hint.version);
+            }
+        }
         if h.home && self.links[l].dir == Dir::ToParent && self.routes.set_fallback(self.me, false)
         {
             self.rebuild_pending = true;
@@ -643,6 +661,54 @@ impl TreeCore {
         }
         if after == NeighborState::Full {
             self.check_digest(now, l, h.in_digest);
+        }
+    }
+
+    /// The parent holds `node`'s Dsc at version `held`, above what this
+    /// instance sent it. If this instance authors that record, its previous
+    /// boot published up to `held` (this boot lost its versions): its
+    /// floor moves above `held` and the record is re-stamped, so its
+    /// versions supersede the previous boot's whatever the clock says. If
+    /// the author is below, the hint goes on toward it. A hint at or below
+    /// what this instance holds is a late duplicate and ignored.
+    fn on_hint(&mut self, now: Time, node: NodeId, held: u64) {
+        let key = Key {
+            node,
+            kind: Kind::Dsc,
+        };
+        if self.store.version(key).is_some_and(|v| v > held) {
+            return;
+        }
+        if self.authored.contains(&key) {
+            let Some(floor) = held.checked_add(2) else {
+                self.stats.versions_exhausted += 1;
+                return;
+            };
+            self.cfg.version_floor = self.cfg.version_floor.max(floor);
+            if let Some(r) = self.store.get(key) {
+                self.stats.restamped += 1;
+                self.publish(now, node, Kind::Dsc, r.data);
+            }
+            return;
+        }
+        let toward = self
+            .routes
+            .next_hop(self.me, node)
+            .and_then(|c| self.index.get(&c).copied());
+        if let Some(c) = toward {
+            hint(&mut self.links[c], node, held);
+        }
+    }
+
+    /// Declares whether another instance authors `node`'s Dsc (the
+    /// instance that drives its BMC): while it does, a Dsc of `node` that
+    /// arrives from `node` itself is refused and counted in
+    /// `records_rejected` (one author per record).
+    pub fn set_authored_elsewhere(&mut self, node: NodeId, elsewhere: bool) {
+        if elsewhere {
+            self.authored_elsewhere.insert(node);
+        } else {
+            self.authored_elsewhere.remove(&node);
         }
     }
 
@@ -712,10 +778,27 @@ impl TreeCore {
                 self.stats.records_rejected += 1;
                 continue;
             }
-            if self.store.apply(&rec) == Applied::Newer {
-                let key = rec.key;
-                self.event(Event::Delivered(rec));
-                self.changed(now, key);
+            if rec.key.kind == Kind::Dsc
+                && rec.key.node == self.links[l].peer
+                && self.authored_elsewhere.contains(&rec.key.node)
+            {
+                self.stats.records_rejected += 1;
+                continue;
+            }
+            match self.store.apply(&rec) {
+                Applied::Newer => {
+                    let key = rec.key;
+                    self.event(Event::Delivered(rec));
+                    self.changed(now, key);
+                }
+                _ if rec.key.kind == Kind::Dsc => {
+                    // Older than what we hold: its author may have
+                    // restarted; tell the link it came from.
+                    if let Some(held) = self.store.version(rec.key).filter(|&v| v > rec.version) {
+                        hint(&mut self.links[l], rec.key.node, held);
+                    }
+                }
+                _ => {}
             }
         }
         let link = &mut self.links[l];
@@ -812,6 +895,7 @@ impl Strategy for TreeCore {
             return self.store.version(key).unwrap_or(u64::MAX);
         };
         self.store.apply(&Record { key, version, data });
+        self.authored.insert(key);
         self.changed(now, key);
         version
     }
@@ -838,4 +922,39 @@ impl Strategy for TreeCore {
     fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
+}
+
+/// Version hints queued per link before more are dropped (a later hello
+/// or update repeats what is still stale).
+pub const HINTS_PER_LINK_MAX: usize = 256;
+/// Version hints carried by one hello (16 bytes each at most, so a hello
+/// stays far below a datagram).
+pub const HINTS_PER_HELLO_MAX: usize = 48;
+
+/// Queues a version hint for `link`'s peer (the highest per node).
+fn hint(link: &mut Link, node: NodeId, version: u64) {
+    if link.hints.len() >= HINTS_PER_LINK_MAX && !link.hints.contains_key(&node) {
+        return;
+    }
+    let v = link.hints.entry(node).or_insert(0);
+    *v = (*v).max(version);
+    link.hello_now = true;
+}
+
+/// Takes up to [`HINTS_PER_HELLO_MAX`] hints for the next hello.
+fn take_hints(link: &mut Link) -> Vec<VersionHint> {
+    let nodes: Vec<NodeId> = link
+        .hints
+        .keys()
+        .copied()
+        .take(HINTS_PER_HELLO_MAX)
+        .collect();
+    nodes
+        .into_iter()
+        .filter_map(|node| {
+            link.hints
+                .remove(&node)
+                .map(|version| VersionHint { node, version })
+        })
+        .collect()
 }

@@ -59,6 +59,9 @@ pub(crate) struct Link {
     pub ack_at: Option<Time>,
     pub mismatches: u8,
     pub scheduled: Option<Time>,
+    /// Version hints for the peer (`Hello.stale`): node -> version held
+    /// above what the peer sent; at most `HINTS_PER_LINK_MAX`.
+    pub hints: HashMap<NodeId, u64>,
 }
 
 impl Link {
@@ -81,6 +84,7 @@ impl Link {
             ack_at: None,
             mismatches: 0,
             scheduled: None,
+            hints: HashMap::default(),
         }
     }
 

@@ -611,3 +611,104 @@ fn absorbed_records_obey_the_direction_rules() {
     assert!(!core.absorb(Time::ZERO, rec(8, Kind::Cfg)), "another group");
     assert!(!core.absorb(Time::ZERO, rec(0, Kind::Dsc)), "the root");
 }
+
+/// An echo core whose version floor is `floor` (what a clock reading
+/// would have given it).
+fn echo_with_floor(t: &Arc<Tree>, id: NodeId, seed: u64, now: Time, floor: u64) -> Echo {
+    let cfg = TreeConfig {
+        seed,
+        version_floor: floor,
+        ..TreeConfig::default()
+    };
+    Echo {
+        core: TreeCore::new(id, t.clone(), cfg, now),
+        failed: Vec::new(),
+    }
+}
+
+/// Issue 12, finding 2 (the Dsc version floor): a leaf and a sub-parent
+/// whose clocks stood far ahead publish high versions, then restart with
+/// their clocks stepped back (floor 0). Their new Dsc reaches the root:
+/// the parent's hello shows the versions it holds, and a restarted
+/// instance publishes above them. On the old code the root kept the
+/// previous boot's Dsc until the clock caught up.
+#[test]
+fn finding2_a_restart_with_the_clock_stepped_back_is_heard() {
+    let t = tree(1, 3);
+    let mut s = sim(&t, 31, 0.0);
+    let future = 1u64 << 50;
+    for id in 0..t.len() as NodeId {
+        let now = s.now();
+        s.crash(id);
+        s.restart(id, echo_with_floor(&t, id, 31, now, future));
+    }
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(5)));
+    for id in [1, 4] {
+        s.crash(id);
+        s.run_until(s.now() + Duration::from_millis(500));
+        let now = s.now();
+        s.restart(id, echo_with_floor(&t, id, 32, now, 0));
+    }
+    // The Cfg reaches the restarted leaf again; its echo must win.
+    let dead = t.timers(4).dead;
+    s.with(0, |e, now| {
+        e.core
+            .publish(now, 4, Kind::Cfg, Bytes::from_static(b"b-4"));
+    });
+    let root_has = |s: &Sim<Echo>| {
+        s.get(0)
+            .unwrap()
+            .core
+            .get(Key {
+                node: 4,
+                kind: Kind::Dsc,
+            })
+            .is_some_and(|r| r.data == "b-4".as_bytes())
+    };
+    let limit = s.now() + dead;
+    assert!(
+        s.run_while(Duration::from_millis(10), limit, root_has),
+        "the restarted leaf's Dsc did not reach the root within a dead interval"
+    );
+    let leaf = s.get(4).unwrap();
+    assert!(leaf.core.stats().restamped <= 2, "{:?}", leaf.core.stats());
+}
+
+/// Issue 12, finding 10: a BMC node's Dsc has one author, its sub-parent.
+/// A Dsc the node itself sends (a forged one, with a high version) is
+/// refused by the sub-parent and never reaches the root; the sub-parent's
+/// own publishes do.
+#[test]
+fn finding10_a_bmc_nodes_own_dsc_is_refused() {
+    let t = tree(1, 3);
+    let mut s = sim(&t, 33, 0.0);
+    let bmc_node: NodeId = 3;
+    s.with(1, |e, _| e.core.set_authored_elsewhere(bmc_node, true));
+    s.run_until(s.now() + Duration::from_secs(3));
+    let key = Key {
+        node: bmc_node,
+        kind: Kind::Dsc,
+    };
+    s.with(1, |e, now| {
+        e.core.publish(
+            now,
+            bmc_node,
+            Kind::Dsc,
+            Bytes::from_static(b"by the sub-parent"),
+        );
+    });
+    s.run_until(s.now() + Duration::from_secs(1));
+    let rejected = s.get(1).unwrap().core.stats().records_rejected;
+    s.crash(bmc_node);
+    let now = s.now();
+    s.restart(bmc_node, echo_with_floor(&t, bmc_node, 34, now, 1 << 60));
+    s.with(bmc_node, |e, now| {
+        e.core
+            .publish(now, bmc_node, Kind::Dsc, Bytes::from_static(b"forged"));
+    });
+    s.run_until(s.now() + Duration::from_secs(3));
+    let at_root = s.get(0).unwrap().core.get(key).unwrap();
+    assert_eq!(at_root.data, "by the sub-parent".as_bytes());
+    assert!(s.get(1).unwrap().core.stats().records_rejected > rejected);
+}

@@ -47,7 +47,7 @@ mod parse;
 mod pattern;
 mod rules;
 mod sync;
-mod yaml;
+pub mod yaml;
 
 #[cfg(test)]
 mod tests;

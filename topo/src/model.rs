@@ -112,14 +112,22 @@ impl Topology {
     /// Reads and parses a topology file. Errors name `path`; a read failure
     /// has line and column 0.
     pub fn load(path: &Path) -> Result<Topology, TopoError> {
+        Topology::load_all(path).map_err(|mut errs| errs.swap_remove(0))
+    }
+
+    /// Like [`Topology::load`], with every error found (see
+    /// [`Topology::parse_all`]).
+    pub fn load_all(path: &Path) -> Result<Topology, Vec<TopoError>> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| TopoError {
-            file: file.clone(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![TopoError {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }]
         })?;
-        let mut topo = Topology::parse(&text, &file)?;
+        let mut topo = Topology::parse_all(&text, &file)?;
         if let (Some(key), Some(dir)) = (&topo.key_file, path.parent())
             && key.is_relative()
         {
@@ -131,6 +139,12 @@ impl Topology {
     /// Parses topology YAML; `file_name` is used in error messages only.
     pub fn parse(text: &str, file_name: &str) -> Result<Topology, TopoError> {
         crate::parse::parse(text, file_name)
+    }
+
+    /// Like [`Topology::parse`], but reports every error found (at least
+    /// one when it fails), in file order: `topo check` prints them all.
+    pub fn parse_all(text: &str, file_name: &str) -> Result<Topology, Vec<TopoError>> {
+        crate::parse::parse_all(text, file_name)
     }
 
     /// Writes the topology as YAML that [`Topology::parse`] reads back to

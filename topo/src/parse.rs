@@ -29,8 +29,15 @@ const NAME_LEN_MAX: usize = 253;
 
 type R<T> = Result<T, TopoError>;
 
-/// Parses topology YAML (see [`crate::Topology::parse`]).
+/// Parses topology YAML (see [`crate::Topology::parse`]): the first error.
 pub(crate) fn parse(text: &str, file: &str) -> R<Topology> {
+    parse_all(text, file).map_err(|mut errs| errs.swap_remove(0))
+}
+
+/// Parses topology YAML and reports every error it can find (at least
+/// one when it fails), in file order: a bad group or node entry is
+/// reported and skipped, and the checks go on.
+pub(crate) fn parse_all(text: &str, file: &str) -> Result<Topology, Vec<TopoError>> {
     let mut cx = Cx {
         file,
         names: HashMap::new(),
@@ -45,16 +52,57 @@ pub(crate) fn parse(text: &str, file: &str) -> R<Topology> {
             level_strategy: Vec::new(),
             groups: Vec::new(),
         },
+        errors: Vec::new(),
     };
-    let root = yaml::parse(text).map_err(|(pos, msg)| cx.err(pos, format!("YAML: {msg}")))?;
+    let root = yaml::parse(text).map_err(|(pos, msg)| {
+        let hint = unquoted_hostlist_hint(text, pos.line).unwrap_or_default();
+        vec![cx.err(pos, format!("YAML: {msg}{hint}"))]
+    })?;
     let Some(root) = root else {
         let pos = Pos { line: 1, col: 1 };
-        return Err(cx.err(
+        return Err(vec![cx.err(
             pos,
             "empty file: expected a mapping with at least `cluster` and `root`",
-        ));
+        )]);
     };
-    cx.topology(&root)
+    let res = cx.topology(&root);
+    let mut errors = std::mem::take(&mut cx.errors);
+    match res {
+        Ok(t) if errors.is_empty() => return Ok(t),
+        Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
+    errors.dedup();
+    Err(errors)
+}
+
+/// When a YAML syntax error sits on (or just after) a line with an
+/// unquoted hostlist in a flow mapping (`{ hosts: n[01-10], ... }`), says
+/// why: YAML reads `[` as the start of a list there.
+fn unquoted_hostlist_hint(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let candidates = [line.checked_sub(1), line.checked_sub(2)];
+    for l in candidates.into_iter().flatten() {
+        let Some(src) = lines.get(l) else { continue };
+        let Some(at) = src.find("hosts:") else {
+            continue;
+        };
+        let value = src[at + "hosts:".len()..].trim_start();
+        if value.contains('[') && !value.starts_with(['"', '\'']) {
+            let shown: String = value
+                .chars()
+                .take_while(|c| !matches!(c, ',' | '}'))
+                .collect();
+            return Some(format!(
+                " (line {}: the hostlist `{}` must be quoted, `hosts: \"{}\"`: unquoted, YAML reads `[` as the start of a list)",
+                l + 1,
+                shown.trim(),
+                shown.trim()
+            ));
+        }
+    }
+    None
 }
 
 /// Who holds a name, for duplicate messages.
@@ -100,7 +148,13 @@ struct Cx<'a> {
     depth_max: Option<usize>,
     buf: String,
     rule_spans: RuleSpans,
+    /// Errors of groups and node entries already skipped, so that one
+    /// run reports them all.
+    errors: Vec<TopoError>,
 }
+
+/// Most errors one run collects (the rest would repeat the first ones).
+const ERRORS_MAX: usize = 100;
 
 /// The entry for `key` in a mapping, if present and not null.
 fn field<'n>(entries: &'n [(Node, Node)], key: &str) -> Option<(&'n Node, &'n Node)> {
@@ -126,6 +180,16 @@ fn inside(node: &Node, text: &str, offset: usize) -> Pos {
 }
 
 impl Cx<'_> {
+    /// Records the error of an entry that is skipped; fails once
+    /// [`ERRORS_MAX`] errors are collected.
+    fn skip(&mut self, e: TopoError) -> R<()> {
+        if self.errors.len() + 1 >= ERRORS_MAX {
+            return Err(e);
+        }
+        self.errors.push(e);
+        Ok(())
+    }
+
     fn err(&self, pos: Pos, message: impl Into<String>) -> TopoError {
         TopoError {
             file: self.file.to_string(),
@@ -485,7 +549,10 @@ impl Cx<'_> {
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            out.push(self.group(item, depth, i as u64 + 1)?);
+            match self.group(item, depth, i as u64 + 1) {
+                Ok(g) => out.push(g),
+                Err(e) => self.skip(e)?,
+            }
         }
         Ok(out)
     }
@@ -601,7 +668,9 @@ impl Cx<'_> {
         };
         let mut out = Vec::new();
         for item in items {
-            self.node_entry(item, group, g, &mut out)?;
+            if let Err(e) = self.node_entry(item, group, g, &mut out) {
+                self.skip(e)?;
+            }
         }
         Ok(out)
     }

@@ -1213,3 +1213,21 @@ fn hostlist_count_without_expanding() {
         Err(HostlistError::Reversed { .. })
     ));
 }
+
+#[test]
+fn every_error_is_reported_in_file_order() {
+    let yaml = "cluster: demo\nroot: { name: root, addr: \"10.0.0.1:7000\" }\ngroups:\n  - name: r1\n    sub_parent: { name: r1-sp, addr: \"10.0.1.1:7000\" }\n    nodes:\n      - { hosts: \"a[1-2]\", addr: \"bogus\" }\n      - { hosts: \"b[2-1]\", addr: \"10.0.1.{n}:7000\" }\n  - name: r2\n    sub_parent: { name: r2-sp, addr: \"10.0.2.1:7000\" }\n    nodes:\n      - { hosts: \"c1\", addr: \"10.0.2.2:7000\", extra: 1 }\n";
+    let errs = Topology::parse_all(yaml, "t.yaml").unwrap_err();
+    let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [7, 8, 12], "{errs:#?}");
+    // `parse` keeps reporting the first.
+    assert_eq!(Topology::parse(yaml, "t.yaml").unwrap_err(), errs[0]);
+}
+
+#[test]
+fn an_unquoted_hostlist_in_a_flow_mapping_is_explained() {
+    let yaml = "cluster: demo\nroot: { name: root, addr: \"10.0.0.1:7000\" }\ngroups:\n  - name: r1\n    sub_parent: { name: r1-sp, addr: \"10.0.1.1:7000\" }\n    nodes:\n      - { hosts: n[01-10], addr: \"10.0.1.{n}:7000\" }\n";
+    let e = Topology::parse(yaml, "t.yaml").unwrap_err();
+    assert!(e.message.contains("must be quoted"), "{e}");
+    assert!(e.message.contains("hosts: \"n[01-10]\""), "{e}");
+}

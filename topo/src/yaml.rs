@@ -20,7 +20,7 @@ const NODES_MAX: usize = 20_000_000;
 
 /// A 1-based line and column in the source text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Pos {
+pub struct Pos {
     /// 1-based line.
     pub line: usize,
     /// 1-based column (in characters).
@@ -40,7 +40,7 @@ impl Pos {
 
 /// One node of the tree with the position where it starts.
 #[derive(Clone, Debug)]
-pub(crate) struct Node {
+pub struct Node {
     /// Where the node starts (for a quoted scalar: its opening quote).
     pub pos: Pos,
     /// What the node holds.
@@ -49,9 +49,14 @@ pub(crate) struct Node {
 
 /// The three YAML node kinds.
 #[derive(Clone, Debug)]
-pub(crate) enum Kind {
-    /// A scalar; `plain` is false for quoted and block scalars.
-    Scalar { text: String, plain: bool },
+pub enum Kind {
+    /// A scalar.
+    Scalar {
+        /// Its text.
+        text: String,
+        /// False for quoted and block scalars.
+        plain: bool,
+    },
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping, in document order (duplicate keys are kept for the
@@ -98,7 +103,7 @@ impl Node {
 }
 
 /// Parses `text` into a tree. `Ok(None)` is an empty document.
-pub(crate) fn parse(text: &str) -> Result<Option<Node>, (Pos, String)> {
+pub fn parse(text: &str) -> Result<Option<Node>, (Pos, String)> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {

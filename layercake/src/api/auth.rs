@@ -3,9 +3,10 @@
 //!
 //! - [`require`]: public without a token: the dashboard's static files and
 //!   `GET /api/v1/health`; everything else needs `Authorization: Bearer
-//!   TOKEN` (or, for a GET, an `access_token` query parameter, which the
-//!   dashboard's `EventSource` needs since it cannot set headers; the
-//!   parameter is removed before the handler sees the query). Missing or
+//!   TOKEN` (or, for `GET /api/v1/events` only, an `access_token` query
+//!   parameter, which the dashboard's `EventSource` needs since it cannot
+//!   set headers; the parameter is removed before the handler sees the
+//!   query. Elsewhere a token in the URL is refused: URLs end up in logs). Missing or
 //!   unknown token: 401; a read token on a write: 403; both with the API's
 //!   JSON error body and counted in `kraken_api_refused_total{reason}`.
 //! - [`needed`]: the role a route needs.
@@ -33,8 +34,12 @@ pub fn needed(method: &Method, path: &str) -> Option<Role> {
     Some(Role::Admin)
 }
 
-/// The token of a request: the bearer header, else (GET only) the
-/// `access_token` query parameter, which is then removed from the URI.
+/// The one route whose token may come in the query (the event stream).
+pub const QUERY_TOKEN_PATH: &str = "/api/v1/events";
+
+/// The token of a request: the bearer header, else (`GET` of
+/// [`QUERY_TOKEN_PATH`] only) the `access_token` query parameter, which is
+/// then removed from the URI.
 fn take_token(req: &mut Request) -> Option<String> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
@@ -43,7 +48,7 @@ fn take_token(req: &mut Request) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_string());
     }
-    if req.method() != Method::GET {
+    if req.method() != Method::GET || req.uri().path() != QUERY_TOKEN_PATH {
         return None;
     }
     let query = req.uri().query()?;

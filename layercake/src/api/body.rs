@@ -90,6 +90,9 @@ pub struct WriteBody {
     /// A hostlist of node names.
     #[serde(default)]
     pub hosts: Option<String>,
+    /// A group of the topology (`r07`).
+    #[serde(default)]
+    pub group: Option<String>,
     /// A URL filter (`URL=VALUE`).
     #[serde(default)]
     pub filter: Option<String>,
@@ -144,4 +147,24 @@ mod tests {
             BodyError::TooLarge
         );
     }
+}
+
+/// Most entries one batch may hold.
+pub const BATCH_ENTRIES_MAX: usize = 10_000;
+/// A batch may select, over all its entries, at most this many times the
+/// cluster's node count ...
+pub const BATCH_NODES_PER_NODE: u64 = 4;
+/// ... or this many nodes, whichever is more.
+pub const BATCH_NODES_MIN: u64 = 100_000;
+
+/// The body of `POST /api/v1/cfg/batch`: writes committed all or nothing.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// The writes, in order (each a bulk-write body).
+    #[serde(default)]
+    pub entries: Vec<WriteBody>,
+    /// Validate and report only.
+    #[serde(default)]
+    pub dry_run: bool,
 }

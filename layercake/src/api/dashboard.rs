@@ -5,7 +5,11 @@
 //! batches of changed node summaries every 250 ms) and draws the cluster as
 //! a grid of cells grouped by rack, coloured by PhysState with a RunState
 //! border; a click shows the node's Cfg and Dsc side by side and its chain
-//! (`/api/v1/nodes/{name}`).
+//! (`/api/v1/nodes/{name}`). Above 2,000 nodes it opens in a summary view
+//! (one tile per rack: counts by PhysState, converged; a click expands the
+//! rack's cells), so 50,000 nodes fit one screen. With an admin token
+//! (`#token=...`, or `#admin` on a root without tokens) racks and nodes get
+//! power on/off and freeze/thaw actions, confirmed before they run.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};

@@ -26,7 +26,7 @@ pub mod auth;
 pub mod body;
 pub mod dashboard;
 pub mod keys;
-pub mod tls;
+pub mod listen;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,11 +43,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value as Json, json};
 use tokio::sync::{broadcast, watch};
 
-use crate::daemon::control::{ApiError, Control, Selection, WriteOp};
+use crate::daemon::control::{ApiError, Control, NODES_PER_COMMAND, Selection, WriteOp};
 use crate::daemon::model::Model;
-use crate::daemon::root::Bus;
+use crate::daemon::root::{Bus, chain_for};
 
-use body::{BodyError, OneBody, WriteBody};
+use body::{BatchBody, BodyError, OneBody, WriteBody};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -103,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/cfg",
             axum::routing::post(bulk_set).delete(bulk_reset),
         )
+        .route("/api/v1/cfg/batch", axum::routing::post(batch))
         .route("/api/v1/plan", axum::routing::post(plan))
         .route("/api/v1/graph", get(graph))
         .route("/api/v1/graph.dot", get(graph_dot))
@@ -175,6 +176,7 @@ fn selection_from_query(q: Option<&str>) -> Result<Selection, ApiError> {
             "hosts" => sel.hosts = Some(v),
             "filter" => sel.filter = Some(v),
             "side" => sel.side = Some(v),
+            "group" => sel.group = Some(v),
             "all" => sel.all = v.is_empty() || v == "true" || v == "1",
             "types" => {}
             _ => return Err(ApiError::bad(format!("unknown query parameter `{k}`"))),
@@ -190,6 +192,7 @@ type Split = (Selection, Vec<(String, String)>, bool);
 fn split(b: WriteBody) -> Result<Split, ApiError> {
     let sel = Selection {
         hosts: b.hosts,
+        group: b.group,
         filter: b.filter,
         side: b.side,
         all: b.all,
@@ -253,9 +256,47 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
+/// The leaves a read selects, resolved on the root in commands of at most
+/// [`NODES_PER_COMMAND`] nodes (the request costed first).
+async fn selected(s: &ApiState, sel: Arc<Selection>) -> Result<Vec<usize>, ApiError> {
+    s.ctl.check(&sel, 0)?;
+    let hosts = {
+        let sel = sel.clone();
+        s.ctl.read(move |r, _| r.select_hosts(&sel)).await??
+    };
+    if sel.filter.is_none() {
+        return Ok(hosts);
+    }
+    let mut out = Vec::new();
+    for chunk in hosts.chunks(NODES_PER_COMMAND) {
+        let (sel, c) = (sel.clone(), chunk.to_vec());
+        out.extend(s.ctl.read(move |r, _| r.filter(&sel, &c)).await??);
+    }
+    Ok(out)
+}
+
 async fn list(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
-    let sel = selection_from_query(q.as_deref())?;
-    ok(s.ctl.read(move |r, _| r.list(&sel)).await??)
+    let sel = Arc::new(selection_from_query(q.as_deref())?);
+    let idx = selected(&s, sel).await?;
+    let mut nodes = Vec::with_capacity(idx.len());
+    for chunk in idx.chunks(NODES_PER_COMMAND) {
+        let c = chunk.to_vec();
+        nodes.extend(s.ctl.read(move |r, _| r.details(&c)).await?);
+    }
+    ok(json!({ "nodes": nodes }))
+}
+
+/// Every node's summary and the counters, read in commands of at most
+/// [`NODES_PER_COMMAND`] nodes.
+async fn snapshot_json(s: &ApiState) -> Result<Json, ApiError> {
+    let total = s.ctl.nodes();
+    let mut nodes = Vec::with_capacity(total);
+    for lo in (0..total).step_by(NODES_PER_COMMAND) {
+        let hi = lo.saturating_add(NODES_PER_COMMAND);
+        nodes.extend(s.ctl.read(move |r, _| r.summaries(lo..hi)).await?);
+    }
+    let counters = s.ctl.read(|r, _| r.counters()).await?;
+    Ok(json!({ "nodes": nodes, "counters": counters }))
 }
 
 async fn node(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> ApiResult {
@@ -313,6 +354,47 @@ async fn bulk_set(State(s): State<ApiState>, body: Bytes) -> ApiResult {
     ok(json!(res))
 }
 
+async fn batch(State(s): State<ApiState>, body: Bytes) -> ApiResult {
+    let b = parse_body::<BatchBody>(&body)?;
+    if b.entries.is_empty() {
+        return Err(ApiError::bad("a batch needs at least one entry"));
+    }
+    if b.entries.len() > body::BATCH_ENTRIES_MAX {
+        return Err(ApiError::bad(format!(
+            "a batch holds at most {} entries (got {})",
+            body::BATCH_ENTRIES_MAX,
+            b.entries.len()
+        )));
+    }
+    // Costed here, before the root sees it: every entry's selection and
+    // values, and the nodes all entries may touch together.
+    let nodes = s.ctl.nodes();
+    let budget = (nodes as u64)
+        .saturating_mul(body::BATCH_NODES_PER_NODE)
+        .max(body::BATCH_NODES_MIN);
+    let mut total: u64 = 0;
+    let mut entries = Vec::with_capacity(b.entries.len());
+    for (k, e) in b.entries.into_iter().enumerate() {
+        let at = |e: ApiError| ApiError {
+            message: format!("entry {}: {}", k + 1, e.message),
+            ..e
+        };
+        let (sel, values, replace) = split(e).map_err(at)?;
+        s.ctl.check(&sel, values.len()).map_err(at)?;
+        total = total.saturating_add(sel.cost(nodes).map_err(at)?);
+        if total > budget {
+            return Err(ApiError::bad(format!(
+                "entry {}: the batch selects more than {budget} nodes in all (at most {} times \
+                 the cluster); split it",
+                k + 1,
+                body::BATCH_NODES_PER_NODE
+            )));
+        }
+        entries.push((sel, WriteOp::Set { values, replace }));
+    }
+    ok(json!(s.ctl.batch(entries, b.dry_run).await?))
+}
+
 async fn bulk_reset(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
     let sel = selection_from_query(q.as_deref())?;
     let res = s.ctl.write(sel, WriteOp::Reset).await?;
@@ -327,7 +409,44 @@ async fn plan(State(s): State<ApiState>, body: Bytes) -> ApiResult {
     if sel.is_empty() {
         sel.all = true;
     }
-    ok(s.ctl.read(move |r, _| r.plan(&sel, &values)).await??)
+    s.ctl.check(&sel, values.len())?;
+    let (sel, values) = (Arc::new(sel), Arc::new(values));
+    let idx = {
+        let sel = sel.clone();
+        s.ctl.read(move |r, _| r.select_hosts(&sel)).await??
+    };
+    let mut chunks: Vec<Vec<usize>> = idx
+        .chunks(NODES_PER_COMMAND)
+        .map(<[usize]>::to_vec)
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new()); // the values are still checked
+    }
+    let mut inputs = Vec::with_capacity(idx.len());
+    for c in chunks {
+        let (sel, values) = (sel.clone(), values.clone());
+        inputs.extend(
+            s.ctl
+                .read(move |r, _| r.plan_inputs(&sel, &c, &values))
+                .await??,
+        );
+    }
+    // Planning is the expensive part: on the blocking pool, off the
+    // overlay's thread and the API's one worker.
+    let model = s.model.clone();
+    let nodes = tokio::task::spawn_blocking(move || {
+        let mut planner = engine::planner::Planner::new(model.graph.clone());
+        inputs
+            .iter()
+            .map(|i| {
+                let chain = chain_for(&model, &mut planner, &i.dsc, &i.cfg);
+                json!({ "name": i.name, "reachable": chain.is_some(), "chain": chain.unwrap_or_default() })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("plan task failed: {e}")))?;
+    ok(json!({ "nodes": nodes }))
 }
 
 async fn graph(State(s): State<ApiState>) -> ApiResult {
@@ -366,7 +485,7 @@ async fn thaw(State(s): State<ApiState>, body: Bytes) -> ApiResult {
 }
 
 async fn snapshot(State(s): State<ApiState>) -> ApiResult {
-    ok(s.ctl.read(|r, _| r.snapshot()).await?)
+    ok(snapshot_json(&s).await?)
 }
 
 /// Server-sent events: a `snapshot` first, then `change` and `nodes`
@@ -383,7 +502,7 @@ async fn events(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
     let wants = move |t: &str| types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t));
     let rx = s.bus.subscribe();
     let first = if wants("snapshot") {
-        Some(s.ctl.read(|r, _| r.snapshot()).await?.to_string())
+        Some(snapshot_json(&s).await?.to_string())
     } else {
         None
     };

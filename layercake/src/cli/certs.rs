@@ -25,7 +25,8 @@ pub enum CertsCmd {
         /// The CA's directory (`certs init --dir`).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        /// The instance's name in the topology.
+        /// The instance's name in the topology, or a hostlist of names
+        /// (`c[0001-1000]`: one certificate each).
         #[arg(long)]
         name: String,
         /// The instance's `--pki` directory (default: `--dir`).
@@ -84,19 +85,40 @@ pub fn main(cmd: CertsCmd) -> Result<i32> {
             out,
             topology,
         } => {
+            let names = ::topo::hostlist::expand(&name)
+                .map_err(|e| anyhow::anyhow!("--name `{name}`: {e}"))?;
             if let Some(t) = topology {
                 let c = crate::daemon::cluster::Cluster::load(&t)?;
-                if c.flat.by_name(&name).is_none() {
-                    bail!("`{name}` is not an instance of {}", t.display());
+                let unknown: Vec<String> = names
+                    .iter()
+                    .filter(|n| c.flat.by_name(n).is_none())
+                    .cloned()
+                    .collect();
+                if !unknown.is_empty() {
+                    bail!(
+                        "not instances of {}: {} (nothing issued)",
+                        t.display(),
+                        ::topo::hostlist::compress(&unknown)
+                    );
                 }
             }
             let out = out.unwrap_or_else(|| dir.clone());
-            issue(&dir, &name, &out)?;
-            println!(
-                "{name}: {} and {} (with ca.crt)",
-                out.join(format!("{name}.crt")).display(),
-                out.join(format!("{name}.key")).display()
-            );
+            for n in &names {
+                issue(&dir, n, &out)?;
+            }
+            if let [one] = &names[..] {
+                println!(
+                    "{one}: {} and {} (with ca.crt)",
+                    out.join(format!("{one}.crt")).display(),
+                    out.join(format!("{one}.key")).display()
+                );
+            } else {
+                println!(
+                    "{} certificate(s) and key(s) for {name} in {} (with ca.crt)",
+                    names.len(),
+                    out.display()
+                );
+            }
             Ok(0)
         }
     }

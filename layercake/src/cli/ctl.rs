@@ -13,18 +13,22 @@
 //! | 5 | the request was rejected (other 4xx: bad URL, value, hostlist) |
 //! | 6 | `apply -f`: the file could not be read or parsed |
 //! | 7 | not authorised (401, 403) or an unusable `--token-file` |
+//! | 8 | `wait` / `--wait` timed out (the nodes that did not get there are named) |
 //!
 //! Errors go to standard error as `error: MESSAGE`; data to standard output.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value as Json, json};
 
 use crate::cli::DEFAULT_API;
+use crate::cli::apply;
 use crate::cli::http::{self, HttpError};
+use crate::cli::urls;
 use crate::cli::yaml;
 
 /// Success.
@@ -43,6 +47,8 @@ pub const EXIT_REJECTED: i32 = 5;
 pub const EXIT_INPUT: i32 = 6;
 /// Not authorised (HTTP 401 or 403), or an unusable token file.
 pub const EXIT_AUTH: i32 = 7;
+/// `wait` (or `--wait`) timed out.
+pub const EXIT_TIMEOUT: i32 = 8;
 
 /// `layercake ctl`.
 #[derive(Args, Debug)]
@@ -78,21 +84,59 @@ pub enum Output {
     Yaml,
 }
 
+/// How a command picks nodes besides its `TARGET` (a hostlist such as
+/// `n[0001-0010]`, or `@GROUP`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SelArgs {
+    /// The nodes of a group of the topology (a rack such as `r07`, or a
+    /// group above racks); the same as a `@r07` target.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Only nodes where `URL=VALUE` holds (comma-separated for several).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// The copy `--filter` reads: `dsc` or `cfg`.
+    #[arg(long, default_value = "dsc")]
+    pub side: String,
+    /// Every node (write commands never default to every node).
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// What `ctl wait` and `--wait` wait for.
+#[derive(Args, Debug, Clone)]
+pub struct WaitArgs {
+    /// Give up after this long (exit code 8 with the nodes that did not
+    /// get there).
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "10m")]
+    pub timeout: Duration,
+}
+
+/// `ctl power` actions.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PowerAction {
+    /// Cfg `/PhysState=POWER_ON`.
+    On,
+    /// Cfg `/PhysState=POWER_OFF`.
+    Off,
+    /// Off, wait until Dsc says off, then on.
+    Cycle,
+    /// Cfg and Dsc power state per node.
+    Status,
+}
+
 /// `ctl` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum CtlCmd {
-    /// List nodes: `get nodes [HOSTLIST]`.
+    /// List nodes: `get nodes [TARGET]`.
     Get {
         /// The resource: `nodes` (or `node`).
         resource: String,
-        /// Which nodes (a hostlist such as `n[0001-0010]`; default all).
-        hosts: Option<String>,
-        /// Only nodes where `URL=VALUE` holds (comma-separated for several).
-        #[arg(long)]
-        filter: Option<String>,
-        /// The copy `--filter` reads.
-        #[arg(long, default_value = "dsc")]
-        side: String,
+        /// Which nodes (a hostlist or `@GROUP`; default all).
+        target: Option<String>,
+        /// Selectors.
+        #[command(flatten)]
+        sel: SelArgs,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -105,27 +149,57 @@ pub enum CtlCmd {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Set Cfg values: `set HOSTLIST URL=VALUE...`.
+    /// Image-set rollouts: `rollout status [TARGET] [--wait]`.
+    Rollout {
+        /// `status`.
+        action: String,
+        /// Which nodes (a hostlist or `@GROUP`; default all).
+        hosts: Option<String>,
+        /// Wait (with a progress bar) until no node is rolling or waiting.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit 1).
+        #[arg(long, value_parser = ::topo::duration::parse_flag)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Set Cfg values: `set [TARGET] URL=VALUE...` (short URLs such as
+    /// `bmc.address` are accepted).
     Set {
-        /// Which nodes.
-        hosts: String,
-        /// `URL=VALUE` pairs, e.g. `/PhysState=POWER_ON`.
-        #[arg(required = true)]
-        values: Vec<String>,
+        /// `TARGET` (a hostlist or `@GROUP`; or use --group, --filter,
+        /// --all) then `URL=VALUE` pairs, e.g. `/PhysState=POWER_ON`.
+        #[arg(required = true, value_name = "TARGET|URL=VALUE")]
+        words: Vec<String>,
+        /// Selectors.
+        #[command(flatten)]
+        sel: SelArgs,
         /// Start from an empty Cfg instead of the current one.
         #[arg(long)]
         replace: bool,
+        /// Then wait until the nodes converge.
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits.
+        #[command(flatten)]
+        wait_args: WaitArgs,
     },
-    /// Apply a file of Cfg changes (YAML or JSON; see docs/cli.md).
+    /// Apply a file of Cfg changes (YAML or JSON; see docs/cli.md), all or
+    /// nothing.
     Apply {
         /// The file (`-` for standard input).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Check the file and show what each entry would change; commit
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Reset Cfg to empty (nothing wanted): `delete HOSTLIST`.
+    /// Reset Cfg to empty (nothing wanted): `delete TARGET`.
     Delete {
-        /// Which nodes.
-        hosts: String,
+        /// Which nodes (a hostlist or `@GROUP`).
+        target: Option<String>,
+        /// Selectors.
+        #[command(flatten)]
+        sel: SelArgs,
     },
     /// Show the chains that would run, without running them.
     Plan {
@@ -137,6 +211,37 @@ pub enum CtlCmd {
         /// Output format (table: nodes grouped by chain).
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+    },
+    /// Wait until nodes converge or a Dsc value holds on every one.
+    Wait {
+        /// Which nodes (a hostlist or `@GROUP`; default: the selectors).
+        target: Option<String>,
+        /// Selectors.
+        #[command(flatten)]
+        sel: SelArgs,
+        /// `converged`, or `URL=VALUE[,URL=VALUE...]` on the Dsc.
+        #[arg(long = "for", default_value = "converged")]
+        for_: String,
+        /// How long to wait.
+        #[command(flatten)]
+        wait_args: WaitArgs,
+    },
+    /// Power: `power on|off|cycle|status TARGET`.
+    Power {
+        /// What to do.
+        #[arg(value_enum)]
+        action: PowerAction,
+        /// Which nodes (a hostlist or `@GROUP`).
+        target: Option<String>,
+        /// Selectors.
+        #[command(flatten)]
+        sel: SelArgs,
+        /// Wait until the Dsc power state is the one asked for.
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait.
+        #[command(flatten)]
+        wait_args: WaitArgs,
     },
     /// Follow the event stream (value changes) until interrupted.
     Watch {
@@ -152,21 +257,144 @@ pub enum CtlCmd {
         #[arg(long)]
         dot: bool,
     },
-    /// Stop the engines of nodes (default: all) from driving.
+    /// Stop the engines of the selected nodes from driving.
     Freeze {
-        /// Which nodes (default all).
-        hosts: Option<String>,
+        /// Which nodes (a hostlist or `@GROUP`; every node needs --all).
+        target: Option<String>,
+        /// Selectors.
+        #[command(flatten)]
+        sel: SelArgs,
     },
-    /// Let frozen nodes be driven again (default: all).
+    /// Let frozen nodes be driven again.
     Thaw {
-        /// Which nodes (default all).
-        hosts: Option<String>,
+        /// Which nodes (a hostlist or `@GROUP`; every node needs --all).
+        target: Option<String>,
+        /// Selectors.
+        #[command(flatten)]
+        sel: SelArgs,
     },
     /// The root's health.
     Health,
 }
 
+/// A selection: a target word and the selector flags, as the API's
+/// `hosts`, `group`, `filter`, `side` and `all`.
+#[derive(Debug, Default, Clone)]
+struct Selected {
+    hosts: Option<String>,
+    group: Option<String>,
+    filter: Option<String>,
+    side: String,
+    all: bool,
+}
+
+impl Selected {
+    fn new(target: Option<&str>, sel: &SelArgs) -> R<Selected> {
+        let usage = |m: String| Fail {
+            code: EXIT_USAGE,
+            message: m,
+        };
+        let mut out = Selected {
+            side: sel.side.clone(),
+            all: sel.all,
+            group: sel
+                .group
+                .clone()
+                .map(|g| g.trim_start_matches('@').to_string()),
+            ..Selected::default()
+        };
+        if let Some(t) = target.map(str::trim).filter(|t| !t.is_empty()) {
+            if let Some(g) = t.strip_prefix('@') {
+                if out.group.is_some() {
+                    return Err(usage(format!("`{t}` and --group both name a group")));
+                }
+                out.group = Some(g.to_string());
+            } else {
+                topo::hostlist::count(t).map_err(|e| Fail {
+                    code: EXIT_REJECTED,
+                    message: format!("bad hostlist `{t}`: {e}"),
+                })?;
+                out.hosts = Some(t.to_string());
+            }
+        }
+        if let Some(f) = &sel.filter {
+            let pairs: Vec<String> = f
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(urls::expand_pair)
+                .collect();
+            if let Some(bad) = pairs.iter().find(|p| !p.contains('=')) {
+                return Err(usage(format!("--filter: `{bad}` is not URL=VALUE")));
+            }
+            out.filter = Some(pairs.join(","));
+        }
+        if !matches!(out.side.as_str(), "dsc" | "cfg") {
+            return Err(usage(format!(
+                "--side must be dsc or cfg, not `{}`",
+                out.side
+            )));
+        }
+        Ok(out)
+    }
+
+    /// True when the user named which nodes.
+    fn explicit(&self) -> bool {
+        self.hosts.is_some() || self.group.is_some() || self.filter.is_some() || self.all
+    }
+
+    /// Refuses a write that names no nodes.
+    fn required(self, verb: &str) -> R<Selected> {
+        if self.explicit() {
+            return Ok(self);
+        }
+        Err(Fail {
+            code: EXIT_USAGE,
+            message: format!(
+                "`{verb}` needs to know which nodes: a hostlist, @GROUP, --group, --filter \
+                 URL=VALUE or --all (it never defaults to every node)"
+            ),
+        })
+    }
+
+    fn body(&self) -> Json {
+        let mut b = json!({});
+        if let Some(h) = &self.hosts {
+            b["hosts"] = json!(h);
+        }
+        if let Some(g) = &self.group {
+            b["group"] = json!(g);
+        }
+        if let Some(f) = &self.filter {
+            b["filter"] = json!(f);
+            b["side"] = json!(self.side);
+        }
+        if self.all {
+            b["all"] = json!(true);
+        }
+        b
+    }
+
+    fn query(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(h) = &self.hosts {
+            q.push(format!("hosts={}", enc(h)));
+        }
+        if let Some(g) = &self.group {
+            q.push(format!("group={}", enc(g)));
+        }
+        if let Some(f) = &self.filter {
+            q.push(format!("filter={}&side={}", enc(f), enc(&self.side)));
+        }
+        if self.all {
+            q.push("all=true".into());
+        }
+        q.join("&")
+    }
+}
+
 /// A failure with its exit code.
+#[derive(Debug)]
 struct Fail {
     code: i32,
     message: String,
@@ -231,7 +459,14 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// `URL=VALUE` words, short URLs expanded.
 fn pairs(values: &[String]) -> R<Vec<String>> {
+    if values.is_empty() {
+        return Err(Fail {
+            code: EXIT_USAGE,
+            message: "no URL=VALUE given (e.g. /PhysState=POWER_ON)".into(),
+        });
+    }
     for v in values {
         if !v.contains('=') {
             return Err(Fail {
@@ -240,7 +475,73 @@ fn pairs(values: &[String]) -> R<Vec<String>> {
             });
         }
     }
-    Ok(values.to_vec())
+    Ok(values.iter().map(|v| urls::expand_pair(v)).collect())
+}
+
+/// The `N` of a root's "entry N: ..." message.
+fn entry_number(message: &str) -> Option<usize> {
+    let rest = &message[message.find("entry ")? + "entry ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// What `wait` waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Goal {
+    /// Dsc matches Cfg.
+    Converged,
+    /// These Dsc values hold.
+    Values(Vec<(String, String)>),
+}
+
+impl Goal {
+    fn parse(text: &str) -> R<Goal> {
+        if text.trim() == "converged" {
+            return Ok(Goal::Converged);
+        }
+        let mut out = Vec::new();
+        for p in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((u, v)) = p.split_once('=') else {
+                return Err(Fail {
+                    code: EXIT_USAGE,
+                    message: format!("--for: `{p}` is neither `converged` nor URL=VALUE"),
+                });
+            };
+            out.push((urls::expand(u.trim()), v.trim().to_string()));
+        }
+        if out.is_empty() {
+            return Err(Fail {
+                code: EXIT_USAGE,
+                message: "--for needs `converged` or URL=VALUE".into(),
+            });
+        }
+        Ok(Goal::Values(out))
+    }
+
+    /// True when node `n` (as the API lists it) is there.
+    fn holds(&self, n: &Json) -> bool {
+        match self {
+            Goal::Converged => n["converged"].as_bool() == Some(true),
+            Goal::Values(vs) => vs
+                .iter()
+                .all(|(u, v)| n["dsc"][u.as_str()].as_str() == Some(v.as_str())),
+        }
+    }
+}
+
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Goal::Converged => f.write_str("converged"),
+            Goal::Values(vs) => {
+                let parts: Vec<String> = vs
+                    .iter()
+                    .map(|(u, v)| format!("{}={v}", urls::shorten(u)))
+                    .collect();
+                f.write_str(&parts.join(","))
+            }
+        }
+    }
 }
 
 struct Client {
@@ -290,9 +591,8 @@ impl Client {
         match cmd {
             CtlCmd::Get {
                 resource,
-                hosts,
-                filter,
-                side,
+                target,
+                sel,
                 output,
             } => {
                 if !matches!(resource.as_str(), "nodes" | "node" | "no") {
@@ -301,17 +601,17 @@ impl Client {
                         message: format!("unknown resource `{resource}` (try `get nodes`)"),
                     });
                 }
-                let mut q = Vec::new();
-                if let Some(h) = hosts {
-                    q.push(format!("hosts={}", enc(&h)));
-                }
-                if let Some(f) = filter {
-                    q.push(format!("filter={}&side={}", enc(&f), enc(&side)));
-                }
-                let v = self.call("GET", &format!("/api/v1/nodes?{}", q.join("&")), None)?;
+                let sel = Selected::new(target.as_deref(), &sel)?;
+                let v = self.call("GET", &format!("/api/v1/nodes?{}", sel.query()), None)?;
                 self.print_nodes(&v, output);
                 Ok(())
             }
+            CtlCmd::Rollout {
+                action,
+                hosts,
+                wait,
+                timeout,
+            } => self.rollout(&action, hosts.as_deref(), wait, timeout),
             CtlCmd::Describe { node, output } => {
                 let v = self.call("GET", &format!("/api/v1/nodes/{}", enc(&node)), None)?;
                 match output {
@@ -322,25 +622,34 @@ impl Client {
                 Ok(())
             }
             CtlCmd::Set {
-                hosts,
-                values,
+                words,
+                sel,
                 replace,
+                wait,
+                wait_args,
             } => {
-                let body = json!({ "hosts": hosts, "values": pairs(&values)?, "replace": replace });
+                let (target, values) = match words.split_first() {
+                    Some((first, rest)) if !first.contains('=') => (Some(first.as_str()), rest),
+                    _ => (None, &words[..]),
+                };
+                let sel = Selected::new(target, &sel)?.required("set")?;
+                let mut body = sel.body();
+                body["values"] = json!(pairs(values)?);
+                body["replace"] = json!(replace);
                 let v = self.call("POST", "/api/v1/cfg", Some(body))?;
                 println!(
                     "{} node(s) matched, {} Cfg changed",
                     v["matched"], v["changed"]
                 );
+                if wait {
+                    self.wait(&sel, &Goal::Converged, wait_args.timeout)?;
+                }
                 Ok(())
             }
-            CtlCmd::Apply { file } => self.apply(&file),
-            CtlCmd::Delete { hosts } => {
-                let v = self.call(
-                    "DELETE",
-                    &format!("/api/v1/cfg?hosts={}", enc(&hosts)),
-                    None,
-                )?;
+            CtlCmd::Apply { file, dry_run } => self.apply(&file, dry_run),
+            CtlCmd::Delete { target, sel } => {
+                let sel = Selected::new(target.as_deref(), &sel)?.required("delete")?;
+                let v = self.call("DELETE", &format!("/api/v1/cfg?{}", sel.query()), None)?;
                 println!(
                     "{} node(s) matched, {} Cfg reset",
                     v["matched"], v["changed"]
@@ -361,6 +670,26 @@ impl Client {
                 }
                 Ok(())
             }
+            CtlCmd::Wait {
+                target,
+                sel,
+                for_,
+                wait_args,
+            } => {
+                let sel = Selected::new(target.as_deref(), &sel)?;
+                let goal = Goal::parse(&for_)?;
+                self.wait(&sel, &goal, wait_args.timeout)
+            }
+            CtlCmd::Power {
+                action,
+                target,
+                sel,
+                wait,
+                wait_args,
+            } => {
+                let sel = Selected::new(target.as_deref(), &sel)?;
+                self.power(action, sel, wait, wait_args.timeout)
+            }
             CtlCmd::Watch { hosts, json } => self.watch(hosts.as_deref(), json),
             CtlCmd::Graph { dot } => {
                 if dot {
@@ -370,8 +699,14 @@ impl Client {
                 }
                 Ok(())
             }
-            CtlCmd::Freeze { hosts } => self.freeze("freeze", hosts),
-            CtlCmd::Thaw { hosts } => self.freeze("thaw", hosts),
+            CtlCmd::Freeze { target, sel } => {
+                let sel = Selected::new(target.as_deref(), &sel)?.required("freeze")?;
+                self.freeze("freeze", &sel)
+            }
+            CtlCmd::Thaw { target, sel } => {
+                let sel = Selected::new(target.as_deref(), &sel)?.required("thaw")?;
+                self.freeze("thaw", &sel)
+            }
             CtlCmd::Health => {
                 println!("{}", pretty(&self.call("GET", "/api/v1/health", None)?));
                 Ok(())
@@ -379,12 +714,59 @@ impl Client {
         }
     }
 
-    fn freeze(&self, what: &str, hosts: Option<String>) -> R<()> {
-        let body = match hosts {
-            Some(h) => json!({ "hosts": h }),
-            None => json!({ "all": true }),
+    fn rollout(
+        &self,
+        action: &str,
+        hosts: Option<&str>,
+        wait: bool,
+        timeout: Option<std::time::Duration>,
+    ) -> R<()> {
+        use crate::cli::rollout::count;
+        if action != "status" {
+            return Err(Fail {
+                code: EXIT_USAGE,
+                message: format!("unknown rollout action `{action}` (try `rollout status`)"),
+            });
+        }
+        let none = SelArgs {
+            side: "dsc".into(),
+            ..SelArgs::default()
         };
-        let v = self.call("POST", &format!("/api/v1/{what}"), Some(body))?;
+        let path = format!("/api/v1/nodes?{}", Selected::new(hosts, &none)?.query());
+        let t0 = std::time::Instant::now();
+        let mut c = count(&self.call("GET", &path, None)?);
+        if wait && !c.done() {
+            let bar = indicatif::ProgressBar::new(c.total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rolled  {msg}")
+                    .expect("a valid template"),
+            );
+            while !c.done() && timeout.is_none_or(|t| t0.elapsed() < t) {
+                bar.set_position(c.rolled as u64);
+                bar.set_message(c.line());
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                c = count(&self.call("GET", &path, None)?);
+            }
+            bar.finish_and_clear();
+        }
+        println!("{}", c.line());
+        if !c.failed.is_empty() {
+            return Err(Fail {
+                code: EXIT_SERVER,
+                message: format!("rollout failed on {}", c.failed.join(",")),
+            });
+        }
+        if wait && !c.done() {
+            return Err(Fail {
+                code: EXIT_TIMEOUT,
+                message: "timed out waiting for the rollout".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn freeze(&self, what: &str, sel: &Selected) -> R<()> {
+        let v = self.call("POST", &format!("/api/v1/{what}"), Some(sel.body()))?;
         println!(
             "{what}: {} node(s) matched, {} Cfg changed",
             v["matched"], v["changed"]
@@ -392,10 +774,151 @@ impl Client {
         Ok(())
     }
 
-    fn apply(&self, file: &PathBuf) -> R<()> {
+    fn power(&self, action: PowerAction, sel: Selected, wait: bool, timeout: Duration) -> R<()> {
+        if action == PowerAction::Status {
+            let v = self.call("GET", &format!("/api/v1/nodes?{}", sel.query()), None)?;
+            let mut rows = vec![vec![
+                "NAME".to_string(),
+                "CFG".into(),
+                "DSC".into(),
+                "BMC".into(),
+                "ERROR".into(),
+            ]];
+            let bmc = urls::expand("bmc.protocol");
+            let err = urls::expand("bmc.error");
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                let get = |side: &str, url: &str| {
+                    n[side][url]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or("-")
+                        .to_string()
+                };
+                rows.push(vec![
+                    n["name"].as_str().unwrap_or("?").to_string(),
+                    get("cfg", "/PhysState"),
+                    get("dsc", "/PhysState"),
+                    get("cfg", &bmc),
+                    get("dsc", &err),
+                ]);
+            }
+            print_table(&rows, self.color);
+            return Ok(());
+        }
+        let verb = match action {
+            PowerAction::On => "power on",
+            PowerAction::Off => "power off",
+            _ => "power cycle",
+        };
+        let sel = sel.required(verb)?;
+        let set = |state: &str| -> R<()> {
+            let mut body = sel.body();
+            body["values"] = json!([format!("/PhysState={state}")]);
+            let v = self.call("POST", "/api/v1/cfg", Some(body))?;
+            println!(
+                "{verb}: {} node(s) matched, {} Cfg changed",
+                v["matched"], v["changed"]
+            );
+            Ok(())
+        };
+        let is = |state: &str| Goal::Values(vec![("/PhysState".into(), state.into())]);
+        match action {
+            PowerAction::On => set("POWER_ON")?,
+            PowerAction::Off => set("POWER_OFF")?,
+            _ => {
+                // Declaratively: off, seen off, then on.
+                set("POWER_OFF")?;
+                self.wait(&sel, &is("POWER_OFF"), timeout)?;
+                set("POWER_ON")?;
+            }
+        }
+        if wait {
+            let want = if action == PowerAction::Off {
+                "POWER_OFF"
+            } else {
+                "POWER_ON"
+            };
+            self.wait(&sel, &is(want), timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Polls the selected nodes until every one meets `goal`.
+    fn wait(&self, sel: &Selected, goal: &Goal, timeout: Duration) -> R<()> {
+        let t0 = Instant::now();
+        let path = format!("/api/v1/nodes?{}", sel.query());
+        let tty = std::io::stderr().is_terminal();
+        let mut bar: Option<indicatif::ProgressBar> = None;
+        let mut last = None;
+        loop {
+            let v = self.call("GET", &path, None)?;
+            let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+            let missing: Vec<String> = nodes
+                .iter()
+                .filter(|n| !goal.holds(n))
+                .map(|n| n["name"].as_str().unwrap_or("?").to_string())
+                .collect();
+            let total = nodes.len();
+            let done = total - missing.len();
+            if tty {
+                let b = bar.get_or_insert_with(|| {
+                    let b = indicatif::ProgressBar::new(total as u64);
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {pos}/{len} {msg} [{elapsed}] {wide_bar}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    b.set_message(goal.to_string());
+                    b
+                });
+                b.set_length(total as u64);
+                b.set_position(done as u64);
+            } else if last != Some(done) {
+                eprintln!("waiting for {goal}: {done}/{total}");
+                last = Some(done);
+            }
+            if missing.is_empty() {
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                println!(
+                    "{total} node(s) {goal} after {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            if t0.elapsed() >= timeout {
+                if let Some(b) = bar {
+                    b.abandon();
+                }
+                return Err(Fail {
+                    code: EXIT_TIMEOUT,
+                    message: format!(
+                        "timed out after {}: {} of {total} node(s) not {goal}: {}",
+                        ::topo::duration::format(timeout),
+                        missing.len(),
+                        topo::hostlist::compress(&missing)
+                    ),
+                });
+            }
+            // Poll gently on large selections.
+            let pause = if total > 5000 { 1000 } else { 300 };
+            std::thread::sleep(
+                Duration::from_millis(pause).min(timeout - t0.elapsed().min(timeout)),
+            );
+        }
+    }
+
+    fn apply(&self, file: &std::path::Path, dry_run: bool) -> R<()> {
         let input = |m: String| Fail {
             code: EXIT_INPUT,
             message: m,
+        };
+        let name = if file.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            file.display().to_string()
         };
         let text = if file.as_os_str() == "-" {
             let mut s = String::new();
@@ -403,33 +926,56 @@ impl Client {
                 .map_err(|e| input(format!("reading standard input: {e}")))?;
             s
         } else {
-            std::fs::read_to_string(file)
-                .map_err(|e| input(format!("reading {}: {e}", file.display())))?
+            std::fs::read_to_string(file).map_err(|e| input(format!("reading {name}: {e}")))?
         };
-        let doc = yaml::parse(&text).map_err(|e| input(format!("{}: {e}", file.display())))?;
-        let entries = doc["nodes"].as_array().ok_or_else(|| {
-            input(format!(
-                "{}: expected a top-level `nodes:` list",
-                file.display()
-            ))
-        })?;
-        let mut bodies = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            bodies.push(
-                apply_entry(e)
-                    .map_err(|m| input(format!("{}: nodes[{i}]: {m}", file.display())))?,
+        let entries = apply::parse(&text).map_err(|e| input(e.show(&name)))?;
+        let body = json!({
+            "entries": entries.iter().map(|e| e.body.clone()).collect::<Vec<_>>(),
+            "dry_run": dry_run,
+        });
+        let v = self
+            .call("POST", "/api/v1/cfg/batch", Some(body))
+            .map_err(|mut f| {
+                // "entry N: ..." from the root: point at the entry's line.
+                if let Some(pos) = entry_number(&f.message)
+                    .and_then(|k| k.checked_sub(1))
+                    .and_then(|k| entries.get(k))
+                    .map(|e| e.pos)
+                {
+                    f.message = format!(
+                        "{name}:{}:{}: {} (nothing applied)",
+                        pos.line, pos.col, f.message
+                    );
+                } else {
+                    f.message = format!("{name}: {} (nothing applied)", f.message);
+                }
+                f
+            })?;
+        let per = v["entries"].as_array().cloned().unwrap_or_default();
+        if dry_run {
+            for (e, r) in entries.iter().zip(&per) {
+                let hosts = r["hosts"].as_str().unwrap_or("");
+                println!(
+                    "{name}:{}: {} matched, {} would change{}{}",
+                    e.pos.line,
+                    r["matched"],
+                    r["changed"],
+                    if hosts.is_empty() { "" } else { ": " },
+                    hosts
+                );
+            }
+            println!(
+                "dry run: {} entr(ies) valid, {} node(s) would change; nothing applied",
+                entries.len(),
+                v["changed"]
+            );
+        } else {
+            println!(
+                "applied {} entr(ies) in one transaction: {} node(s) changed",
+                entries.len(),
+                v["changed"]
             );
         }
-        let (mut matched, mut changed) = (0, 0);
-        for b in bodies {
-            let v = self.call("POST", "/api/v1/cfg", Some(b))?;
-            matched += v["matched"].as_u64().unwrap_or(0);
-            changed += v["changed"].as_u64().unwrap_or(0);
-        }
-        println!(
-            "applied {} entr(ies): {matched} node(s) matched, {changed} Cfg changed",
-            entries.len()
-        );
         Ok(())
     }
 
@@ -447,10 +993,7 @@ impl Client {
             None => None,
         };
         let color = self.color;
-        let r = http::stream_lines(&self.api, "/api/v1/events?types=change,lagged", |line| {
-            let Some(data) = line.strip_prefix("data:") else {
-                return true;
-            };
+        let r = http::stream_events(&self.api, "/api/v1/events?types=change,lagged", |data| {
             let Ok(v) = serde_json::from_str::<Json>(data.trim()) else {
                 return true;
             };
@@ -522,6 +1065,9 @@ impl Client {
             "Chain:     {}",
             chain.unwrap_or_else(|| "(no chain reaches Cfg)".into())
         );
+        if let Some(w) = v["waiting"].as_str() {
+            println!("Waiting:   {w}");
+        }
         let mut urls: BTreeMap<&str, (String, String)> = BTreeMap::new();
         for (side, slot) in [("cfg", 0), ("dsc", 1)] {
             for (k, x) in v[side].as_object().into_iter().flatten() {
@@ -539,35 +1085,6 @@ impl Client {
     }
 }
 
-/// One `apply -f` entry as a `/api/v1/cfg` body: `hosts` or `name`, and
-/// `values` (merged) or `cfg` (replaces, as printed by `get -o yaml`).
-fn apply_entry(e: &Json) -> Result<Json, String> {
-    let hosts = e["hosts"]
-        .as_str()
-        .or(e["name"].as_str())
-        .ok_or("needs `hosts` or `name`")?;
-    let (values, replace) = match (&e["values"], &e["cfg"]) {
-        (Json::Object(v), Json::Null) => (v.clone(), e["replace"].as_bool().unwrap_or(false)),
-        (Json::Null, Json::Object(c)) => {
-            let mut c = c.clone();
-            c.remove("/Nodename");
-            (c, true)
-        }
-        _ => return Err("needs either a `values:` or a `cfg:` mapping".into()),
-    };
-    let values: serde_json::Map<String, Json> = values
-        .into_iter()
-        .map(|(k, v)| {
-            let s = match v {
-                Json::String(s) => s,
-                other => other.to_string(),
-            };
-            (k, Json::String(s))
-        })
-        .collect();
-    Ok(json!({ "hosts": hosts, "values": values, "replace": replace }))
-}
-
 fn pretty(v: &Json) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
@@ -583,7 +1100,7 @@ fn header(wide: bool) -> Vec<String> {
         "CONVERGED",
     ];
     if wide {
-        h.extend(["CFG PXE", "DSC PXE", "FROZEN"]);
+        h.extend(["CFG PXE", "DSC PXE", "FROZEN", "BUSY", "IMAGES"]);
     }
     h.into_iter().map(str::to_string).collect()
 }
@@ -616,6 +1133,8 @@ fn row(n: &Json, wide: bool) -> Vec<String> {
             }
             .to_string(),
         );
+        r.push(get("dsc", "/Busy"));
+        r.push(get("dsc", crate::cli::rollout::STATE_URL));
     }
     r
 }
@@ -707,16 +1226,39 @@ mod tests {
     }
 
     #[test]
-    fn apply_entries() {
-        let e = json!({"hosts": "n[1-2]", "values": {"/PhysState": "POWER_ON", "/Busy": 2}});
-        let b = apply_entry(&e).unwrap();
-        assert_eq!(b["values"]["/Busy"], "2");
-        assert_eq!(b["replace"], false);
-        let e = json!({"name": "n1", "cfg": {"/Nodename": "n1", "/PhysState": "POWER_OFF"}});
-        let b = apply_entry(&e).unwrap();
-        assert_eq!(b["replace"], true);
-        assert!(b["values"].get("/Nodename").is_none());
-        assert!(apply_entry(&json!({"values": {}})).is_err());
-        assert!(apply_entry(&json!({"hosts": "n1"})).is_err());
+    fn wait_goals() {
+        assert_eq!(Goal::parse("converged").unwrap(), Goal::Converged);
+        let g = Goal::parse("/PhysState=POWER_ON,pxe.state=COMP").unwrap();
+        let n = json!({"dsc": {"/PhysState": "POWER_ON", (engine::virt::PXE_URL): "COMP"}});
+        assert!(g.holds(&n));
+        let n = json!({"dsc": {"/PhysState": "POWER_OFF"}});
+        assert!(!g.holds(&n));
+        assert!(Goal::parse("nonsense").is_err());
+        assert_eq!(entry_number("entry 12: bad URL"), Some(12));
+        assert_eq!(entry_number("bad"), None);
+    }
+
+    #[test]
+    fn selections() {
+        let none = SelArgs {
+            side: "dsc".into(),
+            ..SelArgs::default()
+        };
+        let s = Selected::new(Some("@r07"), &none).unwrap();
+        assert_eq!(s.group.as_deref(), Some("r07"));
+        assert!(s.clone().required("set").is_ok());
+        assert!(
+            Selected::new(None, &none)
+                .unwrap()
+                .required("freeze")
+                .is_err()
+        );
+        assert!(Selected::new(Some("n[1-"), &none).is_err());
+        let f = SelArgs {
+            filter: Some("/PhysState=PHYS_ERROR".into()),
+            ..none.clone()
+        };
+        let s = Selected::new(None, &f).unwrap();
+        assert_eq!(s.query(), "filter=/PhysState%3DPHYS_ERROR&side=dsc");
     }
 }

@@ -1,40 +1,50 @@
-//! A minimal blocking HTTP/1.1 client for `layercake ctl` (one request per
-//! connection, `Connection: close`), so the CLI needs no HTTP stack.
+//! The CLI's HTTP client: `reqwest` (rustls, the same stack the Redfish
+//! backend uses) driven by a current-thread Tokio runtime, and
+//! `eventsource-stream` for the event stream.
 //!
-//! - [`request`]: sends a request and reads the whole response (bodies with
-//!   `Content-Length`, chunked, or up to the end of the stream).
-//! - [`stream_lines`]: sends a GET and hands each line of a streaming
-//!   (chunked) body to a callback, for the event stream.
+//! - [`request`]: sends a request and reads the whole response (at most
+//!   [`BODY_BYTES_MAX`]).
+//! - [`stream_events`]: GETs a server-sent event stream and hands each
+//!   event's data to a callback.
 //!
-//! Every failure is a [`HttpError`]; nothing here panics on what the
-//! server sends.
+//! The bearer token ([`set_token`]) and the CA of an `https://` API
+//! ([`set_tls_ca`]) are set once per process. Every failure is a
+//! [`HttpError`]; a server that cannot be reached says how to point the CLI
+//! at the right one.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 /// Largest response body read.
 pub const BODY_BYTES_MAX: usize = 256 << 20;
-/// Longest response header line.
-const LINE_BYTES_MAX: usize = 64 << 10;
-/// How long a connection attempt and a read may take.
+/// How long a request may take (the event stream has no limit).
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The server could not be reached.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error(
+        "cannot reach the API at {addr}: {cause} (is the root running? point --api or \
+         LAYERCAKE_API at its API address)"
+    )]
     Connect {
         /// The address.
         addr: String,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause, in words.
+        cause: String,
     },
-    /// The connection failed mid-way.
+    /// The client could not be set up (bad `--api-ca`, bad address).
+    #[error("{0}")]
+    Setup(String),
+    /// The request failed mid-way.
     #[error("talking to the API: {0}")]
-    Io(#[from] std::io::Error),
-    /// The server sent something that is not HTTP/1.1 as expected.
+    Transfer(String),
+    /// The answer was unusable (too large, not an event stream).
     #[error("malformed response: {0}")]
     Malformed(String),
 }
@@ -49,7 +59,7 @@ pub struct Response {
 }
 
 /// The bearer token sent with every request (set once by `ctl`).
-static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+static TOKEN: OnceLock<Option<String>> = OnceLock::new();
 
 /// Sets the bearer token of every later request (first call wins).
 pub fn set_token(token: Option<String>) {
@@ -57,300 +67,183 @@ pub fn set_token(token: Option<String>) {
 }
 
 /// The CA that an `https://` API's certificate must chain to.
-static TLS_CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+static TLS_CA: OnceLock<std::path::PathBuf> = OnceLock::new();
 
 /// Sets the CA file for `https://` addresses (first call wins).
 pub fn set_tls_ca(path: std::path::PathBuf) {
     let _ = TLS_CA.set(path);
 }
 
-/// A connection to the API: plain TCP, or TLS over TCP (`https://ADDR`).
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+/// The process's runtime and client, built on first use.
+struct Stack {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
 }
 
-impl Conn {
-    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.set_read_timeout(t),
-            Conn::Tls(s) => s.sock.set_read_timeout(t),
+static STACK: OnceLock<Result<Stack, String>> = OnceLock::new();
+
+fn stack() -> Result<&'static Stack, HttpError> {
+    STACK
+        .get_or_init(build)
+        .as_ref()
+        .map_err(|e| HttpError::Setup(e.clone()))
+}
+
+fn build() -> Result<Stack, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the HTTP client: {e}"))?;
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tls_built_in_root_certs(false)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = TLS_CA.get() {
+        let pem = std::fs::read(ca).map_err(|e| format!("--api-ca {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("--api-ca {}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "--api-ca {}: no PEM certificate in the file",
+                ca.display()
+            ));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
         }
     }
+    let client = b
+        .build()
+        .map_err(|e| format!("setting up the HTTP client: {e}"))?;
+    Ok(Stack { rt, client })
 }
 
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
+/// `http://host:port` or `https://host:port` for an `--api` value.
+fn base_url(addr: &str) -> Result<String, HttpError> {
+    let a = addr.trim_end_matches('/');
+    if a.starts_with("https://") {
+        if TLS_CA.get().is_none() {
+            return Err(HttpError::Setup(format!(
+                "{a}: an https:// API needs --api-ca FILE (the CA of its certificate)"
+            )));
         }
+        return Ok(a.to_string());
     }
+    if a.starts_with("http://") {
+        return Ok(a.to_string());
+    }
+    if a.is_empty() || a.contains("://") {
+        return Err(HttpError::Setup(format!(
+            "`{addr}` is not an API address (HOST:PORT, http://HOST:PORT or https://HOST:PORT)"
+        )));
+    }
+    Ok(format!("http://{a}"))
 }
 
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
+fn classify(addr: &str, e: reqwest::Error) -> HttpError {
+    if e.is_connect() {
+        // The innermost cause says "Connection refused" and the like.
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
         }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
+        HttpError::Connect {
+            addr: addr.to_string(),
+            cause: cause.to_string(),
         }
+    } else if e.is_timeout() {
+        HttpError::Transfer(format!("no answer from {addr} within {TIMEOUT:?}"))
+    } else {
+        HttpError::Transfer(e.to_string())
     }
 }
 
-/// `host:port` without an `http://` or `https://` prefix, and whether TLS.
-fn host_of(addr: &str) -> (&str, bool) {
-    match addr.strip_prefix("https://") {
-        Some(h) => (h.trim_end_matches('/'), true),
-        None => (
-            addr.trim_start_matches("http://").trim_end_matches('/'),
-            false,
-        ),
-    }
-}
-
-fn tls_client(host: &str) -> Result<rustls::ClientConnection, HttpError> {
-    use rustls::pki_types::pem::PemObject;
-    let bad = |m: String| HttpError::Connect {
-        addr: host.to_string(),
-        source: std::io::Error::other(m),
-    };
-    let ca = TLS_CA.get().ok_or_else(|| {
-        bad("an https:// API needs --api-ca FILE (the CA of its certificate)".into())
-    })?;
-    let ca_err = |e: &dyn std::fmt::Display| bad(format!("--api-ca {}: {e}", ca.display()));
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| ca_err(&e))?;
-    for c in certs {
-        roots
-            .add(c.map_err(|e| ca_err(&e))?)
-            .map_err(|e| ca_err(&e))?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let name = name
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let name =
-        rustls::pki_types::ServerName::try_from(name).map_err(|e| bad(format!("`{host}`: {e}")))?;
-    rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).map_err(|e| bad(e.to_string()))
-}
-
-fn connect(addr: &str) -> Result<Conn, HttpError> {
-    let (host, tls) = host_of(addr);
-    let tcp = connect_tcp(host)?;
-    if !tls {
-        return Ok(Conn::Plain(tcp));
-    }
-    let client = tls_client(host)?;
-    Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(client, tcp))))
-}
-
-fn connect_tcp(addr: &str) -> Result<TcpStream, HttpError> {
-    let err = |source| HttpError::Connect {
-        addr: addr.to_string(),
-        source,
-    };
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(err)?.collect();
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
-            Ok(s) => {
-                s.set_read_timeout(Some(TIMEOUT))?;
-                s.set_write_timeout(Some(TIMEOUT))?;
-                return Ok(s);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(err(last))
-}
-
-fn send(
-    s: &mut Conn,
+fn prepare(
+    s: &Stack,
     addr: &str,
     method: &str,
     path: &str,
-    body: Option<&[u8]>,
-) -> Result<(), HttpError> {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\nUser-Agent: layercake-ctl\r\n"
-    );
+) -> Result<reqwest::RequestBuilder, HttpError> {
+    let url = format!("{}{path}", base_url(addr)?);
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| HttpError::Setup(format!("bad method `{method}`")))?;
+    let mut r = s.client.request(method, url);
     if let Some(Some(t)) = TOKEN.get() {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        r = r.bearer_auth(t);
     }
-    if let Some(b) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    if let Some(b) = body {
-        s.write_all(b)?;
-    }
-    s.flush()?;
-    Ok(())
+    Ok(r)
 }
 
-fn read_line(r: &mut impl BufRead) -> Result<String, HttpError> {
-    let mut buf = Vec::new();
-    let n = r
-        .by_ref()
-        .take(LINE_BYTES_MAX as u64)
-        .read_until(b'\n', &mut buf)?;
-    if n == 0 {
-        return Err(HttpError::Malformed("connection closed early".into()));
-    }
-    if buf.last() != Some(&b'\n') {
-        return Err(HttpError::Malformed("header line too long".into()));
-    }
-    Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
-}
-
-struct Head {
-    status: u16,
-    length: Option<usize>,
-    chunked: bool,
-}
-
-fn read_head(r: &mut impl BufRead) -> Result<Head, HttpError> {
-    let status_line = read_line(r)?;
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next().unwrap_or("");
-    let status = parts.next().and_then(|s| s.parse().ok());
-    let Some(status) = status.filter(|_| version.starts_with("HTTP/1.")) else {
-        return Err(HttpError::Malformed(format!("status line `{status_line}`")));
-    };
-    let mut head = Head {
-        status,
-        length: None,
-        chunked: false,
-    };
-    for _ in 0..256 {
-        let line = read_line(r)?;
-        if line.is_empty() {
-            return Ok(head);
+async fn read_body(addr: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, HttpError> {
+    let mut out = Vec::new();
+    while let Some(c) = resp.chunk().await.map_err(|e| classify(addr, e))? {
+        if out.len().saturating_add(c.len()) > BODY_BYTES_MAX {
+            return Err(HttpError::Malformed(format!(
+                "body larger than {BODY_BYTES_MAX} bytes"
+            )));
         }
-        let Some((k, v)) = line.split_once(':') else {
-            return Err(HttpError::Malformed(format!("header `{line}`")));
-        };
-        match k.trim().to_ascii_lowercase().as_str() {
-            "content-length" => head.length = v.trim().parse().ok(),
-            "transfer-encoding" => head.chunked = v.to_ascii_lowercase().contains("chunked"),
-            _ => {}
-        }
+        out.extend_from_slice(&c);
     }
-    Err(HttpError::Malformed("too many headers".into()))
+    Ok(out)
 }
 
-/// Reads one chunk of a chunked body; `None` at the last chunk.
-fn read_chunk(r: &mut impl BufRead) -> Result<Option<Vec<u8>>, HttpError> {
-    let line = read_line(r)?;
-    let size_text = line.split(';').next().unwrap_or("").trim();
-    let size = usize::from_str_radix(size_text, 16)
-        .map_err(|_| HttpError::Malformed(format!("chunk size `{line}`")))?;
-    if size > BODY_BYTES_MAX {
-        return Err(HttpError::Malformed("chunk too large".into()));
-    }
-    if size == 0 {
-        return Ok(None);
-    }
-    let mut buf = vec![0; size];
-    r.read_exact(&mut buf)?;
-    let _ = read_line(r)?;
-    Ok(Some(buf))
-}
-
-/// Sends one request to `addr` (`host:port`) and reads the response.
+/// Sends one request to `addr` (`host:port` or a URL) and reads the
+/// response.
 pub fn request(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<Response, HttpError> {
-    let mut s = connect(addr)?;
-    send(&mut s, host_of(addr).0, method, path, body)?;
-    let mut r = BufReader::new(s);
-    let head = read_head(&mut r)?;
-    let mut out = Vec::new();
-    if head.chunked {
-        while let Some(c) = read_chunk(&mut r)? {
-            if out.len() + c.len() > BODY_BYTES_MAX {
-                return Err(HttpError::Malformed("body too large".into()));
-            }
-            out.extend_from_slice(&c);
-        }
-    } else if let Some(n) = head.length {
-        if n > BODY_BYTES_MAX {
-            return Err(HttpError::Malformed("body too large".into()));
-        }
-        out.resize(n, 0);
-        r.read_exact(&mut out)?;
-    } else {
-        r.take(BODY_BYTES_MAX as u64).read_to_end(&mut out)?;
+    let s = stack()?;
+    let mut r = prepare(s, addr, method, path)?.timeout(TIMEOUT);
+    if let Some(b) = body {
+        r = r
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(b.to_vec());
     }
-    Ok(Response {
-        status: head.status,
-        body: out,
+    s.rt.block_on(async {
+        let resp = r.send().await.map_err(|e| classify(addr, e))?;
+        let status = resp.status().as_u16();
+        let body = read_body(addr, resp).await?;
+        Ok(Response { status, body })
     })
 }
 
-/// GETs `path` and calls `line` for each line of the streamed body until
-/// the server ends it or `line` returns false. A non-2xx answer is
-/// returned whole instead.
-pub fn stream_lines(
+/// GETs the server-sent event stream at `path` and calls `data` with each
+/// event's data until the server ends the stream or `data` returns false.
+/// A non-2xx answer is returned whole instead.
+pub fn stream_events(
     addr: &str,
     path: &str,
-    mut line: impl FnMut(&str) -> bool,
+    mut data: impl FnMut(&str) -> bool,
 ) -> Result<Option<Response>, HttpError> {
-    let mut s = connect(addr)?;
-    s.set_read_timeout(None)?;
-    send(&mut s, host_of(addr).0, "GET", path, None)?;
-    let mut r = BufReader::new(s);
-    let head = read_head(&mut r)?;
-    if !(200..300).contains(&head.status) {
-        let mut body = Vec::new();
-        r.take(BODY_BYTES_MAX as u64).read_to_end(&mut body)?;
-        return Ok(Some(Response {
-            status: head.status,
-            body,
-        }));
-    }
-    let mut pending = Vec::new();
-    loop {
-        let chunk = if head.chunked {
-            read_chunk(&mut r)?
-        } else {
-            let mut buf = vec![0; 8192];
-            let n = r.read(&mut buf)?;
-            buf.truncate(n);
-            (n > 0).then_some(buf)
-        };
-        let Some(c) = chunk else { return Ok(None) };
-        pending.extend_from_slice(&c);
-        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-            let l: Vec<u8> = pending.drain(..=i).collect();
-            if !line(String::from_utf8_lossy(&l).trim_end_matches(['\r', '\n'])) {
-                return Ok(None);
+    use eventsource_stream::Eventsource;
+    let s = stack()?;
+    let r = prepare(s, addr, "GET", path)?;
+    s.rt.block_on(async {
+        let resp = r.send().await.map_err(|e| classify(addr, e))?;
+        let status = resp.status().as_u16();
+        if !resp.status().is_success() {
+            let body = read_body(addr, resp).await?;
+            return Ok(Some(Response { status, body }));
+        }
+        let chunks = futures_util::stream::unfold(resp, |mut resp| async move {
+            match resp.chunk().await {
+                Ok(Some(c)) => Some((Ok(c), resp)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), resp)),
+            }
+        });
+        let mut events = std::pin::pin!(chunks.eventsource());
+        while let Some(ev) = events.next().await {
+            let ev = ev.map_err(|e| HttpError::Malformed(format!("event stream: {e}")))?;
+            if !data(&ev.data) {
+                break;
             }
         }
-        if pending.len() > BODY_BYTES_MAX {
-            return Err(HttpError::Malformed("event line too long".into()));
-        }
-    }
+        Ok(None)
+    })
 }
 
 #[cfg(test)]
@@ -358,28 +251,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunked_bodies_decode() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
-        let mut r = BufReader::new(&raw[..]);
-        let h = read_head(&mut r).unwrap();
-        assert!(h.chunked && h.status == 200);
-        assert_eq!(read_chunk(&mut r).unwrap().unwrap(), b"abc");
-        assert_eq!(read_chunk(&mut r).unwrap().unwrap(), b"de");
-        assert!(read_chunk(&mut r).unwrap().is_none());
+    fn api_addresses() {
+        assert_eq!(base_url("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(base_url("http://h:1/").unwrap(), "http://h:1");
+        assert!(base_url("ftp://h:1").is_err());
+        assert!(base_url("").is_err());
     }
 
     #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        for raw in [
-            &b"garbage\r\n\r\n"[..],
-            b"HTTP/1.1 xx\r\n",
-            b"",
-            b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
-        ] {
-            let mut r = BufReader::new(raw);
-            assert!(read_head(&mut r).is_err());
-        }
-        let mut r = BufReader::new(&b"zz\r\n"[..]);
-        assert!(read_chunk(&mut r).is_err());
+    fn a_closed_port_says_how_to_fix_it() {
+        // Bind then drop: the port is (almost surely) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = request(&format!("127.0.0.1:{port}"), "GET", "/", None).unwrap_err();
+        assert!(matches!(e, HttpError::Connect { .. }), "{e:?}");
+        assert!(e.to_string().contains("LAYERCAKE_API"), "{e}");
     }
 }

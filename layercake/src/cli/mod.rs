@@ -1,16 +1,21 @@
 //! The command line: every subcommand's arguments (clap) and the dispatch
 //! to the code that runs it. The reference is `docs/cli.md`.
 
+pub mod agent;
 pub mod api_security;
+pub mod apply;
 pub mod boot;
 pub mod certs;
 pub mod ctl;
 pub mod http;
 pub mod keys;
 pub mod power;
+pub mod rollout;
 pub mod start;
 pub mod tokens;
+pub mod tools;
 pub mod topo;
+pub mod urls;
 pub mod yaml;
 
 use std::net::SocketAddr;
@@ -37,7 +42,16 @@ impl Cli {
     pub fn is_client(&self) -> bool {
         matches!(
             self.cmd,
-            Cmd::Ctl(_) | Cmd::Topo(_) | Cmd::Tokens(_) | Cmd::Keys(_) | Cmd::Certs(_)
+            Cmd::Ctl(_)
+                | Cmd::Topo(_)
+                | Cmd::Tokens(_)
+                | Cmd::Keys(_)
+                | Cmd::Certs(_)
+                | Cmd::Hostlist(_)
+                | Cmd::Completions { .. }
+                | Cmd::Man { .. }
+                | Cmd::Busy(_)
+                | Cmd::Free(_)
         )
     }
 }
@@ -62,6 +76,26 @@ pub enum Cmd {
     /// The cluster CA and instance certificates (`certs init|issue`).
     #[command(subcommand)]
     Certs(crate::cli::certs::CertsCmd),
+    /// Hostlists for scripts: expand, compress, count.
+    #[command(subcommand)]
+    Hostlist(tools::HostlistCmd),
+    /// Print a shell completion script (`source <(layercake completions bash)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (`layercake.1`, `layercake-ctl.1`, ...) into a
+    /// directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+    /// On a node: report it busy (image changes and power off wait).
+    Busy(agent::BusyArgs),
+    /// On a node: report it free (waiting changes continue).
+    Free(agent::BusyArgs),
 }
 
 /// The virtual modules' settings.
@@ -112,7 +146,7 @@ pub struct RunArgs {
     /// (any instance; the root also serves them on its API).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// Virtual modules (the only modules built so far).
+    /// The virtual modules' settings (nodes without a BMC).
     #[command(flatten)]
     pub modules: ModuleArgs,
     /// BMC power control (sub-parents; see docs/power.md).
@@ -121,6 +155,37 @@ pub struct RunArgs {
     /// Network boot (sub-parents; see docs/boot.md).
     #[command(flatten)]
     pub boot: crate::cli::boot::BootArgs,
+    /// A node's agent socket (`layercake busy|free`); `none`: no agent.
+    #[arg(long, default_value = agent::DEFAULT_SOCKET)]
+    pub agent_socket: PathBuf,
+    /// Image sets (layer 1; see docs/images.md).
+    #[command(flatten)]
+    pub images: ImageArgs,
+}
+
+/// `run`'s image-set flags.
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Run image sets: a node runs its containers, the root and the
+    /// sub-parents serve and cache tarballs for their children over HTTP
+    /// on TCP at their own topology address.
+    #[arg(long)]
+    pub images: bool,
+    /// The root: the directory of image tarballs it serves.
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// The OCI runtime binary.
+    #[arg(long, default_value = "runc")]
+    pub runtime: PathBuf,
+    /// Retries of a failing image before it is FATAL.
+    #[arg(long, default_value_t = 3)]
+    pub image_retries: u32,
+    /// First backoff between retries (doubles per retry).
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "500ms")]
+    pub image_backoff: Duration,
+    /// How often a node checks that its containers run.
+    #[arg(long, value_parser = ::topo::duration::parse_flag, default_value = "1s")]
+    pub image_monitor: Duration,
 }
 
 /// `layercake demo`.
@@ -132,7 +197,8 @@ pub struct DemoArgs {
     /// Racks (`r01`, ...), each with a sub-parent.
     #[arg(long, default_value_t = 10)]
     pub racks: usize,
-    /// Sync strategy (only `tree` exists so far).
+    /// Sync strategy of the racks: `tree`, `hybrid` (sub-parent failover)
+    /// or `gossip`.
     #[arg(long, default_value = "tree")]
     pub strategy: String,
     /// `auto`: UDP with the QUIC fallback (a CA made for the demo; plain
@@ -178,8 +244,14 @@ pub enum TopoCmd {
     },
     /// Write a generated topology (YAML) to standard output.
     Gen(topo::GenArgs),
-    /// Write a new random cluster key (64 hex digits) to standard output.
-    Key,
+    /// A new random cluster key (64 hex digits): into `--out FILE`
+    /// (created 0600, never overwritten), or to standard output (made
+    /// 0600 when it is a file).
+    Key {
+        /// The key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -192,6 +264,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Tokens(t) => crate::cli::tokens::main(t),
         Cmd::Keys(k) => crate::cli::keys::main(k),
         Cmd::Certs(c) => crate::cli::certs::main(c),
+        Cmd::Hostlist(h) => tools::hostlist(h),
+        Cmd::Completions { shell } => tools::completions(shell),
+        Cmd::Man { out } => tools::man(&out),
+        Cmd::Busy(a) => agent::main("busy", a),
+        Cmd::Free(a) => agent::main("free", a),
     }
 }
 

@@ -29,6 +29,34 @@ fn modules(a: &ModuleArgs) -> Result<VirtualConfig> {
     })
 }
 
+fn image_options(
+    a: &crate::cli::ImageArgs,
+    data_dir: &std::path::Path,
+) -> Result<Option<crate::modules::image::ImageOptions>> {
+    if !a.images {
+        if a.image_dir.is_some() {
+            bail!("--image-dir needs --images");
+        }
+        return Ok(None);
+    }
+    if let Some(d) = &a.image_dir
+        && !d.is_dir()
+    {
+        bail!("--image-dir {}: not a directory", d.display());
+    }
+    if a.image_retries > 10 {
+        bail!("--image-retries: at most 10");
+    }
+    Ok(Some(crate::modules::image::ImageOptions {
+        runtime: a.runtime.clone(),
+        dir: data_dir.join("images"),
+        serve_dir: a.image_dir.clone(),
+        retries: a.image_retries,
+        backoff: a.image_backoff,
+        monitor: a.image_monitor,
+    }))
+}
+
 /// `layercake run`.
 pub fn run(a: RunArgs) -> Result<i32> {
     let cluster = Cluster::load(&a.topology)?;
@@ -43,6 +71,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         (Some(_), 0, None) | (Some(_), 1.., _) => None,
         _ => Some(cluster::read_key(&cluster.topo)?),
     };
+    let images = image_options(&a.images, &a.data_dir)?;
     let plan = Plan {
         cluster: Arc::new(cluster),
         key,
@@ -59,6 +88,8 @@ pub fn run(a: RunArgs) -> Result<i32> {
         quic: QuicPlan::FromPki,
         metrics: a.metrics,
         demo: None,
+        agent_socket: Some(a.agent_socket).filter(|p| p.as_os_str() != "none"),
+        images,
     };
     serve::serve(plan)
 }
@@ -119,6 +150,8 @@ pub fn demo(a: DemoArgs) -> Result<i32> {
         boot: None,
         quic,
         metrics: None,
+        agent_socket: None,
+        images: None,
         demo: Some(DemoPlan {
             for_: a.for_,
             boot: !a.no_boot,

@@ -1,8 +1,10 @@
 //! `layercake topo check|gen|key`: validating, generating and keying
 //! topology files.
 //!
-//! `check` prints a one-line summary and exits 0, or prints the first
-//! problem as `file:line:column: message` and exits 1.
+//! `check` prints a one-line summary and exits 0, or prints every problem
+//! it finds as `file:line:column: message` and exits 1. `gen` refuses
+//! settings whose file `check` would reject; `key --out` creates the key
+//! file 0600.
 
 use anyhow::Result;
 use clap::Args;
@@ -44,27 +46,70 @@ pub fn main(cmd: TopoCmd) -> Result<i32> {
     match cmd {
         TopoCmd::Check { file } => Ok(check(&file)),
         TopoCmd::Gen(a) => {
-            print!("{}", gen_topology(&a)?.to_yaml());
+            let yaml = gen_topology(&a)?.to_yaml();
+            // Never write a file `check` rejects.
+            let t = Topology::parse(&yaml, "the generated topology").map_err(|e| {
+                anyhow::anyhow!("these settings make a topology `check` rejects: {e}")
+            })?;
+            compose(&t, "the generated topology").map_err(|e| {
+                anyhow::anyhow!("these settings make a topology `check` rejects: {e}")
+            })?;
+            print!("{yaml}");
             Ok(0)
         }
-        TopoCmd::Key => {
-            println!("{}", cluster::new_key_hex()?);
+        TopoCmd::Key { out } => {
+            let hex = cluster::new_key_hex()?;
+            match out {
+                Some(path) => {
+                    crate::security::secrets::write_private(&path, &format!("{hex}\n"))?;
+                    println!("new cluster key in {} (mode 0600)", path.display());
+                }
+                None => {
+                    private_stdout()?;
+                    println!("{hex}");
+                }
+            }
             Ok(0)
         }
     }
 }
 
+/// When standard output is a regular file (`topo key > cluster.key`),
+/// makes it private (0600) before the key is written into it.
+fn private_stdout() -> Result<()> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    let f = std::fs::File::from(fd);
+    if f.metadata()?.is_file() {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| anyhow::anyhow!("making the key file private (0600): {e}"))?;
+    }
+    Ok(())
+}
+
+/// What `run` composes from a topology: the tree, strategies per level,
+/// standbys.
+fn compose(t: &Topology, file: &str) -> std::result::Result<(), String> {
+    let flat = t.flatten();
+    let tree = overlay::tree::Tree::from_flat(&flat).map_err(|e| format!("{file}: {e}"))?;
+    crate::sync::Spec::new(&flat, std::sync::Arc::new(tree)).map_err(|e| format!("{file}: {e}"))?;
+    Ok(())
+}
+
 fn check(file: &std::path::Path) -> i32 {
-    let loaded = Topology::load(file)
-        .map_err(|e| e.to_string())
+    let loaded = Topology::load_all(file)
+        .map_err(|errs| {
+            let n = errs.len();
+            let mut text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            if n > 1 {
+                text.push(format!("{}: {n} errors", file.display()));
+            }
+            text.join("\n")
+        })
         .and_then(|t| {
             t.check_key_file().map_err(|e| e.to_string())?;
-            // What `run` composes: strategies per level, standbys.
-            let flat = t.flatten();
-            let tree = overlay::tree::Tree::from_flat(&flat)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
-            crate::sync::Spec::new(&flat, std::sync::Arc::new(tree))
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            compose(&t, &file.display().to_string())?;
             Ok(t)
         });
     match loaded {

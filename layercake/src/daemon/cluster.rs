@@ -190,7 +190,8 @@ pub fn read_key(topo: &Topology) -> Result<ClusterKey> {
              and add `key_file: cluster.key` to the topology"
         );
     };
-    let text = std::fs::read_to_string(path)
+    // Checked on the open file: not a symlink, ours, mode 0600.
+    let text = crate::security::secrets::read_private(path)
         .with_context(|| format!("reading the cluster key {}", path.display()))?;
     ClusterKey::from_hex(&text).map_err(|e| anyhow::anyhow!("cluster key {}: {e}", path.display()))
 }

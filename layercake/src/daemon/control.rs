@@ -9,6 +9,11 @@
 //!   [`RootApp::apply`] and acknowledge ("persist, then acknowledge").
 //! - [`ApiError`], [`Selection`], [`WriteOp`]: the request and error types
 //!   the API and the root share.
+//! - Cost: a request is costed on the API's thread before it is queued
+//!   ([`Control::check`]: hostlists counted, never expanded, against the
+//!   cluster's size; bounded filters and values), and reads are split into
+//!   commands of at most [`NODES_PER_COMMAND`] nodes, so no API request
+//!   holds the overlay's thread for long (issue 12, finding 3).
 
 use std::sync::Arc;
 
@@ -17,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::daemon::metrics as m;
 use crate::daemon::persist::CfgDb;
-use crate::daemon::root::{Prepared, RootApp};
+use crate::daemon::root::{Prepared, PreparedBatch, RootApp};
 use overlay::udp::Handle;
 
 use crate::daemon::world::RootNode;
@@ -25,6 +30,29 @@ use crate::sync::Stack;
 
 /// Commands queued for the root before the API answers 503.
 pub const COMMANDS_MAX: usize = 1024;
+/// Most conditions in one `filter`.
+pub const FILTER_TERMS_MAX: usize = 64;
+/// Most bytes of a `filter`.
+pub const FILTER_BYTES_MAX: usize = 4096;
+/// Longest group name a selection may carry.
+pub const GROUP_BYTES_MAX: usize = 253;
+/// Most `URL=VALUE` pairs in one write or plan.
+pub const VALUES_MAX: usize = 256;
+/// Most nodes one read command handles on the root's thread: the API
+/// splits longer reads (lists, filters, snapshots, plan inputs) into
+/// commands of this many nodes, so the overlay runs between them.
+pub const NODES_PER_COMMAND: usize = 256;
+/// Most characters of client input echoed in an error message.
+const ECHO_CHARS_MAX: usize = 80;
+
+/// `s` cut to [`ECHO_CHARS_MAX`] characters (with `...` when cut), for
+/// error messages that quote client input.
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(ECHO_CHARS_MAX) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_string(),
+    }
+}
 /// An API failure: HTTP status, a stable code and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -78,6 +106,10 @@ pub struct Selection {
     /// A hostlist (`n[0001-0010]`); every name must exist.
     #[serde(default)]
     pub hosts: Option<String>,
+    /// A group of the topology (a rack, or a group above racks): its
+    /// nodes; with `hosts` or `filter`, the nodes in both.
+    #[serde(default)]
+    pub group: Option<String>,
     /// `URL=VALUE[,URL=VALUE...]`, all must hold on `side`.
     #[serde(default)]
     pub filter: Option<String>,
@@ -92,7 +124,64 @@ pub struct Selection {
 impl Selection {
     /// True when nothing narrows or widens the selection explicitly.
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_none() && self.filter.is_none() && !self.all
+        self.hosts.is_none() && self.filter.is_none() && self.group.is_none() && !self.all
+    }
+
+    /// The hostlist, unless absent, blank or `all` (every node).
+    pub fn hosts(&self) -> Option<&str> {
+        self.hosts
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty() && *h != "all")
+    }
+
+    /// Costs the selection before anything runs: the hostlist is counted
+    /// with checked arithmetic, without expanding it, and refused when it
+    /// names more than `nodes_max` hosts (the cluster's node count: every
+    /// name must exist); a filter has at most [`FILTER_TERMS_MAX`] terms
+    /// and [`FILTER_BYTES_MAX`] bytes. Cost linear in the request's length.
+    pub fn check(&self, nodes_max: usize) -> Result<(), ApiError> {
+        self.cost(nodes_max).map(|_| ())
+    }
+
+    /// Checks the selection like [`Selection::check`] and returns the most
+    /// nodes it can select (its hostlist's count, else every node).
+    pub fn cost(&self, nodes_max: usize) -> Result<u64, ApiError> {
+        let mut cost = nodes_max as u64;
+        if let Some(h) = self.hosts() {
+            let n = topo::hostlist::count(h)
+                .map_err(|e| ApiError::bad(format!("bad hostlist `{}`: {e}", clip(h))))?;
+            if n > nodes_max as u64 {
+                return Err(ApiError::bad(format!(
+                    "hostlist `{}` names {n} hosts; this cluster has {nodes_max} nodes",
+                    clip(h)
+                )));
+            }
+            cost = n;
+        }
+        if let Some(g) = &self.group
+            && g.len() > GROUP_BYTES_MAX
+        {
+            return Err(ApiError::bad(format!(
+                "group name of {} bytes (at most {GROUP_BYTES_MAX})",
+                g.len()
+            )));
+        }
+        if let Some(f) = &self.filter {
+            if f.len() > FILTER_BYTES_MAX {
+                return Err(ApiError::bad(format!(
+                    "filter of {} bytes (at most {FILTER_BYTES_MAX})",
+                    f.len()
+                )));
+            }
+            let terms = f.split(',').filter(|t| !t.trim().is_empty()).count();
+            if terms > FILTER_TERMS_MAX {
+                return Err(ApiError::bad(format!(
+                    "filter of {terms} conditions (at most {FILTER_TERMS_MAX})"
+                )));
+            }
+        }
+        Ok(cost)
     }
 }
 
@@ -128,6 +217,37 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Result<WriteResult, ApiError>>,
     },
+    /// Several writes committed in one transaction, all or nothing.
+    Batch {
+        /// The writes, in order.
+        entries: Vec<(Selection, WriteOp)>,
+        /// Only validate and report; commit nothing.
+        dry_run: bool,
+        /// The answer.
+        reply: oneshot::Sender<Result<BatchResult, ApiError>>,
+    },
+}
+
+/// One entry of a [`BatchResult`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EntryResult {
+    /// Nodes the entry selects.
+    pub matched: usize,
+    /// Nodes whose Cfg the entry changes.
+    pub changed: usize,
+    /// Those nodes as a compressed hostlist.
+    pub hosts: String,
+}
+
+/// The answer to a batch write.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BatchResult {
+    /// Per entry, in order.
+    pub entries: Vec<EntryResult>,
+    /// Nodes whose Cfg the batch changes (each once).
+    pub changed: usize,
+    /// True when nothing was committed on purpose (`dry_run`).
+    pub dry_run: bool,
 }
 
 /// The answer to a write.
@@ -143,9 +263,26 @@ pub struct WriteResult {
 #[derive(Clone)]
 pub struct Control {
     tx: mpsc::Sender<Command>,
+    nodes: usize,
 }
 
 impl Control {
+    /// The cluster's node count (the bound of a selection).
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    /// Costs a request on the caller's thread ([`Selection::check`], at
+    /// most [`VALUES_MAX`] values) before anything reaches the root.
+    pub fn check(&self, sel: &Selection, values: usize) -> Result<(), ApiError> {
+        if values > VALUES_MAX {
+            return Err(ApiError::bad(format!(
+                "{values} values (at most {VALUES_MAX})"
+            )));
+        }
+        sel.check(self.nodes)
+    }
+
     /// Runs `f` on the root and returns its result.
     pub async fn read<R: Send + 'static>(
         &self,
@@ -162,8 +299,31 @@ impl Control {
 
     /// Writes Cfg; returns once committed and published.
     pub async fn write(&self, sel: Selection, op: WriteOp) -> Result<WriteResult, ApiError> {
+        let values = match &op {
+            WriteOp::Set { values, .. } => values.len(),
+            WriteOp::Reset | WriteOp::Freeze(_) => 0,
+        };
+        self.check(&sel, values)?;
         let (reply, rx) = oneshot::channel();
         self.send(Command::Write { sel, op, reply }).await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the root is shutting down"))?
+    }
+
+    /// Writes several entries in one transaction (or, with `dry_run`,
+    /// validates them and reports what they would change).
+    pub async fn batch(
+        &self,
+        entries: Vec<(Selection, WriteOp)>,
+        dry_run: bool,
+    ) -> Result<BatchResult, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Batch {
+            entries,
+            dry_run,
+            reply,
+        })
+        .await?;
         rx.await
             .map_err(|_| ApiError::unavailable("the root is shutting down"))?
     }
@@ -180,10 +340,11 @@ impl Control {
     }
 }
 
-/// A control channel for the API and its receiving end.
-pub fn control_channel() -> (Control, mpsc::Receiver<Command>) {
+/// A control channel for the API to a root of `nodes` nodes, and its
+/// receiving end.
+pub fn control_channel(nodes: usize) -> (Control, mpsc::Receiver<Command>) {
     let (tx, rx) = mpsc::channel(COMMANDS_MAX);
-    (Control { tx }, rx)
+    (Control { tx, nodes }, rx)
 }
 
 /// Serves API commands against the root until the channel closes.
@@ -198,8 +359,66 @@ pub async fn control_task(root: Handle<RootNode>, db: Arc<CfgDb>, mut rx: mpsc::
                 let res = write(&root, &db, &sel, &op).await;
                 let _ = reply.send(res);
             }
+            Command::Batch {
+                entries,
+                dry_run,
+                reply,
+            } => {
+                let res = batch(&root, &db, &entries, dry_run).await;
+                let _ = reply.send(res);
+            }
         }
+        // The overlay's driver shares this thread: let it run between
+        // commands, however many are queued.
+        tokio::task::yield_now().await;
     }
+}
+
+async fn batch(
+    root: &Handle<RootNode>,
+    db: &Arc<CfgDb>,
+    entries: &[(Selection, WriteOp)],
+    dry_run: bool,
+) -> Result<BatchResult, ApiError> {
+    let PreparedBatch {
+        entries: counts,
+        changes,
+    } = root.peek(|n| n.app().prepare_batch(entries))?;
+    let result = BatchResult {
+        entries: counts
+            .into_iter()
+            .map(|(matched, names)| EntryResult {
+                matched,
+                changed: names.len(),
+                hosts: topo::hostlist::compress(&names),
+            })
+            .collect(),
+        changed: changes.len(),
+        dry_run,
+    };
+    if !dry_run && !changes.is_empty() {
+        let changes = commit(db, changes).await?;
+        root.with(|n, now| n.with(now, |r, s| r.apply(s, changes, now)));
+    }
+    Ok(result)
+}
+
+/// Commits Cfgs on the blocking pool (one transaction); returns them.
+async fn commit(
+    db: &Arc<CfgDb>,
+    changes: Vec<(String, proto::node::Node)>,
+) -> Result<Vec<(String, proto::node::Node)>, ApiError> {
+    let t0 = std::time::Instant::now();
+    let db = db.clone();
+    let changes = tokio::task::spawn_blocking(move || db.put(&changes).map(|()| changes))
+        .await
+        .map_err(|e| ApiError::internal(format!("commit task failed: {e}")))?
+        .map_err(|e| {
+            tracing::error!("commit failed: {e}");
+            ApiError::internal(format!("commit failed: {e}"))
+        })?;
+    m::api_write(t0.elapsed());
+    Ok(changes)
 }
 
 async fn write(
@@ -211,16 +430,7 @@ async fn write(
     let Prepared { matched, changes } = root.peek(|n| n.app().prepare(sel, op))?;
     let changed = changes.len();
     if changed > 0 {
-        let t0 = std::time::Instant::now();
-        let db = db.clone();
-        let changes = tokio::task::spawn_blocking(move || db.put(&changes).map(|()| changes))
-            .await
-            .map_err(|e| ApiError::internal(format!("commit task failed: {e}")))?
-            .map_err(|e| {
-                tracing::error!("commit failed: {e}");
-                ApiError::internal(format!("commit failed: {e}"))
-            })?;
-        m::api_write(t0.elapsed());
+        let changes = commit(db, changes).await?;
         root.with(|n, now| n.with(now, |r, s| r.apply(s, changes, now)));
     }
     Ok(WriteResult { matched, changed })

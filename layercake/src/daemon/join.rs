@@ -9,13 +9,18 @@
 //!   lists the key ids it holds, is recorded as its acknowledgement.
 //!   Every refusal is logged and counted in
 //!   `kraken_join_refused_total{reason}` (`handshake`, `no_certificate`,
-//!   `unknown_instance`, `name_mismatch`, `bad_request`).
+//!   `unknown_instance`, `name_mismatch`, `bad_request`, `busy`).
+//! - Before a connection gets one of [`CONNECTIONS_MAX`] permits its
+//!   client proves its address (a QUIC Retry), and it then has
+//!   [`HANDSHAKE_TIMEOUT`] to finish the handshake; when every permit is
+//!   taken a validated client is refused at once and retries.
 //! - An instance started with `--pki` (or `--ca/--cert/--key`) calls
 //!   [`join`] before it speaks the UDP overlay (retrying until the root
 //!   answers), then [`poll`] keeps its ring equal to the root's.
 //! - The keys travel only inside TLS 1.3 (QUIC); the server checks the
 //!   client's certificate and the client checks the server's (it must be
-//!   the root's: the name is the root's instance name).
+//!   the root's: the name is the root's instance name, which must be a DNS
+//!   name; there is no fallback to a name every certificate carries).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,8 +46,12 @@ pub const MESSAGE_BYTES_MAX: usize = 16 << 10;
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between two join attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(5);
-/// Join connections served at once (others wait).
+/// Join connections served at once; beyond it a validated client is
+/// refused at once (it retries) rather than queued.
 pub const CONNECTIONS_MAX: usize = 256;
+/// How long a validated client may take to finish its handshake while it
+/// holds a permit.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const BUFFERS: Buffers = Buffers {
     recv_bytes: 1 << 20,
@@ -82,14 +91,26 @@ pub async fn serve(ep: quinn::Endpoint, keys: Arc<KeyService>) {
         metrics::counter!("kraken_join_refused_total", "reason" => reason).absolute(0);
     }
     while let Some(incoming) = ep.accept().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        // Address validation first: a client that cannot receive at the
+        // address it sends from (spoofed Initials) never gets a permit.
+        if !incoming.remote_address_validated() {
+            if incoming.may_retry() {
+                let _ = incoming.retry();
+            } else {
+                incoming.ignore();
+            }
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("kraken_join_refused_total", "reason" => "busy").increment(1);
+            incoming.refuse();
+            continue;
         };
         let keys = keys.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let peer = incoming.remote_address();
-            let conn = match tokio::time::timeout(EXCHANGE_TIMEOUT, incoming).await {
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => return refused("handshake", peer, &e.to_string()),
                 Err(_) => return refused("handshake", peer, "timed out"),
@@ -175,11 +196,9 @@ async fn fetch(
     ring: Option<&KeyRing>,
 ) -> Result<WireRing> {
     let root = &c.flat.instances[0];
-    let name = if ServerName::try_from(root.name.as_str()).is_ok() {
-        root.name.as_str()
-    } else {
-        quic::SERVER_NAME
-    };
+    // The root's certificate must be checked against the root's own name:
+    // never fall back to the name every certificate of the CA carries.
+    let name = server_name_of(&root.name)?;
     let exchange = async {
         let conn = ep.connect(join_addr(root.addr), name)?.await?;
         let req = Request {
@@ -210,6 +229,20 @@ async fn fetch(
                 join_addr(root.addr)
             )
         })?
+}
+
+/// The name a client checks the root's certificate against: the root's
+/// instance name, which must be a DNS name (certificates name instances
+/// as DNS names); never [`quic::SERVER_NAME`], which every certificate of
+/// the cluster CA carries (issue 12, finding 11).
+fn server_name_of(root: &str) -> Result<&str> {
+    if root.eq_ignore_ascii_case(quic::SERVER_NAME) || ServerName::try_from(root).is_err() {
+        return Err(anyhow!(
+            "the root's name `{root}` is not a DNS name of its own, so its certificate \
+             cannot be told from any other instance's: rename the root in the topology"
+        ));
+    }
+    Ok(root)
 }
 
 /// Joins: fetches the ring from the root, retrying until it answers.
@@ -327,5 +360,102 @@ pub async fn keyring(
             tokio::task::spawn_local(task);
             Ok(Some((ring, None)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use overlay::quic::Ca;
+
+    use super::*;
+    use crate::daemon::cluster::demo_topology;
+    use crate::daemon::persist::CfgDb;
+
+    fn pki(ca: &Ca, name: &str) -> Pki {
+        Pki {
+            ca: ca.cert().clone(),
+            id: ca.issue(name).unwrap(),
+        }
+    }
+
+    /// Issue 12, finding 5: a flood of Initials from an address that never
+    /// answers (as a spoofed source would) takes no join permit, so a
+    /// real join right after it is answered at once. On the old code each
+    /// Initial took one of the 256 permits for up to 5 s before its
+    /// handshake, and the join waited for them (4.1 s measured).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finding5_unvalidated_initials_take_no_join_permit() {
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port() - 2
+        };
+        let t =
+            demo_topology(2, 1, port, Duration::from_secs(1), topo::StrategyKind::Tree).unwrap();
+        let c = Cluster::new(t).unwrap();
+        let root = &c.flat.instances[0];
+        let ca = Ca::generate(&c.topo.cluster).unwrap();
+        let dir = tempdir();
+        let db = Arc::new(CfgDb::open(&dir).unwrap());
+        let names = c.flat.instances[1..]
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        let keys = Arc::new(KeyService::open(db, None, names, true).unwrap());
+        let server = endpoint(join_addr(root.addr), &pki(&ca, &root.name)).unwrap();
+        tokio::spawn(serve(server.clone(), keys));
+        let member = c.flat.instances[1].name.clone();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // Each client's first datagram is caught and sent on from a socket
+        // that never reads: the server's answers go nowhere, like answers
+        // to a spoofed source.
+        let spoofed = tokio::net::UdpSocket::bind(any).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let mut quiet = Vec::new();
+        for _ in 0..CONNECTIONS_MAX + 144 {
+            let catch = tokio::net::UdpSocket::bind(any).await.unwrap();
+            let ep = endpoint(any, &pki(&ca, &member)).unwrap();
+            let connecting = ep.connect(catch.local_addr().unwrap(), &root.name).unwrap();
+            let (n, _) = catch.recv_from(&mut buf).await.unwrap();
+            spoofed
+                .send_to(&buf[..n], join_addr(root.addr))
+                .await
+                .unwrap();
+            // Kept, so that nothing (a close) follows the first datagram.
+            quiet.push((catch, ep, connecting));
+            // Paced, so that the server's socket buffer does not drop them.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let t0 = Instant::now();
+        let client = endpoint(any, &pki(&ca, &member)).unwrap();
+        let ring = fetch(&client, &c, &member, None).await;
+        assert!(ring.is_ok(), "join after the flood: {ring:?}");
+        // Old code: about 4 s (the permits held until their 5 s timeout).
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "join after the flood took {took:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 12, finding 11: a root whose name is not a DNS name is not
+    /// checked against the name every certificate carries.
+    #[test]
+    fn finding11_the_root_name_is_never_replaced_by_the_common_name() {
+        assert_eq!(server_name_of("root").unwrap(), "root");
+        assert!(server_name_of(quic::SERVER_NAME).is_err());
+        assert!(server_name_of("bad name").is_err());
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "lc-join-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 }

@@ -20,6 +20,10 @@
 //!   served over TLS or on loopback.
 //! - CLI (`layercake keys generate|install|use|remove|list`, [`main`]).
 
+// The closures given to `CfgDb::with` return `redb::Error`, which is large;
+// it is boxed in `PersistError` as soon as it leaves them.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -333,47 +337,55 @@ fn shown(names: &[String]) -> Vec<String> {
 type Stored = (Vec<(u8, ClusterKey)>, Option<u8>);
 
 fn load(db: &CfgDb) -> Result<Stored> {
-    let tx = db.database().begin_read().map_err(db_err)?;
-    let mut keys = Vec::new();
-    match tx.open_table(KEYS) {
-        Ok(t) => {
-            for row in t.iter().map_err(db_err)? {
-                let (k, v) = row.map_err(db_err)?;
-                let bytes: [u8; 32] = v
-                    .value()
-                    .try_into()
-                    .map_err(|_| db_err(format!("key {} is not 32 bytes", k.value())))?;
-                keys.push((k.value(), ClusterKey(bytes)));
+    let stored = db.with(|db| {
+        let tx = db.begin_read()?;
+        let mut keys = Vec::new();
+        match tx.open_table(KEYS) {
+            Ok(t) => {
+                for row in t.iter()? {
+                    let (k, v) = row?;
+                    let bytes: [u8; 32] = v.value().try_into().map_err(|_| {
+                        redb::Error::Corrupted(format!("key {} is not 32 bytes", k.value()))
+                    })?;
+                    keys.push((k.value(), ClusterKey(bytes)));
+                }
             }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
         }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(db_err(e)),
-    }
-    let primary = match tx.open_table(META) {
-        Ok(m) => m.get(PRIMARY_KEY).map_err(db_err)?.map(|v| v.value() as u8),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(db_err(e)),
-    };
-    Ok((keys, primary))
+        let primary = match tx.open_table(META) {
+            Ok(m) => m.get(PRIMARY_KEY)?.map(|v| v.value() as u8),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok((keys, primary))
+    });
+    stored.map_err(db_err)
 }
 
-/// One durable transaction: add keys, remove ids, set the primary.
+/// One durable transaction: add keys, remove ids, set the primary. On an
+/// error (a full disk) nothing of it is stored; the database is usable
+/// again once the cause is gone ([`CfgDb::with`]).
 fn store(db: &CfgDb, add: &[(u8, ClusterKey)], remove: &[u8], primary: Option<u8>) -> Result<()> {
-    let tx = db.database().begin_write().map_err(db_err)?;
-    {
-        let mut t = tx.open_table(KEYS).map_err(db_err)?;
-        for (id, k) in add {
-            t.insert(*id, k.0.as_slice()).map_err(db_err)?;
+    db.with(|db| {
+        let tx = db.begin_write()?;
+        {
+            let mut t = tx.open_table(KEYS)?;
+            for (id, k) in add {
+                t.insert(*id, k.0.as_slice())?;
+            }
+            for id in remove {
+                t.remove(*id)?;
+            }
+            if let Some(p) = primary {
+                let mut m = tx.open_table(META)?;
+                m.insert(PRIMARY_KEY, u64::from(p))?;
+            }
         }
-        for id in remove {
-            t.remove(*id).map_err(db_err)?;
-        }
-        if let Some(p) = primary {
-            let mut m = tx.open_table(META).map_err(db_err)?;
-            m.insert(PRIMARY_KEY, u64::from(p)).map_err(db_err)?;
-        }
-    }
-    tx.commit().map_err(db_err)
+        tx.commit()?;
+        Ok(())
+    })
+    .map_err(db_err)
 }
 
 #[cfg(test)]

@@ -40,16 +40,19 @@ use engine::executor::Relation;
 use engine::virt::VirtualConfig;
 use overlay::{Key, Kind, NodeId, Time};
 use prost::Message;
-use proto::node::{Node, RunState};
+use proto::node::{Busy, Node, RunState};
 
 use crate::daemon::metrics as m;
 use crate::daemon::model::Model;
+use crate::modules::image::host::Input as ImageInput;
+use crate::modules::image::spec::Wanted;
 use crate::modules::power::config::{Protocol, power_of};
 use crate::modules::power::host::BmcHost;
 use crate::modules::power::setup::ChildPlaces;
 use crate::modules::pxe::network::NodeNet;
 use crate::sync::{App, Stack, StackEvent};
 use sync_tree::NeighborState;
+use tokio::sync::mpsc;
 
 /// Milliseconds of an instance time (the engine's clock unit).
 fn ms(now: Time) -> u64 {
@@ -62,9 +65,13 @@ fn ms(now: Time) -> u64 {
 pub struct NodeRuntime {
     model: Arc<Model>,
     driver: Driver,
+    /// The image host's inputs (`run --images`).
+    images: Option<mpsc::Sender<ImageInput>>,
     published: Option<Bytes>,
     /// The Cfg names a BMC: the sub-parent authors this node's Dsc.
     parent_drives: bool,
+    /// The Dsc RunState was SYNC at the last look (images may run).
+    in_sync: bool,
 }
 
 impl NodeRuntime {
@@ -81,8 +88,10 @@ impl NodeRuntime {
         NodeRuntime {
             model,
             driver,
+            images: None,
             published: None,
             parent_drives: false,
+            in_sync: false,
         }
     }
 
@@ -111,6 +120,9 @@ impl NodeRuntime {
             }
         }
         self.parent_drives = bmc;
+        if let Some(tx) = &self.images {
+            send(tx, ImageInput::Cfg(Wanted::from_cfg(&cfg)));
+        }
         let frozen = self.model.frozen(&cfg);
         let was = self.model.frozen(self.driver.cfg());
         if let Err(e) = self
@@ -122,6 +134,39 @@ impl NodeRuntime {
         self.record_steps();
     }
 
+    /// Hands the image steps to the image host behind `tx` (the engine no
+    /// longer performs them virtually) and tells it the current Cfg.
+    pub fn attach_images(&mut self, tx: mpsc::Sender<ImageInput>) {
+        self.driver.set_external(&["image"]);
+        send(&tx, ImageInput::Cfg(Wanted::from_cfg(self.driver.cfg())));
+        self.images = Some(tx);
+    }
+
+    /// Dsc values the image host reports; a finished step completes here.
+    pub fn image_dsc(&mut self, values: &[(engine::url::Path, engine::value::Value)], now_ms: u64) {
+        if let Err(e) = self.driver.set_dsc_values(values, now_ms) {
+            tracing::warn!("image host values: {e}");
+        }
+        self.record_steps();
+    }
+
+    /// The node reports itself busy (`true`) or free: its Dsc `/Busy`;
+    /// a step waiting for it to be free starts in this call.
+    pub fn set_busy(&mut self, busy: bool, now_ms: u64) {
+        let v = if busy { Busy::Busy } else { Busy::Free };
+        let path = engine::url::Path::Field(engine::url::Field::Busy);
+        let values = [(path, engine::value::Value::Enum(v as i32))];
+        if let Err(e) = self.driver.set_dsc_values(&values, now_ms) {
+            tracing::warn!("setting /Busy: {e}");
+        }
+        self.record_steps();
+    }
+
+    /// What the chain waits for (`(mutation, conditions)`), if anything.
+    pub fn waiting(&self) -> Option<(String, String)> {
+        self.driver.waiting()
+    }
+
     /// Delivers completions and deadlines due at `now_ms` and starts the
     /// module calls the engine asks for.
     pub fn drive(&mut self, now_ms: u64) {
@@ -129,8 +174,24 @@ impl NodeRuntime {
         self.record_steps();
     }
 
-    /// Turns the driver's step reports into the mutation metrics.
+    /// Turns the driver's step reports into the mutation metrics and hands
+    /// external steps to the image host.
     fn record_steps(&mut self) {
+        let sync = self.driver.dsc().run_state == RunState::Sync as i32;
+        if std::mem::replace(&mut self.in_sync, sync) && !sync {
+            // Why: layer 1 runs on layer 0; a node that left SYNC (however:
+            // a FATAL set does not hold power off) runs no containers.
+            if let Some(tx) = &self.images {
+                send(tx, ImageInput::Call("image_stop_all".into()));
+            }
+        }
+        while let Some(c) = self.driver.poll_external() {
+            let name = self.model.graph.mutation(c.mutation).name.clone();
+            match &self.images {
+                Some(tx) => send(tx, ImageInput::Call(name)),
+                None => tracing::warn!("no image host for step {name}"),
+            }
+        }
         let g = self.model.graph.clone();
         let name = |mu: u32| g.mutation(mu).name.clone();
         let dur = |ms: Option<u64>| ms.map(Duration::from_millis);
@@ -169,6 +230,14 @@ impl NodeRuntime {
         }
         self.published = Some(bytes.clone());
         Some(bytes)
+    }
+}
+
+/// Queues `m` for the image host; a full queue drops it (the step times
+/// out and is retried).
+fn send(tx: &mpsc::Sender<ImageInput>, m: ImageInput) {
+    if let Err(e) = tx.try_send(m) {
+        tracing::warn!("image host queue: {e}");
     }
 }
 
@@ -211,6 +280,33 @@ impl MemberApp {
             bmc: None,
             peers_down: 0,
         }
+    }
+
+    /// The node's own engine, if this instance is a node.
+    pub fn node_mut(&mut self) -> Option<&mut NodeRuntime> {
+        self.node.as_deref_mut()
+    }
+
+    /// Dsc values from the image host; published now.
+    pub fn image_dsc(
+        &mut self,
+        stack: &mut Stack,
+        now: Time,
+        values: &[(engine::url::Path, engine::value::Value)],
+    ) {
+        if let Some(n) = self.node.as_mut() {
+            n.image_dsc(values, ms(now));
+        }
+        self.publish_dsc(stack, now);
+    }
+
+    /// The node reports itself busy or free (the agent socket, a module
+    /// hook); its Dsc is published now.
+    pub fn set_busy(&mut self, stack: &mut Stack, now: Time, busy: bool) {
+        if let Some(n) = self.node.as_mut() {
+            n.set_busy(busy, ms(now));
+        }
+        self.publish_dsc(stack, now);
     }
 
     /// Makes this instance drive the power of the children in `places`
@@ -267,7 +363,7 @@ impl MemberApp {
 
     /// A Cfg for `child` reached this instance: if the child is in its
     /// care, its BMC host adopts or releases it.
-    fn child_cfg(&mut self, stack: &Stack, now: Time, child: NodeId, data: &[u8]) {
+    fn child_cfg(&mut self, stack: &mut Stack, now: Time, child: NodeId, data: &[u8]) {
         let Some(side) = self.bmc.as_mut() else {
             return;
         };
@@ -276,12 +372,16 @@ impl MemberApp {
         };
         if !stack.is_child(child) {
             side.host.release(child);
+            stack.set_bmc_authored(child, false);
             return;
         }
         match Node::decode(data) {
             Ok(cfg) => {
-                let driven = side.host.handle_cfg(child, place, cfg, ms(now));
-                if driven && stack.neighbor(child) == Some(NeighborState::Full) {
+                // While this instance drives the child's BMC it is the
+                // only author of its Dsc: the child's own is refused.
+                let drives = side.host.handle_cfg(child, place, cfg, ms(now));
+                stack.set_bmc_authored(child, drives);
+                if drives && stack.neighbor(child) == Some(NeighborState::Full) {
                     side.host.handle_agent(child, true, ms(now));
                 }
             }
@@ -303,6 +403,7 @@ impl MemberApp {
                 (false, _) if !stack.is_child(m) => {
                     if let Some(b) = self.bmc.as_mut() {
                         b.host.release(m);
+                        stack.set_bmc_authored(m, false);
                     }
                 }
                 _ => {}

@@ -11,6 +11,8 @@
 //! - Sync side: [`peer_event`], [`traffic`], [`dropped`], and per hosted
 //!   instance [`instance`] (failovers, acting groups, BMC children) and
 //!   [`paths`] (QUIC).
+//! - Process: `layercake_build_info` and, through `metrics-process`, the
+//!   standard `process_*` metrics ([`process`], sampled with the rest).
 
 use std::time::Duration;
 
@@ -42,6 +44,10 @@ fn describe() {
         "From a Cfg change accepted at the root until the root holds a matching Dsc, per node"
     );
     describe_gauge!("kraken_nodes", "Nodes managed by the root");
+    describe_counter!(
+        "layercake_image_fetches_total",
+        "Image tarballs this instance fetched from its parent (cache misses)"
+    );
     describe_counter!(
         "kraken_sync_failovers_total",
         "Times an instance took over a group whose sub-parent it is not"
@@ -103,6 +109,14 @@ fn describe() {
         "kraken_sync_dropped_total",
         "Datagrams the envelope rejected, by reason"
     );
+    describe_counter!(
+        "kraken_sync_claims_rejected_total",
+        "Acting claims in hellos that the tree refused (wrong group, sender, receiver or epoch)"
+    );
+    describe_counter!(
+        "kraken_sync_records_rejected_total",
+        "Records refused: wrong direction, outside the subtree, or a BMC node's own Dsc"
+    );
     describe_gauge!(
         "kraken_sync_neighbors",
         "Neighbour links by level and state (alive, dead)"
@@ -110,10 +124,6 @@ fn describe() {
     describe_counter!(
         "kraken_sync_peer_events_total",
         "Neighbours that came up or went down"
-    );
-    describe_counter!(
-        "kraken_failovers_total",
-        "Sub-parent failovers (always 0 with the tree strategy, which has no standby takeover)"
     );
     describe_counter!(
         "kraken_api_writes_total",
@@ -124,7 +134,30 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to commit one API write to the database"
     );
-    counter!("kraken_failovers_total").absolute(0);
+    describe_gauge!(
+        "layercake_build_info",
+        "Always 1; the labels say which build runs (version, profile)"
+    );
+    gauge!(
+        "layercake_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "profile" => if cfg!(debug_assertions) { "debug" } else { "release" },
+    )
+    .set(1.0);
+    process_collector().describe();
+    process();
+}
+
+/// The process metrics collector (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, open files, threads, start time).
+fn process_collector() -> &'static metrics_process::Collector {
+    static C: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    C.get_or_init(metrics_process::Collector::default)
+}
+
+/// Samples this process's CPU, memory, file descriptors and threads.
+pub fn process() {
+    process_collector().collect();
 }
 
 /// A mutation step started on this instance.
@@ -218,6 +251,14 @@ pub fn traffic(level: &str, t: &LevelTraffic) {
 /// Publishes the envelope's drop counters (absolute, by reason).
 pub fn dropped(reason: &'static str, count: u64) {
     counter!("kraken_sync_dropped_total", "reason" => reason).absolute(count);
+}
+
+/// Authenticated input the tree refused (absolute, summed over the
+/// hosted instances): acting claims and records from the wrong direction
+/// or author.
+pub fn rejected(claims: u64, records: u64) {
+    counter!("kraken_sync_claims_rejected_total").absolute(claims);
+    counter!("kraken_sync_records_rejected_total").absolute(records);
 }
 
 /// One API write of `nodes` nodes committed in `took`.

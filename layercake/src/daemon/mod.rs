@@ -10,12 +10,16 @@
 //! - [`join`]: the QUIC mutual-TLS join and keyring polling.
 //! - [`bmc`]: the power driver task of an instance that drives BMCs.
 //! - [`boot`]: the boot servers of such an instance, wired to its BMC host.
+//! - [`agent`]: a node's local agent (the busy socket) on its engine.
+//! - [`images`]: a node's image host and a parent's image server.
 //! - [`metrics`]: the Prometheus metrics; [`sys`]: process limits, signals.
 
+pub mod agent;
 pub mod bmc;
 pub mod boot;
 pub mod cluster;
 pub mod control;
+pub mod images;
 pub mod join;
 pub mod keyring;
 pub mod member;

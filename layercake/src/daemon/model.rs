@@ -1,10 +1,11 @@
 //! The module set layercake runs and the helpers that read node states
 //! through it.
 //!
-//! - [`Model`]: the registry (PXE, power, network and layercake's own
-//!   `Control` extension) and the epistemic graph of the power module and
-//!   the pxe module's declarations (`crate::modules::pxe::mutations`),
-//!   shared by the root and every node of a process.
+//! - [`Model`]: the registry (PXE, power, network, image sets and
+//!   layercake's own `Control` extension) and the epistemic graph of the
+//!   power module, the pxe module's declarations
+//!   (`crate::modules::pxe::mutations`) and the image module (`power_off`
+//!   stops images first), shared by the root and every node of a process.
 //! - [`Control`]: the `layercake.control.Control` extension; its `Frozen`
 //!   field carries freeze and thaw down to the nodes inside Cfg (and back up
 //!   in Dsc, where it says whether the node's engine really is frozen).
@@ -82,6 +83,8 @@ pub struct Model {
     pub run: usize,
     /// Index of the PXE state.
     pub pxe: usize,
+    /// Index of the image set's state.
+    pub image: usize,
     frozen: Path,
 }
 
@@ -92,7 +95,15 @@ impl Model {
         reg.register(Arc::new(control_extension()))?;
         reg.register(Arc::new(crate::modules::power::config::extension()))?;
         reg.register(Arc::new(crate::modules::pxe::network::extension()))?;
-        let set = MutationSet::build(&reg, &[virt::power_module(), pxe::mutations::module()])?;
+        reg.register(Arc::new(engine::images::extension()))?;
+        let mut modules = [
+            virt::power_module(),
+            pxe::mutations::module(),
+            engine::images::module(crate::modules::image::STEP_TIMEOUT_MS),
+        ];
+        // Leaving SYNC stops the images first (and so waits while busy).
+        engine::images::stop_before(&mut modules, &["power_off"]);
+        let set = MutationSet::build(&reg, &modules)?;
         let graph = Graph::build(set, BuildOptions::default())?;
         let var = |url: &'static str| {
             graph
@@ -102,6 +113,7 @@ impl Model {
                 .ok_or(ModelError::Untracked(url))
         };
         let (phys, run, pxe) = (var("/PhysState")?, var("/RunState")?, var(virt::PXE_URL)?);
+        let image = var(engine::images::STATE_URL)?;
         let frozen = FROZEN_URL
             .parse()
             .map_err(|_| ModelError::Untracked(FROZEN_URL))?;
@@ -111,6 +123,7 @@ impl Model {
             phys,
             run,
             pxe,
+            image,
             frozen,
         })
     }

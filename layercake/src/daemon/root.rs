@@ -30,9 +30,10 @@ use serde_json::{Value as Json, json};
 use tokio::sync::broadcast;
 
 use crate::daemon::cluster::Cluster;
-use crate::daemon::control::{ApiError, Selection, WriteOp};
+use crate::daemon::control::{ApiError, Selection, WriteOp, clip};
 use crate::daemon::metrics as m;
 use crate::daemon::model::Model;
+use crate::modules::power::config::{Protocol, power_of};
 use crate::sync::{App, Stack, StackEvent};
 
 /// Messages the event stream buffers per subscriber before it lags.
@@ -60,11 +61,51 @@ pub struct Prepared {
     pub changes: Vec<(String, Node)>,
 }
 
+/// The result of [`RootApp::prepare_batch`]: every entry's counts and the
+/// new Cfgs of the whole batch, to commit in one transaction.
+pub struct PreparedBatch {
+    /// Per entry: nodes selected and the names of those it changes.
+    pub entries: Vec<(usize, Vec<String>)>,
+    /// The new Cfgs of every node the batch changes (each node once, with
+    /// every entry that touches it applied in order).
+    pub changes: Vec<(String, Node)>,
+}
+
+/// What plan preview needs of one node ([`RootApp::plan_inputs`]).
+pub struct PlanInput {
+    /// The node's name.
+    pub name: String,
+    /// Its Dsc as the root holds it (the model's projection).
+    pub dsc: Vec<i32>,
+    /// The Cfg it would have.
+    pub cfg: Node,
+}
+
+/// The chain a node whose Dsc is `dsc` runs to reach `cfg` (`None`: no
+/// chain reaches it). Since every chain of a target comes from one
+/// shortest-path tree, this is the node's own active chain from its
+/// current step on.
+pub fn chain_for(
+    model: &Model,
+    planner: &mut Planner,
+    dsc: &[i32],
+    cfg: &Node,
+) -> Option<Vec<String>> {
+    let target = model.target(cfg);
+    let mask = model.graph.set().guard_mask(&model.registry, cfg);
+    let plans = planner.preview(&[(dsc.to_vec(), mask)], &target).ok()?;
+    let plan = plans.into_iter().next().flatten()?;
+    Some(planner.describe(&plan))
+}
+
 /// One managed node as the root sees it.
 struct Leaf {
     name: String,
     id: NodeId,
     rack: String,
+    /// Indices in [`RootApp::group_names`] of every group above the node
+    /// (its rack, the rack's row, ...), for `group` selections.
+    groups: Vec<u32>,
     target: Vec<i32>,
     dsc: Vec<i32>,
     /// When the Cfg change not yet matched by Dsc was accepted.
@@ -84,6 +125,9 @@ pub struct RootApp {
     leaves: Vec<Leaf>,
     by_name: HashMap<String, usize>,
     by_id: HashMap<NodeId, usize>,
+    /// Group names of the topology; [`Leaf::groups`] index them.
+    group_names: Vec<String>,
+    group_ids: HashMap<String, u32>,
     dirty: Vec<usize>,
     bus: Bus,
     /// Dsc records that did not decode.
@@ -107,14 +151,34 @@ impl RootApp {
             ..Filter::default()
         });
         let mut leaves = Vec::new();
+        let mut group_names: Vec<String> = Vec::new();
+        let mut group_ids: HashMap<String, u32> = HashMap::new();
         for id in cluster.leaves() {
             let inst = &cluster.flat.instances[id as usize];
             // Cannot fail: topology names are unique and far below NODES_MAX.
             let _ = store.create(&inst.name);
+            // The groups of the node and of every sub-parent above it.
+            let mut groups = Vec::new();
+            let mut at = Some(id);
+            while let Some(i) = at {
+                let g = &cluster.rack[i as usize];
+                if !g.is_empty() {
+                    let next = u32::try_from(group_names.len()).unwrap_or(u32::MAX);
+                    let gid = *group_ids.entry(g.clone()).or_insert_with(|| {
+                        group_names.push(g.clone());
+                        next
+                    });
+                    if !groups.contains(&gid) {
+                        groups.push(gid);
+                    }
+                }
+                at = cluster.flat.instances[i as usize].parent;
+            }
             leaves.push(Leaf {
                 name: inst.name.clone(),
                 id,
                 rack: cluster.rack[id as usize].clone(),
+                groups,
                 target: vec![0; model.graph.set().vars.len()],
                 dsc: vec![0; model.graph.set().vars.len()],
                 pending: None,
@@ -139,6 +203,8 @@ impl RootApp {
             leaves,
             by_name,
             by_id,
+            group_names,
+            group_ids,
             bus,
             bad_records: 0,
             stored: Vec::new(),
@@ -172,53 +238,96 @@ impl RootApp {
         self.leaves.iter().filter(|l| l.converged).count()
     }
 
-    /// Resolves a selection to leaf indices, in topology order.
+    /// Resolves a selection to leaf indices, in topology order: its hosts
+    /// ([`RootApp::select_hosts`]), then its filter ([`RootApp::filter`]).
     pub fn select(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
-        let mut idx: Vec<usize> = match &sel.hosts {
-            Some(h) if !h.trim().is_empty() && h.trim() != "all" => {
-                let names = topo::hostlist::expand(h)
-                    .map_err(|e| ApiError::bad(format!("bad hostlist `{h}`: {e}")))?;
-                let mut out = Vec::with_capacity(names.len());
-                let mut missing = Vec::new();
-                for n in &names {
-                    match self.by_name.get(n) {
-                        Some(&i) => out.push(i),
-                        None => missing.push(n.clone()),
-                    }
-                }
-                if !missing.is_empty() {
-                    return Err(ApiError::not_found(format!(
-                        "no such node: {} ({} of {} names unknown)",
-                        topo::hostlist::compress(&missing),
-                        missing.len(),
-                        names.len()
-                    )));
-                }
-                out.sort_unstable();
-                out.dedup();
-                out
-            }
-            _ => (0..self.leaves.len()).collect(),
-        };
-        if let Some(f) = sel.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-            let side = match sel.side.as_deref() {
-                None | Some("dsc") => Side::Dsc,
-                Some("cfg") => Side::Cfg,
-                Some(s) => {
-                    return Err(ApiError::bad(format!("side must be cfg or dsc, not `{s}`")));
-                }
+        let idx = self.select_hosts(sel)?;
+        self.filter(sel, &idx)
+    }
+
+    /// The leaf indices a selection's hostlist names (every leaf without
+    /// one), in topology order. The hostlist is costed first
+    /// ([`Selection::check`]): one that names more hosts than the cluster
+    /// has nodes is refused before a name is generated.
+    pub fn select_hosts(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
+        let mut idx = self.select_names(sel)?;
+        if let Some(g) = sel
+            .group
+            .as_deref()
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+        {
+            let g = g.strip_prefix('@').unwrap_or(g);
+            let Some(&gid) = self.group_ids.get(g) else {
+                let mut known: Vec<&str> = self.group_names.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                let shown = known.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+                return Err(ApiError::not_found(format!(
+                    "no such group: `{}` (groups: {shown}{})",
+                    clip(g),
+                    if known.len() > 8 { ", ..." } else { "" }
+                )));
             };
-            let conds = self.parse_pairs(f.split(','))?;
-            idx.retain(|&i| {
-                let node = self.store.get(&self.leaves[i].name, side);
-                node.is_some_and(|n| {
-                    conds
-                        .iter()
-                        .all(|(p, v)| self.model.registry.get(n, p).ok().as_ref() == Some(v))
-                })
-            });
+            idx.retain(|&i| self.leaves[i].groups.contains(&gid));
         }
         Ok(idx)
+    }
+
+    /// The leaf indices the hostlist alone names (every leaf without one).
+    fn select_names(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
+        sel.check(self.leaves.len())?;
+        let Some(h) = sel.hosts() else {
+            return Ok((0..self.leaves.len()).collect());
+        };
+        let names = topo::hostlist::expand(h)
+            .map_err(|e| ApiError::bad(format!("bad hostlist `{}`: {e}", clip(h))))?;
+        let mut out = Vec::with_capacity(names.len());
+        let mut missing = Vec::new();
+        for n in &names {
+            match self.by_name.get(n) {
+                Some(&i) => out.push(i),
+                None => missing.push(n.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "no such node: {} ({} of {} names unknown)",
+                clip(&topo::hostlist::compress(&missing)),
+                missing.len(),
+                names.len()
+            )));
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The indices of `idx` whose copy (`sel.side`) matches the selection's
+    /// filter (all of `idx` without one).
+    pub fn filter(&self, sel: &Selection, idx: &[usize]) -> Result<Vec<usize>, ApiError> {
+        let Some(f) = sel.filter.as_deref().filter(|f| !f.trim().is_empty()) else {
+            return Ok(idx.to_vec());
+        };
+        let side = match sel.side.as_deref() {
+            None | Some("dsc") => Side::Dsc,
+            Some("cfg") => Side::Cfg,
+            Some(s) => {
+                return Err(ApiError::bad(format!(
+                    "side must be cfg or dsc, not `{}`",
+                    clip(s)
+                )));
+            }
+        };
+        let conds = self.parse_pairs(f.split(','))?;
+        let keep = |&i: &usize| {
+            let node = self.store.get(&self.leaves[i].name, side);
+            node.is_some_and(|n| {
+                conds
+                    .iter()
+                    .all(|(p, v)| self.model.registry.get(n, p).ok().as_ref() == Some(v))
+            })
+        };
+        Ok(idx.iter().copied().filter(keep).collect())
     }
 
     /// Parses `URL=VALUE` words (node-relative URLs only).
@@ -255,12 +364,57 @@ impl RootApp {
 
     /// Computes the new Cfgs of a write without changing anything.
     pub fn prepare(&self, sel: &Selection, op: &WriteOp) -> Result<Prepared, ApiError> {
+        self.prepare_over(sel, op, &HashMap::new())
+    }
+
+    /// Computes the new Cfgs of a batch of writes, all or nothing: every
+    /// entry is validated, each sees the Cfgs the entries before it wrote,
+    /// and the first bad entry fails the whole batch (`entry N: ...`).
+    pub fn prepare_batch(&self, batch: &[(Selection, WriteOp)]) -> Result<PreparedBatch, ApiError> {
+        let mut pending: HashMap<String, Node> = HashMap::new();
+        let mut entries = Vec::with_capacity(batch.len());
+        for (k, (sel, op)) in batch.iter().enumerate() {
+            let p = self.prepare_over(sel, op, &pending).map_err(|mut e| {
+                e.message = format!("entry {}: {}", k + 1, e.message);
+                e
+            })?;
+            let names = p.changes.iter().map(|(n, _)| n.clone()).collect();
+            entries.push((p.matched, names));
+            pending.extend(p.changes);
+        }
+        // Only what differs from the stored Cfg is committed.
+        let mut changes: Vec<(String, Node)> = pending
+            .into_iter()
+            .filter(|(name, new)| self.store.get(name, Side::Cfg) != Some(new))
+            .collect();
+        changes.sort_unstable_by_key(|(name, _)| self.by_name.get(name).copied());
+        Ok(PreparedBatch { entries, changes })
+    }
+
+    /// [`RootApp::prepare`] over `pending`: Cfgs not yet committed that
+    /// stand in for the stored ones.
+    fn prepare_over(
+        &self,
+        sel: &Selection,
+        op: &WriteOp,
+        pending: &HashMap<String, Node>,
+    ) -> Result<Prepared, ApiError> {
         if sel.is_empty() {
             return Err(ApiError::bad(
                 "select nodes with `hosts`, `filter` or `all` (writes never default to every node)",
             ));
         }
         let idx = self.select(sel)?;
+        self.prepare_idx(&idx, op, pending)
+    }
+
+    /// [`RootApp::prepare`] on resolved leaf indices, over `pending`.
+    fn prepare_idx(
+        &self,
+        idx: &[usize],
+        op: &WriteOp,
+        pending: &HashMap<String, Node>,
+    ) -> Result<Prepared, ApiError> {
         let values = match op {
             WriteOp::Set { values, .. } => {
                 let mut out = Vec::with_capacity(values.len());
@@ -282,9 +436,12 @@ impl RootApp {
         };
         let reg = &self.model.registry;
         let mut changes = Vec::new();
-        for &i in &idx {
+        for &i in idx {
             let name = &self.leaves[i].name;
-            let Some(cur) = self.store.get(name, Side::Cfg) else {
+            let Some(cur) = pending
+                .get(name)
+                .or_else(|| self.store.get(name, Side::Cfg))
+            else {
                 continue;
             };
             let mut new = match op {
@@ -318,9 +475,15 @@ impl RootApp {
             let bytes = Bytes::from(node.encode_to_vec());
             let target = self.model.target(&node);
             let frozen = self.model.frozen(&node);
+            // A node whose BMC its sub-parent drives is not the author of
+            // its Dsc: one it sends itself (e.g. falling back to the root)
+            // is refused.
+            let bmc = power_of(&node)
+                .is_some_and(|p| matches!(Protocol::parse(&p.protocol), Ok(Some(_))));
             // Cannot fail: the node exists.
             let _ = self.store.update(&name, Side::Cfg, node);
             let leaf = &mut self.leaves[i];
+            stack.set_bmc_authored(leaf.id, bmc);
             stack.publish(now, leaf.id, Kind::Cfg, bytes);
             if leaf.target != target {
                 leaf.target = target;
@@ -403,7 +566,7 @@ impl RootApp {
         json!({
             "n": l.name, "r": l.rack,
             "cp": l.target[p], "cr": l.target[r],
-            "dp": l.dsc[p], "dr": l.dsc[r], "dx": l.dsc[x],
+            "dp": l.dsc[p], "dr": l.dsc[r], "dx": l.dsc[x], "di": l.dsc[self.model.image],
             "ok": l.converged, "fz": l.frozen_cfg || l.frozen_dsc,
         })
     }
@@ -457,19 +620,6 @@ impl RootApp {
         }));
     }
 
-    /// Every node's summary and the counters (the dashboard's snapshot).
-    pub fn snapshot(&self) -> Json {
-        let nodes: Vec<Json> = (0..self.leaves.len()).map(|i| self.summary(i)).collect();
-        json!({ "nodes": nodes, "counters": self.counters() })
-    }
-
-    /// Selected nodes with both copies as `URL -> value` maps.
-    pub fn list(&self, sel: &Selection) -> Result<Json, ApiError> {
-        let idx = self.select(sel)?;
-        let nodes: Vec<Json> = idx.iter().map(|&i| self.detail(i, false)).collect();
-        Ok(json!({ "nodes": nodes }))
-    }
-
     /// One node in full: both copies, convergence and its chain.
     pub fn get(&mut self, name: &str) -> Result<Json, ApiError> {
         let &i = self
@@ -492,8 +642,32 @@ impl RootApp {
         });
         if with_chain {
             out["chain"] = json!(self.chain_of(i, None));
+            out["waiting"] = json!(self.waiting_of(i));
         }
         out
+    }
+
+    /// What node `i`'s chain waits for: its next step's Dsc gate (e.g.
+    /// `excludes Dsc /Busy=BUSY`) as the root's copy of its Dsc closes it.
+    fn waiting_of(&self, i: usize) -> Option<String> {
+        let l = &self.leaves[i];
+        let cfg = self.store.get(&l.name, Side::Cfg)?;
+        let dsc = self.store.get(&l.name, Side::Dsc)?;
+        let set = self.model.graph.set();
+        let target = self.model.target(cfg);
+        let mask = set.guard_mask(&self.model.registry, cfg);
+        let mut planner = self.planner.borrow_mut();
+        let plan = planner
+            .preview(&[(l.dsc.clone(), mask)], &target)
+            .ok()?
+            .into_iter()
+            .next()
+            .flatten()?;
+        let m = self.model.graph.edge(*plan.first()?).mutation;
+        let gate = set.mutations[m as usize].gate;
+        let open = set.gate_mask(&self.model.registry, dsc);
+        ((open >> gate) & 1 == 0)
+            .then(|| format!("{} ({})", set.mutations[m as usize].name, set.gate_text(m)))
     }
 
     /// The chain node `i` runs (or would run with `cfg`), planned from its
@@ -504,39 +678,62 @@ impl RootApp {
         let l = &self.leaves[i];
         let cur = self.store.get(&l.name, Side::Cfg)?;
         let cfg = cfg.unwrap_or(cur);
-        let target = self.model.target(cfg);
-        let mask = self.model.graph.set().guard_mask(&self.model.registry, cfg);
-        let mut planner = self.planner.borrow_mut();
-        let plans = planner.preview(&[(l.dsc.clone(), mask)], &target).ok()?;
-        let plan = plans.into_iter().next().flatten()?;
-        Some(planner.describe(&plan))
+        chain_for(&self.model, &mut self.planner.borrow_mut(), &l.dsc, cfg)
     }
 
-    /// Plan preview: the chain each selected node would run if `values`
-    /// were written to its Cfg. Nothing changes.
-    pub fn plan(&mut self, sel: &Selection, values: &[(String, String)]) -> Result<Json, ApiError> {
-        let prepared = self.prepare(
-            sel,
-            &WriteOp::Set {
-                values: values.to_vec(),
-                replace: false,
-            },
-        )?;
-        let idx = self.select(sel)?;
-        let changed: HashMap<&str, &Node> = prepared
+    /// What plan preview needs of the leaves `idx` that pass the
+    /// selection's filter, computed without planning (the planner runs on
+    /// the API's side, off this thread): each one's name, its Dsc as the
+    /// root holds it, and the Cfg it would have with `values` written.
+    pub fn plan_inputs(
+        &self,
+        sel: &Selection,
+        idx: &[usize],
+        values: &[(String, String)],
+    ) -> Result<Vec<PlanInput>, ApiError> {
+        let idx = self.filter(sel, idx)?;
+        let op = WriteOp::Set {
+            values: values.to_vec(),
+            replace: false,
+        };
+        let mut changed: HashMap<String, Node> = self
+            .prepare_idx(&idx, &op, &HashMap::new())?
             .changes
-            .iter()
-            .map(|(n, c)| (n.as_str(), c))
+            .into_iter()
             .collect();
-        let nodes: Vec<Json> = idx
-            .iter()
-            .map(|&i| {
-                let name = self.leaves[i].name.as_str();
-                let chain = self.chain_of(i, changed.get(name).copied());
-                json!({ "name": name, "reachable": chain.is_some(), "chain": chain.unwrap_or_default() })
-            })
-            .collect();
-        Ok(json!({ "nodes": nodes }))
+        let mut out = Vec::with_capacity(idx.len());
+        for i in idx {
+            let l = &self.leaves[i];
+            let cfg = match changed.remove(&l.name) {
+                Some(c) => c,
+                None => match self.store.get(&l.name, Side::Cfg) {
+                    Some(c) => c.clone(),
+                    None => continue,
+                },
+            };
+            out.push(PlanInput {
+                name: l.name.clone(),
+                dsc: l.dsc.clone(),
+                cfg,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The details ([`RootApp::get`] without the chain) of leaves `idx`.
+    pub fn details(&self, idx: &[usize]) -> Vec<Json> {
+        idx.iter()
+            .filter(|&&i| i < self.leaves.len())
+            .map(|&i| self.detail(i, false))
+            .collect()
+    }
+
+    /// The dashboard summaries of leaves `range` (clipped to the leaves).
+    pub fn summaries(&self, range: std::ops::Range<usize>) -> Vec<Json> {
+        let end = range.end.min(self.leaves.len());
+        (range.start.min(end)..end)
+            .map(|i| self.summary(i))
+            .collect()
     }
 
     /// Health summary (`stack`: this instance's sync stack).
@@ -571,5 +768,101 @@ impl App for RootApp {
 
     fn after_events(&mut self, _stack: &mut Stack, _now: Time) {
         self.drain_changes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::daemon::cluster::demo_topology;
+
+    fn root(nodes: usize) -> RootApp {
+        let t = demo_topology(
+            nodes,
+            1,
+            7000,
+            Duration::from_secs(1),
+            topo::StrategyKind::Tree,
+        )
+        .unwrap();
+        let c = Cluster::new(t).unwrap();
+        RootApp::new(
+            Arc::new(Model::new().unwrap()),
+            &c,
+            Vec::new(),
+            broadcast::channel(16).0,
+        )
+    }
+
+    fn hosts(h: &str) -> Selection {
+        Selection {
+            hosts: Some(h.into()),
+            ..Selection::default()
+        }
+    }
+
+    /// Issue 12, finding 3: the hostlist bomb of the report (18 ranges of
+    /// 10^18 and one more, whose sum wrapped to 1 on the old code) and a
+    /// legal hostlist of a million hosts are refused with 400 before any
+    /// name is generated; the old code expanded the million names on the
+    /// overlay's thread and answered 404.
+    #[test]
+    fn finding3_hostlists_are_costed_before_expansion() {
+        let r = root(10);
+        let mut bomb = vec!["0-999999999999999999"; 18];
+        bomb.push("0-446744073709551616");
+        let bomb = format!("n[{}]", bomb.join(","));
+        let t0 = Instant::now();
+        let e = r.select(&hosts(&bomb)).unwrap_err();
+        assert_eq!(e.status, 400, "{e}");
+        assert!(
+            e.message.len() < 300,
+            "the message echoes a clipped hostlist"
+        );
+        let e = r.select(&hosts("n[0-999999]")).unwrap_err();
+        assert_eq!((e.status, e.code), (400, "bad_request"), "{e}");
+        assert!(e.message.contains("names 1000000 hosts"), "{e}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+        // Within the cluster's size hostlists work as before.
+        assert_eq!(r.select(&hosts("n[0001-0010]")).unwrap().len(), 10);
+        assert_eq!(r.select(&hosts("n0001,n0001")).unwrap(), vec![0]);
+        assert_eq!(r.select(&hosts("n[0005-0014]")).unwrap_err().status, 404);
+        assert_eq!(r.select(&hosts("n[0001-0011]")).unwrap_err().status, 400);
+    }
+
+    /// Issue 12, finding 3: a filter's terms are bounded; plan inputs and
+    /// details come per chunk of leaves.
+    #[test]
+    fn finding3_filters_are_bounded_and_reads_come_in_chunks() {
+        let r = root(10);
+        let many =
+            vec!["/PhysState=POWER_ON"; crate::daemon::control::FILTER_TERMS_MAX + 1].join(",");
+        let sel = Selection {
+            filter: Some(many),
+            ..Selection::default()
+        };
+        assert_eq!(r.select(&sel).unwrap_err().status, 400);
+        let sel = Selection {
+            filter: Some("/PhysState=PHYS_UNKNOWN".into()),
+            ..Selection::default()
+        };
+        assert_eq!(r.filter(&sel, &[0, 3, 5]).unwrap(), vec![0, 3, 5]);
+        assert_eq!(r.details(&[1, 2, 99]).len(), 2);
+        assert_eq!(r.summaries(8..20).len(), 2);
+        let values = vec![("/PhysState".to_string(), "POWER_ON".to_string())];
+        let inputs = r
+            .plan_inputs(&Selection::default(), &[0, 1], &values)
+            .unwrap();
+        assert_eq!(inputs.len(), 2);
+        assert_eq!(inputs[0].cfg.phys_state, 2);
+        let model = Model::new().unwrap();
+        let mut planner = Planner::new(model.graph.clone());
+        assert!(chain_for(&model, &mut planner, &inputs[0].dsc, &inputs[0].cfg).is_some());
     }
 }

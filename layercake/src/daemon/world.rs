@@ -85,6 +85,10 @@ pub struct WorldConfig {
     pub quic: Option<QuicSetup>,
     /// Network boot (instances that drive BMC children): `None`, off.
     pub boot: Option<crate::daemon::boot::BootOptions>,
+    /// A node's agent socket (`run` of a node only).
+    pub agent_socket: Option<std::path::PathBuf>,
+    /// Image sets (`run --images`): nodes run them, parents serve them.
+    pub images: Option<crate::modules::image::ImageOptions>,
 }
 
 /// One running instance.
@@ -198,6 +202,16 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
         let inst = &c.flat.instances[id as usize];
         let seed = mix(cfg.seed ^ u64::from(id));
         let run = |stack: Stack| (stack, socket, ep, c.sync.path_policy(id, &addrs));
+        // The image servers above this instance: parent first, root last.
+        let mut ups = Vec::new();
+        let mut up = inst.parent;
+        while let Some(p) = up.filter(|_| ups.len() < 16) {
+            ups.push(c.flat.instances[p as usize].addr);
+            up = c.flat.instances[p as usize].parent;
+        }
+        if let Some(opts) = cfg.images.as_ref().filter(|_| inst.role != Role::Leaf) {
+            crate::daemon::images::start_server(inst.addr, opts, &ups)?;
+        }
         match inst.role {
             Role::Root => {
                 let db = cfg.db.as_ref().context("the root needs its database")?;
@@ -207,7 +221,16 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                 world.root = Some(spawn(id, app, run(stack), &shared, now));
             }
             Role::SubParent | Role::Leaf => {
-                let stack = c.sync.stack(id, seed, now, wall.saturating_mul(16));
+                // No clock in the version floor of the tree: a restarted
+                // instance learns its previous boot's versions from its
+                // parent (`Hello.stale`). The flat baseline has no parent
+                // to learn from and keeps the clock.
+                let floor = if c.sync.is_flat() {
+                    wall.saturating_mul(16)
+                } else {
+                    0
+                };
+                let stack = c.sync.stack(id, seed, now, floor);
                 let mut app = if inst.role == Role::Leaf {
                     let vseed = mix(cfg.seed ^ mix(u64::from(id)));
                     MemberApp::leaf(NodeRuntime::new(
@@ -232,7 +255,21 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                     }
                 }
                 let driven = app.has_bmc();
+                let leaf = inst.role == Role::Leaf;
                 let h = spawn(id, app, run(stack), &shared, now);
+                if let Some(sock) = cfg.agent_socket.as_ref().filter(|_| leaf) {
+                    // Why not fatal: a node without its agent still runs; it
+                    // only cannot say it is busy (e.g. not root for /run).
+                    if let Err(e) = crate::daemon::agent::start(h.handle.clone(), sock) {
+                        tracing::warn!(
+                            "{}: no agent, `layercake busy` will not reach this node: {e:#}",
+                            inst.name
+                        );
+                    }
+                }
+                if let (Some(opts), true) = (&cfg.images, leaf && !ups.is_empty()) {
+                    crate::daemon::images::start_node(h.handle.clone(), opts, &inst.name, &ups)?;
+                }
                 if let Some(p) = cfg.power.as_ref().filter(|_| driven) {
                     crate::daemon::bmc::start_driver(h.handle.clone(), p);
                 }
@@ -311,6 +348,7 @@ pub async fn sampler_task(world: World, cluster: Arc<Cluster>, prom: Option<Prom
         ticks += 1;
         if ticks.is_multiple_of(per_sample) {
             sample(&world, &cluster);
+            m::process();
             if let Some(p) = &prom {
                 p.run_upkeep();
             }
@@ -321,7 +359,12 @@ pub async fn sampler_task(world: World, cluster: Arc<Cluster>, prom: Option<Prom
 fn sample(world: &World, c: &Cluster) {
     let mut levels: Vec<(String, LevelTraffic)> = Vec::new();
     let mut drops = overlay::envelope::DropCounters::default();
+    let mut rejected = (0u64, 0u64);
     let mut add = |id: NodeId, t: udp::Traffic, stack: &Stack| {
+        if let Some(ts) = stack.tree_stats() {
+            rejected.0 = rejected.0.saturating_add(ts.claims_rejected);
+            rejected.1 = rejected.1.saturating_add(ts.records_rejected);
+        }
         let level = &c.level[id as usize];
         let i = match levels.iter().position(|(l, _)| l == level) {
             Some(i) => i,
@@ -364,6 +407,7 @@ fn sample(world: &World, c: &Cluster) {
     for reason in DropReason::ALL {
         m::dropped(reason.label(), drops.get(reason));
     }
+    m::rejected(rejected.0, rejected.1);
 }
 
 /// What the per-instance sync metrics show of one hosted instance.

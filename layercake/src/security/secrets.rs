@@ -3,8 +3,11 @@
 //!
 //! - [`write_private`]: creates a file with mode 0600 (never overwrites one
 //!   that exists, so nothing an operator stored is lost).
-//! - [`read_private`]: reads a file only if no group or other permission
-//!   bit is set, with a message that says which file and how to fix it.
+//! - [`open_private`], [`read_private`]: open a secret file without
+//!   following a symlink and check the opened file itself (no path check
+//!   followed by a second open, which a swapped file would pass): a regular
+//!   file, owned by this user or root, no group or other permission bit;
+//!   the message says which file and how to fix it.
 //! - [`random_hex`]: hex digits from the operating system's random source.
 
 use std::io::{Read, Write};
@@ -24,6 +27,15 @@ pub enum SecretError {
         path: String,
         /// Its permission bits.
         mode: u32,
+    },
+    /// The path is a symlink, not a regular file, or owned by someone
+    /// else.
+    #[error("{path}: {why}; a secret file must be a regular file of its own, owned by this user")]
+    Unsafe {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
     },
     /// The file exists and would be overwritten.
     #[error("{path} already exists; remove it first or choose another name")]
@@ -48,13 +60,52 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SecretError + '_ {
     }
 }
 
-/// Fails unless `path` has no group or other permission bit.
-pub fn check_private(path: &Path) -> Result<(), SecretError> {
-    let mode = std::fs::metadata(path)
-        .map_err(io(path))?
-        .permissions()
-        .mode()
-        & 0o7777;
+/// Largest secret file read.
+pub const SECRET_BYTES_MAX: u64 = 16 << 20;
+
+/// Opens `path` for reading as a secret: never through a symlink
+/// (`O_NOFOLLOW`), and only if the opened file is a regular file owned by
+/// this process's user (or root) with no group or other permission bit.
+/// The checks are made on the open file, so the file read is the file
+/// checked.
+pub fn open_private(path: &Path) -> Result<std::fs::File, SecretError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                SecretError::Unsafe {
+                    path: path.display().to_string(),
+                    why: "it is a symlink".into(),
+                }
+            } else {
+                io(path)(e)
+            }
+        })?;
+    check_open(path, &f)?;
+    Ok(f)
+}
+
+/// The checks of [`open_private`] on an open file.
+fn check_open(path: &Path, f: &std::fs::File) -> Result<(), SecretError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = f.metadata().map_err(io(path))?;
+    let unsafe_ = |why: String| SecretError::Unsafe {
+        path: path.display().to_string(),
+        why,
+    };
+    if !meta.file_type().is_file() {
+        return Err(unsafe_("it is not a regular file".into()));
+    }
+    let me = euid().map_err(io(path))?;
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(unsafe_(format!(
+            "it is owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(SecretError::Exposed {
             path: path.display().to_string(),
@@ -64,10 +115,28 @@ pub fn check_private(path: &Path) -> Result<(), SecretError> {
     Ok(())
 }
 
-/// Reads a secret file after [`check_private`].
+/// This process's effective user id: the owner of `/proc/self` (the crate
+/// has no unsafe code for `geteuid`; the process is not setuid, so the
+/// directory is its own).
+fn euid() -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata("/proc/self")?.uid())
+}
+
+/// Fails unless `path` passes [`open_private`]'s checks.
+pub fn check_private(path: &Path) -> Result<(), SecretError> {
+    open_private(path).map(drop)
+}
+
+/// Reads a secret file opened with [`open_private`] (at most
+/// [`SECRET_BYTES_MAX`] bytes).
 pub fn read_private(path: &Path) -> Result<String, SecretError> {
-    check_private(path)?;
-    std::fs::read_to_string(path).map_err(io(path))
+    let f = open_private(path)?;
+    let mut text = String::new();
+    f.take(SECRET_BYTES_MAX)
+        .read_to_string(&mut text)
+        .map_err(io(path))?;
+    Ok(text)
 }
 
 /// Creates `path` with mode 0600 holding `text`; refuses an existing file.
@@ -90,15 +159,23 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), SecretError> {
 /// Appends `line` to `path`, creating it with mode 0600; an existing file
 /// must already be private.
 pub fn append_private(path: &Path, line: &str) -> Result<(), SecretError> {
-    if path.exists() {
-        check_private(path)?;
-    }
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(io(path))?;
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                SecretError::Unsafe {
+                    path: path.display().to_string(),
+                    why: "it is a symlink".into(),
+                }
+            } else {
+                io(path)(e)
+            }
+        })?;
+    check_open(path, &f)?;
     f.write_all(line.as_bytes()).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
@@ -140,6 +217,35 @@ mod tests {
         let e = read_private(&p).unwrap_err().to_string();
         assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
         assert_eq!(random_hex(32).unwrap().len(), 64);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 12, finding 11: a secret is read from the file that was
+    /// checked: a symlink to a private file is refused (the old code
+    /// checked the target through the path, then opened the path again),
+    /// and so are a directory and a file another user owns.
+    #[test]
+    fn finding11_secret_files_are_checked_on_the_open_file() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("layercake-secrets11-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = dir.join("real");
+        write_private(&real, "k").unwrap();
+        let link = dir.join("link");
+        symlink(&real, &link).unwrap();
+        let e = read_private(&link).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        assert!(append_private(&link, "x").is_err());
+        assert!(read_private(&dir).is_err());
+        if euid().unwrap() == 0 {
+            let theirs = dir.join("theirs");
+            write_private(&theirs, "k").unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let e = read_private(&theirs).unwrap_err().to_string();
+            assert!(e.contains("owned by uid 65534"), "{e}");
+        }
+        assert_eq!(read_private(&real).unwrap(), "k");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -151,6 +151,11 @@ impl TokenTable {
         Ok(TokenTable { entries })
     }
 
+    /// The accepted tokens' roles and holders, in file order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
     /// Loads a private table file.
     pub fn load(path: &Path) -> Result<TokenTable, AuthError> {
         let text = secrets::read_private(path)?;

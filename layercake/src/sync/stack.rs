@@ -142,6 +142,17 @@ impl Stack {
         version
     }
 
+    /// Declares whether `node`'s Dsc is authored by the instance that
+    /// drives its BMC (its Cfg names one) rather than by `node` itself:
+    /// while it is, a Dsc of `node` sent by `node` itself is refused (one
+    /// author per record; issue 12, finding 10). Set by the BMC driver and
+    /// by the root. No effect in the flat baseline.
+    pub fn set_bmc_authored(&mut self, node: NodeId, bmc: bool) {
+        if let Core::Tree(t) = &mut self.core {
+            t.set_authored_elsewhere(node, bmc);
+        }
+    }
+
     /// Marks a child's Dsc as failed with `data` (its last Dsc with the
     /// failure written in), upward.
     pub fn mark_failed(&mut self, now: Time, node: NodeId, data: Bytes) {

@@ -219,15 +219,13 @@ impl Backends {
         let password = if t.credential.is_empty() {
             None
         } else {
-            let p = self.creds.password(&t.credential).ok_or_else(|| {
-                PowerError::AuthRefused(
-                    t.label(),
-                    format!(
-                        "credential `{}` is not in this instance's credentials file",
-                        t.credential
-                    ),
-                )
-            })?;
+            // Only to a host the credentials file binds the credential to,
+            // and over plain HTTP only where it allows it.
+            let plain = t.protocol == Protocol::Redfish && t.scheme == Scheme::Http;
+            let p = self
+                .creds
+                .password_for(&t.credential, &t.host, plain)
+                .map_err(|e| PowerError::AuthRefused(t.label(), e.to_string()))?;
             Some(p.to_string())
         };
         Ok(match t.protocol {

@@ -66,6 +66,7 @@ impl IpmiBmc {
         let l = self.label();
         match e {
             IpmiError::Timeout { .. } => PowerError::Unreachable(l, e.to_string()),
+            IpmiError::Unconfirmed { .. } => PowerError::Unconfirmed(l, e.to_string()),
             IpmiError::AuthRefused(why) => PowerError::AuthRefused(l, why),
             IpmiError::Unsupported(why) => PowerError::Unsupported(l, why),
             IpmiError::Protocol(why) => PowerError::Protocol(l, why),

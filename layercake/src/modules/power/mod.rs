@@ -8,7 +8,10 @@
 //!   BMCs), [`redfish`] (HTTP(S), ComputerSystem.Reset) and IPMI
 //!   ([`ipmi_backend`] adapting the [`ipmi`] RMCP+ client).
 //! - [`Policy`]: per-attempt timeout, bounded retries with exponential
-//!   backoff, and the wait for a state change to show.
+//!   backoff, and the wait for a state change to show. Reads are retried;
+//!   commands never blindly: [`Backend::command`] re-reads the power state
+//!   after an attempt whose answer was lost and decides from it, so one
+//!   request never cycles (or powers) a machine twice.
 //! - [`PowerPool`]: a bounded pool (a semaphore) every BMC call of one
 //!   instance goes through.
 //! - [`config`]: the `layercake.power.Power` extension and its resolution
@@ -106,6 +109,12 @@ pub enum PowerError {
     /// a failure.
     #[error("BMC {0} protocol error: {1}")]
     Protocol(String, String),
+    /// A command left but its answer did not come, and the power state
+    /// cannot tell whether the BMC acted (a cycle of a machine that is on):
+    /// it is not sent again, since a machine is never cycled twice for one
+    /// request.
+    #[error("BMC {0} did not confirm: {1}")]
+    Unconfirmed(String, String),
 }
 
 impl PowerError {
@@ -166,7 +175,9 @@ impl Policy {
     }
 
     /// Runs `call` with the per-attempt timeout, retrying transient
-    /// failures at most [`Policy::retries`] times with backoff.
+    /// failures at most [`Policy::retries`] times with backoff. Only for
+    /// calls that change nothing (reads): a command goes through
+    /// [`Backend::command`], which never re-sends blindly.
     pub async fn run<T, F, Fut>(&self, bmc: &str, mut call: F) -> Result<T, PowerError>
     where
         F: FnMut() -> Fut,
@@ -245,6 +256,60 @@ impl Backend {
         policy.run(&label, || self.status_once()).await
     }
 
+    /// Sends `op` at most once per outcome the BMC could have acted on
+    /// (issue 12, finding 6). An attempt that times out or fails in
+    /// transit may have reached the BMC, so before any new attempt the
+    /// power state is read and decides: on, off and soft-off are sent
+    /// again only while the machine is not yet in the state they lead to
+    /// (sending them to a machine on its way there changes nothing); a
+    /// cycle is never sent again: a machine found off is taken to be
+    /// cycling (the settle wait sees it come back), one found on is
+    /// [`PowerError::Unconfirmed`].
+    pub async fn command(&self, op: PowerOp, policy: &Policy) -> Result<(), PowerError> {
+        let label = self.label();
+        let retries = policy.retries.min(RETRIES_MAX);
+        let mut attempt = 0;
+        loop {
+            let r = match tokio::time::timeout(policy.attempt_timeout, self.control_once(op)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(PowerError::Unconfirmed(
+                    label.clone(),
+                    format!(
+                        "no answer to power {op} within {:?}",
+                        policy.attempt_timeout
+                    ),
+                )),
+            };
+            let e = match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() || matches!(e, PowerError::Unconfirmed(..)) => e,
+                Err(e) => return Err(e),
+            };
+            if attempt >= retries && op != PowerOp::Cycle {
+                return Err(e);
+            }
+            attempt += 1;
+            tokio::time::sleep(policy.backoff(attempt)).await;
+            let state = self.status(policy).await?;
+            tracing::debug!("{e}; the machine is {state:?}");
+            match op {
+                PowerOp::Cycle if state == PowerState::Off => return Ok(()),
+                PowerOp::Cycle => {
+                    return Err(PowerError::Unconfirmed(
+                        label,
+                        format!(
+                            "{e}; the machine is on, so it may have cycled already: \
+                             not cycled again"
+                        ),
+                    ));
+                }
+                _ if state == op.expected() => return Ok(()),
+                _ => tracing::debug!("power {op}: attempt {} of {}", attempt + 1, retries + 1),
+            }
+        }
+    }
+
     /// Performs `op` under `policy` and waits until the power state shows
     /// its effect (at most [`Policy::settle_timeout`]); returns that state.
     /// A cycle of a machine that is off powers it on.
@@ -254,7 +319,7 @@ impl Backend {
             PowerOp::Cycle if self.status(policy).await? == PowerState::Off => PowerOp::On,
             op => op,
         };
-        policy.run(&label, || self.control_once(op)).await?;
+        self.command(op, policy).await?;
         let deadline = tokio::time::Instant::now() + policy.settle_timeout;
         let mut wait = policy.settle_poll;
         loop {
@@ -309,5 +374,76 @@ impl PowerPool {
     pub async fn perform(&self, b: &Backend, op: PowerOp) -> Result<PowerState, PowerError> {
         let _permit = self.permits.acquire().await.expect("never closed");
         b.perform(op, &self.policy).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            attempt_timeout: Duration::from_millis(150),
+            retries: 3,
+            backoff: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            settle_timeout: Duration::from_secs(2),
+            settle_poll: Duration::from_millis(10),
+        }
+    }
+
+    fn machine(on: bool) -> (virt::VirtualMachine, Backend) {
+        let fleet = virt::VirtualFleet::new();
+        let m = fleet.machine("10.0.0.1");
+        m.set_power_behind_back(on);
+        m.set_delay(Duration::from_millis(1));
+        (m, Backend::Virtual(fleet.bmc("10.0.0.1", None)))
+    }
+
+    /// Issue 12, finding 6: the reply to a power cycle is lost; the
+    /// machine is cycled once, never twice (the old `Policy::run` re-sent
+    /// the cycle after the timeout: two cycles).
+    #[tokio::test]
+    async fn finding6_a_lost_reply_never_cycles_twice() {
+        let (m, b) = machine(true);
+        m.lose_replies(1);
+        let r = b.perform(PowerOp::Cycle, &policy()).await;
+        assert_eq!(m.ops(), 1, "cycled {} times ({r:?})", m.ops());
+        assert!(matches!(r, Err(PowerError::Unconfirmed(..))), "{r:?}");
+    }
+
+    /// Issue 12, finding 6: the reply to power on is lost; the state is
+    /// read before anything is sent again, and the machine, already on,
+    /// gets no second command (the old code sent it twice).
+    #[tokio::test]
+    async fn finding6_a_lost_reply_is_followed_by_a_state_read_not_a_resend() {
+        let (m, b) = machine(false);
+        m.lose_replies(1);
+        let r = b.perform(PowerOp::On, &policy()).await;
+        assert_eq!(r, Ok(PowerState::On));
+        assert_eq!(m.ops(), 1, "{} commands sent", m.ops());
+        let (m, b) = machine(true);
+        m.lose_replies(1);
+        assert_eq!(
+            b.perform(PowerOp::Off, &policy()).await,
+            Ok(PowerState::Off)
+        );
+        assert_eq!(m.ops(), 1);
+    }
+
+    /// A command that never reached the machine (an unreachable BMC that
+    /// comes back) is sent again once the state shows it did not act.
+    #[tokio::test]
+    async fn a_command_that_did_not_act_is_sent_again() {
+        let (m, b) = machine(false);
+        m.set_reachable(false);
+        let m2 = m.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            m2.set_reachable(true);
+        });
+        assert_eq!(b.perform(PowerOp::On, &policy()).await, Ok(PowerState::On));
+        assert_eq!(m.ops(), 1);
+        assert!(m.is_on());
     }
 }

@@ -30,6 +30,9 @@ struct Machine {
     password: Option<String>,
     delay: Duration,
     ops: u64,
+    /// Command replies still to lose (the command acts, its answer never
+    /// comes).
+    lost_replies: u32,
 }
 
 /// One virtual machine (a handle; clones share it).
@@ -70,6 +73,20 @@ impl VirtualMachine {
     pub fn ops(&self) -> u64 {
         self.lock().ops
     }
+
+    /// The next `n` power commands act but their replies are lost (only
+    /// the caller's timeout ends them), as on a network that drops answers.
+    pub fn lose_replies(&self, n: u32) {
+        self.lock().lost_replies = n;
+    }
+
+    /// True when the reply to the request just served is to be lost.
+    fn take_lost_reply(&self) -> bool {
+        let mut m = self.lock();
+        let lost = m.lost_replies > 0;
+        m.lost_replies = m.lost_replies.saturating_sub(1);
+        lost
+    }
 }
 
 /// The virtual machines of one process, by BMC address.
@@ -97,6 +114,7 @@ impl VirtualFleet {
             password: None,
             delay: Duration::from_millis(5),
             ops: 0,
+            lost_replies: 0,
         })));
         m.insert(addr.to_string(), v.clone());
         v
@@ -161,9 +179,14 @@ impl VirtualBmc {
     /// Performs `op` (takes effect at once).
     pub async fn control(&self, op: PowerOp) -> Result<(), PowerError> {
         self.request().await?;
-        let mut m = self.machine.lock();
-        m.ops += 1;
-        m.on = op.expected() == PowerState::On;
+        {
+            let mut m = self.machine.lock();
+            m.ops += 1;
+            m.on = op.expected() == PowerState::On;
+        }
+        if self.machine.take_lost_reply() {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 }

@@ -13,7 +13,9 @@
 //!   BMC's slot owns (peer, 0) meanwhile.
 //! - A cached session is reused while it has been idle less than
 //!   [`SESSION_IDLE_MAX`]; if it stays silent for one attempt it is
-//!   assumed expired on the BMC and a new one is set up.
+//!   assumed expired on the BMC and a new one is set up, for reads only: a
+//!   chassis control is sent exactly once (no retransmission, no new
+//!   session), and no answer is [`IpmiError::Unconfirmed`].
 
 use std::collections::HashMap;
 use std::io;
@@ -245,6 +247,16 @@ async fn dispatch(socket: Arc<UdpSocket>, routes: Arc<Routes>) {
     }
 }
 
+/// Whether a command may be sent more than once (retransmitted, or again
+/// in a new session after a silent one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resend {
+    /// A read: repeating it changes nothing.
+    Yes,
+    /// A command the BMC acts on: sent once, whatever happens.
+    No,
+}
+
 fn cc_error(what: &str, cc: u8) -> IpmiError {
     let msg = format!(
         "{what}: completion code 0x{cc:02x} ({})",
@@ -309,7 +321,7 @@ impl IpmiClient {
     /// Cancelling drops the call; the cached session stays usable.
     pub async fn power_is_on(&self, t: &IpmiTarget) -> Result<bool, IpmiError> {
         let r = self
-            .command(t, NETFN_CHASSIS, CMD_GET_CHASSIS_STATUS, &[])
+            .command(t, NETFN_CHASSIS, CMD_GET_CHASSIS_STATUS, &[], Resend::Yes)
             .await?;
         if r.cc != 0 {
             return Err(cc_error("get chassis status", r.cc));
@@ -325,6 +337,12 @@ impl IpmiClient {
     /// A BMC that rejects the action as invalid (e.g. no soft shutdown)
     /// yields `Unsupported`.
     ///
+    /// The command is sent once: no retransmission, no new session after a
+    /// silent one, since the BMC may have acted on a request whose answer
+    /// was lost (a second cycle or reset would hit the machine again). No
+    /// answer is [`IpmiError::Unconfirmed`]; the caller reads the power
+    /// state and decides (`power::Backend::command`).
+    ///
     /// # Cancel safety
     /// Cancelling after the request left may still let the BMC act on it.
     pub async fn chassis_control(
@@ -333,7 +351,13 @@ impl IpmiClient {
         c: ChassisControl,
     ) -> Result<(), IpmiError> {
         let r = self
-            .command(t, NETFN_CHASSIS, CMD_CHASSIS_CONTROL, &[c.code()])
+            .command(
+                t,
+                NETFN_CHASSIS,
+                CMD_CHASSIS_CONTROL,
+                &[c.code()],
+                Resend::No,
+            )
             .await?;
         if r.cc != 0 {
             return Err(cc_error(&format!("chassis control {c:?}"), r.cc));
@@ -392,13 +416,15 @@ impl IpmiClient {
     }
 
     /// Runs one command in the target's session, setting one up first if
-    /// there is none (or the cached one is stale or silent).
+    /// there is none (or the cached one is stale or silent). With
+    /// [`Resend::No`] the request is sent exactly once.
     async fn command(
         &self,
         t: &IpmiTarget,
         netfn: u8,
         cmd: u8,
         data: &[u8],
+        resend: Resend,
     ) -> Result<IpmiResponse, IpmiError> {
         let addr = canonical(t.addr);
         let identity = Identity::of(t);
@@ -423,6 +449,10 @@ impl IpmiClient {
                     c.last_used = Instant::now();
                     return Ok(r);
                 }
+                Err(IpmiError::Timeout { step, .. }) if resend == Resend::No => {
+                    slot.cached = None;
+                    return Err(IpmiError::Unconfirmed { addr, step });
+                }
                 Err(IpmiError::Timeout { .. }) => {
                     debug!(%addr, "cached IPMI session silent; setting up a new one");
                     silent = true;
@@ -440,10 +470,19 @@ impl IpmiClient {
             self.close_without_waiting(addr, old).await;
         }
         let (mut session, mut route) = self.establish(addr, t).await?;
-        let attempts = self.inner.cfg.attempts();
+        let attempts = match resend {
+            Resend::Yes => self.inner.cfg.attempts(),
+            Resend::No => 1,
+        };
         let r = self
             .session_command(addr, &mut route, &mut session, netfn, cmd, data, attempts)
-            .await?;
+            .await
+            .map_err(|e| match (e, resend) {
+                (IpmiError::Timeout { step, .. }, Resend::No) => {
+                    IpmiError::Unconfirmed { addr, step }
+                }
+                (e, _) => e,
+            })?;
         slot.cached = Some(Cached {
             session,
             identity,

@@ -23,6 +23,15 @@ pub enum IpmiError {
         /// How many datagrams were sent for that step.
         attempts: u32,
     },
+    /// A command the BMC acts on (chassis control) was sent once and not
+    /// answered: the BMC may or may not have acted. It is not re-sent.
+    #[error("no answer from BMC {addr} to {step}, sent once (it may have acted)")]
+    Unconfirmed {
+        /// The BMC's address.
+        addr: SocketAddr,
+        /// The command, e.g. "chassis control".
+        step: &'static str,
+    },
     /// The BMC refused the credentials or the privilege level: an RMCP+
     /// status code in words ("unauthorized name", "invalid integrity check
     /// value", ...) or a failed check of the BMC's key-exchange code

@@ -1,0 +1,85 @@
+//! Short names for long state URLs on the command line: `bmc.address`
+//! for `type.googleapis.com/layercake.power.Power/Address`, `pxe.state`
+//! for the PXE extension's state. Accepted wherever the CLI takes a URL
+//! (`set`, `plan`, `wait --for`, `--filter`, `apply -f` keys); `describe`
+//! shows them.
+
+use crate::modules::power::config::POWER_TYPE_URL;
+
+/// The BMC fields of the power extension, by short name.
+const BMC_FIELDS: [(&str, &str); 9] = [
+    ("protocol", "Protocol"),
+    ("address", "Address"),
+    ("port", "Port"),
+    ("user", "User"),
+    ("credential", "Credential"),
+    ("scheme", "Scheme"),
+    ("system", "System"),
+    ("auth", "Auth"),
+    ("error", "Error"),
+];
+
+/// The full URL of a short name, or the word itself when it is none.
+pub fn expand(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    if let Some(f) = lower.strip_prefix("bmc.")
+        && let Some((_, field)) = BMC_FIELDS.iter().find(|(s, _)| *s == f)
+    {
+        return format!("{POWER_TYPE_URL}/{field}");
+    }
+    if lower == "pxe.state" || lower == "pxe" {
+        return engine::virt::PXE_URL.to_string();
+    }
+    url.to_string()
+}
+
+/// The short name of a full URL, or the URL itself when it has none.
+pub fn shorten(url: &str) -> String {
+    if let Some(field) = url
+        .strip_prefix(POWER_TYPE_URL)
+        .and_then(|r| r.strip_prefix('/'))
+        && let Some((short, _)) = BMC_FIELDS.iter().find(|(_, f)| *f == field)
+    {
+        return format!("bmc.{short}");
+    }
+    if url == engine::virt::PXE_URL {
+        return "pxe.state".to_string();
+    }
+    url.to_string()
+}
+
+/// `URL=VALUE` with the URL expanded.
+pub fn expand_pair(pair: &str) -> String {
+    match pair.split_once('=') {
+        Some((u, v)) => format!("{}={v}", expand(u.trim())),
+        None => pair.to_string(),
+    }
+}
+
+/// The short names, for help texts.
+pub fn names() -> Vec<String> {
+    let mut v: Vec<String> = BMC_FIELDS.iter().map(|(s, _)| format!("bmc.{s}")).collect();
+    v.push("pxe.state".into());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_round_trip() {
+        for n in names() {
+            let full = expand(&n);
+            assert!(full.starts_with("type.googleapis.com/"), "{n} -> {full}");
+            assert_eq!(shorten(&full), n);
+        }
+        assert_eq!(expand("/PhysState"), "/PhysState");
+        assert_eq!(expand("BMC.Address"), format!("{POWER_TYPE_URL}/Address"));
+        assert_eq!(
+            expand_pair("bmc.port=623"),
+            format!("{POWER_TYPE_URL}/Port=623")
+        );
+        assert_eq!(expand("bmc.nope"), "bmc.nope");
+    }
+}

@@ -141,7 +141,7 @@ groups:
     nodes:
       - { hosts: "vm[1-2]", addr: "10.0.0.{n+10}:$port" }
 EOF
-  (umask 077; lc topo key > "$work/cluster.key"; echo "bmc 127.0.0.1 secret" > "$work/credentials")
+  (umask 077; lc topo key > "$work/cluster.key"; echo "bmc 127.0.0.1,10.0.0.* secret" > "$work/credentials")
 
   echo "==> layer 0"
   bash "$here/build-layer0.sh" -b "$binary" -o "$work/boot"

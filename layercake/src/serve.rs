@@ -184,9 +184,9 @@ async fn serve_world(
             None => None,
         },
         quic: quic_setup(plan)?,
-        boot: plan.boot.clone(),
         agent_socket: plan.agent_socket.clone(),
         images: plan.images.clone(),
+        boot: plan.boot.clone(),
     };
     let hosted = world::start(&cfg, &model)?;
     if let Some(b) = &plan.boot {

@@ -144,13 +144,15 @@ fn set(api: &str, hosts: &str, values: &[String]) {
 }
 
 fn image_values(set_name: &str, file: &str, digest: &str) -> Vec<String> {
+    // The CLI's short names (`image.bb.digest` for
+    // `type.googleapis.com/layercake.image.ImageSet/Image/bb/Digest`).
     vec![
-        format!("{IMG}/State=ACTIVE"),
-        format!("{IMG}/Name={set_name}"),
-        format!("{IMG}/Image/bb/Source={file}"),
-        format!("{IMG}/Image/bb/Digest={digest}"),
-        format!("{IMG}/Image/bb/Command=/bin/sleep 1000000"),
-        format!("{IMG}/Image/bb/State=ACTIVE"),
+        "image.state=ACTIVE".to_string(),
+        format!("image.name={set_name}"),
+        format!("image.bb.source={file}"),
+        format!("image.bb.digest={digest}"),
+        "image.bb.command=/bin/sleep 1000000".to_string(),
+        "image.bb.state=ACTIVE".to_string(),
     ]
 }
 

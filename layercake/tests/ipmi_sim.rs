@@ -243,8 +243,14 @@ async fn concurrent_calls_to_one_bmc_all_succeed() {
         assert!(task.await.unwrap().unwrap());
     }
     // Each call was answered by the BMC itself (calls to one BMC run one
-    // at a time through its slot; none got another call's reply).
-    assert_eq!(sim.log_of(0).matches("get power").count(), 20);
+    // at a time through its slot; none got another call's reply). A read
+    // whose answer was slow is sent again (reads are idempotent; commands
+    // never are), so a loaded machine may log a few more.
+    let reads = sim.log_of(0).matches("get power").count();
+    assert!(
+        (20..=30).contains(&reads),
+        "{reads} power reads for 20 calls"
+    );
 }
 
 #[tokio::test]

@@ -152,15 +152,15 @@ pub struct RunArgs {
     /// BMC power control (sub-parents; see docs/power.md).
     #[command(flatten)]
     pub power: crate::cli::power::PowerArgs,
-    /// Network boot (sub-parents; see docs/boot.md).
-    #[command(flatten)]
-    pub boot: crate::cli::boot::BootArgs,
     /// A node's agent socket (`layercake busy|free`); `none`: no agent.
     #[arg(long, default_value = agent::DEFAULT_SOCKET)]
     pub agent_socket: PathBuf,
     /// Image sets (layer 1; see docs/images.md).
     #[command(flatten)]
     pub images: ImageArgs,
+    /// Network boot (sub-parents; see docs/boot.md).
+    #[command(flatten)]
+    pub boot: crate::cli::boot::BootArgs,
 }
 
 /// `run`'s image-set flags.

@@ -379,9 +379,9 @@ impl MemberApp {
             Ok(cfg) => {
                 // While this instance drives the child's BMC it is the
                 // only author of its Dsc: the child's own is refused.
-                let drives = side.host.handle_cfg(child, place, cfg, ms(now));
-                stack.set_bmc_authored(child, drives);
-                if drives && stack.neighbor(child) == Some(NeighborState::Full) {
+                let driven = side.host.handle_cfg(child, place, cfg, ms(now));
+                stack.set_bmc_authored(child, driven);
+                if driven && stack.neighbor(child) == Some(NeighborState::Full) {
                     side.host.handle_agent(child, true, ms(now));
                 }
             }

@@ -9,9 +9,9 @@
 //! - [`persist`]: the root's redb store; [`keyring`]: the keyring in it.
 //! - [`join`]: the QUIC mutual-TLS join and keyring polling.
 //! - [`bmc`]: the power driver task of an instance that drives BMCs.
-//! - [`boot`]: the boot servers of such an instance, wired to its BMC host.
 //! - [`agent`]: a node's local agent (the busy socket) on its engine.
 //! - [`images`]: a node's image host and a parent's image server.
+//! - [`boot`]: the boot servers of such an instance, wired to its BMC host.
 //! - [`metrics`]: the Prometheus metrics; [`sys`]: process limits, signals.
 
 pub mod agent;

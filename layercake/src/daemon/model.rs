@@ -94,8 +94,8 @@ impl Model {
         let mut reg = Registry::with_pxe();
         reg.register(Arc::new(control_extension()))?;
         reg.register(Arc::new(crate::modules::power::config::extension()))?;
-        reg.register(Arc::new(crate::modules::pxe::network::extension()))?;
         reg.register(Arc::new(engine::images::extension()))?;
+        reg.register(Arc::new(crate::modules::pxe::network::extension()))?;
         let mut modules = [
             virt::power_module(),
             pxe::mutations::module(),

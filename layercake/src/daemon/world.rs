@@ -83,12 +83,12 @@ pub struct WorldConfig {
     pub power: Option<crate::modules::power::setup::PowerSetup>,
     /// QUIC identities: with them, instances run the dual driver.
     pub quic: Option<QuicSetup>,
-    /// Network boot (instances that drive BMC children): `None`, off.
-    pub boot: Option<crate::daemon::boot::BootOptions>,
     /// A node's agent socket (`run` of a node only).
     pub agent_socket: Option<std::path::PathBuf>,
     /// Image sets (`run --images`): nodes run them, parents serve them.
     pub images: Option<crate::modules::image::ImageOptions>,
+    /// Network boot (instances that drive BMC children): `None`, off.
+    pub boot: Option<crate::daemon::boot::BootOptions>,
 }
 
 /// One running instance.

@@ -390,7 +390,7 @@ pub fn prepare(lab: &Lab, topology: &str, instances: &[&str]) {
     write_file(
         &lab.dir,
         "credentials.key",
-        "bmc 127.0.0.1,10.0.0.1 secret\n",
+        "bmc 127.0.0.1,10.0.0.* secret\n",
     );
     let t0 = Instant::now();
     let script = concat!(

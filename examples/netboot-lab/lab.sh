@@ -146,6 +146,11 @@ EOF
   echo "==> layer 0"
   bash "$here/build-layer0.sh" -b "$binary" -o "$work/boot"
   cp "$work/topology.yaml" "$work/boot/topology.yaml"
+  # For firmware that PXE-boots over TFTP first (real machines; these VMs
+  # run iPXE in their NIC ROM and go straight to HTTP): Debian's ipxe.
+  for f in undionly.kpxe ipxe.efi; do
+    if [ -f "/usr/lib/ipxe/$f" ]; then cp "/usr/lib/ipxe/$f" "$work/boot/"; fi
+  done
 
   echo "==> BMCs (ipmi_sim) and layercake (root, sub-parent)"
   for n in 1 2; do

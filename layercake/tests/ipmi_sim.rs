@@ -247,7 +247,10 @@ async fn concurrent_calls_to_one_bmc_all_succeed() {
     // whose answer was slow is sent again (reads are idempotent; commands
     // never are), so a loaded machine may log a few more.
     let reads = sim.log_of(0).matches("get power").count();
-    assert!((20..=30).contains(&reads), "{reads} power reads for 20 calls");
+    assert!(
+        (20..=30).contains(&reads),
+        "{reads} power reads for 20 calls"
+    );
 }
 
 #[tokio::test]

@@ -1,12 +1,14 @@
 //! Short names for long state URLs on the command line: `bmc.address`
-//! for `type.googleapis.com/layercake.power.Power/Address`, `pxe.state`
-//! for the PXE extension's state, `image.state`, `image.name` and
+//! for `type.googleapis.com/layercake.power.Power/Address`, `net.mac` for
+//! `type.googleapis.com/layercake.network.Network/Mac`, `pxe.state` for
+//! the PXE extension's state, `image.state`, `image.name` and
 //! `image.<image>.<field>` (`image.bb.digest`) for the image set's URLs.
 //! Accepted wherever the CLI takes a URL
 //! (`set`, `plan`, `wait --for`, `--filter`, `apply -f` keys); `describe`
 //! shows them.
 
 use crate::modules::power::config::POWER_TYPE_URL;
+use crate::modules::pxe::network::NETWORK_TYPE_URL;
 
 /// The BMC fields of the power extension, by short name.
 const BMC_FIELDS: [(&str, &str); 9] = [
@@ -18,6 +20,15 @@ const BMC_FIELDS: [(&str, &str); 9] = [
     ("scheme", "Scheme"),
     ("system", "System"),
     ("auth", "Auth"),
+    ("error", "Error"),
+];
+
+/// The boot network fields of the network extension, by short name.
+const NET_FIELDS: [(&str, &str); 5] = [
+    ("mac", "Mac"),
+    ("address", "Address"),
+    ("gateway", "Gateway"),
+    ("arch", "Arch"),
     ("error", "Error"),
 ];
 
@@ -74,6 +85,11 @@ pub fn expand(url: &str) -> String {
     {
         return format!("{POWER_TYPE_URL}/{field}");
     }
+    if let Some(f) = lower.strip_prefix("net.")
+        && let Some((_, field)) = NET_FIELDS.iter().find(|(s, _)| *s == f)
+    {
+        return format!("{NETWORK_TYPE_URL}/{field}");
+    }
     if lower == "pxe.state" || lower == "pxe" {
         return engine::virt::PXE_URL.to_string();
     }
@@ -88,6 +104,13 @@ pub fn shorten(url: &str) -> String {
         && let Some((short, _)) = BMC_FIELDS.iter().find(|(_, f)| *f == field)
     {
         return format!("bmc.{short}");
+    }
+    if let Some(field) = url
+        .strip_prefix(NETWORK_TYPE_URL)
+        .and_then(|r| r.strip_prefix('/'))
+        && let Some((short, _)) = NET_FIELDS.iter().find(|(_, f)| *f == field)
+    {
+        return format!("net.{short}");
     }
     if url == engine::virt::PXE_URL {
         return "pxe.state".to_string();
@@ -109,6 +132,7 @@ pub fn expand_pair(pair: &str) -> String {
 /// The short names, for help texts.
 pub fn names() -> Vec<String> {
     let mut v: Vec<String> = BMC_FIELDS.iter().map(|(s, _)| format!("bmc.{s}")).collect();
+    v.extend(NET_FIELDS.iter().map(|(s, _)| format!("net.{s}")));
     v.push("pxe.state".into());
     v.extend(["image.state", "image.name"].map(String::from));
     v
@@ -152,5 +176,6 @@ mod tests {
             format!("{POWER_TYPE_URL}/Port=623")
         );
         assert_eq!(expand("bmc.nope"), "bmc.nope");
+        assert_eq!(expand("net.mac"), format!("{NETWORK_TYPE_URL}/Mac"));
     }
 }

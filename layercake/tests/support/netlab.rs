@@ -387,7 +387,11 @@ pub fn prepare(lab: &Lab, topology: &str, instances: &[&str]) {
     std::fs::write(d("topology.yaml"), topology).unwrap();
     let key = lc(&["topo", "key"]);
     write_file(&lab.dir, "cluster.key", &key);
-    write_file(&lab.dir, "credentials.key", "bmc 127.0.0.1,10.0.0.* secret\n");
+    write_file(
+        &lab.dir,
+        "credentials.key",
+        "bmc 127.0.0.1,10.0.0.* secret\n",
+    );
     let t0 = Instant::now();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -498,3 +498,117 @@ fn finding1_a_leafs_forged_claim_changes_nobodys_parent() {
     drop(root);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Debian's libfaketime (package `faketime`), multi-threaded variant.
+fn libfaketime() -> std::path::PathBuf {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|a| std::path::PathBuf::from(format!("/usr/lib/{a}/faketime/libfaketimeMT.so.1")))
+        .find(|p| p.exists())
+        .expect("libfaketime (Debian: apt-get install faketime; .ci/deps installs it)")
+}
+
+/// `layercake ARGS` with libfaketime preloaded and `FAKETIME=spec` (the
+/// wall clock only: monotonic time stays real, as the timers need). The
+/// process is `layercake` itself, so dropping the `Proc` kills it.
+fn spawn_faked(spec: &str, args: &[&str]) -> Proc {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin())
+        .args(args)
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", spec)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("LAYERCAKE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("running layercake under libfaketime");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    Proc {
+        child,
+        api: String::new(),
+        lines: rx,
+        data_dir: None,
+    }
+}
+
+/// Issue 12, finding 2, black box: a node restarted with its wall clock
+/// 30 days back, then again with it frozen at one instant in 2001 (twice:
+/// the same reading at both boots), rejoins: its new Dsc reaches the root
+/// within a dead interval (2 s) plus the time its chain takes. On the old
+/// code its versions, derived from the clock, stayed below the previous
+/// boot's and the root ignored it until the clock caught up.
+#[test]
+fn finding2_a_restart_with_the_clock_stepped_back_rejoins() {
+    let dir = temp_dir("attack-clock");
+    let path = topology(&dir, 3);
+    let (t, d) = (
+        path.display().to_string(),
+        dir.join("data").display().to_string(),
+    );
+    let step = ["--step-max-ms", "300"];
+    let root = spawn(&[
+        "run",
+        "--topology",
+        &t,
+        "--id",
+        "root",
+        "--data-dir",
+        &d,
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    let _sp = spawn_quiet(&["run", "--topology", &t, "--id", "r01-sp"]);
+    let node_args = |extra: &[&str]| {
+        let mut a: Vec<String> = ["run", "--topology", &t, "--id", "n0002"]
+            .map(String::from)
+            .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let args = node_args(&step);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = spawn_quiet(&argv);
+    let set = |state: &str| {
+        let o = ctl(&root.api, &["set", "n0002", &format!("/PhysState={state}")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let at = |state: &str| {
+        let v = get_json(&root.api, "/api/v1/nodes/n0002");
+        v["converged"] == true && v["dsc"]["/PhysState"] == state
+    };
+    set("POWER_ON");
+    assert!(
+        wait_until(30, || at("POWER_ON")),
+        "no convergence before the restart"
+    );
+    let mut node = Some(node);
+    let mut state = "POWER_ON";
+    for spec in ["-30d", "@2001-01-01 00:00:00 x0", "@2001-01-01 00:00:00 x0"] {
+        drop(node.take());
+        state = if state == "POWER_ON" {
+            "POWER_OFF"
+        } else {
+            "POWER_ON"
+        };
+        set(state);
+        let t0 = Instant::now();
+        node = Some(spawn_faked(spec, &argv));
+        let ok = wait_until(20, || at(state));
+        let took = t0.elapsed();
+        eprintln!("restart with faketime {spec:?}: converged to {state} after {took:?}");
+        assert!(ok, "the node restarted with clock {spec:?} did not rejoin");
+        assert!(took < Duration::from_secs(8), "rejoined after {took:?}");
+    }
+    drop(node);
+    drop(root);
+    let _ = std::fs::remove_dir_all(dir);
+}

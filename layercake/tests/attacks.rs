@@ -10,6 +10,14 @@
 //! - `finding5_*`: 1,024 idle TCP connections to an HTTPS API (no TLS
 //!   handshake) do not keep a new client from `/health`; a client that
 //!   dribbles its headers is cut off.
+//! - `finding1_*`: a leaf holding the cluster key claims its sub-parent's
+//!   group and the root's place; nobody's parent changes.
+//! - `finding2_*`: a node restarted with its clock 30 days back, or frozen
+//!   at one instant (Debian's libfaketime), rejoins at once.
+//! - `finding4_*`: a capture replayed into a restarted root is dropped and
+//!   counted as `unfresh` (a raw socket captures it: root).
+//!
+//! Needs root (the raw socket) and Debian's `faketime`; about 40 s.
 
 mod common;
 
@@ -609,6 +617,105 @@ fn finding2_a_restart_with_the_clock_stepped_back_rejoins() {
         assert!(took < Duration::from_secs(8), "rejoined after {took:?}");
     }
     drop(node);
+    drop(root);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Captures, for `secs`, the UDP payloads that `from` sends to `to` on
+/// this host (a raw socket: needs root).
+fn capture(from: std::net::SocketAddr, to: std::net::SocketAddr, secs: u64) -> Vec<Vec<u8>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain socket(2) call; the descriptor is owned by the
+    // UdpSocket below (which only reads from it) and closed with it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP) };
+    assert!(fd >= 0, "a raw socket (the capture needs root)");
+    // SAFETY: `fd` is a fresh, valid descriptor owned by nobody else.
+    let raw = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+    raw.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (std::net::SocketAddr::V4(f), std::net::SocketAddr::V4(t)) = (from, to) else {
+        panic!("IPv4 only");
+    };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let Ok(n) = raw.recv(&mut buf) else { continue };
+        let p = &buf[..n];
+        let ihl = usize::from(p.first().map_or(0, |b| b & 0x0f)) * 4;
+        if n < ihl + 8 || ihl < 20 {
+            continue;
+        }
+        let src = std::net::Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+        let dst = std::net::Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+        let sport = u16::from_be_bytes([p[ihl], p[ihl + 1]]);
+        let dport = u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]);
+        if src == *f.ip() && sport == f.port() && dst == *t.ip() && dport == t.port() {
+            out.push(p[ihl + 8..].to_vec());
+        }
+    }
+    out
+}
+
+fn dropped(api: &str, reason: &str) -> f64 {
+    let text = scrape(api).unwrap_or_default();
+    prom_value(&text, "kraken_sync_dropped_total", &[("reason", reason)]).unwrap_or(0.0)
+}
+
+/// Issue 12, finding 4, black box: the datagrams a sub-parent sent its
+/// root are captured; the root restarts (its replay window, in memory, is
+/// gone) and the capture is replayed from the sub-parent's address. Every
+/// replayed datagram is dropped and counted as `unfresh` (they echo the
+/// root's previous boot). On the old envelope a restarted receiver
+/// accepted them again.
+#[test]
+fn finding4_a_capture_replayed_after_the_receiver_restarts_is_dropped() {
+    let dir = temp_dir("attack-replay");
+    let path = topology(&dir, 3);
+    let (t, d) = (
+        path.display().to_string(),
+        dir.join("data").display().to_string(),
+    );
+    let root_args = [
+        "run",
+        "--topology",
+        &t,
+        "--id",
+        "root",
+        "--data-dir",
+        &d,
+        "--api",
+        "127.0.0.1:0",
+    ];
+    let root = spawn(&root_args);
+    let sp = spawn_quiet(&["run", "--topology", &t, "--id", "r01-sp"]);
+    let flat = topo::Topology::load(&path).unwrap().flatten();
+    let addr = |n: &str| flat.instances[flat.by_name(n).unwrap() as usize].addr;
+    let (sp_addr, root_addr) = (addr("r01-sp"), addr("root"));
+    std::thread::sleep(Duration::from_secs(2));
+    let captured = capture(sp_addr, root_addr, 3);
+    assert!(captured.len() >= 3, "captured {} datagrams", captured.len());
+    drop(sp);
+    drop(root);
+    std::thread::sleep(Duration::from_millis(300));
+    let root = spawn(&root_args);
+    // The drop counters are sampled every 2 s.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = dropped(&root.api, "unfresh");
+    let replay = std::net::UdpSocket::bind(sp_addr).expect("the sub-parent's address");
+    for d in &captured {
+        replay.send_to(d, root_addr).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let want = before + captured.len() as f64;
+    let counted = wait_until(10, || dropped(&root.api, "unfresh") >= want);
+    let after = dropped(&root.api, "unfresh");
+    eprintln!("{} replayed, unfresh {before} -> {after}", captured.len());
+    assert!(
+        counted,
+        "{} replayed, unfresh {before} -> {after}",
+        captured.len()
+    );
     drop(root);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -719,3 +719,52 @@ fn finding4_a_capture_replayed_after_the_receiver_restarts_is_dropped() {
     drop(root);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 12, finding 5, black box: a request whose body arrives one byte
+/// a second (so the connection is never idle) gets 408 after the request
+/// timeout (30 s) and its connection slot back; the old server waited for
+/// the body for as long as it came.
+#[test]
+fn finding5_a_dribbled_body_is_cut_off() {
+    let d = spawn(&[
+        "demo",
+        "--nodes",
+        "4",
+        "--racks",
+        "1",
+        "--api",
+        "127.0.0.1:0",
+        "--no-boot",
+    ]);
+    let mut s = TcpStream::connect(&d.api).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(900)))
+        .unwrap();
+    s.write_all(b"POST /api/v1/plan HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        .unwrap();
+    let t0 = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while t0.elapsed() < Duration::from_secs(45) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(_) => {
+                // Still waiting: one more byte of body.
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    eprintln!(
+        "dribbled body answered after {took:?}: {}",
+        text.lines().next().unwrap_or("")
+    );
+    assert!(text.starts_with("HTTP/1.1 408"), "after {took:?}: {text}");
+    assert!(took < Duration::from_secs(40), "{took:?}");
+}

@@ -670,13 +670,14 @@ impl TreeCore {
     /// floor moves above `held` and the record is re-stamped, so its
     /// versions supersede the previous boot's whatever the clock says. If
     /// the author is below, the hint goes on toward it. A hint at or below
-    /// what this instance holds is a late duplicate and ignored.
+    /// what this instance holds (an update that arrived after a newer one)
+    /// is ignored.
     fn on_hint(&mut self, now: Time, node: NodeId, held: u64) {
         let key = Key {
             node,
             kind: Kind::Dsc,
         };
-        if self.store.version(key).is_some_and(|v| v > held) {
+        if self.store.version(key).is_some_and(|v| v >= held) {
             return;
         }
         if self.authored.contains(&key) {

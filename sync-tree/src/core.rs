@@ -100,8 +100,10 @@ pub struct TreeCore {
     next_seq: u64,
     stats: TreeStats,
     rebuild_pending: bool,
-    /// Keys this instance published (its own Dsc, the Dsc it authors for
-    /// BMC nodes): re-stamped when the parent shows a higher version.
+    /// Keys whose latest version known here this instance published (its
+    /// own Dsc, the Dsc it authors for BMC nodes): re-stamped when the
+    /// parent hints a higher version. A newer record from elsewhere (the
+    /// next author after a failover) removes its key.
     authored: BTreeSet<Key>,
     /// Nodes whose Dsc another instance authors (their BMC driver): a Dsc
     /// of one of them from the node itself is refused.
@@ -286,6 +288,8 @@ impl TreeCore {
         }
         let newer = self.store.apply(&rec) == Applied::Newer;
         if newer {
+            // Someone else published above us: no longer ours to re-stamp.
+            self.authored.remove(&key);
             self.event(Event::Delivered(rec));
             self.changed(now, key);
         }
@@ -789,6 +793,7 @@ impl TreeCore {
             match self.store.apply(&rec) {
                 Applied::Newer => {
                     let key = rec.key;
+                    self.authored.remove(&key);
                     self.event(Event::Delivered(rec));
                     self.changed(now, key);
                 }

@@ -118,8 +118,10 @@ fn finding3_hostlist_bomb_is_refused_while_health_and_hellos_flow() {
                     worst = worst.max(took);
                     n += 1;
                 }
-                // Large legal work beside the bombs.
-                if w == 0 {
+                // Large legal work beside the bombs (now and then: a full
+                // list and a plan of 2,000 nodes take the API's one worker
+                // for a while in a debug build).
+                if w == 0 && n % 20 == 2 {
                     assert_eq!(timed_get(&api, "/api/v1/nodes").0, 200);
                     let body = r#"{"values":{"/PhysState":"POWER_ON"}}"#;
                     assert_eq!(http(&api, "POST", "/api/v1/plan", Some(body)).0, 200);

@@ -322,8 +322,10 @@ fn spawn_api(
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>> {
+    // Two workers: one large answer being serialised (a full list of a big
+    // cluster) does not hold up `/api/v1/health` and small requests.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .thread_name("layercake-api")
         .enable_all()
         .build()?;

@@ -100,8 +100,10 @@ pub struct TreeCore {
     next_seq: u64,
     stats: TreeStats,
     rebuild_pending: bool,
-    /// Keys this instance published (its own Dsc, the Dsc it authors for
-    /// BMC nodes): re-stamped when the parent shows a higher version.
+    /// Keys whose latest version known here this instance published (its
+    /// own Dsc, the Dsc it authors for BMC nodes): re-stamped when the
+    /// parent hints a higher version. A newer record from elsewhere (the
+    /// next author after a failover) removes its key.
     authored: BTreeSet<Key>,
     /// Nodes whose Dsc another instance authors (their BMC driver): a Dsc
     /// of one of them from the node itself is refused.
@@ -286,6 +288,8 @@ impl TreeCore {
         }
         let newer = self.store.apply(&rec) == Applied::Newer;
         if newer {
+            // Someone else published above us: no longer ours to re-stamp.
+            self.authored.remove(&key);
             self.event(Event::Delivered(rec));
             self.changed(now, key);
         }
@@ -670,13 +674,14 @@ impl TreeCore {
     /// floor moves above `held` and the record is re-stamped, so its
     /// versions supersede the previous boot's whatever the clock says. If
     /// the author is below, the hint goes on toward it. A hint at or below
-    /// what this instance holds is a late duplicate and ignored.
+    /// what this instance holds (an update that arrived after a newer one)
+    /// is ignored.
     fn on_hint(&mut self, now: Time, node: NodeId, held: u64) {
         let key = Key {
             node,
             kind: Kind::Dsc,
         };
-        if self.store.version(key).is_some_and(|v| v > held) {
+        if self.store.version(key).is_some_and(|v| v >= held) {
             return;
         }
         if self.authored.contains(&key) {
@@ -788,6 +793,7 @@ impl TreeCore {
             match self.store.apply(&rec) {
                 Applied::Newer => {
                     let key = rec.key;
+                    self.authored.remove(&key);
                     self.event(Event::Delivered(rec));
                     self.changed(now, key);
                 }

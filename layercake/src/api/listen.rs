@@ -13,8 +13,10 @@
 //!   a `/api/v1/health` probe; when every slot serves a request, the new
 //!   connection is closed;
 //! - the TLS handshake within [`HANDSHAKE_TIMEOUT`], a request's headers
-//!   within [`HEADER_TIMEOUT`] (hyper), and a connection without a request
-//!   in flight is closed after [`IDLE_TIMEOUT`] without a byte either way;
+//!   within [`HEADER_TIMEOUT`] (hyper), its response started within
+//!   [`REQUEST_TIMEOUT`] (else 408: a body dribbled in cannot hold a slot
+//!   for ever), and a connection without a request in flight is closed
+//!   after [`IDLE_TIMEOUT`] without a byte either way;
 //! - everything counted in `kraken_api_connections_closed_total{reason}`.
 //!
 //! A slot is released whenever its connection's task ends, whatever ends
@@ -42,6 +44,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection without a request in flight may stay silent.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request may take until its response starts (a body sent
+/// slowly included); an event stream's response starts at once.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most API connections served at once.
 pub const CONNECTIONS_MAX: usize = 1024;
 /// How often a connection's watchdog looks at its idle time.
@@ -299,7 +304,21 @@ where
         let mut app = app.clone();
         let busy = InFlight::new(conn.clone());
         async move {
-            let resp = app.call(req.map(Body::new)).await?;
+            let resp =
+                match tokio::time::timeout(REQUEST_TIMEOUT, app.call(req.map(Body::new))).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        closed("request_timeout");
+                        let e = crate::daemon::control::ApiError {
+                            status: 408,
+                            code: "request_timeout",
+                            message: format!(
+                                "no response within {REQUEST_TIMEOUT:?} (a body sent too slowly?)"
+                            ),
+                        };
+                        axum::response::IntoResponse::into_response(e)
+                    }
+                };
             // The request stays in flight until its body is sent (an
             // event stream stays in flight for as long as it runs).
             Ok::<_, std::convert::Infallible>(resp.map(move |b| {

@@ -12,6 +12,8 @@
 //! - [`images`]: the image-set extension and the image module's
 //!   declarations (layer 1), shared by real and virtual image modules.
 //! - [`virt`]: virtual power and boot modules on virtual time.
+//! - [`virt_images`]: a virtual image module (simulated container start
+//!   times, the real module's states and Busy rules).
 //! - [`shell`]: the thin tokio shell that runs module calls.
 //! - [`bench`]: the `loadtest engine` benchmark.
 //!
@@ -36,3 +38,4 @@ pub mod store;
 pub mod url;
 pub mod value;
 pub mod virt;
+pub mod virt_images;

@@ -100,6 +100,9 @@ pub enum VirtError {
     /// The graph is too large.
     #[error(transparent)]
     Graph(#[from] TooLarge),
+    /// The registry refused an extension.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::AccessError),
 }
 
 /// The registry (with the PXE extension) and graph of the virtual modules.

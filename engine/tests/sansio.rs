@@ -1,6 +1,6 @@
 //! The core modules stay sans-io, and the engine depends on `proto` only.
 
-const CORE: [&str; 12] = [
+const CORE: [&str; 13] = [
     "events.rs",
     "executor.rs",
     "graph.rs",
@@ -13,6 +13,7 @@ const CORE: [&str; 12] = [
     "url.rs",
     "value.rs",
     "virt.rs",
+    "virt_images.rs",
 ];
 const FORBIDDEN: [&str; 8] = [
     "tokio",

@@ -25,7 +25,9 @@ use proto::loadtest::Generation;
 use proto::node::{Node, PhysState, RunState};
 use proto::prost::Message;
 
-use crate::engine_leaf::{EngineLeaf, EngineShared};
+use crate::engine_leaf::{
+    BusyWatch, EngineLeaf, EngineShared, IMAGE_NAME, image_digest, running_digest,
+};
 
 const GENERATION_URL: &str = "type.googleapis.com/layercake.loadtest.Generation";
 
@@ -137,9 +139,16 @@ impl Probe {
 
     fn on_root_dsc(&mut self, now: Time, node: NodeId, data: &[u8]) {
         let Some(t) = self.track.as_mut() else { return };
-        let Some((g, run)) = generation_of(data) else {
+        let Ok(n) = Node::decode(data) else { return };
+        let Some(g) = generation_in(&n) else { return };
+        let run = n.run_state();
+        // Scenario `roll`: rolled means running the generation's image.
+        if let EngineRole::Root(shared) = &self.engine
+            && shared.images()
+            && running_digest(&n, IMAGE_NAME) != Some(image_digest(g))
+        {
             return;
-        };
+        }
         // With the engine a leaf adds the generation only once converged
         // (and a powered-off node's RunState is unknown); a Dsc marked
         // ERROR by a sub-parent never counts.
@@ -247,9 +256,32 @@ pub trait Probing {
     /// Root: publishes `generation` as the Cfg of every leaf and starts
     /// tracking it.
     fn roll_out(&mut self, now: Time, generation: u64, is_leaf: &[bool]);
+    /// A leaf with the engine says it is busy or free (as `layercake busy`
+    /// and `layercake free` on a node) and publishes its Dsc.
+    fn set_busy(&mut self, now: Time, busy: bool);
+    /// A leaf with the engine: its Busy checker.
+    fn busy_watch(&self) -> Option<&BusyWatch>;
 }
 
 impl Probing for LoadNode {
+    fn set_busy(&mut self, now: Time, busy: bool) {
+        self.with(now, |p, stack| {
+            if let EngineRole::Leaf(leaf) = &mut p.engine
+                && let Some(dsc) = leaf.set_busy(busy, ms(now))
+            {
+                let me = stack.id();
+                stack.publish(now, me, Kind::Dsc, dsc);
+            }
+        });
+    }
+
+    fn busy_watch(&self) -> Option<&BusyWatch> {
+        match &self.app().engine {
+            EngineRole::Leaf(leaf) => Some(leaf.busy_watch()),
+            _ => None,
+        }
+    }
+
     fn watch_failover(&mut self) {
         let n = self.stack().instances();
         let since = (0..n as NodeId)

@@ -21,6 +21,7 @@ mod flood;
 mod product;
 mod progress;
 mod report;
+mod roll;
 mod setup;
 mod sim_mode;
 mod udp_mode;
@@ -73,8 +74,10 @@ struct RunArgs {
     net: String,
     /// The scenario: `converge`, `loss` (converge with `--loss`, 5 % if
     /// unset, on the measured change; reports `lost_updates`), `failover`
-    /// (`--kill-subparents K`, `--restore`) or `partition` (simulation:
-    /// `--kill-subparents K` racks cut off for `--cut-for`, then healed).
+    /// (`--kill-subparents K`, `--restore`), `partition` (simulation:
+    /// `--kill-subparents K` racks cut off for `--cut-for`, then healed) or
+    /// `roll` (simulation with `--engine`: a new image-set version while
+    /// `--busy-fraction` of the nodes are busy, freed after `--free-after`).
     #[arg(long, default_value = "converge")]
     scenario: String,
     /// Give up on a phase after this long (virtual time in `sim`).
@@ -98,6 +101,13 @@ struct RunArgs {
     /// Partition: how long the racks (`--kill-subparents` of them) stay cut off.
     #[arg(long, default_value = "5s", value_parser = duration::parse_flag)]
     cut_for: Duration,
+    /// Roll: the fraction of nodes busy when the new version is published.
+    #[arg(long, default_value_t = 0.2)]
+    busy_fraction: f64,
+    /// Roll: busy nodes are freed between this long and twice this long
+    /// after the new version (virtual time).
+    #[arg(long, default_value = "5s", value_parser = duration::parse_flag)]
+    free_after: Duration,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -118,8 +128,22 @@ fn main() -> Result<()> {
 }
 
 fn run(mut a: RunArgs) -> Result<()> {
+    let mut roll = None;
     let failover = match a.scenario.as_str() {
         "converge" => None,
+        "roll" => {
+            if a.net != "sim" || !a.cluster.engine {
+                bail!("--scenario roll runs with --net sim --engine so far");
+            }
+            let r = roll::Roll {
+                busy_fraction: a.busy_fraction,
+                free_after: a.free_after,
+            };
+            r.check(a.timeout)?;
+            a.cluster.images = true;
+            roll = Some(r);
+            None
+        }
         "loss" => {
             // Simulation: a clean initial sync, then the loss on the
             // measured change; UDP: the loss from the start.
@@ -140,7 +164,9 @@ fn run(mut a: RunArgs) -> Result<()> {
             partition: Some(a.cut_for),
         }),
         "partition" => bail!("--scenario partition runs with --net sim so far"),
-        other => bail!("--scenario {other}: use `converge`, `loss`, `failover` or `partition`"),
+        other => {
+            bail!("--scenario {other}: use `converge`, `loss`, `failover`, `partition` or `roll`")
+        }
     };
     let cluster = setup::cluster(&a.cluster)?;
     let progress = progress::Progress::new(a.quiet, a.metrics)?;
@@ -163,6 +189,7 @@ fn run(mut a: RunArgs) -> Result<()> {
             a.timeout,
             &progress,
             failover.as_ref(),
+            roll.as_ref(),
         )?,
         "udp" => udp_mode::run(
             &a.cluster,
@@ -178,6 +205,9 @@ fn run(mut a: RunArgs) -> Result<()> {
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
         eprintln!("report written to {}", path.display());
+    }
+    if let Some(n) = report.busy_interrupted.filter(|&n| n > 0) {
+        bail!("{n} busy nodes had their images touched while busy");
     }
     if report.reached < report.nodes {
         bail!(

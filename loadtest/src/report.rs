@@ -87,6 +87,40 @@ pub struct Report {
     /// after stabilisation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acting_per_group_max: Option<usize>,
+    /// Roll: leaves busy when the new version was published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_nodes: Option<usize>,
+    /// Roll: leaves the root saw running the new version's digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled: Option<usize>,
+    /// Roll: busy leaves whose images were touched while busy (must be 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_interrupted: Option<usize>,
+    /// Roll: the longest simulated container start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_start_max_s: Option<f64>,
+    /// Roll: busy leaves are freed between this and twice this after `t0`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_after_s: Option<f64>,
+    /// Roll: free leaves, `t0` until the root holds their rolled Dsc: median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roll_free_p50_s: Option<f64>,
+    /// Same, 99th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roll_free_p99_s: Option<f64>,
+    /// Same, slowest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roll_free_max_s: Option<f64>,
+    /// Roll: busy leaves, their `free` until the root holds their rolled
+    /// Dsc: median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roll_freed_p50_s: Option<f64>,
+    /// Same, 99th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roll_freed_p99_s: Option<f64>,
+    /// Same, slowest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roll_freed_max_s: Option<f64>,
 }
 
 /// Percentiles of a set of durations.
@@ -229,7 +263,7 @@ impl Report {
         ];
         let mut out = String::new();
         for (k, v) in rows {
-            out.push_str(&format!("  {k:<34} {v}\n"));
+            out.push_str(&format!("  {k:<40} {v}\n"));
         }
         let extra = [
             (
@@ -246,10 +280,45 @@ impl Report {
                 "acting per group (max)",
                 self.acting_per_group_max.map(|g| g.to_string()),
             ),
+            (
+                "busy / rolled / busy interrupted",
+                self.rolled.map(|r| {
+                    format!(
+                        "{} / {r} / {}",
+                        self.busy_nodes.unwrap_or(0),
+                        self.busy_interrupted.unwrap_or(0)
+                    )
+                }),
+            ),
+            (
+                "image start (max), free after",
+                self.image_start_max_s
+                    .map(|s| format!("{s:.3} s, {:.3} s", self.free_after_s.unwrap_or(0.0))),
+            ),
+            (
+                "roll free p50 / p99 / max",
+                self.roll_free_p99_s.map(|p99| {
+                    format!(
+                        "{:.3} s / {p99:.3} s / {:.3} s",
+                        self.roll_free_p50_s.unwrap_or(0.0),
+                        self.roll_free_max_s.unwrap_or(0.0)
+                    )
+                }),
+            ),
+            (
+                "roll freed (after free) p50 / p99 / max",
+                self.roll_freed_p99_s.map(|p99| {
+                    format!(
+                        "{:.3} s / {p99:.3} s / {:.3} s",
+                        self.roll_freed_p50_s.unwrap_or(0.0),
+                        self.roll_freed_max_s.unwrap_or(0.0)
+                    )
+                }),
+            ),
         ];
         for (k, v) in extra {
             if let Some(v) = v {
-                out.push_str(&format!("  {k:<34} {v}\n"));
+                out.push_str(&format!("  {k:<40} {v}\n"));
             }
         }
         out

@@ -102,6 +102,14 @@ pub struct ClusterArgs {
     /// step times out after its declared timeout, seconds to minutes).
     #[arg(long, default_value_t = 0.0, requires = "engine")]
     pub engine_hang_rate: f64,
+    /// Scenario `roll` (set by `run`): the leaves' engines also run the
+    /// virtual image module.
+    #[arg(skip)]
+    pub images: bool,
+    /// Scenario `roll`: the longest simulated container start; each start
+    /// takes a seeded time between half of it and all of it.
+    #[arg(long, default_value = "1s", value_parser = duration::parse_flag)]
+    pub image_start: Duration,
 }
 
 /// The cluster a run works on: the product's cluster (`layercake`'s own
@@ -265,7 +273,13 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
         });
     let node_hello = product.topo.node_sync().hello;
     let engine = if a.engine {
-        let e = EngineShared::new(a.engine_fail_rate, a.engine_hang_rate, a.seed)?;
+        let image_start_ms = a.images.then_some(a.image_start.as_millis() as u64);
+        let e = EngineShared::new(
+            a.engine_fail_rate,
+            a.engine_hang_rate,
+            a.seed,
+            image_start_ms,
+        )?;
         Some(Arc::new(e))
     } else {
         None

@@ -67,6 +67,7 @@ pub fn run(
     limit: Duration,
     progress: &Progress,
     failover: Option<&crate::failover::Kill>,
+    roll: Option<&crate::roll::Roll>,
 ) -> Result<Report> {
     let wall = Instant::now();
     let leaves = c.leaves();
@@ -111,6 +112,19 @@ pub fn run(
             / (c.root_hello * STEADY_HELLOS).as_secs_f64(),
     };
 
+    if let Some(roll) = roll {
+        return crate::roll::run(
+            a,
+            c,
+            sim,
+            roll,
+            limit,
+            progress,
+            wall,
+            initial_sync,
+            &steady,
+        );
+    }
     if let Some(kill) = failover {
         return crate::failover::run(
             a,

@@ -343,6 +343,39 @@ fn a_cut_off_rack_gets_every_change_after_the_heal() {
 }
 
 #[test]
+fn a_roll_with_busy_nodes_interrupts_none_of_them() {
+    let r = report(
+        &[
+            "--net",
+            "sim",
+            "--engine",
+            "--scenario",
+            "roll",
+            "--nodes",
+            "100",
+            "--racks",
+            "4",
+            "--hello",
+            "500ms",
+            "--busy-fraction",
+            "0.3",
+            "--free-after",
+            "2s",
+            "--image-start",
+            "500ms",
+        ],
+        "roll.json",
+    );
+    assert_eq!(r["scenario"], "roll");
+    assert_eq!(r["busy_nodes"], 30);
+    assert_eq!(r["rolled"], 100, "{r}");
+    assert_eq!(r["busy_interrupted"], 0, "{r}");
+    let free_p99 = r["roll_free_p99_s"].as_f64().unwrap();
+    assert!(free_p99 <= 2.0 + 0.5, "{r}");
+    assert!(r["roll_freed_p99_s"].as_f64().unwrap() <= 2.0 + 0.5, "{r}");
+}
+
+#[test]
 fn a_topology_file_is_accepted() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../topo/examples/small.yaml");
     let r = report(&["--net", "sim", "--topology", file], "file.json");
@@ -351,7 +384,30 @@ fn a_topology_file_is_accepted() {
 
 #[test]
 fn bad_input_exits_non_zero_with_a_message() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 11] = [
+        (&["run", "--scenario", "roll"], "--net sim --engine"),
+        (
+            &[
+                "run",
+                "--engine",
+                "--scenario",
+                "roll",
+                "--busy-fraction",
+                "1.5",
+            ],
+            "--busy-fraction",
+        ),
+        (
+            &[
+                "run",
+                "--engine",
+                "--scenario",
+                "roll",
+                "--free-after",
+                "40s",
+            ],
+            "--free-after",
+        ),
         (&["run", "--transport", "tcp"], "tcp"),
         (&["run", "--transport", "quic"], "--net udp"),
         (&["run", "--strategy", "mesh"], "mesh"),

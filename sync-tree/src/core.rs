@@ -814,6 +814,13 @@ impl TreeCore {
         if link.ack_at.is_none() {
             link.ack_at = Some(now + link.ack_delay(&self.cfg));
         }
+        // Why: a burst (a rack's Dsc after a roll) fills the sender's
+        // window long before the next hello; a full frame of
+        // acknowledgements goes at once, so the window moves once per
+        // round trip instead of once per delayed acknowledgement.
+        if link.acks.len() >= ACKS_PER_FRAME_MAX {
+            link.ack_at = Some(now);
+        }
     }
 }
 

@@ -712,3 +712,27 @@ fn finding10_a_bmc_nodes_own_dsc_is_refused() {
     assert_eq!(at_root.data, "by the sub-parent".as_bytes());
     assert!(s.get(1).unwrap().core.stats().records_rejected > rejected);
 }
+
+#[test]
+fn a_burst_larger_than_the_window_does_not_wait_for_delayed_acks() {
+    // 3,000 leaves under one sub-parent, records of about 200 bytes: the
+    // rack's Dsc needs far more updates than the window (256) holds, so
+    // the window must move at the round trip, not once per delayed
+    // acknowledgement (1.25 hellos).
+    let t = tree(1, 3_000);
+    let mut s = sim(&t, 4, 0.0);
+    set_all_cfg(&mut s, &t, "a");
+    assert!(run_to(&mut s, &t, "a", Duration::from_secs(30)));
+    s.run_until(s.now() + Duration::from_secs(5));
+    let t0 = s.now();
+    let big = format!("b{}", "x".repeat(200));
+    set_all_cfg(&mut s, &t, &big);
+    assert!(run_to(&mut s, &t, &big, Duration::from_secs(30)));
+    let took = s.now() - t0;
+    let hello = LinkTimers::default().hello;
+    eprintln!("a 3,000-record burst took {took:?}");
+    assert!(
+        took < hello / 4,
+        "a 3,000-record burst took {took:?} (hello {hello:?})"
+    );
+}

@@ -45,7 +45,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::daemon::control::{ApiError, Control, NODES_PER_COMMAND, Selection, WriteOp};
 use crate::daemon::model::Model;
-use crate::daemon::root::{Bus, chain_for};
+use crate::daemon::root::{Bus, RootApp, chain_for};
+use crate::sync::Stack;
 
 use body::{BatchBody, BodyError, OneBody, WriteBody};
 
@@ -267,10 +268,16 @@ async fn selected(s: &ApiState, sel: Arc<Selection>) -> Result<Vec<usize>, ApiEr
     if sel.filter.is_none() {
         return Ok(hosts);
     }
+    let reads: Vec<_> = hosts
+        .chunks(NODES_PER_COMMAND)
+        .map(|chunk| {
+            let (sel, c) = (sel.clone(), chunk.to_vec());
+            move |r: &mut RootApp, _: &Stack| r.filter(&sel, &c)
+        })
+        .collect();
     let mut out = Vec::new();
-    for chunk in hosts.chunks(NODES_PER_COMMAND) {
-        let (sel, c) = (sel.clone(), chunk.to_vec());
-        out.extend(s.ctl.read(move |r, _| r.filter(&sel, &c)).await??);
+    for part in s.ctl.read_all(reads).await? {
+        out.extend(part?);
     }
     Ok(out)
 }
@@ -278,11 +285,14 @@ async fn selected(s: &ApiState, sel: Arc<Selection>) -> Result<Vec<usize>, ApiEr
 async fn list(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
     let sel = Arc::new(selection_from_query(q.as_deref())?);
     let idx = selected(&s, sel).await?;
-    let mut nodes = Vec::with_capacity(idx.len());
-    for chunk in idx.chunks(NODES_PER_COMMAND) {
-        let c = chunk.to_vec();
-        nodes.extend(s.ctl.read(move |r, _| r.details(&c)).await?);
-    }
+    let reads: Vec<_> = idx
+        .chunks(NODES_PER_COMMAND)
+        .map(|chunk| {
+            let c = chunk.to_vec();
+            move |r: &mut RootApp, _: &Stack| r.details(&c)
+        })
+        .collect();
+    let nodes: Vec<Json> = s.ctl.read_all(reads).await?.into_iter().flatten().collect();
     ok(json!({ "nodes": nodes }))
 }
 
@@ -290,11 +300,14 @@ async fn list(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
 /// [`NODES_PER_COMMAND`] nodes.
 async fn snapshot_json(s: &ApiState) -> Result<Json, ApiError> {
     let total = s.ctl.nodes();
-    let mut nodes = Vec::with_capacity(total);
-    for lo in (0..total).step_by(NODES_PER_COMMAND) {
-        let hi = lo.saturating_add(NODES_PER_COMMAND);
-        nodes.extend(s.ctl.read(move |r, _| r.summaries(lo..hi)).await?);
-    }
+    let reads: Vec<_> = (0..total)
+        .step_by(NODES_PER_COMMAND)
+        .map(|lo| {
+            let hi = lo.saturating_add(NODES_PER_COMMAND);
+            move |r: &mut RootApp, _: &Stack| r.summaries(lo..hi)
+        })
+        .collect();
+    let nodes: Vec<Json> = s.ctl.read_all(reads).await?.into_iter().flatten().collect();
     let counters = s.ctl.read(|r, _| r.counters()).await?;
     Ok(json!({ "nodes": nodes, "counters": counters }))
 }
@@ -422,14 +435,16 @@ async fn plan(State(s): State<ApiState>, body: Bytes) -> ApiResult {
     if chunks.is_empty() {
         chunks.push(Vec::new()); // the values are still checked
     }
+    let reads: Vec<_> = chunks
+        .into_iter()
+        .map(|c| {
+            let (sel, values) = (sel.clone(), values.clone());
+            move |r: &mut RootApp, _: &Stack| r.plan_inputs(&sel, &c, &values)
+        })
+        .collect();
     let mut inputs = Vec::with_capacity(idx.len());
-    for c in chunks {
-        let (sel, values) = (sel.clone(), values.clone());
-        inputs.extend(
-            s.ctl
-                .read(move |r, _| r.plan_inputs(&sel, &c, &values))
-                .await??,
-        );
+    for part in s.ctl.read_all(reads).await? {
+        inputs.extend(part?);
     }
     // Planning is the expensive part: on the blocking pool, off the
     // overlay's thread and the API's one worker.

@@ -42,6 +42,11 @@ pub const VALUES_MAX: usize = 256;
 /// splits longer reads (lists, filters, snapshots, plan inputs) into
 /// commands of this many nodes, so the overlay runs between them.
 pub const NODES_PER_COMMAND: usize = 256;
+/// Commands one request keeps queued at once ([`Control::read_all`]).
+pub const READ_WINDOW: usize = 64;
+/// How long the control task runs queued commands back to back before it
+/// lets the overlay's driver run (it shares the thread).
+pub const SLICE: std::time::Duration = std::time::Duration::from_millis(10);
 /// Most characters of client input echoed in an error message.
 const ECHO_CHARS_MAX: usize = 80;
 
@@ -328,6 +333,39 @@ impl Control {
             .map_err(|_| ApiError::unavailable("the root is shutting down"))?
     }
 
+    /// Runs every closure on the root, in order, and returns their results
+    /// in order. Up to [`READ_WINDOW`] are queued at once, so a large read
+    /// cut into [`NODES_PER_COMMAND`]-node pieces costs one round trip per
+    /// window, not one per piece, while the control task still gives the
+    /// overlay the thread every [`SLICE`].
+    pub async fn read_all<R, F>(&self, fs: impl IntoIterator<Item = F>) -> Result<Vec<R>, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut RootApp, &Stack) -> R + Send + 'static,
+    {
+        let mut it = fs.into_iter();
+        let mut pending = std::collections::VecDeque::with_capacity(READ_WINDOW);
+        let mut out = Vec::new();
+        loop {
+            while pending.len() < READ_WINDOW {
+                let Some(f) = it.next() else { break };
+                let (tx, rx) = oneshot::channel();
+                let cmd = Command::Read(Box::new(move |r, s| {
+                    let _ = tx.send(f(r, s));
+                }));
+                self.send(cmd).await?;
+                pending.push_back(rx);
+            }
+            let Some(rx) = pending.pop_front() else {
+                return Ok(out);
+            };
+            out.push(
+                rx.await
+                    .map_err(|_| ApiError::unavailable("the root is shutting down"))?,
+            );
+        }
+    }
+
     async fn send(&self, cmd: Command) -> Result<(), ApiError> {
         self.tx.try_send(cmd).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -349,6 +387,7 @@ pub fn control_channel(nodes: usize) -> (Control, mpsc::Receiver<Command>) {
 
 /// Serves API commands against the root until the channel closes.
 pub async fn control_task(root: Handle<RootNode>, db: Arc<CfgDb>, mut rx: mpsc::Receiver<Command>) {
+    let mut slice = std::time::Instant::now();
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Read(f) => root.with(|n, _| {
@@ -368,9 +407,12 @@ pub async fn control_task(root: Handle<RootNode>, db: Arc<CfgDb>, mut rx: mpsc::
                 let _ = reply.send(res);
             }
         }
-        // The overlay's driver shares this thread: let it run between
-        // commands, however many are queued.
-        tokio::task::yield_now().await;
+        // The overlay's driver shares this thread: let it run at least
+        // every SLICE, however many commands are queued.
+        if slice.elapsed() >= SLICE {
+            tokio::task::yield_now().await;
+            slice = std::time::Instant::now();
+        }
     }
 }
 

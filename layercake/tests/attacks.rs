@@ -29,14 +29,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A root, one rack's sub-parent and `nodes` nodes on loopback (the nodes
 /// need not run: the root holds their records all the same).
 fn topology(dir: &std::path::Path, nodes: usize) -> std::path::PathBuf {

@@ -29,14 +29,6 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Dsc PhysState of every node, from `ctl get nodes` (the table).
 fn dsc_phys(api: &str) -> Vec<(String, String)> {
     let out = ctl(api, &["get", "nodes", "rf[01-02],bmc[01-02]"]);

@@ -10,14 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A small real topology: a root, one rack and `nodes` nodes on loopback.
 fn small_topology(dir: &std::path::Path, nodes: usize) -> std::path::PathBuf {
     let port = free_udp_port();

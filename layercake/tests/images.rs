@@ -63,14 +63,6 @@ fn busybox_tar(dir: &Path, version: &str) -> (String, String) {
     (file, format!("sha256:{hex}"))
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Every node's Dsc as `URL -> text`, by name.
 fn dsc_all(api: &str) -> HashMap<String, serde_json::Map<String, serde_json::Value>> {
     let v = get_json(api, "/api/v1/nodes");

@@ -366,11 +366,16 @@ fn spawn_api(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("layercake-api")
+        // Workers and blocking threads alike run below the overlay.
+        .on_thread_start(|| {
+            crate::daemon::sys::lower_thread_priority(crate::daemon::sys::API_NICE);
+        })
         .enable_all()
         .build()?;
     let t = std::thread::Builder::new()
         .name("layercake-api".into())
         .spawn(move || {
+            crate::daemon::sys::lower_thread_priority(crate::daemon::sys::API_NICE);
             rt.block_on(async move {
                 let l = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,

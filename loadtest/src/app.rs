@@ -174,7 +174,13 @@ impl Probe {
     /// POWER_ON and SYNC); the root stores and publishes the changes as it
     /// does after an API write's commit (the harness keeps no database of
     /// its rollouts).
-    fn roll_out_product(&mut self, stack: &mut Stack, now: Time, generation: u64, is_leaf: &[bool]) {
+    fn roll_out_product(
+        &mut self,
+        stack: &mut Stack,
+        now: Time,
+        generation: u64,
+        is_leaf: &[bool],
+    ) {
         let Some(r) = self.product.as_deref_mut() else {
             return;
         };
@@ -414,7 +420,9 @@ impl Probing for LoadNode {
 
     fn roll_out(&mut self, now: Time, generation: u64, is_leaf: &[bool]) {
         if self.app().product.is_some() {
-            return self.with(now, |p, stack| p.roll_out_product(stack, now, generation, is_leaf));
+            return self.with(now, |p, stack| {
+                p.roll_out_product(stack, now, generation, is_leaf)
+            });
         }
         self.with(now, |p, stack| {
             let data = match &p.engine {

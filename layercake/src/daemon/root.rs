@@ -215,7 +215,7 @@ impl RootApp {
             .collect();
         root.stored = known;
         for i in 0..root.leaves.len() {
-            root.publish_view(i);
+            root.publish_view(i, None);
         }
         root
     }
@@ -375,7 +375,12 @@ impl RootApp {
             let bmc = power_of(&node)
                 .is_some_and(|p| matches!(Protocol::parse(&p.protocol), Ok(Some(_))));
             // Cannot fail: the node exists.
-            let _ = self.store.update(&name, Side::Cfg, node);
+            // Per-value changes are computed only for a watched stream.
+            let _ = if self.bus.receiver_count() > 0 {
+                self.store.update(&name, Side::Cfg, node).map(drop)
+            } else {
+                self.store.replace_quiet(&name, Side::Cfg, node)
+            };
             let leaf = &mut self.leaves[i];
             stack.set_bmc_authored(leaf.id, bmc);
             stack.publish(now, leaf.id, Kind::Cfg, bytes);
@@ -384,12 +389,13 @@ impl RootApp {
                 leaf.pending = Some(now);
             }
             leaf.frozen_cfg = frozen;
-            self.check(i, now);
+            self.check(i, now, Side::Cfg);
         }
         self.drain_changes();
     }
 
-    fn check(&mut self, i: usize, now: Time) {
+    /// Updates node `i`'s convergence after its `changed` copy changed.
+    fn check(&mut self, i: usize, now: Time, changed: Side) {
         let leaf = &mut self.leaves[i];
         let ok = Model::matches(&leaf.target, &leaf.dsc);
         if let Some(t0) = leaf.pending.take_if(|_| ok) {
@@ -400,17 +406,17 @@ impl RootApp {
             leaf.dirty = true;
             self.dirty.push(i);
         }
-        self.publish_view(i);
+        self.publish_view(i, Some(changed));
     }
 
-    /// Replaces node `i`'s entry in the read view with its state now
-    /// (reusing the unchanged copy's allocation).
-    fn publish_view(&mut self, i: usize) {
+    /// Replaces node `i`'s entry in the read view with its state now; the
+    /// copy that did not change (not `changed`) keeps its allocation.
+    fn publish_view(&mut self, i: usize, changed: Option<Side>) {
         let leaf = &self.leaves[i];
         let prev = self.view.get(i);
-        let copy = |side, prev: &Option<Arc<Node>>| match (self.store.get(&leaf.name, side), prev) {
-            (Some(n), Some(p)) if **p == *n => Some(p.clone()),
-            (n, _) => n.cloned().map(Arc::new),
+        let copy = |side, prev: &Option<Arc<Node>>| match prev {
+            Some(p) if changed != Some(side) => Some(p.clone()),
+            _ => self.store.get(&leaf.name, side).cloned().map(Arc::new),
         };
         let state = LeafState::new(
             copy(Side::Cfg, &prev.cfg),
@@ -437,8 +443,12 @@ impl RootApp {
         leaf.dsc = self.model.project(&dsc);
         leaf.frozen_dsc = self.model.frozen(&dsc);
         let name = leaf.name.clone();
-        let _ = self.store.update_from_sync(&name, Side::Dsc, dsc);
-        self.check(i, now);
+        let _ = if self.bus.receiver_count() > 0 {
+            self.store.update_from_sync(&name, Side::Dsc, dsc).map(drop)
+        } else {
+            self.store.replace_quiet(&name, Side::Dsc, dsc)
+        };
+        self.check(i, now, Side::Dsc);
     }
 
     /// Turns store events into `change` messages on the bus.

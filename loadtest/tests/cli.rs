@@ -432,3 +432,154 @@ fn bad_input_exits_non_zero_with_a_message() {
         );
     }
 }
+
+/// One HTTP/1.0 exchange with the API (the answer ends with the
+/// connection, so a streamed body needs no chunked decoding): status and
+/// body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// `--api --hold`: the product's root runs the UDP run, and its REST API
+/// answers during the hold: health, pages that walk every node once, the
+/// full list, one node with its chain, a bad `limit`, and a Cfg write
+/// through the API that every node converges on.
+#[test]
+fn the_products_root_serves_its_api_during_the_hold() {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "run",
+            "--quiet",
+            "--net",
+            "udp",
+            "--nodes",
+            "300",
+            "--racks",
+            "3",
+            "--hello",
+            "250ms",
+            "--workers",
+            "3",
+            "--port",
+            "7321",
+            "--api",
+            &addr,
+            "--hold",
+            "120s",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    loop {
+        let line = lines
+            .next()
+            .expect("loadtest ended before its hold")
+            .unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.starts_with("holding for") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let json = |s: &str| -> Value { serde_json::from_str(s).unwrap() };
+    let (st, body) = http(&addr, "GET", "/api/v1/health", "");
+    assert_eq!(st, 200, "{body}\n{log}");
+    let h = json(&body);
+    assert_eq!(
+        (h["nodes"].as_u64(), h["converged"].as_u64()),
+        (Some(300), Some(300)),
+        "{h}"
+    );
+    // Pages of 128 walk every node once, in order.
+    let (mut names, mut next) = (Vec::new(), None::<String>);
+    loop {
+        let path = match &next {
+            Some(c) => format!("/api/v1/nodes?limit=128&continue={c}"),
+            None => "/api/v1/nodes?limit=128".into(),
+        };
+        let (st, body) = http(&addr, "GET", &path, "");
+        assert_eq!(st, 200, "{body}");
+        let page = json(&body);
+        let nodes = page["nodes"].as_array().unwrap();
+        assert!(nodes.len() <= 128);
+        names.extend(
+            nodes
+                .iter()
+                .map(|n| n["name"].as_str().unwrap().to_string()),
+        );
+        match page["continue"].as_str() {
+            Some(c) => next = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (1..=300).map(|i| format!("n{i:03}")).collect();
+    assert_eq!(names, want);
+    let (st, body) = http(&addr, "GET", "/api/v1/nodes", "");
+    assert_eq!(st, 200);
+    let all = json(&body);
+    let all = all["nodes"].as_array().unwrap();
+    assert_eq!(all.len(), 300);
+    assert!(
+        all.iter()
+            .all(|n| n["converged"] == true && n["dsc"]["/RunState"] == "SYNC")
+    );
+    let (st, body) = http(&addr, "GET", "/api/v1/nodes/n150", "");
+    assert_eq!(st, 200, "{body}");
+    assert!(json(&body).get("chain").is_some(), "{body}");
+    let (st, body) = http(&addr, "GET", "/api/v1/nodes?limit=0", "");
+    assert_eq!(st, 400, "{body}");
+    // A write through the API: every node's Dsc follows (the probe's
+    // leaves mirror their Cfg) and the root counts them converged again.
+    let (st, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/cfg",
+        r#"{"all": true, "values": {"/PhysState": "POWER_OFF"}}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["changed"], 300, "{body}");
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, body) = http(
+            &addr,
+            "GET",
+            "/api/v1/nodes?filter=/PhysState=POWER_OFF",
+            "",
+        );
+        let n = json(&body)["nodes"].as_array().unwrap().len();
+        let h = json(&http(&addr, "GET", "/api/v1/health", "").1);
+        if n == 300 && h["converged"] == 300 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "{n} of 300 powered off, health {h}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -321,8 +321,10 @@ async fn on_view<R: Send + 'static>(
 }
 
 /// A JSON body streamed in pieces: `head`, the rendered nodes `idx`
-/// (comma-separated, one shard's worth per piece, rendered on the blocking
-/// pool), then `tail`. Memory per request: the index list and one piece.
+/// (comma-separated, [`NODES_PER_COMMAND`] per piece), then `tail`. A
+/// piece is rendered when the connection takes it (cached renderings make
+/// most pieces a copy; a cold piece costs a few milliseconds of this
+/// worker). Memory per request: the index list and one piece.
 fn stream_nodes(
     view: Arc<View>,
     idx: Vec<usize>,
@@ -335,26 +337,17 @@ fn stream_nodes(
         .map(<[usize]>::to_vec)
         .collect();
     let first = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) });
-    let body =
-        futures_util::stream::iter(pieces.into_iter().enumerate()).then(move |(k, piece)| {
-            let view = view.clone();
-            async move {
-                let bytes = tokio::task::spawn_blocking(move || {
-                    let states = view.states(&piece);
-                    let mut out = Vec::with_capacity(piece.len() * 256);
-                    for (j, (&i, st)) in piece.iter().zip(&states).enumerate() {
-                        if k > 0 || j > 0 {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(&render(&view, i, st));
-                    }
-                    Bytes::from(out)
-                })
-                .await
-                .unwrap_or_default();
-                Ok::<_, Infallible>(bytes)
+    let body = futures_util::stream::iter(pieces.into_iter().enumerate()).map(move |(k, piece)| {
+        let states = view.states(&piece);
+        let mut out = Vec::with_capacity(piece.len() * 256);
+        for (j, (&i, st)) in piece.iter().zip(&states).enumerate() {
+            if k > 0 || j > 0 {
+                out.push(b',');
             }
-        });
+            out.extend_from_slice(&render(&view, i, st));
+        }
+        Ok::<_, Infallible>(Bytes::from(out))
+    });
     let last = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(tail)) });
     let stream = first.chain(body).chain(last);
     (
@@ -371,9 +364,14 @@ async fn list(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Respon
     let (limit, from, rest) = paging(q.as_deref())?;
     let sel = selection_from_query(Some(&rest))?;
     s.ctl.check(&sel, 0)?;
-    let (idx, next) = match limit {
-        Some(limit) => on_view(&s, move |v| v.page(&sel, from, limit)).await??,
-        None => (on_view(&s, move |v| v.select(&sel)).await??, None),
+    // Without a filter a selection is an index walk (inline); a filter
+    // reads every selected node's copy (on the blocking pool).
+    let filtered = sel.filter.as_deref().is_some_and(|f| !f.trim().is_empty());
+    let (idx, next) = match (limit, filtered) {
+        (Some(limit), false) => s.view.page(&sel, from, limit)?,
+        (Some(limit), true) => on_view(&s, move |v| v.page(&sel, from, limit)).await??,
+        (None, false) => (s.view.select(&sel)?, None),
+        (None, true) => (on_view(&s, move |v| v.select(&sel)).await??, None),
     };
     let tail = match next {
         Some(i) => format!("],\"continue\":\"{}\"}}", encode_continue(i)),
@@ -409,7 +407,7 @@ async fn snapshot_text(s: &ApiState) -> Result<String, ApiError> {
 }
 
 async fn node(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    ok(on_view(&s, move |v| v.detail_full(&name)).await??)
+    ok(s.view.detail_full(&name)?)
 }
 
 async fn write_one(s: &ApiState, name: String, body: &Bytes, replace: bool) -> ApiResult {

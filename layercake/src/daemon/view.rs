@@ -89,6 +89,9 @@ impl LeafState {
     }
 }
 
+/// A parsed filter: the copy it reads and its `URL=VALUE` conditions.
+type Filter = (Side, Vec<(Path, Value)>);
+
 /// The static facts of the topology the view needs.
 pub struct Layout {
     /// Node names, in topology order (a node's index everywhere).
@@ -277,7 +280,7 @@ impl View {
 
     /// The selection's filter, parsed: the side it reads and its
     /// conditions (`None`: no filter).
-    fn conditions(&self, sel: &Selection) -> Result<Option<(Side, Vec<(Path, Value)>)>, ApiError> {
+    fn conditions(&self, sel: &Selection) -> Result<Option<Filter>, ApiError> {
         let Some(f) = sel.filter.as_deref().filter(|f| !f.trim().is_empty()) else {
             return Ok(None);
         };
@@ -564,8 +567,10 @@ mod tests {
                 .unwrap()
                 .contains("\"converged\":true")
         );
-        let mut n = Node::default();
-        n.phys_state = 2;
+        let n = Node {
+            phys_state: 2,
+            ..Node::default()
+        };
         v.set(
             300,
             LeafState::new(

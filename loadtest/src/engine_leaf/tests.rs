@@ -114,6 +114,7 @@ fn a_small_simulated_cluster_with_engines_converges() {
         transport: "udp".into(),
         ca_dir: None,
         port: None,
+        api: None,
     };
     let c = cluster(&a).unwrap();
     let p = crate::progress::Progress::new(true, None).unwrap();
@@ -203,6 +204,7 @@ fn a_small_roll_interrupts_no_busy_node() {
         transport: "udp".into(),
         ca_dir: None,
         port: None,
+        api: None,
         images: true,
         image_start: std::time::Duration::from_millis(400),
     };

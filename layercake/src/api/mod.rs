@@ -45,9 +45,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::daemon::control::{ApiError, Control, NODES_PER_COMMAND, Selection, WriteOp, clip};
 use crate::daemon::model::Model;
-use crate::daemon::root::{Bus, RootApp, chain_for};
+use crate::daemon::root::{Bus, chain_for};
 use crate::daemon::view::View;
-use crate::sync::Stack;
 use futures_util::StreamExt;
 
 use body::{BatchBody, BodyError, OneBody, WriteBody};
@@ -517,31 +516,14 @@ async fn plan(State(s): State<ApiState>, body: Bytes) -> ApiResult {
         sel.all = true;
     }
     s.ctl.check(&sel, values.len())?;
-    let (sel, values) = (Arc::new(sel), Arc::new(values));
-    let idx = {
-        let sel = sel.clone();
-        on_view(&s, move |v| v.select_hosts(&sel)).await??
-    };
-    let mut chunks: Vec<Vec<usize>> = idx
-        .chunks(NODES_PER_COMMAND)
-        .map(<[usize]>::to_vec)
-        .collect();
-    if chunks.is_empty() {
-        chunks.push(Vec::new()); // the values are still checked
-    }
-    let reads: Vec<_> = chunks
-        .into_iter()
-        .map(|c| {
-            let (sel, values) = (sel.clone(), values.clone());
-            move |r: &mut RootApp, _: &Stack| r.plan_inputs(&sel, &c, &values)
-        })
-        .collect();
-    let mut inputs = Vec::with_capacity(idx.len());
-    for part in s.ctl.read_all(reads).await? {
-        inputs.extend(part?);
-    }
-    // Planning is the expensive part: on the blocking pool, off the
-    // overlay's thread and the API's one worker.
+    // Inputs and planning on the blocking pool, from the root's read
+    // view: nothing of a preview runs on the overlay's thread.
+    let inputs = on_view(&s, move |v| {
+        let idx = v.select_hosts(&sel)?;
+        v.plan_inputs(&sel, &idx, &values)
+    })
+    .await??;
+    // Planning is the expensive part: on the blocking pool too.
     let model = s.model.clone();
     let nodes = tokio::task::spawn_blocking(move || {
         let mut planner = engine::planner::Planner::new(model.graph.clone());

@@ -4,16 +4,21 @@
 //! - [`Control`]: the `Send` handle the API uses; it sends [`Command`]s on
 //!   a bounded channel ([`COMMANDS_MAX`]; a full queue answers 503) to
 //!   [`control_task`], the one task that owns the root's handle.
-//! - Writes are serialised there: [`RootApp::prepare`], commit to the
-//!   database on the blocking pool (the overlay keeps running), then
-//!   [`RootApp::apply`] and acknowledge ("persist, then acknowledge").
+//! - Writes are serialised there: prepared from the root's read view on
+//!   the blocking pool ([`crate::daemon::view::View::prepare`]), committed
+//!   to the database on the blocking pool (the overlay keeps running), then
+//!   [`RootApp::apply`] on the root's thread and acknowledged ("persist,
+//!   then acknowledge").
+//! - Reads do not come here: the API serves them from the read view.
+//!   [`Control::read`] remains for small questions (health) and tests.
 //! - [`ApiError`], [`Selection`], [`WriteOp`]: the request and error types
 //!   the API and the root share.
 //! - Cost: a request is costed on the API's thread before it is queued
 //!   ([`Control::check`]: hostlists counted, never expanded, against the
-//!   cluster's size; bounded filters and values), and reads are split into
-//!   commands of at most [`NODES_PER_COMMAND`] nodes, so no API request
-//!   holds the overlay's thread for long (issue 12, finding 3).
+//!   cluster's size; bounded filters and values), and what runs on the
+//!   root's thread is short (an apply, a read of at most
+//!   [`NODES_PER_COMMAND`] nodes), so no API request holds the overlay's
+//!   thread for long (issue 12, finding 3).
 
 use std::sync::Arc;
 
@@ -456,7 +461,10 @@ async fn batch<A: RootHost>(
     let PreparedBatch {
         entries: counts,
         changes,
-    } = root.peek(|n| n.app().root().ok_or_else(no_root)?.prepare_batch(entries))?;
+    } = {
+        let entries = entries.to_vec();
+        off_thread(root, move |v| v.prepare_batch(&entries)).await??
+    };
     let result = BatchResult {
         entries: counts
             .into_iter()
@@ -480,6 +488,22 @@ async fn batch<A: RootHost>(
         });
     }
     Ok(result)
+}
+
+/// Runs `f` on the root's read view on the blocking pool: a write is
+/// prepared off the overlay's thread, from the Cfgs the view holds (the
+/// root's own: writes are serialised here, and each one's apply updates
+/// the view before the next is prepared).
+async fn off_thread<A: RootHost, R: Send + 'static>(
+    root: &Handle<Node<A>>,
+    f: impl FnOnce(&crate::daemon::view::View) -> R + Send + 'static,
+) -> Result<R, ApiError> {
+    let view = root
+        .peek(|n| n.app().root().map(RootApp::view))
+        .ok_or_else(no_root)?;
+    tokio::task::spawn_blocking(move || f(&view))
+        .await
+        .map_err(|e| ApiError::internal(format!("prepare task failed: {e}")))
 }
 
 /// Commits Cfgs on the blocking pool (one transaction); returns them.
@@ -506,8 +530,10 @@ async fn write<A: RootHost>(
     sel: &Selection,
     op: &WriteOp,
 ) -> Result<WriteResult, ApiError> {
-    let Prepared { matched, changes } =
-        root.peek(|n| n.app().root().ok_or_else(no_root)?.prepare(sel, op))?;
+    let Prepared { matched, changes } = {
+        let (sel, op) = (sel.clone(), op.clone());
+        off_thread(root, move |v| v.prepare(&sel, &op)).await??
+    };
     let changed = changes.len();
     if changed > 0 {
         let changes = commit(db, changes).await?;

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use engine::events::{EventKind, Filter, Side, SubId};
 use engine::planner::Planner;
 use engine::store::Store;
-use engine::url::{Field, Path};
+use engine::url::Path;
 use engine::value::Value;
 use overlay::{Kind, NodeId, Time};
 use prost::Message;
@@ -53,33 +53,7 @@ pub struct BusMsg {
 /// The sender side of the event stream.
 pub type Bus = broadcast::Sender<Arc<BusMsg>>;
 
-/// The result of [`RootApp::prepare`]: the new Cfgs to commit.
-pub struct Prepared {
-    /// Nodes selected.
-    pub matched: usize,
-    /// The changed nodes' new Cfgs.
-    pub changes: Vec<(String, Node)>,
-}
-
-/// The result of [`RootApp::prepare_batch`]: every entry's counts and the
-/// new Cfgs of the whole batch, to commit in one transaction.
-pub struct PreparedBatch {
-    /// Per entry: nodes selected and the names of those it changes.
-    pub entries: Vec<(usize, Vec<String>)>,
-    /// The new Cfgs of every node the batch changes (each node once, with
-    /// every entry that touches it applied in order).
-    pub changes: Vec<(String, Node)>,
-}
-
-/// What plan preview needs of one node ([`RootApp::plan_inputs`]).
-pub struct PlanInput {
-    /// The node's name.
-    pub name: String,
-    /// Its Dsc as the root holds it (the model's projection).
-    pub dsc: Vec<i32>,
-    /// The Cfg it would have.
-    pub cfg: Node,
-}
+pub use crate::daemon::view::{PlanInput, Prepared, PreparedBatch};
 
 /// The chain a node whose Dsc is `dsc` runs to reach `cfg` (`None`: no
 /// chain reaches it). Since every chain of a target comes from one
@@ -256,108 +230,16 @@ impl RootApp {
         self.view.clone()
     }
 
-    /// Computes the new Cfgs of a write without changing anything.
+    /// Computes the new Cfgs of a write without changing anything
+    /// ([`View::prepare`]).
     pub fn prepare(&self, sel: &Selection, op: &WriteOp) -> Result<Prepared, ApiError> {
-        self.prepare_over(sel, op, &HashMap::new())
+        self.view.prepare(sel, op)
     }
 
-    /// Computes the new Cfgs of a batch of writes, all or nothing: every
-    /// entry is validated, each sees the Cfgs the entries before it wrote,
-    /// and the first bad entry fails the whole batch (`entry N: ...`).
+    /// Computes the new Cfgs of a batch of writes, all or nothing
+    /// ([`View::prepare_batch`]).
     pub fn prepare_batch(&self, batch: &[(Selection, WriteOp)]) -> Result<PreparedBatch, ApiError> {
-        let mut pending: HashMap<String, Node> = HashMap::new();
-        let mut entries = Vec::with_capacity(batch.len());
-        for (k, (sel, op)) in batch.iter().enumerate() {
-            let p = self.prepare_over(sel, op, &pending).map_err(|mut e| {
-                e.message = format!("entry {}: {}", k + 1, e.message);
-                e
-            })?;
-            let names = p.changes.iter().map(|(n, _)| n.clone()).collect();
-            entries.push((p.matched, names));
-            pending.extend(p.changes);
-        }
-        // Only what differs from the stored Cfg is committed.
-        let mut changes: Vec<(String, Node)> = pending
-            .into_iter()
-            .filter(|(name, new)| self.store.get(name, Side::Cfg) != Some(new))
-            .collect();
-        changes.sort_unstable_by_key(|(name, _)| self.view.index(name));
-        Ok(PreparedBatch { entries, changes })
-    }
-
-    /// [`RootApp::prepare`] over `pending`: Cfgs not yet committed that
-    /// stand in for the stored ones.
-    fn prepare_over(
-        &self,
-        sel: &Selection,
-        op: &WriteOp,
-        pending: &HashMap<String, Node>,
-    ) -> Result<Prepared, ApiError> {
-        if sel.is_empty() {
-            return Err(ApiError::bad(
-                "select nodes with `hosts`, `filter` or `all` (writes never default to every node)",
-            ));
-        }
-        let idx = self.select(sel)?;
-        self.prepare_idx(&idx, op, pending)
-    }
-
-    /// [`RootApp::prepare`] on resolved leaf indices, over `pending`.
-    fn prepare_idx(
-        &self,
-        idx: &[usize],
-        op: &WriteOp,
-        pending: &HashMap<String, Node>,
-    ) -> Result<Prepared, ApiError> {
-        let values = match op {
-            WriteOp::Set { values, .. } => {
-                let mut out = Vec::with_capacity(values.len());
-                for (u, v) in values {
-                    let (p, val) = self.view.parse_value(u, v)?;
-                    if matches!(p, Path::Field(Field::Id | Field::Nodename)) {
-                        return Err(ApiError::bad(format!(
-                            "`{u}` is the node's identity; it cannot be set"
-                        )));
-                    }
-                    out.push((p, val));
-                }
-                if out.is_empty() {
-                    return Err(ApiError::bad("no URL=VALUE given"));
-                }
-                out
-            }
-            _ => Vec::new(),
-        };
-        let reg = &self.model.registry;
-        let mut changes = Vec::new();
-        for &i in idx {
-            let name = &self.leaves[i].name;
-            let Some(cur) = pending
-                .get(name)
-                .or_else(|| self.store.get(name, Side::Cfg))
-            else {
-                continue;
-            };
-            let mut new = match op {
-                WriteOp::Set { replace: true, .. } | WriteOp::Reset => reg.new_node(name),
-                _ => cur.clone(),
-            };
-            for (p, v) in &values {
-                reg.set(&mut new, p, v)
-                    .map_err(|e| ApiError::bad(format!("{name}: {e}")))?;
-            }
-            if let WriteOp::Freeze(f) = op {
-                self.model.set_frozen(&mut new, *f);
-            }
-            self.model.normalize(&mut new);
-            if new != *cur {
-                changes.push((name.clone(), new));
-            }
-        }
-        Ok(Prepared {
-            matched: idx.len(),
-            changes,
-        })
+        self.view.prepare_batch(batch)
     }
 
     /// Stores and publishes committed Cfgs.
@@ -546,42 +428,14 @@ impl RootApp {
     }
 
     /// What plan preview needs of the leaves `idx` that pass the
-    /// selection's filter, computed without planning (the planner runs on
-    /// the API's side, off this thread): each one's name, its Dsc as the
-    /// root holds it, and the Cfg it would have with `values` written.
+    /// selection's filter ([`View::plan_inputs`]).
     pub fn plan_inputs(
         &self,
         sel: &Selection,
         idx: &[usize],
         values: &[(String, String)],
     ) -> Result<Vec<PlanInput>, ApiError> {
-        let idx = self.filter(sel, idx)?;
-        let op = WriteOp::Set {
-            values: values.to_vec(),
-            replace: false,
-        };
-        let mut changed: HashMap<String, Node> = self
-            .prepare_idx(&idx, &op, &HashMap::new())?
-            .changes
-            .into_iter()
-            .collect();
-        let mut out = Vec::with_capacity(idx.len());
-        for i in idx {
-            let l = &self.leaves[i];
-            let cfg = match changed.remove(&l.name) {
-                Some(c) => c,
-                None => match self.store.get(&l.name, Side::Cfg) {
-                    Some(c) => c.clone(),
-                    None => continue,
-                },
-            };
-            out.push(PlanInput {
-                name: l.name.clone(),
-                dsc: l.dsc.clone(),
-                cfg,
-            });
-        }
-        Ok(out)
+        self.view.plan_inputs(sel, idx, values)
     }
 
     /// Health summary (`stack`: this instance's sync stack).

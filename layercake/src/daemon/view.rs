@@ -21,14 +21,42 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use bytes::Bytes;
 use engine::events::Side;
 use engine::planner::Planner;
-use engine::url::{Path, Url};
+use engine::url::{Field, Path, Url};
 use engine::value::Value;
 use proto::node::Node;
 use serde_json::{Value as Json, json};
 
-use crate::daemon::control::{ApiError, Selection, clip};
+use crate::daemon::control::{ApiError, Selection, WriteOp, clip};
 use crate::daemon::model::Model;
 use crate::daemon::root::chain_for;
+
+/// The result of [`View::prepare`]: the new Cfgs to commit.
+pub struct Prepared {
+    /// Nodes selected.
+    pub matched: usize,
+    /// The changed nodes' new Cfgs.
+    pub changes: Vec<(String, Node)>,
+}
+
+/// The result of [`View::prepare_batch`]: every entry's counts and the
+/// new Cfgs of the whole batch, to commit in one transaction.
+pub struct PreparedBatch {
+    /// Per entry: nodes selected and the names of those it changes.
+    pub entries: Vec<(usize, Vec<String>)>,
+    /// The new Cfgs of every node the batch changes (each node once, with
+    /// every entry that touches it applied in order).
+    pub changes: Vec<(String, Node)>,
+}
+
+/// What plan preview needs of one node ([`View::plan_inputs`]).
+pub struct PlanInput {
+    /// The node's name.
+    pub name: String,
+    /// Its Dsc as the root holds it (the model's projection).
+    pub dsc: Vec<i32>,
+    /// The Cfg it would have.
+    pub cfg: Node,
+}
 
 /// Nodes per shard (one lock).
 pub const SHARD: usize = 256;
@@ -353,6 +381,151 @@ impl View {
             }
         }
         Ok((out, rest.next()))
+    }
+
+    /// Computes the new Cfgs of a write without changing anything, from
+    /// the Cfgs the view holds (the root's own after every apply).
+    pub fn prepare(&self, sel: &Selection, op: &WriteOp) -> Result<Prepared, ApiError> {
+        self.prepare_over(sel, op, &HashMap::new())
+    }
+
+    /// Computes the new Cfgs of a batch of writes, all or nothing: every
+    /// entry is validated, each sees the Cfgs the entries before it wrote,
+    /// and the first bad entry fails the whole batch (`entry N: ...`).
+    pub fn prepare_batch(&self, batch: &[(Selection, WriteOp)]) -> Result<PreparedBatch, ApiError> {
+        let mut pending: HashMap<String, Node> = HashMap::new();
+        let mut entries = Vec::with_capacity(batch.len());
+        for (k, (sel, op)) in batch.iter().enumerate() {
+            let p = self.prepare_over(sel, op, &pending).map_err(|mut e| {
+                e.message = format!("entry {}: {}", k + 1, e.message);
+                e
+            })?;
+            let names = p.changes.iter().map(|(n, _)| n.clone()).collect();
+            entries.push((p.matched, names));
+            pending.extend(p.changes);
+        }
+        // Only what differs from the stored Cfg is committed.
+        let mut changes: Vec<(String, Node)> = pending
+            .into_iter()
+            .filter(|(name, new)| {
+                self.index(name)
+                    .and_then(|i| self.get(i).cfg.clone())
+                    .as_deref()
+                    != Some(new)
+            })
+            .collect();
+        changes.sort_unstable_by_key(|(name, _)| self.index(name));
+        Ok(PreparedBatch { entries, changes })
+    }
+
+    /// [`View::prepare`] over `pending`: Cfgs not yet committed that
+    /// stand in for the stored ones.
+    fn prepare_over(
+        &self,
+        sel: &Selection,
+        op: &WriteOp,
+        pending: &HashMap<String, Node>,
+    ) -> Result<Prepared, ApiError> {
+        if sel.is_empty() {
+            return Err(ApiError::bad(
+                "select nodes with `hosts`, `filter` or `all` (writes never default to every node)",
+            ));
+        }
+        let idx = self.select(sel)?;
+        self.prepare_idx(&idx, op, pending)
+    }
+
+    /// [`View::prepare`] on resolved node indices, over `pending`.
+    fn prepare_idx(
+        &self,
+        idx: &[usize],
+        op: &WriteOp,
+        pending: &HashMap<String, Node>,
+    ) -> Result<Prepared, ApiError> {
+        let values = match op {
+            WriteOp::Set { values, .. } => {
+                let mut out = Vec::with_capacity(values.len());
+                for (u, v) in values {
+                    let (p, val) = self.parse_value(u, v)?;
+                    if matches!(p, Path::Field(Field::Id | Field::Nodename)) {
+                        return Err(ApiError::bad(format!(
+                            "`{u}` is the node's identity; it cannot be set"
+                        )));
+                    }
+                    out.push((p, val));
+                }
+                if out.is_empty() {
+                    return Err(ApiError::bad("no URL=VALUE given"));
+                }
+                out
+            }
+            _ => Vec::new(),
+        };
+        let reg = &self.model.registry;
+        let mut changes = Vec::new();
+        for (&i, st) in idx.iter().zip(self.states(idx)) {
+            let name = &self.layout.names[i];
+            let Some(cur) = pending.get(name).or(st.cfg.as_deref()) else {
+                continue;
+            };
+            let mut new = match op {
+                WriteOp::Set { replace: true, .. } | WriteOp::Reset => reg.new_node(name),
+                _ => cur.clone(),
+            };
+            for (p, v) in &values {
+                reg.set(&mut new, p, v)
+                    .map_err(|e| ApiError::bad(format!("{name}: {e}")))?;
+            }
+            if let WriteOp::Freeze(f) = op {
+                self.model.set_frozen(&mut new, *f);
+            }
+            self.model.normalize(&mut new);
+            if new != *cur {
+                changes.push((name.clone(), new));
+            }
+        }
+        Ok(Prepared {
+            matched: idx.len(),
+            changes,
+        })
+    }
+
+    /// What plan preview needs of the nodes `idx` that pass the
+    /// selection's filter, without planning: each one's name, its Dsc as
+    /// the root holds it, and the Cfg it would have with `values` written.
+    pub fn plan_inputs(
+        &self,
+        sel: &Selection,
+        idx: &[usize],
+        values: &[(String, String)],
+    ) -> Result<Vec<PlanInput>, ApiError> {
+        let idx = self.filter(sel, idx)?;
+        let op = WriteOp::Set {
+            values: values.to_vec(),
+            replace: false,
+        };
+        let mut changed: HashMap<String, Node> = self
+            .prepare_idx(&idx, &op, &HashMap::new())?
+            .changes
+            .into_iter()
+            .collect();
+        let mut out = Vec::with_capacity(idx.len());
+        for (&i, st) in idx.iter().zip(self.states(&idx)) {
+            let name = &self.layout.names[i];
+            let cfg = match changed.remove(name) {
+                Some(c) => c,
+                None => match st.cfg.as_deref() {
+                    Some(c) => c.clone(),
+                    None => continue,
+                },
+            };
+            out.push(PlanInput {
+                name: name.clone(),
+                dsc: st.vars.clone(),
+                cfg,
+            });
+        }
+        Ok(out)
     }
 
     /// Parses `URL=VALUE` words (node-relative URLs only).

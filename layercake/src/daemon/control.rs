@@ -66,12 +66,9 @@ pub const FILTER_BYTES_MAX: usize = 4096;
 pub const GROUP_BYTES_MAX: usize = 253;
 /// Most `URL=VALUE` pairs in one write or plan.
 pub const VALUES_MAX: usize = 256;
-/// Most nodes one read command handles on the root's thread: the API
-/// splits longer reads (lists, filters, snapshots, plan inputs) into
-/// commands of this many nodes, so the overlay runs between them.
+/// Most nodes one piece of work handles at once: a read command on the
+/// root's thread, a piece of a streamed list.
 pub const NODES_PER_COMMAND: usize = 256;
-/// Commands one request keeps queued at once ([`Control::read_all`]).
-pub const READ_WINDOW: usize = 64;
 /// How long the control task runs queued commands back to back before it
 /// lets the overlay's driver run (it shares the thread).
 pub const SLICE: std::time::Duration = std::time::Duration::from_millis(10);
@@ -359,39 +356,6 @@ impl Control {
         .await?;
         rx.await
             .map_err(|_| ApiError::unavailable("the root is shutting down"))?
-    }
-
-    /// Runs every closure on the root, in order, and returns their results
-    /// in order. Up to [`READ_WINDOW`] are queued at once, so a large read
-    /// cut into [`NODES_PER_COMMAND`]-node pieces costs one round trip per
-    /// window, not one per piece, while the control task still gives the
-    /// overlay the thread every [`SLICE`].
-    pub async fn read_all<R, F>(&self, fs: impl IntoIterator<Item = F>) -> Result<Vec<R>, ApiError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut RootApp, &Stack) -> R + Send + 'static,
-    {
-        let mut it = fs.into_iter();
-        let mut pending = std::collections::VecDeque::with_capacity(READ_WINDOW);
-        let mut out = Vec::new();
-        loop {
-            while pending.len() < READ_WINDOW {
-                let Some(f) = it.next() else { break };
-                let (tx, rx) = oneshot::channel();
-                let cmd = Command::Read(Box::new(move |r, s| {
-                    let _ = tx.send(f(r, s));
-                }));
-                self.send(cmd).await?;
-                pending.push_back(rx);
-            }
-            let Some(rx) = pending.pop_front() else {
-                return Ok(out);
-            };
-            out.push(
-                rx.await
-                    .map_err(|_| ApiError::unavailable("the root is shutting down"))?,
-            );
-        }
     }
 
     async fn send(&self, cmd: Command) -> Result<(), ApiError> {

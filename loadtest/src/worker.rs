@@ -369,6 +369,22 @@ fn start_api(c: &Cluster, root: Handle<LoadNode>, addr: std::net::SocketAddr) ->
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("binding --api {addr}"))?;
     listener.set_nonblocking(true)?;
+    // The root's node summaries and state gauges, as `layercake run`'s
+    // sampler flushes them.
+    let flusher = root.clone();
+    tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(layercake::daemon::world::FLUSH_INTERVAL);
+        loop {
+            tick.tick().await;
+            flusher.with(|n, _| {
+                n.with_app(|p| {
+                    if let Some(r) = p.product.as_deref_mut() {
+                        r.flush();
+                    }
+                })
+            });
+        }
+    });
     let (_thread, stop) = layercake::serve::start_root_api(
         root,
         db,

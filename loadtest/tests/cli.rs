@@ -580,6 +580,12 @@ fn the_products_root_serves_its_api_during_the_hold() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The product's metrics: the state gauges the root's flush sets, and
+    // its convergence histogram (the write above converged).
+    let (st, text) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(st, 200);
+    assert!(text.contains("kraken_nodes_converged 300"), "{text}");
+    assert!(text.contains("kraken_convergence_seconds"), "{text}");
     let _ = child.kill();
     let _ = child.wait();
 }

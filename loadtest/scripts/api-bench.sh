@@ -59,6 +59,22 @@ for _ in $(seq 5); do
 done >"$out/paged.txt"
 for i in $(seq 50); do t "$api/nodes/n$(printf "%0${#nodes}d" $((i * 997 % nodes + 1)))"; done >"$out/one.txt"
 size=$(curl -s "$api/nodes" | wc -c)
+# The CLI as a user runs it (when a release build of layercake exists).
+cli=""
+if [ -x ./target/release/layercake ] && [ -x /usr/bin/time ]; then
+  for _ in 1 2 3; do
+    /usr/bin/time -f "%e %M" ./target/release/layercake ctl --api "127.0.0.1:$port" get nodes -o json \
+      2>>"$out/cli.txt" >/dev/null
+  done
+  cli=$(awk '{print $1}' "$out/cli.txt" | median)
+  cli_mb=$(awk '{print $2}' "$out/cli.txt" | sort -n | tail -1)
+fi
+# The dashboard's summary view in headless Chromium (with
+# LAYERCAKE_BROWSER=1 and the browser test's npm modules installed).
+if [ "${LAYERCAKE_BROWSER:-}" = 1 ]; then
+  node layercake/tests/browser/summary.mjs "http://127.0.0.1:$port/" "$nodes" "$racks" \
+    "$out/summary.png" >"$out/browser.log" 2>&1 || echo "browser: failed (see $out/browser.log)"
+fi
 kill "$run" 2>/dev/null || true
 wait "$run" 2>/dev/null || true
 p99() { python3 -c "import json; print(json.load(open('$1'))['converge_p99_s'])"; }
@@ -68,4 +84,6 @@ echo "| list all $nodes nodes ($size bytes) | $(median <"$out/all.txt") |"
 echo "| first page (limit=500) | $(median <"$out/page.txt") |"
 echo "| every page (limit=5000, $pages pages) | $(median <"$out/paged.txt") |"
 echo "| one node | $(median <"$out/one.txt") |"
+[ -n "$cli" ] && echo "| \`layercake ctl get nodes -o json\` (peak RSS ${cli_mb} KiB) | $cli |"
+[ -f "$out/browser.log" ] && grep -E "page shows|summary view|passed" "$out/browser.log"
 echo "converge p99: $(p99 "$out/alone.json") s alone, $(p99 "$out/with-client.json") s with a client listing all nodes in a loop"

@@ -495,10 +495,40 @@ impl TreeCore {
         }
     }
 
+    /// An update just went to the peer of link `l`. It proves this
+    /// instance alive to the peer as a hello would (any frame refreshes the
+    /// peer's dead timer), so the first hello due within one interval moves
+    /// one interval later, keeping its random phase so that deferred hellos
+    /// do not pile up. At most one hello in a row is skipped: the digest
+    /// check and the two-way state still get a hello at least every other
+    /// interval (well inside `dead`). A pending state change or hint still
+    /// goes at once.
+    ///
+    /// Why: in a change that reaches every node (a roll-out) each link
+    /// carries an update each way; the hellos due next on those links are
+    /// pure background that competed with the roll-out for the same CPUs
+    /// (issue 14: about half of the datagrams in the converge window of a
+    /// 100,000-node run were such hellos).
+    fn defer_hello(&mut self, now: Time, l: usize) {
+        let link = &mut self.links[l];
+        if link.hello_deferred
+            || link.hello_now
+            || link.state != NeighborState::Full
+            || !link.hints.is_empty()
+            || link.next_hello > now + link.timers.hello
+        {
+            return;
+        }
+        link.next_hello += link.timers.hello;
+        link.hello_deferred = true;
+    }
+
     /// Packs dirty records into updates while the window allows.
     fn flush(&mut self, now: Time, l: usize) {
+        let mut sent = false;
         while self.links[l].can_flush(&self.cfg) {
             let Some(update) = self.pack(l) else { break };
+            sent = true;
             let items = update
                 .records
                 .iter()
@@ -526,6 +556,9 @@ impl TreeCore {
                 to: link.peer,
                 frame,
             });
+        }
+        if sent {
+            self.defer_hello(now, l);
         }
         let link = &mut self.links[l];
         link.flush_at = if link.dirty.is_empty() {
@@ -586,6 +619,7 @@ impl TreeCore {
             let jitter = self.jittered(self.links[l].timers);
             let link = &mut self.links[l];
             link.hello_now = false;
+            link.hello_deferred = false;
             link.next_hello = now + jitter;
             Hello {
                 in_digest,

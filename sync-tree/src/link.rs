@@ -50,6 +50,9 @@ pub(crate) struct Link {
     pub last_rx: Option<Time>,
     pub next_hello: Time,
     pub hello_now: bool,
+    /// The next hello was moved one interval later because an update went
+    /// to the peer (see `TreeCore::defer_hello`); cleared by the next hello.
+    pub hello_deferred: bool,
     pub known: HashMap<Key, u64>,
     pub dirty: VecDeque<Key>,
     pub dirty_set: HashSet<Key>,
@@ -75,6 +78,7 @@ impl Link {
             last_rx: None,
             next_hello: first_hello,
             hello_now: false,
+            hello_deferred: false,
             known: HashMap::default(),
             dirty: VecDeque::new(),
             dirty_set: HashSet::default(),

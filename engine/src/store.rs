@@ -5,7 +5,7 @@
 
 use crate::events::{Dispatcher, Event, EventKind, Side};
 use crate::registry::{AccessError, Registry};
-use crate::url::{ParseError, Url};
+use crate::url::{ParseError, Path, Url};
 use crate::value::Value;
 use proto::node::Node;
 use std::collections::BTreeMap;
@@ -121,6 +121,18 @@ impl Store {
             self.events.publish(&e);
         }
         Ok(changes.len())
+    }
+
+    /// Replaces one copy without computing or publishing its changes: for
+    /// a holder that nobody watches at the moment (the root's event stream
+    /// with no subscriber), where a diff per update would be wasted work.
+    pub fn replace_quiet(&mut self, name: &str, side: Side, node: Node) -> Result<(), StoreError> {
+        let copies = self
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| StoreError::NoSuchNode(name.to_owned()))?;
+        copies[idx(side)] = node;
+        Ok(())
     }
 
     /// Replaces one copy with what state sync delivered: publishes one
@@ -241,9 +253,14 @@ type Change = (String, Option<Value>, Option<Value>);
 
 /// Every URL whose value differs between `old` and `new`.
 pub fn diff(reg: &Registry, old: &Node, new: &Node) -> Vec<Change> {
+    if old == new {
+        return Vec::new();
+    }
+    // Both nodes name the registry's extension paths; only services differ.
     let mut paths = reg.paths(old);
+    let mut seen: std::collections::HashSet<Path> = paths.iter().cloned().collect();
     for p in reg.paths(new) {
-        if !paths.contains(&p) {
+        if seen.insert(p.clone()) {
             paths.push(p);
         }
     }

@@ -225,6 +225,7 @@ async fn serve_world(
         tokio::task::spawn_local(control::control_task(root.clone(), db.clone(), rx));
         let state = ApiState {
             ctl: ctl.clone(),
+            view: root.peek(|n| n.app().view()),
             bus: bus.clone(),
             prom: Some(prom.clone()),
             model: model.clone(),
@@ -316,6 +317,44 @@ fn quic_setup(plan: &Plan) -> Result<Option<QuicSetup>> {
     }
 }
 
+/// The root's REST API, event stream, dashboard and `/metrics` for a root
+/// that another program hosts (loadtest's `--api`: the product's root on
+/// the harness's overlay): spawns the control task on the current
+/// `LocalSet` and the API on its own thread, exactly as `layercake run`
+/// does, without authentication, so only on a loopback address. Returns
+/// the API thread and the switch that stops it.
+pub fn start_root_api<A: control::RootHost>(
+    root: Handle<crate::sync::Node<A>>,
+    db: Arc<CfgDb>,
+    bus: crate::daemon::root::Bus,
+    model: Arc<Model>,
+    prom: Option<PrometheusHandle>,
+    listener: TcpListener,
+) -> Result<(std::thread::JoinHandle<()>, watch::Sender<bool>)> {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        bail!("an API without tokens listens on loopback only, not {addr}");
+    }
+    let (nodes, view) = root
+        .peek(|n| n.app().root().map(|r| (r.len(), r.view())))
+        .context("this instance holds no root")?;
+    let (ctl, rx) = control::control_channel(nodes);
+    tokio::task::spawn_local(control::control_task(root, db, rx));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = ApiState {
+        ctl,
+        view,
+        bus,
+        prom,
+        model,
+        shutdown: stop_rx.clone(),
+        auth: None,
+        keys: None,
+    };
+    let t = spawn_api(listener, state, None, stop_rx)?;
+    Ok((t, stop_tx))
+}
+
 fn spawn_api(
     listener: TcpListener,
     state: ApiState,
@@ -327,11 +366,16 @@ fn spawn_api(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("layercake-api")
+        // Workers and blocking threads alike run below the overlay.
+        .on_thread_start(|| {
+            crate::daemon::sys::lower_thread_priority(crate::daemon::sys::API_NICE);
+        })
         .enable_all()
         .build()?;
     let t = std::thread::Builder::new()
         .name("layercake-api".into())
         .spawn(move || {
+            crate::daemon::sys::lower_thread_priority(crate::daemon::sys::API_NICE);
             rt.block_on(async move {
                 let l = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,

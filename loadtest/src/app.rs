@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use layercake::daemon::control::RootHost;
+use layercake::daemon::root::RootApp;
 use layercake::sync::{App, Node as SyncNode, Stack, StackEvent};
 use overlay::{Key, Kind, NodeId, Time};
 use proto::loadtest::Generation;
@@ -109,6 +111,9 @@ pub struct Probe {
     pub peers_down: u64,
     /// Root only, failover scenario: what it watches after the kill.
     pub watch: Option<FailoverWatch>,
+    /// Root only, `--api`: the product's root, which gets every event
+    /// first; the probe measures beside it.
+    pub product: Option<Box<RootApp>>,
 }
 
 /// One loadtest instance: the probe on the product's sync stack.
@@ -134,6 +139,7 @@ impl Probe {
             track: None,
             peers_down: 0,
             watch: None,
+            product: None,
         }
     }
 
@@ -163,6 +169,40 @@ impl Probe {
         }
     }
 
+    /// `--api`: the rollout is a write of the product's root: every
+    /// leaf's Cfg, as the root holds it, gets the generation (and asks for
+    /// POWER_ON and SYNC); the root stores and publishes the changes as it
+    /// does after an API write's commit (the harness keeps no database of
+    /// its rollouts).
+    fn roll_out_product(
+        &mut self,
+        stack: &mut Stack,
+        now: Time,
+        generation: u64,
+        is_leaf: &[bool],
+    ) {
+        let Some(r) = self.product.as_deref_mut() else {
+            return;
+        };
+        self.track = Some(RootTrack {
+            generation,
+            converged: vec![None; is_leaf.len()],
+            reached: 0,
+            is_leaf: is_leaf.to_vec(),
+        });
+        let view = r.view();
+        let changes: Vec<(String, Node)> = (0..view.len())
+            .map(|i| {
+                let mut cfg = view.get(i).cfg.as_deref().cloned().unwrap_or_default();
+                cfg.phys_state = PhysState::PowerOn as i32;
+                cfg.run_state = RunState::Sync as i32;
+                set_generation(&mut cfg, generation);
+                (view.name(i).to_string(), cfg)
+            })
+            .collect();
+        r.apply(stack, changes, now);
+    }
+
     /// A Cfg for this instance: with the engine, it drives the chain;
     /// without, its generation is echoed into the Dsc at once.
     fn own_cfg(&mut self, stack: &mut Stack, now: Time, data: &[u8]) {
@@ -177,16 +217,46 @@ impl Probe {
             if let Some(dsc) = leaf.handle_cfg(cfg, ms(now)) {
                 stack.publish(now, me, Kind::Dsc, dsc);
             }
-        } else if let Some((g, _)) = generation_of(data) {
-            self.cfg_arrivals.push((g, now));
-            stack.publish(now, me, Kind::Dsc, node_bytes(g, RunState::Sync));
+        } else if let Ok(cfg) = Node::decode(data) {
+            // Without the engine the Dsc mirrors the Cfg at once (for the
+            // root's own Cfgs, `node_bytes(g, Sync)`, the same bytes), so
+            // a Cfg written through `--api`'s REST API converges too.
+            if let Some(g) = generation_in(&cfg) {
+                self.cfg_arrivals.push((g, now));
+            }
+            stack.publish(now, me, Kind::Dsc, Bytes::from(cfg.encode_to_vec()));
         }
     }
 }
 
+impl RootHost for Probe {
+    fn root(&self) -> Option<&RootApp> {
+        self.product.as_deref()
+    }
+
+    fn root_mut(&mut self) -> Option<&mut RootApp> {
+        self.product.as_deref_mut()
+    }
+}
+
 impl App for Probe {
+    fn on_start(&mut self, stack: &mut Stack, now: Time) {
+        if let Some(r) = self.product.as_deref_mut() {
+            r.on_start(stack, now);
+        }
+    }
+
+    fn after_events(&mut self, stack: &mut Stack, now: Time) {
+        if let Some(r) = self.product.as_deref_mut() {
+            r.after_events(stack, now);
+        }
+    }
+
     fn on_event(&mut self, stack: &mut Stack, now: Time, event: StackEvent) {
         let me = stack.id();
+        if let Some(r) = self.product.as_deref_mut() {
+            r.on_event(stack, now, event.clone());
+        }
         match event {
             StackEvent::Delivered(r) if r.key.kind == Kind::Cfg && r.key.node == me => {
                 self.own_cfg(stack, now, &r.data);
@@ -349,6 +419,11 @@ impl Probing for LoadNode {
     }
 
     fn roll_out(&mut self, now: Time, generation: u64, is_leaf: &[bool]) {
+        if self.app().product.is_some() {
+            return self.with(now, |p, stack| {
+                p.roll_out_product(stack, now, generation, is_leaf)
+            });
+        }
         self.with(now, |p, stack| {
             let data = match &p.engine {
                 EngineRole::Root(shared) => Bytes::from(shared.cfg(generation).encode_to_vec()),

@@ -111,6 +111,10 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// With `--api`: keep every instance (and the root's API) running this
+    /// long after the report, for a user or a script to query.
+    #[arg(long, value_parser = duration::parse_flag)]
+    hold: Option<Duration>,
 }
 
 fn main() -> Result<()> {
@@ -179,6 +183,13 @@ fn run(mut a: RunArgs) -> Result<()> {
         a.cluster.seed,
         if a.cluster.engine { ", engine" } else { "" }
     );
+    if a.cluster.api.is_some() && a.net != "udp" {
+        bail!("--api serves the product's root of a `--net udp` run (worker processes)");
+    }
+    if a.hold.is_some() && a.cluster.api.is_none() {
+        bail!("--hold keeps the root's API up after the report: give --api ADDR too");
+    }
+    let mut held = None;
     let report = match a.net.as_str() {
         "sim" if cluster.transport != setup::Wire::Udp => {
             bail!("--transport quic|auto runs on real sockets: use it with --net udp")
@@ -191,20 +202,35 @@ fn run(mut a: RunArgs) -> Result<()> {
             failover.as_ref(),
             roll.as_ref(),
         )?,
-        "udp" => udp_mode::run(
-            &a.cluster,
-            &cluster,
-            a.timeout,
-            a.workers,
-            &progress,
-            failover.as_ref(),
-        )?,
+        "udp" => {
+            let (report, fleet) = udp_mode::run(
+                &a.cluster,
+                &cluster,
+                a.timeout,
+                a.workers,
+                &progress,
+                failover.as_ref(),
+                a.hold.is_some(),
+            )?;
+            held = fleet;
+            report
+        }
         other => bail!("--net {other}: use `sim` or `udp`"),
     };
     println!("{}", report.table());
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
         eprintln!("report written to {}", path.display());
+    }
+    if let (Some(d), Some(fleet)) = (a.hold, held) {
+        if let Some(api) = a.cluster.api {
+            eprintln!(
+                "holding for {}: the root's API at http://{api}/api/v1, dashboard http://{api}/",
+                topo::duration::format(d)
+            );
+        }
+        std::thread::sleep(d);
+        drop(fleet);
     }
     if let Some(n) = report.busy_interrupted.filter(|&n| n > 0) {
         bail!("{n} busy nodes had their images touched while busy");

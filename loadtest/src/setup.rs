@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use layercake::daemon::cluster::Cluster as ProductCluster;
+use layercake::daemon::model::Model;
+use layercake::daemon::root::{BUS_CAPACITY, Bus, RootApp};
 use topo::{Role, StrategyKind, SyncSettings, Topology, duration};
 
 use crate::app::{EngineRole, LoadNode, Probe};
@@ -110,12 +112,28 @@ pub struct ClusterArgs {
     /// takes a seeded time between half of it and all of it.
     #[arg(long, default_value = "1s", value_parser = duration::parse_flag)]
     pub image_start: Duration,
+    /// `--net udp`: the root is the product's root (`layercake run`'s
+    /// application, its store, REST API, event stream and dashboard on
+    /// this loopback address) instead of the probe's; the probe still
+    /// measures on the side.
+    #[arg(long)]
+    pub api: Option<std::net::SocketAddr>,
+}
+
+/// What the product's root needs besides the cluster (`--api`).
+pub struct ApiParts {
+    /// The module set.
+    pub model: Arc<Model>,
+    /// The event stream.
+    pub bus: Bus,
 }
 
 /// The cluster a run works on: the product's cluster (`layercake`'s own
 /// `Cluster`: topology, flat view, tree, sync `Spec`; reached through
 /// `Deref`) and what the harness adds.
 pub struct Cluster {
+    /// With `--api`: the product root's module set and event stream.
+    pub api: Option<ApiParts>,
     /// The cluster as `layercake` loads it.
     pub product: ProductCluster,
     /// Which ids are leaves.
@@ -158,7 +176,16 @@ impl Cluster {
     pub fn node(&self, id: u32, seed: u64, now: Duration) -> LoadNode {
         let floor = now.as_millis() as u64 * 16;
         let stack = self.sync.stack(id, seed, now, floor);
-        LoadNode::new(stack, Probe::new(self.engine_role(id)), now)
+        let mut probe = Probe::new(self.engine_role(id));
+        if let (Some(api), Role::Root) = (&self.api, self.flat.instances[id as usize].role) {
+            probe.product = Some(Box::new(RootApp::new(
+                api.model.clone(),
+                &self.product,
+                Vec::new(),
+                api.bus.clone(),
+            )));
+        }
+        LoadNode::new(stack, probe, now)
     }
 
     fn engine_role(&self, id: u32) -> EngineRole {
@@ -284,7 +311,14 @@ pub fn cluster(a: &ClusterArgs) -> Result<Cluster> {
     } else {
         None
     };
+    let api = a.api.map(|_| -> Result<ApiParts> {
+        Ok(ApiParts {
+            model: Arc::new(Model::new().context("the module set")?),
+            bus: tokio::sync::broadcast::channel(BUS_CAPACITY).0,
+        })
+    });
     Ok(Cluster {
+        api: api.transpose()?,
         product,
         is_leaf,
         root_hello,

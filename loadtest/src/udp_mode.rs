@@ -138,6 +138,9 @@ fn worker_args(a: &ClusterArgs) -> Vec<String> {
     if let Some(t) = &a.topology {
         v.extend(["--topology".into(), t.display().to_string()]);
     }
+    if let Some(api) = a.api {
+        v.extend(["--api".into(), api.to_string()]);
+    }
     if let Some(h) = a.hello {
         v.extend(["--hello".into(), duration::format(h)]);
     }
@@ -420,7 +423,8 @@ pub fn run(
     workers: Option<usize>,
     p: &Progress,
     failover: Option<&crate::failover::Kill>,
-) -> Result<Report> {
+    hold: bool,
+) -> Result<(Report, Option<Fleet>)> {
     let wall = Instant::now();
     let leaves = c.leaves();
     raise_socket_buffer_limits();
@@ -524,7 +528,8 @@ pub fn run(
         lost3 = leaves - r3.iter().map(|r| r.downs_ns.len()).sum::<usize>();
     }
     let virtual_s = started.elapsed().as_secs_f64();
-    drop(f);
+    // `--hold`: the workers (the root's API with them) outlive the report.
+    let held = hold.then_some(f);
 
     let since = |t: &u64| Duration::from_nanos(t.saturating_sub(t0));
     let down = Percentiles::new(reports.iter().flat_map(|r| r.downs_ns.iter().map(since)));
@@ -534,7 +539,7 @@ pub fn run(
             .flat_map(|r| r.converged_ns.iter().map(since)),
     );
     let reached = reports.iter().map(|r| r.converged_ns.len()).sum();
-    Ok(Report {
+    let report = Report {
         reached,
         initial_sync_s: initial_sync.as_secs_f64(),
         root_rx_datagrams_per_hello: steady.per_child(),
@@ -575,7 +580,8 @@ pub fn run(
                 Report::converge(&a, c, "udp", &down, &conv)
             },
         )
-    })
+    };
+    Ok((report, held))
 }
 
 #[cfg(test)]

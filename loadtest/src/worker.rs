@@ -254,6 +254,8 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
     let mut handles: Vec<Handle<LoadNode>> = Vec::new();
     let mut views: Vec<dual::DualView> = Vec::new();
     let c = Rc::new(c);
+    // `--api`: the API thread, its stop switch and the database folder.
+    let mut api: Option<ApiRun> = None;
     while let Some(line) = lines.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -273,6 +275,9 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
                 }
                 if a.lo == 0 {
                     tokio::task::spawn_local(progress(handles[0].clone()));
+                    if let Some(addr) = a.cluster.api {
+                        api = Some(start_api(&c, handles[0].clone(), addr)?);
+                    }
                 }
             }
             ["rollout", g] if a.lo == 0 => {
@@ -332,7 +337,48 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
             _ => bail!("worker: unknown command `{line}`"),
         }
     }
+    drop(api);
     Ok(())
+}
+
+/// The product root's API of a root worker (`--api`).
+struct ApiRun {
+    stop: tokio::sync::watch::Sender<bool>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for ApiRun {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serves the product root's REST API, event stream, dashboard and
+/// `/metrics` on `addr`, as `layercake run` does (its database in a
+/// temporary folder, removed at the end).
+fn start_api(c: &Cluster, root: Handle<LoadNode>, addr: std::net::SocketAddr) -> Result<ApiRun> {
+    let parts = c.api.as_ref().context("--api without the product root")?;
+    let dir = std::env::temp_dir().join(format!("loadtest-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let db = Arc::new(
+        layercake::daemon::persist::CfgDb::open(&dir)
+            .with_context(|| format!("opening the root's database in {}", dir.display()))?,
+    );
+    let prom = layercake::daemon::metrics::install().ok();
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("binding --api {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let (_thread, stop) = layercake::serve::start_root_api(
+        root,
+        db,
+        parts.bus.clone(),
+        parts.model.clone(),
+        prom,
+        listener,
+    )?;
+    say(&Msg::Note(format!("api: http://{addr}/api/v1")));
+    Ok(ApiRun { stop, dir })
 }
 
 async fn progress(root: Handle<LoadNode>) {

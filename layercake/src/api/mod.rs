@@ -6,7 +6,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /api/v1/health` | liveness and node counts |
-//! | `GET /api/v1/nodes?hosts=&filter=&side=` | nodes with Cfg and Dsc |
+//! | `GET /api/v1/nodes?hosts=&group=&filter=&side=&limit=&continue=` | nodes with Cfg and Dsc (paged with `limit`) |
 //! | `GET /api/v1/nodes/{name}` | one node, with its active chain |
 //! | `PUT/PATCH/DELETE /api/v1/nodes/{name}` | replace, update, reset one Cfg |
 //! | `POST /api/v1/cfg`, `DELETE /api/v1/cfg?...` | bulk update / reset |
@@ -43,18 +43,23 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value as Json, json};
 use tokio::sync::{broadcast, watch};
 
-use crate::daemon::control::{ApiError, Control, NODES_PER_COMMAND, Selection, WriteOp};
+use crate::daemon::control::{ApiError, Control, NODES_PER_COMMAND, Selection, WriteOp, clip};
 use crate::daemon::model::Model;
 use crate::daemon::root::{Bus, RootApp, chain_for};
+use crate::daemon::view::View;
 use crate::sync::Stack;
+use futures_util::StreamExt;
 
 use body::{BatchBody, BodyError, OneBody, WriteBody};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The way to the root.
+    /// The way to the root (writes, plan inputs).
     pub ctl: Control,
+    /// The root's read view (lists, nodes, snapshots: no trip through the
+    /// overlay's thread).
+    pub view: Arc<View>,
     /// The event stream.
     pub bus: Bus,
     /// The metrics recorder.
@@ -257,63 +262,154 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// The leaves a read selects, resolved on the root in commands of at most
-/// [`NODES_PER_COMMAND`] nodes (the request costed first).
-async fn selected(s: &ApiState, sel: Arc<Selection>) -> Result<Vec<usize>, ApiError> {
+/// Most nodes one page of `GET /api/v1/nodes` holds (`limit`).
+pub const PAGE_MAX: usize = 10_000;
+
+/// `limit` and `continue` of a list request, and the rest of its query.
+fn paging(q: Option<&str>) -> Result<(Option<usize>, usize, String), ApiError> {
+    let (mut limit, mut from, mut rest) = (None, 0, Vec::new());
+    for part in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        match k {
+            "limit" => {
+                let n: usize = percent_decode(v)?.parse().map_err(|_| {
+                    ApiError::bad(format!(
+                        "limit must be a number of nodes, not `{}`",
+                        clip(v)
+                    ))
+                })?;
+                if n == 0 || n > PAGE_MAX {
+                    return Err(ApiError::bad(format!(
+                        "limit must be 1 to {PAGE_MAX}, not {n}"
+                    )));
+                }
+                limit = Some(n);
+            }
+            "continue" => from = decode_continue(&percent_decode(v)?)?,
+            _ => rest.push(part),
+        }
+    }
+    Ok((limit, from, rest.join("&")))
+}
+
+/// The opaque `continue` token of a page that ends before node `i`.
+fn encode_continue(i: usize) -> String {
+    format!("n{i:x}")
+}
+
+fn decode_continue(t: &str) -> Result<usize, ApiError> {
+    t.strip_prefix('n')
+        .and_then(|x| usize::from_str_radix(x, 16).ok())
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "bad continue token `{}` (pass back the `continue` of the previous page)",
+                clip(t)
+            ))
+        })
+}
+
+/// Runs a view read on the blocking pool (a large selection or filter
+/// does not hold an API worker).
+async fn on_view<R: Send + 'static>(
+    s: &ApiState,
+    f: impl FnOnce(&View) -> R + Send + 'static,
+) -> Result<R, ApiError> {
+    let view = s.view.clone();
+    tokio::task::spawn_blocking(move || f(&view))
+        .await
+        .map_err(|e| ApiError::internal(format!("read task failed: {e}")))
+}
+
+/// A JSON body streamed in pieces: `head`, the rendered nodes `idx`
+/// (comma-separated, one shard's worth per piece, rendered on the blocking
+/// pool), then `tail`. Memory per request: the index list and one piece.
+fn stream_nodes(
+    view: Arc<View>,
+    idx: Vec<usize>,
+    head: String,
+    tail: String,
+    render: fn(&View, usize, &crate::daemon::view::LeafState) -> Bytes,
+) -> Response {
+    let pieces: Vec<Vec<usize>> = idx
+        .chunks(NODES_PER_COMMAND)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let first = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) });
+    let body =
+        futures_util::stream::iter(pieces.into_iter().enumerate()).then(move |(k, piece)| {
+            let view = view.clone();
+            async move {
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let states = view.states(&piece);
+                    let mut out = Vec::with_capacity(piece.len() * 256);
+                    for (j, (&i, st)) in piece.iter().zip(&states).enumerate() {
+                        if k > 0 || j > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(&render(&view, i, st));
+                    }
+                    Bytes::from(out)
+                })
+                .await
+                .unwrap_or_default();
+                Ok::<_, Infallible>(bytes)
+            }
+        });
+    let last = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(tail)) });
+    let stream = first.chain(body).chain(last);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn list(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let (limit, from, rest) = paging(q.as_deref())?;
+    let sel = selection_from_query(Some(&rest))?;
     s.ctl.check(&sel, 0)?;
-    let hosts = {
-        let sel = sel.clone();
-        s.ctl.read(move |r, _| r.select_hosts(&sel)).await??
+    let (idx, next) = match limit {
+        Some(limit) => on_view(&s, move |v| v.page(&sel, from, limit)).await??,
+        None => (on_view(&s, move |v| v.select(&sel)).await??, None),
     };
-    if sel.filter.is_none() {
-        return Ok(hosts);
-    }
-    let reads: Vec<_> = hosts
-        .chunks(NODES_PER_COMMAND)
-        .map(|chunk| {
-            let (sel, c) = (sel.clone(), chunk.to_vec());
-            move |r: &mut RootApp, _: &Stack| r.filter(&sel, &c)
-        })
-        .collect();
-    let mut out = Vec::new();
-    for part in s.ctl.read_all(reads).await? {
-        out.extend(part?);
-    }
-    Ok(out)
+    let tail = match next {
+        Some(i) => format!("],\"continue\":\"{}\"}}", encode_continue(i)),
+        None => "]}".to_string(),
+    };
+    Ok(stream_nodes(
+        s.view.clone(),
+        idx,
+        "{\"nodes\":[".into(),
+        tail,
+        View::detail,
+    ))
 }
 
-async fn list(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
-    let sel = Arc::new(selection_from_query(q.as_deref())?);
-    let idx = selected(&s, sel).await?;
-    let reads: Vec<_> = idx
-        .chunks(NODES_PER_COMMAND)
-        .map(|chunk| {
-            let c = chunk.to_vec();
-            move |r: &mut RootApp, _: &Stack| r.details(&c)
-        })
-        .collect();
-    let nodes: Vec<Json> = s.ctl.read_all(reads).await?.into_iter().flatten().collect();
-    ok(json!({ "nodes": nodes }))
-}
-
-/// Every node's summary and the counters, read in commands of at most
-/// [`NODES_PER_COMMAND`] nodes.
-async fn snapshot_json(s: &ApiState) -> Result<Json, ApiError> {
-    let total = s.ctl.nodes();
-    let reads: Vec<_> = (0..total)
-        .step_by(NODES_PER_COMMAND)
-        .map(|lo| {
-            let hi = lo.saturating_add(NODES_PER_COMMAND);
-            move |r: &mut RootApp, _: &Stack| r.summaries(lo..hi)
-        })
-        .collect();
-    let nodes: Vec<Json> = s.ctl.read_all(reads).await?.into_iter().flatten().collect();
-    let counters = s.ctl.read(|r, _| r.counters()).await?;
-    Ok(json!({ "nodes": nodes, "counters": counters }))
+/// Every node's summary and the counters, as JSON text.
+async fn snapshot_text(s: &ApiState) -> Result<String, ApiError> {
+    on_view(s, |v| {
+        let mut out = String::from("{\"nodes\":[");
+        for shard in 0..v.shard_count() {
+            for (i, st) in v.shard_states(shard) {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&String::from_utf8_lossy(&v.summary(i, &st)));
+            }
+        }
+        out.push_str("],\"counters\":");
+        out.push_str(&v.counters().to_string());
+        out.push('}');
+        out
+    })
+    .await
 }
 
 async fn node(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    ok(s.ctl.read(move |r, _| r.get(&name)).await??)
+    ok(on_view(&s, move |v| v.detail_full(&name)).await??)
 }
 
 async fn write_one(s: &ApiState, name: String, body: &Bytes, replace: bool) -> ApiResult {
@@ -426,7 +522,7 @@ async fn plan(State(s): State<ApiState>, body: Bytes) -> ApiResult {
     let (sel, values) = (Arc::new(sel), Arc::new(values));
     let idx = {
         let sel = sel.clone();
-        s.ctl.read(move |r, _| r.select_hosts(&sel)).await??
+        on_view(&s, move |v| v.select_hosts(&sel)).await??
     };
     let mut chunks: Vec<Vec<usize>> = idx
         .chunks(NODES_PER_COMMAND)
@@ -499,8 +595,16 @@ async fn thaw(State(s): State<ApiState>, body: Bytes) -> ApiResult {
     freeze_op(&s, &body, false).await
 }
 
-async fn snapshot(State(s): State<ApiState>) -> ApiResult {
-    ok(snapshot_json(&s).await?)
+async fn snapshot(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let text = snapshot_text(&s).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Server-sent events: a `snapshot` first, then `change` and `nodes`
@@ -517,7 +621,7 @@ async fn events(State(s): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult {
     let wants = move |t: &str| types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t));
     let rx = s.bus.subscribe();
     let first = if wants("snapshot") {
-        Some(snapshot_json(&s).await?.to_string())
+        Some(snapshot_text(&s).await?)
     } else {
         None
     };

@@ -25,8 +25,31 @@ use crate::daemon::persist::CfgDb;
 use crate::daemon::root::{Prepared, PreparedBatch, RootApp};
 use overlay::udp::Handle;
 
-use crate::daemon::world::RootNode;
-use crate::sync::Stack;
+use crate::sync::{App, Node, Stack};
+
+/// An application that contains the root's ([`RootApp`] itself, or a
+/// harness that wraps it, like loadtest's probe with `--api`): what the
+/// control task drives.
+pub trait RootHost: App + 'static {
+    /// The root's application (`None`: this instance is not a root).
+    fn root(&self) -> Option<&RootApp>;
+    /// The same, mutable.
+    fn root_mut(&mut self) -> Option<&mut RootApp>;
+}
+
+impl RootHost for RootApp {
+    fn root(&self) -> Option<&RootApp> {
+        Some(self)
+    }
+
+    fn root_mut(&mut self) -> Option<&mut RootApp> {
+        Some(self)
+    }
+}
+
+fn no_root() -> ApiError {
+    ApiError::unavailable("this instance holds no root")
+}
 
 /// Commands queued for the root before the API answers 503.
 pub const COMMANDS_MAX: usize = 1024;
@@ -386,13 +409,21 @@ pub fn control_channel(nodes: usize) -> (Control, mpsc::Receiver<Command>) {
 }
 
 /// Serves API commands against the root until the channel closes.
-pub async fn control_task(root: Handle<RootNode>, db: Arc<CfgDb>, mut rx: mpsc::Receiver<Command>) {
+pub async fn control_task<A: RootHost>(
+    root: Handle<Node<A>>,
+    db: Arc<CfgDb>,
+    mut rx: mpsc::Receiver<Command>,
+) {
     let mut slice = std::time::Instant::now();
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Read(f) => root.with(|n, _| {
                 let (app, stack) = n.parts();
-                f(app, stack)
+                // Without a root the closure is dropped: its reader hears
+                // "shutting down".
+                if let Some(r) = app.root_mut() {
+                    f(r, stack);
+                }
             }),
             Command::Write { sel, op, reply } => {
                 let res = write(&root, &db, &sel, &op).await;
@@ -416,8 +447,8 @@ pub async fn control_task(root: Handle<RootNode>, db: Arc<CfgDb>, mut rx: mpsc::
     }
 }
 
-async fn batch(
-    root: &Handle<RootNode>,
+async fn batch<A: RootHost>(
+    root: &Handle<Node<A>>,
     db: &Arc<CfgDb>,
     entries: &[(Selection, WriteOp)],
     dry_run: bool,
@@ -425,7 +456,7 @@ async fn batch(
     let PreparedBatch {
         entries: counts,
         changes,
-    } = root.peek(|n| n.app().prepare_batch(entries))?;
+    } = root.peek(|n| n.app().root().ok_or_else(no_root)?.prepare_batch(entries))?;
     let result = BatchResult {
         entries: counts
             .into_iter()
@@ -440,7 +471,13 @@ async fn batch(
     };
     if !dry_run && !changes.is_empty() {
         let changes = commit(db, changes).await?;
-        root.with(|n, now| n.with(now, |r, s| r.apply(s, changes, now)));
+        root.with(|n, now| {
+            n.with(now, |a, s| {
+                if let Some(r) = a.root_mut() {
+                    r.apply(s, changes, now);
+                }
+            })
+        });
     }
     Ok(result)
 }
@@ -463,17 +500,24 @@ async fn commit(
     Ok(changes)
 }
 
-async fn write(
-    root: &Handle<RootNode>,
+async fn write<A: RootHost>(
+    root: &Handle<Node<A>>,
     db: &Arc<CfgDb>,
     sel: &Selection,
     op: &WriteOp,
 ) -> Result<WriteResult, ApiError> {
-    let Prepared { matched, changes } = root.peek(|n| n.app().prepare(sel, op))?;
+    let Prepared { matched, changes } =
+        root.peek(|n| n.app().root().ok_or_else(no_root)?.prepare(sel, op))?;
     let changed = changes.len();
     if changed > 0 {
         let changes = commit(db, changes).await?;
-        root.with(|n, now| n.with(now, |r, s| r.apply(s, changes, now)));
+        root.with(|n, now| {
+            n.with(now, |a, s| {
+                if let Some(r) = a.root_mut() {
+                    r.apply(s, changes, now);
+                }
+            })
+        });
     }
     Ok(WriteResult { matched, changed })
 }

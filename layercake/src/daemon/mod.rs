@@ -13,6 +13,8 @@
 //! - [`images`]: a node's image host and a parent's image server.
 //! - [`boot`]: the boot servers of such an instance, wired to its BMC host.
 //! - [`metrics`]: the Prometheus metrics; [`sys`]: process limits, signals.
+//! - [`view`]: the copy of every node's state the API reads off the
+//!   overlay's thread.
 
 pub mod agent;
 pub mod bmc;
@@ -28,4 +30,5 @@ pub mod model;
 pub mod persist;
 pub mod root;
 pub mod sys;
+pub mod view;
 pub mod world;

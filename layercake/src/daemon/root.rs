@@ -13,7 +13,6 @@
 //!   summaries are flushed as one `nodes` message (with the counters) by
 //!   [`RootApp::flush`], on the [`Bus`] the event stream reads.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,7 +20,7 @@ use bytes::Bytes;
 use engine::events::{EventKind, Filter, Side, SubId};
 use engine::planner::Planner;
 use engine::store::Store;
-use engine::url::{Field, Path, Url};
+use engine::url::{Field, Path};
 use engine::value::Value;
 use overlay::{Kind, NodeId, Time};
 use prost::Message;
@@ -30,9 +29,10 @@ use serde_json::{Value as Json, json};
 use tokio::sync::broadcast;
 
 use crate::daemon::cluster::Cluster;
-use crate::daemon::control::{ApiError, Selection, WriteOp, clip};
+use crate::daemon::control::{ApiError, Selection, WriteOp};
 use crate::daemon::metrics as m;
 use crate::daemon::model::Model;
+use crate::daemon::view::{Layout, LeafState, View};
 use crate::modules::power::config::{Protocol, power_of};
 use crate::sync::{App, Stack, StackEvent};
 
@@ -102,10 +102,6 @@ pub fn chain_for(
 struct Leaf {
     name: String,
     id: NodeId,
-    rack: String,
-    /// Indices in [`RootApp::group_names`] of every group above the node
-    /// (its rack, the rack's row, ...), for `group` selections.
-    groups: Vec<u32>,
     target: Vec<i32>,
     dsc: Vec<i32>,
     /// When the Cfg change not yet matched by Dsc was accepted.
@@ -121,13 +117,11 @@ pub struct RootApp {
     model: Arc<Model>,
     store: Store,
     sub: Option<SubId>,
-    planner: RefCell<Planner>,
     leaves: Vec<Leaf>,
-    by_name: HashMap<String, usize>,
     by_id: HashMap<NodeId, usize>,
-    /// Group names of the topology; [`Leaf::groups`] index them.
-    group_names: Vec<String>,
-    group_ids: HashMap<String, u32>,
+    /// The copy of every node's state the API reads (names, groups and
+    /// selections live there too).
+    view: Arc<View>,
     dirty: Vec<usize>,
     bus: Bus,
     /// Dsc records that did not decode.
@@ -151,6 +145,7 @@ impl RootApp {
             ..Filter::default()
         });
         let mut leaves = Vec::new();
+        let (mut racks, mut all_groups) = (Vec::new(), Vec::new());
         let mut group_names: Vec<String> = Vec::new();
         let mut group_ids: HashMap<String, u32> = HashMap::new();
         for id in cluster.leaves() {
@@ -174,11 +169,11 @@ impl RootApp {
                 }
                 at = cluster.flat.instances[i as usize].parent;
             }
+            racks.push(cluster.rack[id as usize].clone());
+            all_groups.push(groups);
             leaves.push(Leaf {
                 name: inst.name.clone(),
                 id,
-                rack: cluster.rack[id as usize].clone(),
-                groups,
                 target: vec![0; model.graph.set().vars.len()],
                 dsc: vec![0; model.graph.set().vars.len()],
                 pending: None,
@@ -188,23 +183,22 @@ impl RootApp {
                 dirty: true,
             });
         }
-        let by_name = leaves
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.name.clone(), i))
-            .collect();
+        let layout = Layout {
+            names: leaves.iter().map(|l| l.name.clone()).collect(),
+            racks,
+            groups: all_groups,
+            group_names,
+        };
+        let view = Arc::new(View::new(model.clone(), layout));
         let by_id = leaves.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
         let mut root = RootApp {
-            planner: RefCell::new(Planner::new(model.graph.clone())),
             model,
             store,
             sub,
             dirty: (0..leaves.len()).collect(),
             leaves,
-            by_name,
             by_id,
-            group_names,
-            group_ids,
+            view,
             bus,
             bad_records: 0,
             stored: Vec::new(),
@@ -212,7 +206,7 @@ impl RootApp {
         let known: Vec<_> = stored
             .into_iter()
             .filter(|(name, _)| {
-                let ok = root.by_name.contains_key(name);
+                let ok = root.view.index(name).is_some();
                 if !ok {
                     tracing::warn!("stored Cfg of `{name}` ignored: not in the topology");
                 }
@@ -220,6 +214,9 @@ impl RootApp {
             })
             .collect();
         root.stored = known;
+        for i in 0..root.leaves.len() {
+            root.publish_view(i, None);
+        }
         root
     }
 
@@ -237,129 +234,26 @@ impl RootApp {
     pub fn converged(&self) -> usize {
         self.leaves.iter().filter(|l| l.converged).count()
     }
-
-    /// Resolves a selection to leaf indices, in topology order: its hosts
-    /// ([`RootApp::select_hosts`]), then its filter ([`RootApp::filter`]).
+    /// The leaf indices a selection names (hostlist, group, filter), in
+    /// topology order ([`View::select`]).
     pub fn select(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
-        let idx = self.select_hosts(sel)?;
-        self.filter(sel, &idx)
+        self.view.select(sel)
     }
 
-    /// The leaf indices a selection's hostlist names (every leaf without
-    /// one), in topology order. The hostlist is costed first
-    /// ([`Selection::check`]): one that names more hosts than the cluster
-    /// has nodes is refused before a name is generated.
+    /// The leaf indices a selection's hostlist and group name
+    /// ([`View::select_hosts`]).
     pub fn select_hosts(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
-        let mut idx = self.select_names(sel)?;
-        if let Some(g) = sel
-            .group
-            .as_deref()
-            .map(str::trim)
-            .filter(|g| !g.is_empty())
-        {
-            let g = g.strip_prefix('@').unwrap_or(g);
-            let Some(&gid) = self.group_ids.get(g) else {
-                let mut known: Vec<&str> = self.group_names.iter().map(String::as_str).collect();
-                known.sort_unstable();
-                let shown = known.iter().take(8).copied().collect::<Vec<_>>().join(", ");
-                return Err(ApiError::not_found(format!(
-                    "no such group: `{}` (groups: {shown}{})",
-                    clip(g),
-                    if known.len() > 8 { ", ..." } else { "" }
-                )));
-            };
-            idx.retain(|&i| self.leaves[i].groups.contains(&gid));
-        }
-        Ok(idx)
+        self.view.select_hosts(sel)
     }
 
-    /// The leaf indices the hostlist alone names (every leaf without one).
-    fn select_names(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
-        sel.check(self.leaves.len())?;
-        let Some(h) = sel.hosts() else {
-            return Ok((0..self.leaves.len()).collect());
-        };
-        let names = topo::hostlist::expand(h)
-            .map_err(|e| ApiError::bad(format!("bad hostlist `{}`: {e}", clip(h))))?;
-        let mut out = Vec::with_capacity(names.len());
-        let mut missing = Vec::new();
-        for n in &names {
-            match self.by_name.get(n) {
-                Some(&i) => out.push(i),
-                None => missing.push(n.clone()),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(ApiError::not_found(format!(
-                "no such node: {} ({} of {} names unknown)",
-                clip(&topo::hostlist::compress(&missing)),
-                missing.len(),
-                names.len()
-            )));
-        }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
-    }
-
-    /// The indices of `idx` whose copy (`sel.side`) matches the selection's
-    /// filter (all of `idx` without one).
+    /// The indices of `idx` the selection's filter keeps ([`View::filter`]).
     pub fn filter(&self, sel: &Selection, idx: &[usize]) -> Result<Vec<usize>, ApiError> {
-        let Some(f) = sel.filter.as_deref().filter(|f| !f.trim().is_empty()) else {
-            return Ok(idx.to_vec());
-        };
-        let side = match sel.side.as_deref() {
-            None | Some("dsc") => Side::Dsc,
-            Some("cfg") => Side::Cfg,
-            Some(s) => {
-                return Err(ApiError::bad(format!(
-                    "side must be cfg or dsc, not `{}`",
-                    clip(s)
-                )));
-            }
-        };
-        let conds = self.parse_pairs(f.split(','))?;
-        let keep = |&i: &usize| {
-            let node = self.store.get(&self.leaves[i].name, side);
-            node.is_some_and(|n| {
-                conds
-                    .iter()
-                    .all(|(p, v)| self.model.registry.get(n, p).ok().as_ref() == Some(v))
-            })
-        };
-        Ok(idx.iter().copied().filter(keep).collect())
+        self.view.filter(sel, idx)
     }
 
-    /// Parses `URL=VALUE` words (node-relative URLs only).
-    fn parse_pairs<'a>(
-        &self,
-        words: impl Iterator<Item = &'a str>,
-    ) -> Result<Vec<(Path, Value)>, ApiError> {
-        let mut out = Vec::new();
-        for w in words.map(str::trim).filter(|w| !w.is_empty()) {
-            let Some((url, value)) = w.split_once('=') else {
-                return Err(ApiError::bad(format!("`{w}` is not URL=VALUE")));
-            };
-            out.push(self.parse_value(url.trim(), value.trim())?);
-        }
-        Ok(out)
-    }
-
-    fn parse_value(&self, url: &str, value: &str) -> Result<(Path, Value), ApiError> {
-        let u: Url = url
-            .parse()
-            .map_err(|e| ApiError::bad(format!("bad URL `{url}`: {e}")))?;
-        if u.node.is_some() {
-            return Err(ApiError::bad(format!(
-                "`{url}`: cluster-wide URLs (node:URL) are not accepted here; select nodes with hosts"
-            )));
-        }
-        let v = self
-            .model
-            .registry
-            .parse_value(&u.path, value)
-            .map_err(|e| ApiError::bad(format!("`{url}={value}`: {e}")))?;
-        Ok((u.path, v))
+    /// The read view the API serves from.
+    pub fn view(&self) -> Arc<View> {
+        self.view.clone()
     }
 
     /// Computes the new Cfgs of a write without changing anything.
@@ -387,7 +281,7 @@ impl RootApp {
             .into_iter()
             .filter(|(name, new)| self.store.get(name, Side::Cfg) != Some(new))
             .collect();
-        changes.sort_unstable_by_key(|(name, _)| self.by_name.get(name).copied());
+        changes.sort_unstable_by_key(|(name, _)| self.view.index(name));
         Ok(PreparedBatch { entries, changes })
     }
 
@@ -419,7 +313,7 @@ impl RootApp {
             WriteOp::Set { values, .. } => {
                 let mut out = Vec::with_capacity(values.len());
                 for (u, v) in values {
-                    let (p, val) = self.parse_value(u, v)?;
+                    let (p, val) = self.view.parse_value(u, v)?;
                     if matches!(p, Path::Field(Field::Id | Field::Nodename)) {
                         return Err(ApiError::bad(format!(
                             "`{u}` is the node's identity; it cannot be set"
@@ -469,7 +363,7 @@ impl RootApp {
     /// Stores and publishes committed Cfgs.
     pub fn apply(&mut self, stack: &mut Stack, changes: Vec<(String, Node)>, now: Time) {
         for (name, node) in changes {
-            let Some(&i) = self.by_name.get(&name) else {
+            let Some(i) = self.view.index(&name) else {
                 continue;
             };
             let bytes = Bytes::from(node.encode_to_vec());
@@ -481,7 +375,12 @@ impl RootApp {
             let bmc = power_of(&node)
                 .is_some_and(|p| matches!(Protocol::parse(&p.protocol), Ok(Some(_))));
             // Cannot fail: the node exists.
-            let _ = self.store.update(&name, Side::Cfg, node);
+            // Per-value changes are computed only for a watched stream.
+            let _ = if self.bus.receiver_count() > 0 {
+                self.store.update(&name, Side::Cfg, node).map(drop)
+            } else {
+                self.store.replace_quiet(&name, Side::Cfg, node)
+            };
             let leaf = &mut self.leaves[i];
             stack.set_bmc_authored(leaf.id, bmc);
             stack.publish(now, leaf.id, Kind::Cfg, bytes);
@@ -490,12 +389,13 @@ impl RootApp {
                 leaf.pending = Some(now);
             }
             leaf.frozen_cfg = frozen;
-            self.check(i, now);
+            self.check(i, now, Side::Cfg);
         }
         self.drain_changes();
     }
 
-    fn check(&mut self, i: usize, now: Time) {
+    /// Updates node `i`'s convergence after its `changed` copy changed.
+    fn check(&mut self, i: usize, now: Time, changed: Side) {
         let leaf = &mut self.leaves[i];
         let ok = Model::matches(&leaf.target, &leaf.dsc);
         if let Some(t0) = leaf.pending.take_if(|_| ok) {
@@ -506,6 +406,28 @@ impl RootApp {
             leaf.dirty = true;
             self.dirty.push(i);
         }
+        self.publish_view(i, Some(changed));
+    }
+
+    /// Replaces node `i`'s entry in the read view with its state now; the
+    /// copy that did not change (not `changed`) keeps its allocation.
+    fn publish_view(&mut self, i: usize, changed: Option<Side>) {
+        let leaf = &self.leaves[i];
+        let prev = self.view.get(i);
+        let copy = |side, prev: &Option<Arc<Node>>| match prev {
+            Some(p) if changed != Some(side) => Some(p.clone()),
+            _ => self.store.get(&leaf.name, side).cloned().map(Arc::new),
+        };
+        let state = LeafState::new(
+            copy(Side::Cfg, &prev.cfg),
+            copy(Side::Dsc, &prev.dsc),
+            leaf.target.clone(),
+            leaf.dsc.clone(),
+            leaf.converged,
+            leaf.frozen_cfg,
+            leaf.frozen_dsc,
+        );
+        self.view.set(i, state);
     }
 
     fn on_dsc(&mut self, node: NodeId, data: &[u8], now: Time) {
@@ -521,8 +443,12 @@ impl RootApp {
         leaf.dsc = self.model.project(&dsc);
         leaf.frozen_dsc = self.model.frozen(&dsc);
         let name = leaf.name.clone();
-        let _ = self.store.update_from_sync(&name, Side::Dsc, dsc);
-        self.check(i, now);
+        let _ = if self.bus.receiver_count() > 0 {
+            self.store.update_from_sync(&name, Side::Dsc, dsc).map(drop)
+        } else {
+            self.store.replace_quiet(&name, Side::Dsc, dsc)
+        };
+        self.check(i, now, Side::Dsc);
     }
 
     /// Turns store events into `change` messages on the bus.
@@ -560,17 +486,6 @@ impl RootApp {
         }
     }
 
-    fn summary(&self, i: usize) -> Json {
-        let l = &self.leaves[i];
-        let (p, r, x) = (self.model.phys, self.model.run, self.model.pxe);
-        json!({
-            "n": l.name, "r": l.rack,
-            "cp": l.target[p], "cr": l.target[r],
-            "dp": l.dsc[p], "dr": l.dsc[r], "dx": l.dsc[x], "di": l.dsc[self.model.image],
-            "ok": l.converged, "fz": l.frozen_cfg || l.frozen_dsc,
-        })
-    }
-
     /// Counts by state, for the dashboard, `/health` and the gauges.
     pub fn counters(&self) -> Json {
         let mut phys = [0usize; 6];
@@ -606,79 +521,28 @@ impl RootApp {
     pub fn flush(&mut self) {
         let counters = self.counters();
         let dirty = std::mem::take(&mut self.dirty);
-        let nodes: Vec<Json> = dirty.iter().map(|&i| self.summary(i)).collect();
         for &i in &dirty {
             self.leaves[i].dirty = false;
         }
-        if nodes.is_empty() && self.bus.receiver_count() == 0 {
+        if self.bus.receiver_count() == 0 {
             return;
         }
-        let data = json!({ "nodes": nodes, "counters": counters });
+        // The summaries are rendered once per state and cached in the
+        // view, where the next snapshot finds them.
+        let mut data = String::from("{\"nodes\":[");
+        for (k, (&i, st)) in dirty.iter().zip(self.view.states(&dirty)).enumerate() {
+            if k > 0 {
+                data.push(',');
+            }
+            data.push_str(&String::from_utf8_lossy(&self.view.summary(i, &st)));
+        }
+        data.push_str("],\"counters\":");
+        data.push_str(&counters.to_string());
+        data.push('}');
         let _ = self.bus.send(Arc::new(BusMsg {
             event: "nodes",
-            data: data.to_string(),
+            data,
         }));
-    }
-
-    /// One node in full: both copies, convergence and its chain.
-    pub fn get(&mut self, name: &str) -> Result<Json, ApiError> {
-        let &i = self
-            .by_name
-            .get(name)
-            .ok_or_else(|| ApiError::not_found(format!("no such node: {name}")))?;
-        Ok(self.detail(i, true))
-    }
-
-    fn detail(&self, i: usize, with_chain: bool) -> Json {
-        let l = &self.leaves[i];
-        let get = |side| self.store.get(&l.name, side).map(|n| self.model.values(n));
-        let mut out = json!({
-            "name": l.name,
-            "rack": l.rack,
-            "converged": l.converged,
-            "frozen": l.frozen_cfg,
-            "cfg": get(Side::Cfg),
-            "dsc": get(Side::Dsc),
-        });
-        if with_chain {
-            out["chain"] = json!(self.chain_of(i, None));
-            out["waiting"] = json!(self.waiting_of(i));
-        }
-        out
-    }
-
-    /// What node `i`'s chain waits for: its next step's Dsc gate (e.g.
-    /// `excludes Dsc /Busy=BUSY`) as the root's copy of its Dsc closes it.
-    fn waiting_of(&self, i: usize) -> Option<String> {
-        let l = &self.leaves[i];
-        let cfg = self.store.get(&l.name, Side::Cfg)?;
-        let dsc = self.store.get(&l.name, Side::Dsc)?;
-        let set = self.model.graph.set();
-        let target = self.model.target(cfg);
-        let mask = set.guard_mask(&self.model.registry, cfg);
-        let mut planner = self.planner.borrow_mut();
-        let plan = planner
-            .preview(&[(l.dsc.clone(), mask)], &target)
-            .ok()?
-            .into_iter()
-            .next()
-            .flatten()?;
-        let m = self.model.graph.edge(*plan.first()?).mutation;
-        let gate = set.mutations[m as usize].gate;
-        let open = set.gate_mask(&self.model.registry, dsc);
-        ((open >> gate) & 1 == 0)
-            .then(|| format!("{} ({})", set.mutations[m as usize].name, set.gate_text(m)))
-    }
-
-    /// The chain node `i` runs (or would run with `cfg`), planned from its
-    /// Dsc as the root holds it. Since every chain of a target comes from
-    /// one shortest-path tree, this is the node's own active chain from its
-    /// current step on. `None`: no chain reaches the target.
-    fn chain_of(&self, i: usize, cfg: Option<&Node>) -> Option<Vec<String>> {
-        let l = &self.leaves[i];
-        let cur = self.store.get(&l.name, Side::Cfg)?;
-        let cfg = cfg.unwrap_or(cur);
-        chain_for(&self.model, &mut self.planner.borrow_mut(), &l.dsc, cfg)
     }
 
     /// What plan preview needs of the leaves `idx` that pass the
@@ -718,22 +582,6 @@ impl RootApp {
             });
         }
         Ok(out)
-    }
-
-    /// The details ([`RootApp::get`] without the chain) of leaves `idx`.
-    pub fn details(&self, idx: &[usize]) -> Vec<Json> {
-        idx.iter()
-            .filter(|&&i| i < self.leaves.len())
-            .map(|&i| self.detail(i, false))
-            .collect()
-    }
-
-    /// The dashboard summaries of leaves `range` (clipped to the leaves).
-    pub fn summaries(&self, range: std::ops::Range<usize>) -> Vec<Json> {
-        let end = range.end.min(self.leaves.len());
-        (range.start.min(end)..end)
-            .map(|i| self.summary(i))
-            .collect()
     }
 
     /// Health summary (`stack`: this instance's sync stack).
@@ -853,8 +701,7 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(r.filter(&sel, &[0, 3, 5]).unwrap(), vec![0, 3, 5]);
-        assert_eq!(r.details(&[1, 2, 99]).len(), 2);
-        assert_eq!(r.summaries(8..20).len(), 2);
+        assert_eq!(r.view().states(&[1, 2, 9]).len(), 3);
         let values = vec![("/PhysState".to_string(), "POWER_ON".to_string())];
         let inputs = r
             .plan_inputs(&Selection::default(), &[0, 1], &values)

@@ -1,6 +1,7 @@
 //! The one place that calls into libc: raising the open-file limit (every
-//! hosted instance has its own UDP socket; the demo opens one per node) and
-//! restoring the default SIGPIPE action for the CLI.
+//! hosted instance has its own UDP socket; the demo opens one per node),
+//! restoring the default SIGPIPE action for the CLI, and lowering the
+//! scheduling priority of the API's threads.
 #![allow(unsafe_code)]
 
 /// Raises the open-file soft limit to the hard limit; returns the new soft
@@ -34,6 +35,23 @@ pub fn default_sigpipe() {
     // code; it is async-signal-safe and affects only this process.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The nice value of the API's threads ([`lower_thread_priority`]).
+pub const API_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to nice `nice` (Linux
+/// schedules threads, so only this thread changes): the API's threads run
+/// at a lower priority than the overlay's, so a burst of large reads
+/// takes CPU the overlay does not need rather than CPU it does. Returns
+/// false when the kernel refused.
+pub fn lower_thread_priority(nice: i32) -> bool {
+    // SAFETY: gettid has no arguments and cannot fail; setpriority with
+    // PRIO_PROCESS and a thread id changes only that thread's nice value.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0
     }
 }
 

@@ -317,10 +317,7 @@ impl TreeCore {
             Dir::ToParent => (self.me, Kind::Dsc),
             Dir::ToChild => (self.links[l].peer, Kind::Cfg),
         };
-        self.routes
-            .subtree(top)
-            .into_iter()
-            .map(move |node| Key { node, kind })
+        self.routes.subtree(top).map(move |node| Key { node, kind })
     }
 
     /// Keys that flow in on link `l`.
@@ -329,10 +326,7 @@ impl TreeCore {
             Dir::ToParent => (self.me, Kind::Cfg),
             Dir::ToChild => (self.links[l].peer, Kind::Dsc),
         };
-        self.routes
-            .subtree(top)
-            .into_iter()
-            .map(move |node| Key { node, kind })
+        self.routes.subtree(top).map(move |node| Key { node, kind })
     }
 
     /// May `key` arrive on link `l`? (Cfg only from above, Dsc only from below.)

@@ -329,6 +329,43 @@ impl TreeCore {
         self.routes.subtree(top).map(move |node| Key { node, kind })
     }
 
+    /// The stamp a cached digest is valid for: nothing it covers can have
+    /// changed while the store's records and the routes have not.
+    fn digest_stamp(&self) -> (u64, u64) {
+        (self.store.changes(), self.routes.generation())
+    }
+
+    /// Digest and count of what this instance holds that flows in on link
+    /// `l` (sent in its hellos), cached until the store or the routes move.
+    /// Why: a sub-parent's hello to its parent covers its whole subtree
+    /// (hundreds of lookups of cold records every interval) although in
+    /// steady state nothing changed since the last one.
+    fn digest_in(&mut self, l: usize) -> (u64, u32) {
+        let stamp = self.digest_stamp();
+        if let Some((s, d, n)) = self.links[l].digests.inward
+            && s == stamp
+        {
+            return (d, n);
+        }
+        let (d, n) = self.store.digest(self.in_keys(l));
+        self.links[l].digests.inward = Some((stamp, d, n));
+        (d, n)
+    }
+
+    /// Digest and count of what flows out on link `l` (checked against the
+    /// peer's hello), cached like [`TreeCore::digest_in`].
+    fn digest_out(&mut self, l: usize) -> (u64, u32) {
+        let stamp = self.digest_stamp();
+        if let Some((s, d, n)) = self.links[l].digests.outward
+            && s == stamp
+        {
+            return (d, n);
+        }
+        let (d, n) = self.store.digest(self.out_keys(l));
+        self.links[l].digests.outward = Some((stamp, d, n));
+        (d, n)
+    }
+
     /// May `key` arrive on link `l`? (Cfg only from above, Dsc only from below.)
     fn may_arrive(&self, l: usize, key: Key) -> bool {
         match (self.links[l].dir, key.kind) {
@@ -603,7 +640,7 @@ impl TreeCore {
     }
 
     fn send_hello(&mut self, now: Time, l: usize) {
-        let (in_digest, in_count) = self.store.digest(self.in_keys(l));
+        let (in_digest, in_count) = self.digest_in(l);
         let stale = take_hints(&mut self.links[l]);
         let claim = match self.links[l].dir {
             Dir::ToParent => self.routes.acting_for(self.me),
@@ -747,7 +784,7 @@ impl TreeCore {
 
     /// Compares what the peer holds from us with what we hold for it.
     fn check_digest(&mut self, now: Time, l: usize, theirs: u64) {
-        let (mine, _) = self.store.digest(self.out_keys(l));
+        let (mine, _) = self.digest_out(l);
         let link = &mut self.links[l];
         if mine == theirs || !link.idle() {
             link.mismatches = 0;

@@ -30,6 +30,8 @@ pub(crate) struct Routes {
     /// Instances whose parent is dead and that report to the position
     /// above it (their grandparent) until it returns.
     fallback: HashSet<NodeId>,
+    /// Moves on every call that may change a route.
+    generation: u64,
 }
 
 impl Routes {
@@ -38,6 +40,7 @@ impl Routes {
             tree,
             acting: HashMap::default(),
             fallback: HashSet::default(),
+            generation: 0,
         }
     }
 
@@ -70,6 +73,7 @@ impl Routes {
     /// root's place is never taken); whether a claim heard from the network
     /// is legitimate at all is the core's check (`TreeCore`).
     pub fn set(&mut self, leader: NodeId, acting: NodeId, epoch: u64) -> bool {
+        self.generation = self.generation.wrapping_add(1);
         let valid = self.tree.parent(leader).is_some()
             && !self.tree.children(leader).is_empty()
             && self.tree.in_group(leader, acting);
@@ -81,6 +85,12 @@ impl Routes {
         before != self.replaced(leader)
     }
 
+    /// A counter that moves whenever the routes may have changed (cached
+    /// digests over a subtree hold until it moves).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Whether nothing overrides the static tree.
     fn is_static(&self) -> bool {
         self.acting.is_empty() && self.fallback.is_empty()
@@ -90,6 +100,7 @@ impl Routes {
     /// returns whether anything changed. Only an instance with a
     /// grandparent can fall back.
     pub fn set_fallback(&mut self, x: NodeId, on: bool) -> bool {
+        self.generation = self.generation.wrapping_add(1);
         if on {
             self.grandparent(x).is_some() && self.fallback.insert(x)
         } else {

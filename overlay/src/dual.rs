@@ -37,7 +37,8 @@ use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
 use crate::udp::{
-    Handle, Limiter, RECV_BATCH_MAX, Shared, count_drop, monotonic_now, release_after, spawn_boot,
+    Datagrams, Handle, Limiter, Shared, count_drop, for_each_received, monotonic_now,
+    release_after, spawn_boot,
 };
 use std::collections::VecDeque;
 
@@ -187,7 +188,8 @@ impl Paths {
 ///
 /// # Panics
 /// If the operating system has no random source
-/// ([`crate::udp::random_boot`]).
+/// ([`crate::udp::random_boot`]), or if the socket cannot be moved to the
+/// driver's own registration with the runtime (as [`crate::udp::spawn`]).
 pub fn spawn<I: Instance + 'static>(
     inst: I,
     socket: UdpSocket,
@@ -195,6 +197,7 @@ pub fn spawn<I: Instance + 'static>(
     shared: Arc<Shared>,
     policy: PathPolicy,
 ) -> (Handle<I>, DualView) {
+    let socket = Datagrams::new(socket).expect("re-registering a bound socket with the runtime");
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
@@ -248,7 +251,7 @@ struct Task<I> {
     /// Frames sent before the peer\'s boot was known, and those due again.
     held: Held,
     retry: VecDeque<Transmit>,
-    socket: UdpSocket,
+    socket: Datagrams,
     links: Links,
     inbox: mpsc::Receiver<Inbound>,
     sealer: Sealer,
@@ -261,7 +264,6 @@ struct Task<I> {
 
 impl<I: Instance> Task<I> {
     async fn run(mut self) {
-        let mut rx = vec![0u8; MAX_DATAGRAM_BYTES + 64];
         let mut tx = Vec::with_capacity(MAX_DATAGRAM_BYTES);
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -278,16 +280,8 @@ impl<I: Instance> Task<I> {
             }
             tokio::select! {
                 biased;
-                r = self.socket.recv_from(&mut rx) => {
-                    if let Ok((n, src)) = r {
-                        self.receive_udp(&rx[..n], src);
-                    }
-                    for _ in 1..RECV_BATCH_MAX {
-                        match self.socket.try_recv_from(&mut rx) {
-                            Ok((n, src)) => self.receive_udp(&rx[..n], src),
-                            Err(_) => break,
-                        }
-                    }
+                n = self.socket.recv_batch() => {
+                    for_each_received(n, |d, src| self.receive_udp(d, src));
                     // As in the UDP driver: a socket that is always
                     // readable must not starve the instance's timer.
                     if armed.is_some_and(|d| monotonic_now() >= d) {

@@ -110,6 +110,8 @@ pub enum Applied {
 #[derive(Default, Debug)]
 pub struct Store {
     records: HashMap<Key, (u64, Bytes)>,
+    /// Moves on every change (see [`Store::changes`]).
+    changes: u64,
 }
 
 impl Store {
@@ -121,16 +123,21 @@ impl Store {
     /// Keeps `r` if its version is above the held one.
     pub fn apply(&mut self, r: &Record) -> Applied {
         match self.records.get_mut(&r.key) {
-            Some((v, _)) if *v >= r.version => Applied::Stale,
-            Some(slot) => {
-                *slot = (r.version, r.data.clone());
-                Applied::Newer
-            }
+            Some((v, _)) if *v >= r.version => return Applied::Stale,
+            Some(slot) => *slot = (r.version, r.data.clone()),
             None => {
                 self.records.insert(r.key, (r.version, r.data.clone()));
-                Applied::Newer
             }
         }
+        self.changes = self.changes.wrapping_add(1);
+        Applied::Newer
+    }
+
+    /// A counter that moves whenever a record is created or replaced: a
+    /// digest computed at one value holds until it moves (hellos cache
+    /// theirs instead of looking up a subtree's records every interval).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The held version of `key`.
@@ -221,6 +228,20 @@ mod tests {
         assert_eq!(s.apply(&rec(1, 4)), Applied::Stale);
         assert_eq!(s.apply(&rec(1, 5)), Applied::Newer);
         assert_eq!(s.version(rec(1, 0).key), Some(5));
+    }
+
+    #[test]
+    fn changes_move_only_when_a_record_changes() {
+        let mut s = Store::new();
+        let c0 = s.changes();
+        s.apply(&rec(1, 4));
+        let c1 = s.changes();
+        assert_ne!(c0, c1, "a new record");
+        s.apply(&rec(1, 3));
+        s.apply(&rec(1, 4));
+        assert_eq!(s.changes(), c1, "stale records change nothing");
+        s.apply(&rec(1, 6));
+        assert_ne!(s.changes(), c1, "a replaced record");
     }
 
     #[test]

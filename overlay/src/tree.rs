@@ -188,6 +188,13 @@ impl Tree {
         std::iter::once(id).chain(below.iter().copied())
     }
 
+    /// The instances below `id` (its subtree without itself), as a slice.
+    pub fn descendants(&self, id: NodeId) -> &[NodeId] {
+        self.descendants
+            .get(id as usize)
+            .map_or(&[][..], Vec::as_slice)
+    }
+
     /// Number of instances in `id`'s subtree, itself included.
     pub fn subtree_len(&self, id: NodeId) -> usize {
         1 + self.descendants.get(id as usize).map_or(0, Vec::len)

@@ -317,10 +317,7 @@ impl TreeCore {
             Dir::ToParent => (self.me, Kind::Dsc),
             Dir::ToChild => (self.links[l].peer, Kind::Cfg),
         };
-        self.routes
-            .subtree(top)
-            .into_iter()
-            .map(move |node| Key { node, kind })
+        self.routes.subtree(top).map(move |node| Key { node, kind })
     }
 
     /// Keys that flow in on link `l`.
@@ -329,10 +326,44 @@ impl TreeCore {
             Dir::ToParent => (self.me, Kind::Cfg),
             Dir::ToChild => (self.links[l].peer, Kind::Dsc),
         };
-        self.routes
-            .subtree(top)
-            .into_iter()
-            .map(move |node| Key { node, kind })
+        self.routes.subtree(top).map(move |node| Key { node, kind })
+    }
+
+    /// The stamp a cached digest is valid for: nothing it covers can have
+    /// changed while the store's records and the routes have not.
+    fn digest_stamp(&self) -> (u64, u64) {
+        (self.store.changes(), self.routes.generation())
+    }
+
+    /// Digest and count of what this instance holds that flows in on link
+    /// `l` (sent in its hellos), cached until the store or the routes move.
+    /// Why: a sub-parent's hello to its parent covers its whole subtree
+    /// (hundreds of lookups of cold records every interval) although in
+    /// steady state nothing changed since the last one.
+    fn digest_in(&mut self, l: usize) -> (u64, u32) {
+        let stamp = self.digest_stamp();
+        if let Some((s, d, n)) = self.links[l].digests.inward
+            && s == stamp
+        {
+            return (d, n);
+        }
+        let (d, n) = self.store.digest(self.in_keys(l));
+        self.links[l].digests.inward = Some((stamp, d, n));
+        (d, n)
+    }
+
+    /// Digest and count of what flows out on link `l` (checked against the
+    /// peer's hello), cached like [`TreeCore::digest_in`].
+    fn digest_out(&mut self, l: usize) -> (u64, u32) {
+        let stamp = self.digest_stamp();
+        if let Some((s, d, n)) = self.links[l].digests.outward
+            && s == stamp
+        {
+            return (d, n);
+        }
+        let (d, n) = self.store.digest(self.out_keys(l));
+        self.links[l].digests.outward = Some((stamp, d, n));
+        (d, n)
     }
 
     /// May `key` arrive on link `l`? (Cfg only from above, Dsc only from below.)
@@ -495,10 +526,40 @@ impl TreeCore {
         }
     }
 
+    /// An update just went to the peer of link `l`. It proves this
+    /// instance alive to the peer as a hello would (any frame refreshes the
+    /// peer's dead timer), so the first hello due within one interval moves
+    /// one interval later, keeping its random phase so that deferred hellos
+    /// do not pile up. At most one hello in a row is skipped: the digest
+    /// check and the two-way state still get a hello at least every other
+    /// interval (well inside `dead`). A pending state change or hint still
+    /// goes at once.
+    ///
+    /// Why: in a change that reaches every node (a roll-out) each link
+    /// carries an update each way; the hellos due next on those links are
+    /// pure background that competed with the roll-out for the same CPUs
+    /// (issue 14: about half of the datagrams in the converge window of a
+    /// 100,000-node run were such hellos).
+    fn defer_hello(&mut self, now: Time, l: usize) {
+        let link = &mut self.links[l];
+        if link.hello_deferred
+            || link.hello_now
+            || link.state != NeighborState::Full
+            || !link.hints.is_empty()
+            || link.next_hello > now + link.timers.hello
+        {
+            return;
+        }
+        link.next_hello += link.timers.hello;
+        link.hello_deferred = true;
+    }
+
     /// Packs dirty records into updates while the window allows.
     fn flush(&mut self, now: Time, l: usize) {
+        let mut sent = false;
         while self.links[l].can_flush(&self.cfg) {
             let Some(update) = self.pack(l) else { break };
+            sent = true;
             let items = update
                 .records
                 .iter()
@@ -526,6 +587,9 @@ impl TreeCore {
                 to: link.peer,
                 frame,
             });
+        }
+        if sent {
+            self.defer_hello(now, l);
         }
         let link = &mut self.links[l];
         link.flush_at = if link.dirty.is_empty() {
@@ -576,7 +640,7 @@ impl TreeCore {
     }
 
     fn send_hello(&mut self, now: Time, l: usize) {
-        let (in_digest, in_count) = self.store.digest(self.in_keys(l));
+        let (in_digest, in_count) = self.digest_in(l);
         let stale = take_hints(&mut self.links[l]);
         let claim = match self.links[l].dir {
             Dir::ToParent => self.routes.acting_for(self.me),
@@ -586,6 +650,7 @@ impl TreeCore {
             let jitter = self.jittered(self.links[l].timers);
             let link = &mut self.links[l];
             link.hello_now = false;
+            link.hello_deferred = false;
             link.next_hello = now + jitter;
             Hello {
                 in_digest,
@@ -719,7 +784,7 @@ impl TreeCore {
 
     /// Compares what the peer holds from us with what we hold for it.
     fn check_digest(&mut self, now: Time, l: usize, theirs: u64) {
-        let (mine, _) = self.store.digest(self.out_keys(l));
+        let (mine, _) = self.digest_out(l);
         let link = &mut self.links[l];
         if mine == theirs || !link.idle() {
             link.mismatches = 0;

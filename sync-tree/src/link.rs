@@ -34,6 +34,15 @@ pub(crate) enum Dir {
     ToChild,
 }
 
+/// Cached digests of a link: `(stamp, digest, count)` for the records that
+/// flow in and out, where a stamp is the store's `changes` and the routes'
+/// `generation` at the time (see `TreeCore::digest_in`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DigestCache {
+    pub inward: Option<((u64, u64), u64, u32)>,
+    pub outward: Option<((u64, u64), u64, u32)>,
+}
+
 /// One update awaiting acknowledgement.
 pub(crate) struct InFlight {
     pub seq: u64,
@@ -50,6 +59,12 @@ pub(crate) struct Link {
     pub last_rx: Option<Time>,
     pub next_hello: Time,
     pub hello_now: bool,
+    /// The next hello was moved one interval later because an update went
+    /// to the peer (see `TreeCore::defer_hello`); cleared by the next hello.
+    pub hello_deferred: bool,
+    /// Digests over what flows in and out on this link, with the store's
+    /// `changes` and the routes' `generation` they were computed at.
+    pub digests: DigestCache,
     pub known: HashMap<Key, u64>,
     pub dirty: VecDeque<Key>,
     pub dirty_set: HashSet<Key>,
@@ -75,6 +90,8 @@ impl Link {
             last_rx: None,
             next_hello: first_hello,
             hello_now: false,
+            hello_deferred: false,
+            digests: DigestCache::default(),
             known: HashMap::default(),
             dirty: VecDeque::new(),
             dirty_set: HashSet::default(),

@@ -30,6 +30,8 @@ pub(crate) struct Routes {
     /// Instances whose parent is dead and that report to the position
     /// above it (their grandparent) until it returns.
     fallback: HashSet<NodeId>,
+    /// Moves on every call that may change a route.
+    generation: u64,
 }
 
 impl Routes {
@@ -38,6 +40,7 @@ impl Routes {
             tree,
             acting: HashMap::default(),
             fallback: HashSet::default(),
+            generation: 0,
         }
     }
 
@@ -70,6 +73,7 @@ impl Routes {
     /// root's place is never taken); whether a claim heard from the network
     /// is legitimate at all is the core's check (`TreeCore`).
     pub fn set(&mut self, leader: NodeId, acting: NodeId, epoch: u64) -> bool {
+        self.generation = self.generation.wrapping_add(1);
         let valid = self.tree.parent(leader).is_some()
             && !self.tree.children(leader).is_empty()
             && self.tree.in_group(leader, acting);
@@ -81,6 +85,12 @@ impl Routes {
         before != self.replaced(leader)
     }
 
+    /// A counter that moves whenever the routes may have changed (cached
+    /// digests over a subtree hold until it moves).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Whether nothing overrides the static tree.
     fn is_static(&self) -> bool {
         self.acting.is_empty() && self.fallback.is_empty()
@@ -90,6 +100,7 @@ impl Routes {
     /// returns whether anything changed. Only an instance with a
     /// grandparent can fall back.
     pub fn set_fallback(&mut self, x: NodeId, on: bool) -> bool {
+        self.generation = self.generation.wrapping_add(1);
         if on {
             self.grandparent(x).is_some() && self.fallback.insert(x)
         } else {
@@ -203,11 +214,26 @@ impl Routes {
         target == top || self.next_hop(top, target).is_some()
     }
 
-    /// `top` and every instance effectively below it.
-    pub fn subtree(&self, top: NodeId) -> Vec<NodeId> {
+    /// `top` and every instance effectively below it. Without failovers or
+    /// fallbacks it borrows the static tree's list (hellos ask for it on
+    /// every link: no allocation on that path).
+    pub fn subtree(&self, top: NodeId) -> Subtree<'_> {
         if self.is_static() {
-            return self.tree.subtree(top).collect();
+            return Subtree {
+                head: Some(top),
+                below: self.tree.descendants(top).iter(),
+                owned: Vec::new().into_iter(),
+            };
         }
+        Subtree {
+            head: None,
+            below: [].iter(),
+            owned: self.dynamic_subtree(top).into_iter(),
+        }
+    }
+
+    /// [`Routes::subtree`] after failovers or fallbacks.
+    fn dynamic_subtree(&self, top: NodeId) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self.tree.subtree(top).collect();
         for (&s, &(a, _)) in &self.acting {
             if a == top && s != top {
@@ -241,6 +267,25 @@ impl Routes {
     }
 }
 
+/// The instances of a subtree ([`Routes::subtree`]): the static tree's
+/// borrowed list, or a list computed after failovers.
+pub struct Subtree<'a> {
+    head: Option<NodeId>,
+    below: std::slice::Iter<'a, NodeId>,
+    owned: std::vec::IntoIter<NodeId>,
+}
+
+impl Iterator for Subtree<'_> {
+    type Item = NodeId;
+
+    fn next(&mut self) -> Option<NodeId> {
+        self.head
+            .take()
+            .or_else(|| self.below.next().copied())
+            .or_else(|| self.owned.next())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,7 +302,7 @@ mod tests {
         assert_eq!(r.children(0), vec![1, 2, 3]);
         assert_eq!(r.children(1), vec![4, 5]);
         assert_eq!(r.next_hop(0, 3), Some(3));
-        assert_eq!(r.subtree(1), vec![1, 4, 5]);
+        assert_eq!(r.subtree(1).collect::<Vec<_>>(), vec![1, 4, 5]);
         assert_eq!(r.fallen_from(1), vec![3]);
         assert!(r.set_fallback(3, false));
         assert_eq!(r.parent(3), Some(1));
@@ -305,7 +350,7 @@ mod tests {
         assert_eq!(r.next_hop(0, 3), Some(4));
         assert_eq!(r.next_hop(0, 1), Some(4));
         assert_eq!(r.next_hop(4, 3), Some(3));
-        assert_eq!(r.subtree(4), vec![1, 3, 4, 5]);
+        assert_eq!(r.subtree(4).collect::<Vec<_>>(), vec![1, 3, 4, 5]);
         assert!(r.within(5, 4) && !r.within(6, 4));
         assert_eq!(r.acting_for(4), Some((1, 1)));
     }

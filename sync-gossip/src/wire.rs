@@ -528,5 +528,59 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, WireError> {
     }
 }
 
+/// Names what a `Frame::Gossip` payload carries, for traffic accounting
+/// (the simulator's bytes by kind): our own payloads by tag, a foca packet
+/// by its message, with `+upd` when it piggybacks membership updates and
+/// `+bc` when it carries custom broadcasts (records, claims). Never fails:
+/// what does not decode is `gossip malformed`.
+pub fn payload_kind(payload: &[u8]) -> &'static str {
+    let Some((&tag, rest)) = payload.split_first() else {
+        return "gossip malformed";
+    };
+    match tag {
+        TAG_FOCA => foca_kind(rest).unwrap_or("gossip malformed"),
+        TAG_DIGEST => "gossip digest",
+        TAG_RECORDS => "gossip records push",
+        TAG_DOWN => "gossip down hint",
+        TAG_WATCH | TAG_WATCH_ACK => "gossip watch ping/ack",
+        TAG_CLAIM => "gossip direct claim",
+        _ => "gossip malformed",
+    }
+}
+
+fn foca_kind(mut buf: &[u8]) -> Option<&'static str> {
+    use foca::Codec;
+    let mut codec = WireCodec;
+    let h = codec.decode_header(&mut buf).ok()?;
+    let mut updates = 0u16;
+    if buf.len() >= 2 {
+        updates = buf.get_u16();
+        for _ in 0..updates {
+            codec.decode_member(&mut buf).ok()?;
+        }
+    }
+    let bc = buf.has_remaining();
+    let base = match h.message {
+        Message::Ping(_) => 0,
+        Message::Ack(_) => 1,
+        Message::PingReq { .. }
+        | Message::IndirectPing { .. }
+        | Message::IndirectAck { .. }
+        | Message::ForwardedAck { .. } => 2,
+        Message::Announce | Message::Feed => 3,
+        Message::Gossip | Message::Broadcast => 4,
+        Message::TurnUndead => 5,
+    };
+    const NAMES: [[&str; 4]; 6] = [
+        ["swim ping", "swim ping +upd", "swim ping +bc", "swim ping +upd +bc"],
+        ["swim ack", "swim ack +upd", "swim ack +bc", "swim ack +upd +bc"],
+        ["swim indirect", "swim indirect +upd", "swim indirect +bc", "swim indirect +upd +bc"],
+        ["swim announce/feed", "swim announce/feed +upd", "swim announce/feed +bc", "swim announce/feed +upd +bc"],
+        ["swim gossip", "swim gossip +upd", "swim gossip +bc", "swim gossip +upd +bc"],
+        ["swim turn-undead", "swim turn-undead +upd", "swim turn-undead +bc", "swim turn-undead +upd +bc"],
+    ];
+    Some(NAMES[base][usize::from(updates > 0) + 2 * usize::from(bc)])
+}
+
 #[cfg(test)]
 mod tests;

@@ -174,9 +174,15 @@ pub struct GossipConfig {
     pub suspect_to_down_after: Duration,
     /// Interval of foca's periodic gossip (only sent when there is news).
     pub gossip_interval: Duration,
-    /// Interval of foca's periodic announces, and of join retries while
-    /// this member knows no live member.
+    /// Interval of foca's announces to down members (healing
+    /// partitions); also how long a member must have been in the group
+    /// before it watches or judges the acting member.
     pub announce_interval: Duration,
+    /// Interval of the announce that completes an incomplete view: a
+    /// member that knows fewer than all other members announces itself
+    /// to a random one (the answer, foca's feed, lists up to about 100
+    /// members). Nothing is sent once the view is complete.
+    pub feed_interval: Duration,
     /// Interval between anti-entropy digests to one random live member.
     pub anti_entropy_interval: Duration,
     /// Least time between two claims of the acting role by this member, and
@@ -211,13 +217,14 @@ pub enum Mode {
 }
 
 impl GossipConfig {
-    /// Settings for a level whose hello is `hello` (see the module doc).
+    /// Settings for a level whose hello is `hello`, for a small group (see
+    /// the module doc); [`GossipConfig::for_group`] sizes them for a rack.
     pub fn for_hello(hello: Duration) -> GossipConfig {
-        // A quarter hello: at 200 members a probe period of half a hello
-        // left the dead sub-parent unprobed for up to 2.3 s at p99 (each
-        // period has a 37% chance that nobody probes a given member), which
-        // made re-homing miss 3 s. Anti-entropy slows to 8 periods (2 s at
-        // hello 1 s), which more than pays for the faster probing.
+        // The watchers, not random probing, catch the acting member's
+        // death (about one hello), so the period only bounds how fast other
+        // members' deaths are seen; hello / 4 doubled the SWIM traffic and
+        // saturated 5,000 UDP nodes on two cores. Anti-entropy every 8
+        // periods (4 hellos).
         let period = (hello / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
         GossipConfig {
             incarnation: 0,
@@ -228,12 +235,41 @@ impl GossipConfig {
             suspect_to_down_after: period * 4,
             gossip_interval: period,
             announce_interval: period * 10,
+            feed_interval: period * 10,
             anti_entropy_interval: period * 8,
             claim_holdoff: period * 4,
             mode: Mode::Rack,
             watchers: 2,
             watch_interval: hello / 8,
             watch_timeout: hello,
+        }
+    }
+
+    /// Settings for a group of `members` whose level's hello is `hello`:
+    /// [`GossipConfig::for_hello`] with SWIM's probing sized for the group
+    /// (issue 14). Each member probes one member per period and meets
+    /// every other member in time (a first contact costs an envelope
+    /// handshake), so with a fixed period a rack's SWIM traffic per member
+    /// was four times the tree's. The acting member is watched directly, so
+    /// the period only bounds how fast the death of another member is seen:
+    /// it grows with `log2(members / 4)` halves of a hello, from hello / 2
+    /// (8 members or fewer) to 4 hellos (1,024), about 2.8 hellos for 200.
+    /// Suspicion grows with `log10(members)` as memberlist's does (news
+    /// takes more rounds to reach a bigger group): `(1 + log10 n)` hellos.
+    /// Every other timer keeps its absolute value.
+    pub fn for_group(hello: Duration, members: usize) -> GossipConfig {
+        let base = GossipConfig::for_hello(hello);
+        let n = members.max(1) as f64;
+        let halves = (n / 4.0).log2().clamp(1.0, 8.0);
+        let period = (hello.mul_f64(halves / 2.0))
+            .clamp(Duration::from_millis(100), Duration::from_secs(20));
+        let suspect = hello.mul_f64(1.0 + n.log10());
+        GossipConfig {
+            probe_period: period.max(base.probe_period),
+            probe_rtt: base.probe_rtt,
+            suspect_to_down_after: suspect.max(base.suspect_to_down_after),
+            feed_interval: base.announce_interval * 6,
+            ..base
         }
     }
 
@@ -244,6 +280,7 @@ impl GossipConfig {
             (self.suspect_to_down_after, "suspect_to_down_after is zero"),
             (self.gossip_interval, "gossip_interval is zero"),
             (self.announce_interval, "announce_interval is zero"),
+            (self.feed_interval, "feed_interval is zero"),
             (self.anti_entropy_interval, "anti_entropy_interval is zero"),
             (self.watch_interval, "watch_interval is zero"),
         ];
@@ -278,7 +315,10 @@ impl GossipConfig {
             remove_down_after: None,
             max_packet_size: NonZeroUsize::new(FOCA_PACKET_MAX_BYTES).expect("positive"),
             notify_down_members: true,
-            periodic_announce: periodic(self.announce_interval, 1),
+            // The core announces itself while its view is incomplete
+            // (`feed_interval`); foca's periodic announce would send a feed
+            // of ~1,300 bytes every interval whether needed or not.
+            periodic_announce: None,
             periodic_announce_to_down_members: periodic(self.announce_interval, 2),
             periodic_gossip: periodic(self.gossip_interval, 3),
         }

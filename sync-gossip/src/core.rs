@@ -20,7 +20,7 @@ use crate::identity::MemberId;
 use crate::replica::{Handler, Replica, Shared};
 use crate::rng::SeededRng;
 use crate::runtime::{Outbox, Queues};
-use crate::wire::{self, DIGEST_BUCKETS, Digest, Item, Payload, RECORD_DATA_MAX_BYTES};
+use crate::wire::{self, DIGEST_BUCKETS, Digest, Item, Payload, RECORD_DATA_MAX_BYTES, Summary};
 
 /// Most events waiting for [`GossipCore::poll_event`].
 pub const EVENTS_MAX: usize = 8192;
@@ -75,6 +75,9 @@ pub struct GossipStats {
     pub claims: u64,
     /// Digests sent.
     pub digests_sent: u64,
+    /// Anti-entropy summaries sent (a full digest follows only when the
+    /// two sides differ).
+    pub summaries_sent: u64,
     /// Frames of records pushed by anti-entropy.
     pub push_frames: u64,
     /// Records pushed by peers that were newer than ours.
@@ -111,6 +114,7 @@ pub struct GossipCore {
     events: VecDeque<GossipEvent>,
     stats: GossipStats,
     next_anti_entropy: Time,
+    next_feed: Time,
     catch_up_peer: Option<NodeId>,
     next_join: Option<Time>,
     claim_not_before: Time,
@@ -159,6 +163,7 @@ impl GossipCore {
             events: VecDeque::new(),
             stats: GossipStats::default(),
             next_anti_entropy: now + cfg.anti_entropy_interval,
+            next_feed: now + cfg.feed_interval,
             catch_up_peer: None,
             next_join: (group.len() > 1).then_some(now),
             claim_not_before: now + cfg.claim_holdoff,
@@ -302,6 +307,7 @@ impl GossipCore {
         match wire::decode_payload(&g.payload) {
             Ok(Payload::Foca(data)) => self.call_foca(now, |f, out| f.handle_data(data, out)),
             Ok(Payload::Digest(d)) => self.on_digest(from, &d),
+            Ok(Payload::Summary(s)) => self.on_summary(from, &s),
             Ok(Payload::Records(rs)) => self.on_records(now, from, rs),
             Ok(Payload::Down(id)) => self.on_down_hint(now, id),
             Ok(Payload::Watch(seq)) => {
@@ -338,6 +344,9 @@ impl GossipCore {
         if self.next_anti_entropy <= now {
             self.anti_entropy(now);
         }
+        if self.next_feed <= now {
+            self.feed(now);
+        }
         if self.claim_at.is_some_and(|t| t <= now) {
             self.claim_at = None;
         }
@@ -363,6 +372,7 @@ impl GossipCore {
         [
             self.q.timers.next_at(),
             Some(self.next_anti_entropy),
+            Some(self.next_feed),
             self.next_join,
             self.claim_at,
             self.watch.map(|w| w.next_ping),
@@ -662,7 +672,36 @@ impl GossipCore {
             };
             self.call_foca(now, |f, out| f.announce(to, out));
         }
-        self.next_join = Some(now + self.cfg.probe_period * 2);
+        self.next_join = Some(now + self.join_retry());
+    }
+
+    /// Time between two join attempts: a fifth of the announce interval
+    /// (one hello), whatever the probe period.
+    fn join_retry(&self) -> Time {
+        self.cfg.announce_interval / 5
+    }
+
+    /// While this member's view lacks some members, announces itself to a
+    /// random member, whose feed lists up to about 100 members. Nothing is
+    /// sent once every member is known (foca's periodic announce sent a
+    /// full feed every interval regardless).
+    fn feed(&mut self, now: Time) {
+        self.next_feed = now + self.cfg.feed_interval;
+        let known = self.foca.iter_membership_state().len();
+        let others = self.group.len().saturating_sub(1);
+        if known >= others || others == 0 {
+            return;
+        }
+        let ranked = self.group.ranked();
+        let n = ranked[self.rng.below(ranked.len() as u64) as usize];
+        if n == self.node {
+            return;
+        }
+        let to = MemberId {
+            node: n,
+            incarnation: 0,
+        };
+        self.call_foca(now, |f, out| f.announce(to, out));
     }
 
     // --------------------------------------------------------- anti-entropy
@@ -692,10 +731,37 @@ impl GossipCore {
                 .and_then(|i| self.alive.iter().nth(i).copied())
         });
         if let Some(p) = peer {
-            self.send_digest(p, true);
+            self.send_summary(p);
         }
         let factor = 0.75 + 0.5 * (self.rng.below(1000) as f64 / 1000.0);
         self.next_anti_entropy = now + self.cfg.anti_entropy_interval.mul_f64(factor);
+    }
+
+    /// A summary of what this member holds: its claim and one hash of its
+    /// digest buckets (a dozen bytes instead of the 260 of a digest).
+    fn send_summary(&mut self, to: NodeId) {
+        let s = {
+            let r = self.shared.lock();
+            Summary {
+                acting: r.acting(),
+                hash: wire::buckets_hash(&r.buckets()),
+            }
+        };
+        self.q
+            .send(to, self.group.group(), wire::summary_payload(&s));
+        self.stats.summaries_sent += 1;
+    }
+
+    /// Anti-entropy's first step: nothing more when the peer holds the
+    /// same records and follows the same claim; else the full exchange
+    /// (our digest, asking for theirs).
+    fn on_summary(&mut self, from: NodeId, s: &Summary) {
+        self.shared.lock().follow(s.acting);
+        let mine = self.digest(false);
+        if mine.acting == s.acting && wire::buckets_hash(&mine.buckets) == s.hash {
+            return;
+        }
+        self.send_digest(from, true);
     }
 
     /// Follows a better claim, pushes what differs, and answers with our

@@ -37,6 +37,8 @@ const TAG_WATCH: u8 = 4;
 const TAG_WATCH_ACK: u8 = 5;
 /// Payload tag: an acting claim sent straight to a member.
 const TAG_CLAIM: u8 = 6;
+/// Payload tag: an anti-entropy [`Summary`].
+const TAG_SUMMARY: u8 = 7;
 /// Item tag: a record.
 const ITEM_RECORD: u8 = 1;
 /// Item tag: an acting announcement.
@@ -91,6 +93,24 @@ pub struct Digest {
     pub buckets: [u64; DIGEST_BUCKETS],
 }
 
+/// Anti-entropy's first message: the sender's claim and one hash of its
+/// digest buckets. Equal on both sides: nothing more is sent; else the
+/// receiver starts the full exchange with a [`Digest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The sender's acting claim.
+    pub acting: Acting,
+    /// [`buckets_hash`] of the sender's digest buckets.
+    pub hash: u64,
+}
+
+/// One hash of all digest buckets (order matters).
+pub fn buckets_hash(buckets: &[u64; DIGEST_BUCKETS]) -> u64 {
+    buckets.iter().fold(0x5375_6d6d_6172_7921, |h, &b| {
+        overlay::rng::splitmix64(h ^ b)
+    })
+}
+
 /// A decoded `Frame::Gossip` payload.
 #[derive(Debug)]
 pub enum Payload<'a> {
@@ -111,6 +131,8 @@ pub enum Payload<'a> {
     /// An acting claim sent straight to every member by the new acting
     /// one, so that the group re-homes without waiting for foca's rounds.
     Claim(Acting),
+    /// An anti-entropy summary.
+    Summary(Summary),
 }
 
 /// The digest bucket of `key`.
@@ -452,6 +474,16 @@ pub fn watch_payload(seq: u64, ack: bool) -> Vec<u8> {
     out
 }
 
+/// Encodes a summary payload.
+pub fn summary_payload(s: &Summary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.put_u8(TAG_SUMMARY);
+    put_varint(&mut out, s.acting.member.into());
+    put_varint(&mut out, s.acting.epoch);
+    out.put_u64_le(s.hash);
+    out
+}
+
 /// An acting claim for one member.
 pub fn claim_payload(a: &Acting) -> Vec<u8> {
     let mut out = vec![TAG_CLAIM];
@@ -509,6 +541,20 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, WireError> {
             }
             Ok(Payload::Down(id))
         }
+        TAG_SUMMARY => {
+            let mut buf = rest;
+            let acting = Acting {
+                member: get_u32(&mut buf)?,
+                epoch: get_varint(&mut buf)?,
+            };
+            if buf.len() != 8 {
+                return Err(WireError::Truncated);
+            }
+            Ok(Payload::Summary(Summary {
+                acting,
+                hash: buf.get_u64_le(),
+            }))
+        }
         TAG_WATCH | TAG_WATCH_ACK | TAG_CLAIM => {
             let mut buf = rest;
             let p = match tag {
@@ -544,6 +590,7 @@ pub fn payload_kind(payload: &[u8]) -> &'static str {
         TAG_DOWN => "gossip down hint",
         TAG_WATCH | TAG_WATCH_ACK => "gossip watch ping/ack",
         TAG_CLAIM => "gossip direct claim",
+        TAG_SUMMARY => "gossip summary",
         _ => "gossip malformed",
     }
 }

@@ -208,8 +208,8 @@ fn kinds_between(
         .iter()
         .filter_map(|(k, a)| {
             let b = before.get(k).map_or(0, |b| b.bytes);
-            let per = (a.bytes - b) as f64 / node_seconds;
-            (per > 0.0).then(|| (k.to_string(), (per * 10.0).round() / 10.0))
+            let per = ((a.bytes - b) as f64 / node_seconds * 10.0).round() / 10.0;
+            (per > 0.0).then(|| (k.to_string(), per))
         })
         .collect()
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use foca::OwnedNotification;
 use overlay::record::Applied;
-use overlay::{Key, NodeId, Record, Time, Transmit};
+use overlay::{Key, Kind, NodeId, Record, Time, Transmit};
 use proto::overlay::{Frame, frame::Body};
 
 use crate::config::{FOCA_PACKET_MAX_BYTES, GossipConfig, GroupSpec, Mode};
@@ -20,15 +20,22 @@ use crate::identity::MemberId;
 use crate::replica::{Handler, Replica, Shared};
 use crate::rng::SeededRng;
 use crate::runtime::{Outbox, Queues};
-use crate::wire::{self, DIGEST_BUCKETS, Digest, Item, Payload, RECORD_DATA_MAX_BYTES, Summary};
+use crate::wire::{
+    self, DIGEST_BUCKETS, Digest, Item, Own, Payload, RECORD_DATA_MAX_BYTES, Summary,
+};
 
 /// Most events waiting for [`GossipCore::poll_event`].
 pub const EVENTS_MAX: usize = 8192;
 
 /// Most frames of records pushed in answer to one digest.
 pub const PUSH_FRAMES_MAX: usize = 16;
-/// Members a fresh record is sent to directly: the best-ranked live ones.
-pub const REPLICAS: usize = 3;
+/// Members that hold the whole group's records (rack mode): the
+/// best-ranked live ones, the acting member and its likely successors,
+/// plus the followed acting member if it is not among them. Every other
+/// member holds only its own records: only a holder is elected while one
+/// lives, and holding 200 members' records in each of 200 members was
+/// the rack's square in memory and anti-entropy (issue 14).
+pub const HOLDERS: usize = 4;
 
 /// Random members announced to at a join, besides the two best-ranked.
 pub const SEEDS_RANDOM: usize = 2;
@@ -90,6 +97,12 @@ pub struct GossipStats {
     pub broadcasts_refused: u64,
     /// Times this member, watching the acting one, declared it down.
     pub watch_downs: u64,
+    /// Times this member became a holder of the group's records.
+    pub holder_starts: u64,
+    /// Records forgotten on ceasing to be a holder.
+    pub records_forgotten: u64,
+    /// Pushed records of other members dropped by a non-holder.
+    pub records_not_held: u64,
 }
 
 /// A watcher's view of the acting member it watches.
@@ -124,6 +137,8 @@ pub struct GossipCore {
     down_seen: BTreeSet<NodeId>,
     /// When foca first reported this member joined.
     active_since: Option<Time>,
+    /// Whether this member held the group's records at the last look.
+    holding: bool,
 }
 
 impl GossipCore {
@@ -171,6 +186,7 @@ impl GossipCore {
             watch: None,
             down_seen: BTreeSet::new(),
             active_since: None,
+            holding: true,
             group,
             cfg,
         };
@@ -262,20 +278,17 @@ impl GossipCore {
         Ok(())
     }
 
-    /// Sends a fresh record straight to the [`REPLICAS`] best-ranked live
-    /// members (the acting one and its likely successors): they are the
-    /// ones that may have to serve the group. Everyone else catches up by
-    /// anti-entropy. An epidemic broadcast of every record to every member
-    /// costs a rack of `n` members about `n * max_transmissions` copies of
-    /// each change, which dominated the traffic of 100-member racks.
+    /// Sends a fresh record straight to the holders ([`HOLDERS`]): they
+    /// are the ones that may have to serve the group; a holder that missed
+    /// it catches up by anti-entropy. An epidemic broadcast of every
+    /// record to every member costs a rack of `n` members about
+    /// `n * max_transmissions` copies of each change, which dominated the
+    /// traffic of 100-member racks.
     fn replicate(&mut self, record: Record) {
         let targets: Vec<NodeId> = self
-            .group
-            .ranked()
-            .iter()
-            .copied()
-            .filter(|&m| m != self.node && self.alive.contains(&m))
-            .take(REPLICAS)
+            .holders()
+            .into_iter()
+            .filter(|&m| m != self.node)
             .collect();
         for t in targets {
             self.send_records(t, &mut vec![record.clone()]);
@@ -308,6 +321,8 @@ impl GossipCore {
             Ok(Payload::Foca(data)) => self.call_foca(now, |f, out| f.handle_data(data, out)),
             Ok(Payload::Digest(d)) => self.on_digest(from, &d),
             Ok(Payload::Summary(s)) => self.on_summary(from, &s),
+            Ok(Payload::Own(o)) => self.on_own(from, o),
+            Ok(Payload::OwnHeld(o)) => self.on_own_held(from, o),
             Ok(Payload::Records(rs)) => self.on_records(now, from, rs),
             Ok(Payload::Down(id)) => self.on_down_hint(now, id),
             Ok(Payload::Watch(seq)) => {
@@ -357,13 +372,21 @@ impl GossipCore {
     /// The next frame to send.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.q.transmits.pop_front()
+        let t = self.q.transmits.pop_front();
+        if t.is_none() {
+            shrink_idle(&mut self.q.transmits);
+        }
+        t
     }
 
     /// The next event for the application.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<GossipEvent> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() {
+            shrink_idle(&mut self.events);
+        }
+        e
     }
 
     /// When [`GossipCore::handle_timeout`] should next run.
@@ -424,6 +447,7 @@ impl GossipCore {
             }
             self.drain_replica(now);
             self.elect(now);
+            self.update_holding();
             if quiet && self.q.notes.is_empty() {
                 return;
             }
@@ -464,8 +488,14 @@ impl GossipCore {
                     self.push_event(GossipEvent::MemberUp(id.node));
                 }
                 if self.acting().member == self.node {
-                    // Bring a newcomer (or a restarted member) up to date.
-                    self.send_digest(id.node, true);
+                    // Bring a newcomer (or a restarted member) up to date:
+                    // a holder gets the records, anyone the claim.
+                    if self.holders().contains(&id.node) {
+                        self.send_digest(id.node, true);
+                    } else {
+                        let claim = wire::claim_payload(&self.acting());
+                        self.q.send(id.node, self.group.group(), claim);
+                    }
                 }
             }
             OwnedNotification::MemberDown(id) if self.alive.remove(&id.node) => {
@@ -476,10 +506,7 @@ impl GossipCore {
             OwnedNotification::Active => {
                 self.next_join = None;
                 self.active_since.get_or_insert(now);
-                let peers: Vec<NodeId> = self.alive.iter().copied().take(2).collect();
-                for p in peers {
-                    self.send_digest(p, true);
-                }
+                self.catch_up_now();
             }
             OwnedNotification::Idle => self.next_join = Some(now),
             OwnedNotification::Rejoin(_) => {
@@ -721,17 +748,27 @@ impl GossipCore {
         self.stats.digests_sent += 1;
     }
 
-    /// Sends a digest to one random live member (or to the peer whose push
-    /// just brought news), then re-arms with ±25 % jitter.
+    /// One round, to the peer whose push just brought news or else a
+    /// random one, then re-arms with ±25 % jitter. A holder sends a
+    /// [`Summary`] to another holder (flat mode: to any member); any
+    /// other member tells a holder the version of its own Dsc.
     fn anti_entropy(&mut self, now: Time) {
+        let holding = self.holds_all();
+        let pool: Vec<NodeId> = if self.cfg.mode == Mode::Flat {
+            self.alive.iter().copied().collect()
+        } else {
+            self.holders()
+                .into_iter()
+                .filter(|&m| m != self.node && self.alive.contains(&m))
+                .collect()
+        };
         let peer = self.catch_up_peer.take().or_else(|| {
-            let n = self.alive.len() as u64;
-            (n > 0)
-                .then(|| self.rng.below(n) as usize)
-                .and_then(|i| self.alive.iter().nth(i).copied())
+            (!pool.is_empty()).then(|| pool[self.rng.below(pool.len() as u64) as usize])
         });
-        if let Some(p) = peer {
-            self.send_summary(p);
+        match peer {
+            Some(p) if holding => self.send_summary(p),
+            Some(p) => self.send_own(p),
+            None => {}
         }
         let factor = 0.75 + 0.5 * (self.rng.below(1000) as f64 / 1000.0);
         self.next_anti_entropy = now + self.cfg.anti_entropy_interval.mul_f64(factor);
@@ -754,14 +791,137 @@ impl GossipCore {
 
     /// Anti-entropy's first step: nothing more when the peer holds the
     /// same records and follows the same claim; else the full exchange
-    /// (our digest, asking for theirs).
+    /// (our digest, asking for theirs). A member that holds only its own
+    /// records (the sender's view is behind) answers with its claim if
+    /// the claims differ, never with records it does not keep.
     fn on_summary(&mut self, from: NodeId, s: &Summary) {
         self.shared.lock().follow(s.acting);
         let mine = self.digest(false);
+        if !self.holds_all() {
+            if mine.acting != s.acting {
+                let claim = wire::claim_payload(&mine.acting);
+                self.q.send(from, self.group.group(), claim);
+            }
+            return;
+        }
         if mine.acting == s.acting && wire::buckets_hash(&mine.buckets) == s.hash {
             return;
         }
         self.send_digest(from, true);
+    }
+
+    /// The version of this member's own Dsc it holds (0: none).
+    fn own_version(&self, node: NodeId) -> u64 {
+        let key = Key {
+            node,
+            kind: Kind::Dsc,
+        };
+        self.shared.lock().version(key).unwrap_or(0)
+    }
+
+    /// Tells holder `to` our claim and our own Dsc's version.
+    fn send_own(&mut self, to: NodeId) {
+        let o = Own {
+            acting: self.acting(),
+            version: self.own_version(self.node),
+        };
+        self.q
+            .send(to, self.group.group(), wire::own_payload(&o, false));
+        self.stats.summaries_sent += 1;
+    }
+
+    /// A member's own Dsc version: answered (with what this holder holds
+    /// of it and this holder's claim) only when the member's is newer or
+    /// the claims differ; in sync, nothing is sent.
+    fn on_own(&mut self, from: NodeId, o: Own) {
+        self.shared.lock().follow(o.acting);
+        let held = self.own_version(from);
+        let acting = self.acting();
+        if held < o.version || acting != o.acting {
+            let reply = Own {
+                acting,
+                version: held,
+            };
+            self.q
+                .send(from, self.group.group(), wire::own_payload(&reply, true));
+        }
+    }
+
+    /// A holder's answer: follow its claim, push our Dsc if it is behind.
+    fn on_own_held(&mut self, from: NodeId, o: Own) {
+        self.shared.lock().follow(o.acting);
+        let key = Key {
+            node: self.node,
+            kind: Kind::Dsc,
+        };
+        let mine = self.shared.lock().get(key);
+        if let Some(r) = mine.filter(|r| r.version > o.version) {
+            self.send_records(from, &mut vec![r]);
+        }
+    }
+
+    /// The members that hold the group's records in this member's view
+    /// ([`HOLDERS`]): the best-ranked ones it believes alive (itself
+    /// included) and the followed acting member.
+    fn holders(&self) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = self
+            .group
+            .ranked()
+            .iter()
+            .copied()
+            .filter(|&m| m == self.node || self.alive.contains(&m))
+            .take(HOLDERS)
+            .collect();
+        let acting = self.acting().member;
+        if !out.contains(&acting) {
+            out.push(acting);
+        }
+        out
+    }
+
+    /// Whether this member holds the whole group's records (always in
+    /// flat mode).
+    fn holds_all(&self) -> bool {
+        self.cfg.mode == Mode::Flat || self.holders().contains(&self.node)
+    }
+
+    /// Starts holding (catch up at once from another holder) or stops
+    /// (forget the others' records) when the view moved this member in
+    /// or out of the holders.
+    fn update_holding(&mut self) {
+        let now_holding = self.holds_all();
+        if now_holding == self.holding {
+            return;
+        }
+        self.holding = now_holding;
+        if now_holding {
+            self.stats.holder_starts += 1;
+            self.catch_up_now();
+        } else {
+            let dropped = self.shared.lock().keep_only(self.node);
+            self.stats.records_forgotten += dropped as u64;
+        }
+    }
+
+    /// Asks for what this member lacks right away: a holder sends its
+    /// digest to up to two other holders, any other member its own
+    /// Dsc's version to one holder.
+    fn catch_up_now(&mut self) {
+        let others: Vec<NodeId> = if self.cfg.mode == Mode::Flat {
+            self.alive.iter().copied().collect()
+        } else {
+            self.holders()
+                .into_iter()
+                .filter(|&m| m != self.node && self.alive.contains(&m))
+                .collect()
+        };
+        if self.holds_all() {
+            for p in others.into_iter().take(2) {
+                self.send_digest(p, true);
+            }
+        } else if let Some(&p) = others.first() {
+            self.send_own(p);
+        }
     }
 
     /// Follows a better claim, pushes what differs, and answers with our
@@ -821,11 +981,15 @@ impl GossipCore {
     /// soon (catch-up after a restart takes a few quick rounds).
     fn on_records(&mut self, now: Time, from: NodeId, records: Vec<Record>) {
         let mut newer = 0;
+        let holding = self.holds_all();
         {
             let mut r = self.shared.lock();
             for rec in records {
                 if !self.group.contains(rec.key.node) {
                     r.rejected += 1;
+                } else if !holding && rec.key.node != self.node {
+                    // Not a holder: the sender's view is behind ours.
+                    self.stats.records_not_held += 1;
                 } else if r.apply_remote(rec) == Applied::Newer {
                     newer += 1;
                 }
@@ -836,6 +1000,18 @@ impl GossipCore {
             self.catch_up_peer = Some(from);
             self.next_anti_entropy = self.next_anti_entropy.min(now + self.cfg.probe_rtt);
         }
+    }
+}
+
+/// Capacity an empty queue keeps; a burst (a group forming: one
+/// `MemberUp` per member) grows a queue to hundreds of entries, which a
+/// core would otherwise keep for good (issue 14: 8 KB per member of a
+/// 200-member rack).
+const IDLE_QUEUE_CAPACITY: usize = 16;
+
+fn shrink_idle<T>(q: &mut VecDeque<T>) {
+    if q.is_empty() && q.capacity() > 4 * IDLE_QUEUE_CAPACITY {
+        q.shrink_to(IDLE_QUEUE_CAPACITY);
     }
 }
 

@@ -39,6 +39,10 @@ const TAG_WATCH_ACK: u8 = 5;
 const TAG_CLAIM: u8 = 6;
 /// Payload tag: an anti-entropy [`Summary`].
 const TAG_SUMMARY: u8 = 7;
+/// Payload tag: a member's [`Own`] Dsc version, to a holder.
+const TAG_OWN: u8 = 8;
+/// Payload tag: a holder's answer to [`TAG_OWN`].
+const TAG_OWN_HELD: u8 = 9;
 /// Item tag: a record.
 const ITEM_RECORD: u8 = 1;
 /// Item tag: an acting announcement.
@@ -104,6 +108,17 @@ pub struct Summary {
     pub hash: u64,
 }
 
+/// What a member that does not hold the group's records says to a
+/// holder (its own Dsc's version) and what the holder answers (the
+/// version it holds of that Dsc), each with the sender's claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Own {
+    /// The sender's acting claim.
+    pub acting: Acting,
+    /// A version of the member's Dsc (0: none).
+    pub version: u64,
+}
+
 /// One hash of all digest buckets (order matters).
 pub fn buckets_hash(buckets: &[u64; DIGEST_BUCKETS]) -> u64 {
     buckets.iter().fold(0x5375_6d6d_6172_7921, |h, &b| {
@@ -133,6 +148,10 @@ pub enum Payload<'a> {
     Claim(Acting),
     /// An anti-entropy summary.
     Summary(Summary),
+    /// A member's own Dsc version, to a holder.
+    Own(Own),
+    /// A holder's answer: the version it holds of the member's Dsc.
+    OwnHeld(Own),
 }
 
 /// The digest bucket of `key`.
@@ -484,6 +503,16 @@ pub fn summary_payload(s: &Summary) -> Vec<u8> {
     out
 }
 
+/// Encodes an [`Own`] payload: a member's (`held` false) or a holder's
+/// answer (`held` true).
+pub fn own_payload(o: &Own, held: bool) -> Vec<u8> {
+    let mut out = vec![if held { TAG_OWN_HELD } else { TAG_OWN }];
+    put_varint(&mut out, o.acting.member.into());
+    put_varint(&mut out, o.acting.epoch);
+    put_varint(&mut out, o.version);
+    out
+}
+
 /// An acting claim for one member.
 pub fn claim_payload(a: &Acting) -> Vec<u8> {
     let mut out = vec![TAG_CLAIM];
@@ -555,6 +584,24 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, WireError> {
                 hash: buf.get_u64_le(),
             }))
         }
+        TAG_OWN | TAG_OWN_HELD => {
+            let mut buf = rest;
+            let o = Own {
+                acting: Acting {
+                    member: get_u32(&mut buf)?,
+                    epoch: get_varint(&mut buf)?,
+                },
+                version: get_varint(&mut buf)?,
+            };
+            if buf.has_remaining() {
+                return Err(WireError::Range);
+            }
+            Ok(if tag == TAG_OWN {
+                Payload::Own(o)
+            } else {
+                Payload::OwnHeld(o)
+            })
+        }
         TAG_WATCH | TAG_WATCH_ACK | TAG_CLAIM => {
             let mut buf = rest;
             let p = match tag {
@@ -591,6 +638,7 @@ pub fn payload_kind(payload: &[u8]) -> &'static str {
         TAG_WATCH | TAG_WATCH_ACK => "gossip watch ping/ack",
         TAG_CLAIM => "gossip direct claim",
         TAG_SUMMARY => "gossip summary",
+        TAG_OWN | TAG_OWN_HELD => "gossip own version",
         _ => "gossip malformed",
     }
 }

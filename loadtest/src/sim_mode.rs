@@ -110,8 +110,7 @@ pub fn run(
     sim.run_until(sim.now() + c.root_hello * STEADY_HELLOS);
     let root_children = c.tree.children(0).len().max(1) as f64;
     let per_hello_total = (sim.rx_datagrams(0) - rx0) as f64 / STEADY_HELLOS as f64;
-    let node_seconds =
-        c.flat.instances.len() as f64 * (c.root_hello * STEADY_HELLOS).as_secs_f64();
+    let node_seconds = c.flat.instances.len() as f64 * (c.root_hello * STEADY_HELLOS).as_secs_f64();
     let steady = Steady {
         by_kind: kinds_between(&kinds0, &sim.stats.by_kind, node_seconds),
         per_child: per_hello_total / root_children,

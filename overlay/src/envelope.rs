@@ -56,8 +56,8 @@ use hkdf::Hkdf;
 use proto::overlay::Frame;
 use proto::prost::Message;
 use rustc_hash::FxHashMap as HashMap;
-use smallvec::SmallVec;
 use sha2::Sha256;
+use smallvec::SmallVec;
 use std::num::NonZeroU64;
 use std::sync::{Arc, RwLock};
 

@@ -361,6 +361,28 @@ mod tests {
     }
 
     #[test]
+    fn probing_is_sized_for_the_group() {
+        let hello = Duration::from_secs(1);
+        let small = GossipConfig::for_group(hello, 8);
+        assert_eq!(
+            small,
+            GossipConfig {
+                feed_interval: small.feed_interval,
+                ..GossipConfig::for_hello(hello)
+            }
+        );
+        let rack = GossipConfig::for_group(hello, 200);
+        rack.validate().expect("valid");
+        let p = rack.probe_period.as_millis();
+        assert!((2700..2900).contains(&p), "period {p} ms for 200 members");
+        assert_eq!(rack.probe_rtt, small.probe_rtt, "round trips do not grow");
+        assert_eq!(rack.watch_timeout, hello, "the acting member is watched");
+        assert!(rack.suspect_to_down_after > small.suspect_to_down_after);
+        let big = GossipConfig::for_group(hello, 1024);
+        assert_eq!(big.probe_period, Duration::from_secs(4));
+    }
+
+    #[test]
     fn defaults_are_valid_and_fit_a_frame() {
         let c = GossipConfig::for_hello(Duration::from_secs(1));
         c.validate().expect("valid");

@@ -880,7 +880,12 @@ impl GossipCore {
     }
 
     /// Whether this member holds the whole group's records (always in
-    /// flat mode).
+    /// flat mode): one of the [`HOLDERS`] best-ranked live members in its
+    /// view, or the acting one.
+    pub fn is_holder(&self) -> bool {
+        self.holds_all()
+    }
+
     fn holds_all(&self) -> bool {
         self.cfg.mode == Mode::Flat || self.holders().contains(&self.node)
     }

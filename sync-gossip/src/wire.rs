@@ -667,12 +667,42 @@ fn foca_kind(mut buf: &[u8]) -> Option<&'static str> {
         Message::TurnUndead => 5,
     };
     const NAMES: [[&str; 4]; 6] = [
-        ["swim ping", "swim ping +upd", "swim ping +bc", "swim ping +upd +bc"],
-        ["swim ack", "swim ack +upd", "swim ack +bc", "swim ack +upd +bc"],
-        ["swim indirect", "swim indirect +upd", "swim indirect +bc", "swim indirect +upd +bc"],
-        ["swim announce/feed", "swim announce/feed +upd", "swim announce/feed +bc", "swim announce/feed +upd +bc"],
-        ["swim gossip", "swim gossip +upd", "swim gossip +bc", "swim gossip +upd +bc"],
-        ["swim turn-undead", "swim turn-undead +upd", "swim turn-undead +bc", "swim turn-undead +upd +bc"],
+        [
+            "swim ping",
+            "swim ping +upd",
+            "swim ping +bc",
+            "swim ping +upd +bc",
+        ],
+        [
+            "swim ack",
+            "swim ack +upd",
+            "swim ack +bc",
+            "swim ack +upd +bc",
+        ],
+        [
+            "swim indirect",
+            "swim indirect +upd",
+            "swim indirect +bc",
+            "swim indirect +upd +bc",
+        ],
+        [
+            "swim announce/feed",
+            "swim announce/feed +upd",
+            "swim announce/feed +bc",
+            "swim announce/feed +upd +bc",
+        ],
+        [
+            "swim gossip",
+            "swim gossip +upd",
+            "swim gossip +bc",
+            "swim gossip +upd +bc",
+        ],
+        [
+            "swim turn-undead",
+            "swim turn-undead +upd",
+            "swim turn-undead +bc",
+            "swim turn-undead +upd +bc",
+        ],
     ];
     Some(NAMES[base][usize::from(updates > 0) + 2 * usize::from(bc)])
 }

@@ -8,19 +8,21 @@
 //!
 //! # The foca settings, and why
 //!
-//! Derived from the level's hello by [`GossipConfig::for_hello`] (hello 1 s
-//! gives the values in brackets), for racks of up to ~500 members on a LAN:
+//! [`GossipConfig::for_hello`] derives a small group's settings from the
+//! level's hello (hello 1 s gives the values in brackets);
+//! [`GossipConfig::for_group`] sizes the probe period and the suspicion
+//! for a rack (see its doc) and keeps every other value:
 //!
 //! | setting | value | why |
 //! | --- | --- | --- |
-//! | `probe_period` | hello / 4 (250 ms) | every member probes one member per period; in a period a given member has a 37 % chance that nobody probes it, so the period sets the detection tail (half a hello gave re-homing p99 of 5 s in 200-member racks, a quarter 2.5 s) |
-//! | `probe_rtt` | period / 5 (100 ms) | LAN round trips are well under 1 ms; the rest of the period is left for the indirect probes |
+//! | `probe_period` | hello / 2 (500 ms); `for_group`: `log2(n / 4)` halves of a hello in hello / 2 ..= 4 hellos (2.8 s for 200) | every member probes one member per period; the watchers, not probing, catch the acting member's death, so the period only bounds how fast other deaths are seen |
+//! | `probe_rtt` | hello / 10 (100 ms) | LAN round trips are well under 1 ms; the rest of the period is left for the indirect probes |
 //! | `num_indirect_probes` | 3 | a probe fails falsely only if the direct and all three indirect paths fail: about 6e-4 at 5 % loss |
-//! | `suspect_to_down_after` | 4 periods (1 s) | time for a falsely suspected member to hear of it and refute; shorter made loaded real-UDP runs flap |
-//! | `max_transmissions` | 4 log10(n+1), 8..=15 (11 for 500) | how many times each update and record is piggybacked; enough to reach every member of a rack with high probability, anti-entropy repairs the rest |
-//! | `periodic_gossip` | every period, 3 members | spreads suspicions, downs and claims without waiting for probes; more often saturated 5,000 nodes on two cores at start-up |
-//! | `periodic_announce` | every 10 periods, 1 member | finishes learning the full member list after a join |
-//! | `periodic_announce_to_down_members` | every 10 periods, 2 members | finds members on the other side of a healed partition |
+//! | `suspect_to_down_after` | 2 hellos; `for_group`: `(1 + log10 n)` hellos, at least 2 | time for a falsely suspected member to hear of it and refute; shorter made loaded real-UDP runs flap |
+//! | `max_transmissions` | 4 log10(n+1), 8..=15 (11 for 500) | how many times each update is piggybacked; enough to reach every member of a rack with high probability, anti-entropy repairs the rest |
+//! | `periodic_gossip` | every hello / 2, 3 members | spreads suspicions, downs and claims without waiting for probes (only when there is news) |
+//! | `periodic_announce` | none | the core announces itself every `feed_interval` only while its view is incomplete |
+//! | `periodic_announce_to_down_members` | every 5 hellos, 2 members | finds members on the other side of a healed partition |
 //! | `notify_down_members` | true | a member declared down learns it and rejoins with a renewed identity |
 //! | `remove_down_after` | `None` | membership is keyed by node id, so memory stays bounded by the group |
 //! | `max_packet_size` | [`FOCA_PACKET_MAX_BYTES`] | a foca packet plus the `Frame::Gossip` wrapping fits `MAX_FRAME_BYTES` |

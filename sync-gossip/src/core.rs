@@ -37,6 +37,9 @@ pub const PUSH_FRAMES_MAX: usize = 16;
 /// the rack's square in memory and anti-entropy (issue 14).
 pub const HOLDERS: usize = 4;
 
+/// Most records waiting for the next poll to be replicated.
+pub const OUTGOING_MAX: usize = 4096;
+
 /// Random members announced to at a join, besides the two best-ranked.
 pub const SEEDS_RANDOM: usize = 2;
 
@@ -103,6 +106,9 @@ pub struct GossipStats {
     pub records_forgotten: u64,
     /// Pushed records of other members dropped by a non-holder.
     pub records_not_held: u64,
+    /// Published records not replicated because [`OUTGOING_MAX`] were
+    /// waiting (anti-entropy still spreads them).
+    pub replication_dropped: u64,
 }
 
 /// A watcher's view of the acting member it watches.
@@ -139,6 +145,8 @@ pub struct GossipCore {
     active_since: Option<Time>,
     /// Whether this member held the group's records at the last look.
     holding: bool,
+    /// Records published since the last poll, for the other holders.
+    outgoing: Vec<Record>,
 }
 
 impl GossipCore {
@@ -187,6 +195,7 @@ impl GossipCore {
             down_seen: BTreeSet::new(),
             active_since: None,
             holding: true,
+            outgoing: Vec::new(),
             group,
             cfg,
         };
@@ -284,15 +293,67 @@ impl GossipCore {
     /// record to every member costs a rack of `n` members about
     /// `n * max_transmissions` copies of each change, which dominated the
     /// traffic of 100-member racks.
+    ///
+    /// Only a holder sends: a member's own Dsc reaches the acting member
+    /// through the tree, which shares it, and the member's own-version
+    /// check repairs what that missed. Records published during one input
+    /// (the acting member sharing a datagram's worth of Cfg) leave in as
+    /// few frames as fit, at the next [`GossipCore::poll_transmit`]: one
+    /// frame per record and holder made the hybrid's convergence wave
+    /// several times the tree's datagrams.
     fn replicate(&mut self, record: Record) {
+        if !self.holds_all() {
+            return;
+        }
+        if self.outgoing.len() >= OUTGOING_MAX {
+            self.stats.replication_dropped += 1;
+            return;
+        }
+        self.outgoing.push(record);
+    }
+
+    /// Sends the records published since the last poll to the other
+    /// holders, packed into frames.
+    fn flush_replication(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.outgoing);
         let targets: Vec<NodeId> = self
             .holders()
             .into_iter()
-            .filter(|&m| m != self.node)
+            .filter(|&m| m != self.node && self.alive.contains(&m))
             .collect();
         for t in targets {
-            self.send_records(t, &mut vec![record.clone()]);
+            self.send_packed(t, &records, usize::MAX);
         }
+    }
+
+    /// Sends `records` to `to` in frames of at most
+    /// [`FOCA_PACKET_MAX_BYTES`], at most `frames_max` frames; returns how
+    /// many frames went.
+    fn send_packed(&mut self, to: NodeId, records: &[Record], frames_max: usize) -> usize {
+        let mut batch: Vec<Record> = Vec::new();
+        let mut bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
+        let mut frames = 0;
+        for r in records {
+            let len = wire::record_len(r);
+            if bytes + len > FOCA_PACKET_MAX_BYTES && !batch.is_empty() {
+                if frames + 1 >= frames_max {
+                    break;
+                }
+                self.send_records(to, &mut batch);
+                frames += 1;
+                bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
+            }
+            bytes += len;
+            batch.push(r.clone());
+        }
+        if !batch.is_empty() {
+            self.send_records(to, &mut batch);
+            frames += 1;
+        }
+        frames
     }
 
     /// Leaves the group (a clean shutdown): the others see it down at once
@@ -372,6 +433,7 @@ impl GossipCore {
     /// The next frame to send.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.flush_replication();
         let t = self.q.transmits.pop_front();
         if t.is_none() {
             shrink_idle(&mut self.q.transmits);
@@ -954,25 +1016,7 @@ impl GossipCore {
         let mut records = self.shared.lock().records_in(differ);
         let start = self.rng.below(records.len().max(1) as u64) as usize;
         records.rotate_left(start);
-        let mut batch: Vec<Record> = Vec::new();
-        let mut bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
-        let mut frames = 0;
-        for r in records {
-            let len = wire::record_len(&r);
-            if bytes + len > FOCA_PACKET_MAX_BYTES && !batch.is_empty() {
-                if frames + 1 >= PUSH_FRAMES_MAX {
-                    break;
-                }
-                self.send_records(to, &mut batch);
-                frames += 1;
-                bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
-            }
-            bytes += len;
-            batch.push(r);
-        }
-        if !batch.is_empty() {
-            self.send_records(to, &mut batch);
-        }
+        self.send_packed(to, &records, PUSH_FRAMES_MAX);
     }
 
     fn send_records(&mut self, to: NodeId, batch: &mut Vec<Record>) {

@@ -47,7 +47,8 @@ pub mod runtime;
 pub mod wire;
 
 pub use crate::core::{
-    EVENTS_MAX, GossipCore, GossipEvent, GossipStats, HOLDERS, PUSH_FRAMES_MAX, SEEDS_RANDOM,
+    EVENTS_MAX, GossipCore, GossipEvent, GossipStats, HOLDERS, OUTGOING_MAX, PUSH_FRAMES_MAX,
+    SEEDS_RANDOM,
 };
 pub use config::{FLAT_MEMBERS_MAX, GROUP_MEMBERS_MAX, GossipConfig, GroupSpec, Mode};
 pub use election::Acting;

@@ -145,8 +145,10 @@ pub struct GossipCore {
     active_since: Option<Time>,
     /// Whether this member held the group's records at the last look.
     holding: bool,
-    /// Records published since the last poll, for the other holders.
+    /// Records published since the last flush, for the other holders.
     outgoing: Vec<Record>,
+    /// When `outgoing` leaves.
+    flush_at: Option<Time>,
 }
 
 impl GossipCore {
@@ -196,6 +198,7 @@ impl GossipCore {
             active_since: None,
             holding: true,
             outgoing: Vec::new(),
+            flush_at: None,
             group,
             cfg,
         };
@@ -274,7 +277,7 @@ impl GossipCore {
             }
         }
         match self.cfg.mode {
-            Mode::Rack => self.replicate(record),
+            Mode::Rack => self.replicate(now, record),
             // A refused broadcast (foca's queue is full) still spreads
             // through anti-entropy.
             Mode::Flat => {
@@ -296,12 +299,13 @@ impl GossipCore {
     ///
     /// Only a holder sends: a member's own Dsc reaches the acting member
     /// through the tree, which shares it, and the member's own-version
-    /// check repairs what that missed. Records published during one input
-    /// (the acting member sharing a datagram's worth of Cfg) leave in as
-    /// few frames as fit, at the next [`GossipCore::poll_transmit`]: one
-    /// frame per record and holder made the hybrid's convergence wave
-    /// several times the tree's datagrams.
-    fn replicate(&mut self, record: Record) {
+    /// check repairs what that missed. Records published within half a
+    /// probe round trip (a twentieth of a hello: the acting member sharing
+    /// a wave of Cfg from above and of Dsc from its members) leave
+    /// together, in as few frames as fit: one frame per record and holder
+    /// made the hybrid's convergence wave several times the tree's
+    /// datagrams.
+    fn replicate(&mut self, now: Time, record: Record) {
         if !self.holds_all() {
             return;
         }
@@ -310,11 +314,13 @@ impl GossipCore {
             return;
         }
         self.outgoing.push(record);
+        self.flush_at.get_or_insert(now + self.cfg.probe_rtt / 2);
     }
 
-    /// Sends the records published since the last poll to the other
+    /// Sends the records published since the last flush to the other
     /// holders, packed into frames.
     fn flush_replication(&mut self) {
+        self.flush_at = None;
         if self.outgoing.is_empty() {
             return;
         }
@@ -423,6 +429,9 @@ impl GossipCore {
         if self.next_feed <= now {
             self.feed(now);
         }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_replication();
+        }
         if self.claim_at.is_some_and(|t| t <= now) {
             self.claim_at = None;
         }
@@ -433,7 +442,6 @@ impl GossipCore {
     /// The next frame to send.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.flush_replication();
         let t = self.q.transmits.pop_front();
         if t.is_none() {
             shrink_idle(&mut self.q.transmits);
@@ -458,6 +466,7 @@ impl GossipCore {
             self.q.timers.next_at(),
             Some(self.next_anti_entropy),
             Some(self.next_feed),
+            self.flush_at,
             self.next_join,
             self.claim_at,
             self.watch.map(|w| w.next_ping),
@@ -1028,9 +1037,15 @@ impl GossipCore {
 
     /// Applies pushed records; if any was news, asks the same peer again
     /// soon (catch-up after a restart takes a few quick rounds).
+    ///
+    /// A holder passes on to the other holders what a member that is not
+    /// one pushed (its own Dsc, after an own-version check): that member
+    /// told only this holder.
     fn on_records(&mut self, now: Time, from: NodeId, records: Vec<Record>) {
         let mut newer = 0;
         let holding = self.holds_all();
+        let forward = holding && self.cfg.mode == Mode::Rack && !self.holders().contains(&from);
+        let mut onward = Vec::new();
         {
             let mut r = self.shared.lock();
             for rec in records {
@@ -1039,10 +1054,18 @@ impl GossipCore {
                 } else if !holding && rec.key.node != self.node {
                     // Not a holder: the sender's view is behind ours.
                     self.stats.records_not_held += 1;
+                } else if forward {
+                    if r.apply_remote(rec.clone()) == Applied::Newer {
+                        newer += 1;
+                        onward.push(rec);
+                    }
                 } else if r.apply_remote(rec) == Applied::Newer {
                     newer += 1;
                 }
             }
+        }
+        for rec in onward {
+            self.replicate(now, rec);
         }
         self.stats.pushed_newer += newer;
         if newer > 0 {

@@ -21,7 +21,7 @@
 //! | `suspect_to_down_after` | 2 hellos; `for_group`: `(1 + log10 n)` hellos, at least 2 | time for a falsely suspected member to hear of it and refute; shorter made loaded real-UDP runs flap |
 //! | `max_transmissions` | 4 log10(n+1), 8..=15 (11 for 500) | how many times each update is piggybacked; enough to reach every member of a rack with high probability, anti-entropy repairs the rest |
 //! | `periodic_gossip` | every hello / 2, 3 members | spreads suspicions, downs and claims without waiting for probes (only when there is news) |
-//! | `periodic_announce` | none | the core announces itself every `feed_interval` only while its view is incomplete |
+//! | `periodic_announce` | none (rack); every 5 hellos, 1 member (flat) | a rack's core announces itself every `feed_interval` only while its view is incomplete |
 //! | `periodic_announce_to_down_members` | every 5 hellos, 2 members | finds members on the other side of a healed partition |
 //! | `notify_down_members` | true | a member declared down learns it and rejoins with a renewed identity |
 //! | `remove_down_after` | `None` | membership is keyed by node id, so memory stays bounded by the group |
@@ -180,8 +180,8 @@ pub struct GossipConfig {
     /// partitions); also how long a member must have been in the group
     /// before it watches or judges the acting member.
     pub announce_interval: Duration,
-    /// Interval of the announce that completes an incomplete view: a
-    /// member that knows fewer than all other members announces itself
+    /// Interval of the announce that completes an incomplete view (rack
+    /// mode): a member that knows fewer than all other members announces itself
     /// to a random one (the answer, foca's feed, lists up to about 100
     /// members). Nothing is sent once the view is complete.
     pub feed_interval: Duration,
@@ -317,10 +317,14 @@ impl GossipConfig {
             remove_down_after: None,
             max_packet_size: NonZeroUsize::new(FOCA_PACKET_MAX_BYTES).expect("positive"),
             notify_down_members: true,
-            // The core announces itself while its view is incomplete
-            // (`feed_interval`); foca's periodic announce would send a feed
-            // of ~1,300 bytes every interval whether needed or not.
-            periodic_announce: None,
+            // A rack's core announces itself only while its view is
+            // incomplete (`feed_interval`); foca's periodic announce sends
+            // a feed of ~1,300 bytes every interval whether needed or not.
+            // The flat baseline keeps it, as measured.
+            periodic_announce: match self.mode {
+                Mode::Rack => None,
+                Mode::Flat => periodic(self.announce_interval, 1),
+            },
             periodic_announce_to_down_members: periodic(self.announce_interval, 2),
             periodic_gossip: periodic(self.gossip_interval, 3),
         }

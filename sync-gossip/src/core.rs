@@ -785,6 +785,10 @@ impl GossipCore {
     /// full feed every interval regardless).
     fn feed(&mut self, now: Time) {
         self.next_feed = now + self.cfg.feed_interval;
+        if self.cfg.mode == Mode::Flat {
+            // foca's own periodic announce runs there (the baseline).
+            return;
+        }
         let known = self.foca.iter_membership_state().len();
         let others = self.group.len().saturating_sub(1);
         if known >= others || others == 0 {

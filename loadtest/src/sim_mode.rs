@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use overlay::sim::{KindCount, Sim, SimConfig};
-use proto::overlay::{Frame, frame::Body};
 
 use crate::app::{LoadNode, Probing};
 use crate::progress::Progress;
@@ -36,7 +35,7 @@ pub struct Steady {
     pub per_hello_total: f64,
     /// Bytes sent per instance per second.
     pub bytes_per_node_per_s: f64,
-    /// The same by kind of datagram ([`classify`]).
+    /// The same by kind of datagram (`layercake::sync::frame_kind`).
     pub by_kind: BTreeMap<String, f64>,
 }
 
@@ -84,7 +83,7 @@ pub fn run(
         ..SimConfig::default()
     };
     let mut sim = Sim::new(cfg, nodes);
-    sim.classify_with(classify);
+    sim.classify_with(layercake::sync::frame_kind);
     let step = Duration::from_millis(10);
 
     progress.phase("initial sync", leaves);
@@ -181,19 +180,6 @@ pub fn run(
             &steady,
         )
     })
-}
-
-/// Names a frame's kind for the steady-state breakdown: tree frames by
-/// body, gossip payloads by what they carry
-/// ([`sync_gossip::wire::payload_kind`]).
-pub fn classify(f: &Frame) -> &'static str {
-    match &f.body {
-        Some(Body::Hello(_)) => "tree hello",
-        Some(Body::Update(_)) => "tree update",
-        Some(Body::Ack(_)) => "tree ack",
-        Some(Body::Gossip(g)) => sync_gossip::wire::payload_kind(&g.payload),
-        None => "empty",
-    }
 }
 
 /// Bytes per node per second of each kind sent between two snapshots of

@@ -961,8 +961,26 @@ impl GossipCore {
         self.holds_all()
     }
 
+    /// [`GossipCore::holders`] contains this member, without building
+    /// the list: it runs after every input (a profile of 10,000 UDP
+    /// instances had `settle` on top).
     fn holds_all(&self) -> bool {
-        self.cfg.mode == Mode::Flat || self.holders().contains(&self.node)
+        if self.cfg.mode == Mode::Flat || self.acting().member == self.node {
+            return true;
+        }
+        let mut live = 0;
+        for &m in self.group.ranked() {
+            if m == self.node {
+                return true;
+            }
+            if self.alive.contains(&m) {
+                live += 1;
+                if live == HOLDERS {
+                    return false;
+                }
+            }
+        }
+        false
     }
 
     /// Starts holding (catch up at once from another holder) or stops

@@ -1,5 +1,6 @@
 //! The run report: percentiles (hdrhistogram), JSON and a human table.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -49,6 +50,11 @@ pub struct Report {
     /// Steady state: bytes sent per instance per second (the background
     /// load of the strategy).
     pub steady_bytes_per_node_per_s: f64,
+    /// Steady state, simulation: bytes sent per instance per second by
+    /// kind of datagram (tree frames, SWIM messages, digests, envelope
+    /// handshakes: where the background load goes).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub steady_bytes_by_kind: BTreeMap<String, f64>,
     /// Largest datagram sent, envelope included.
     pub max_datagram_bytes: usize,
     /// Datagrams sent over the whole run.
@@ -319,6 +325,14 @@ impl Report {
         for (k, v) in extra {
             if let Some(v) = v {
                 out.push_str(&format!("  {k:<40} {v}\n"));
+            }
+        }
+        if !self.steady_bytes_by_kind.is_empty() {
+            out.push_str("  steady bytes per node per second, by kind:\n");
+            let mut kinds: Vec<_> = self.steady_bytes_by_kind.iter().collect();
+            kinds.sort_by(|a, b| b.1.total_cmp(a.1));
+            for (k, v) in kinds {
+                out.push_str(&format!("    {k:<38} {v:.1}\n"));
             }
         }
         out

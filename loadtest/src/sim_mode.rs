@@ -7,10 +7,11 @@
 //! per node `down` (Cfg held by the node) and `converge` (matching Dsc held
 //! by the root) are measured on the virtual clock.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use overlay::sim::{Sim, SimConfig};
+use overlay::sim::{KindCount, Sim, SimConfig};
 
 use crate::app::{LoadNode, Probing};
 use crate::progress::Progress;
@@ -34,6 +35,8 @@ pub struct Steady {
     pub per_hello_total: f64,
     /// Bytes sent per instance per second.
     pub bytes_per_node_per_s: f64,
+    /// The same by kind of datagram (`layercake::sync::frame_kind`).
+    pub by_kind: BTreeMap<String, f64>,
 }
 
 impl Steady {
@@ -80,6 +83,7 @@ pub fn run(
         ..SimConfig::default()
     };
     let mut sim = Sim::new(cfg, nodes);
+    sim.classify_with(layercake::sync::frame_kind);
     let step = Duration::from_millis(10);
 
     progress.phase("initial sync", leaves);
@@ -100,11 +104,14 @@ pub fn run(
     sim.run_until(sim.now() + c.root_hello * SETTLE_HELLOS);
     let rx0 = sim.rx_datagrams(0);
     let bytes0 = sim.stats.bytes;
+    let kinds0 = sim.stats.by_kind.clone();
 
     sim.run_until(sim.now() + c.root_hello * STEADY_HELLOS);
     let root_children = c.tree.children(0).len().max(1) as f64;
     let per_hello_total = (sim.rx_datagrams(0) - rx0) as f64 / STEADY_HELLOS as f64;
+    let node_seconds = c.flat.instances.len() as f64 * (c.root_hello * STEADY_HELLOS).as_secs_f64();
     let steady = Steady {
+        by_kind: kinds_between(&kinds0, &sim.stats.by_kind, node_seconds),
         per_child: per_hello_total / root_children,
         per_hello_total,
         bytes_per_node_per_s: (sim.stats.bytes - bytes0) as f64
@@ -175,6 +182,23 @@ pub fn run(
     })
 }
 
+/// Bytes per node per second of each kind sent between two snapshots of
+/// the simulator's counters, rounded for the report.
+fn kinds_between(
+    before: &BTreeMap<&'static str, KindCount>,
+    after: &BTreeMap<&'static str, KindCount>,
+    node_seconds: f64,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(k, a)| {
+            let b = before.get(k).map_or(0, |b| b.bytes);
+            let per = ((a.bytes - b) as f64 / node_seconds * 10.0).round() / 10.0;
+            (per > 0.0).then(|| (k.to_string(), per))
+        })
+        .collect()
+}
+
 /// `base` with what every simulated run reports: the initial sync, the
 /// steady-state load, the simulator's traffic, the times and the memory.
 pub fn with_sim(
@@ -189,6 +213,7 @@ pub fn with_sim(
         root_rx_datagrams_per_hello: steady.per_child(),
         root_rx_datagrams_per_hello_total: steady.total(),
         steady_bytes_per_node_per_s: steady.bytes(),
+        steady_bytes_by_kind: steady.by_kind.clone(),
         max_datagram_bytes: sim.stats.max_datagram_bytes,
         datagrams_total: sim.stats.datagrams,
         bytes_total: sim.stats.bytes,

@@ -473,6 +473,7 @@ pub fn run(
         bytes_per_node_per_s: (tx1 - tx0) as f64
             / c.flat.instances.len() as f64
             / ((at1 - at0) as f64 / 1e9),
+        by_kind: Default::default(),
     };
 
     let victims = failover.map(|k| crate::failover::victims(c, k.subparents));

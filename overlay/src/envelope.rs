@@ -39,9 +39,11 @@
 //! is cheap to reject) the replay window and retired boots on the header
 //! alone; then the tag; then freshness; then decodes the frame and commits
 //! the sequence. Every rejection is a [`DropReason`], counted in
-//! [`DropCounters`]; nothing here panics on any input. Derived ciphers are
-//! cached: one per key id in a [`Sealer`], one per sender in an [`Opener`]
-//! (state is only created for datagrams that authenticate).
+//! [`DropCounters`]; nothing here panics on any input. A [`Sealer`] caches
+//! its one derived cipher; an [`Opener`] keeps each sender boot's derived
+//! 32-byte key (not the expanded cipher: a kilobyte per sender adds up
+//! where an instance hears from hundreds of peers) and expands it per
+//! datagram. State is only created for datagrams that authenticate.
 //!
 //! What a sender needs from its opener: [`Opener::peer_boot`] (the boot to
 //! echo when sealing for a peer) and [`Opener::poll_reply`] (session
@@ -55,6 +57,7 @@ use proto::overlay::Frame;
 use proto::prost::Message;
 use rustc_hash::FxHashMap as HashMap;
 use sha2::Sha256;
+use smallvec::SmallVec;
 use std::num::NonZeroU64;
 use std::sync::{Arc, RwLock};
 
@@ -393,6 +396,11 @@ impl KeyRing {
 
 /// The cipher of one sender boot under one cluster key.
 fn derive(key: &ClusterKey, sender: NodeId, boot: u64) -> Aes256Gcm {
+    Aes256Gcm::new(&derive_key(key, sender, boot).into())
+}
+
+/// The AES key of one sender boot under one cluster key (HKDF-SHA256).
+fn derive_key(key: &ClusterKey, sender: NodeId, boot: u64) -> [u8; 32] {
     let mut info = [0u8; 12];
     info[..4].copy_from_slice(&sender.to_be_bytes());
     info[4..].copy_from_slice(&boot.to_be_bytes());
@@ -400,7 +408,46 @@ fn derive(key: &ClusterKey, sender: NodeId, boot: u64) -> Aes256Gcm {
     Hkdf::<Sha256>::new(Some(KDF_SALT), &key.0)
         .expand(&info, &mut okm)
         .expect("32 bytes is a valid HKDF-SHA256 length");
-    Aes256Gcm::new(&okm.into())
+    okm
+}
+
+/// What an opener keeps of a sender boot's derivation: the 32-byte AES
+/// key, not the expanded cipher (about 1 KB with its key schedule and
+/// GHASH state). A member of a 200-member SWIM group hears from every
+/// other member, and 200 expanded ciphers per instance were three
+/// quarters of a hybrid run's memory (issue 14); expanding the key again
+/// for each datagram costs about as much as decrypting 100 bytes.
+struct PeerKey {
+    key_id: u8,
+    /// The first bytes of the cluster key it was derived from: a key id
+    /// reused for another key is noticed (a collision would only make
+    /// authentication fail, never accept a forgery).
+    key_prefix: [u8; 8],
+    boot: u64,
+    okm: [u8; 32],
+}
+
+impl PeerKey {
+    fn new(key_id: u8, key: &ClusterKey, sender: NodeId, boot: u64) -> PeerKey {
+        PeerKey {
+            key_id,
+            key_prefix: key_prefix(key),
+            boot,
+            okm: derive_key(key, sender, boot),
+        }
+    }
+
+    fn matches(&self, key_id: u8, key: &ClusterKey, boot: u64) -> bool {
+        self.key_id == key_id && self.boot == boot && self.key_prefix == key_prefix(key)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(&self.okm.into())
+    }
+}
+
+fn key_prefix(key: &ClusterKey) -> [u8; 8] {
+    key.0[..8].try_into().expect("a cluster key has 32 bytes")
 }
 
 /// A derived cipher and what it was derived from.
@@ -657,14 +704,15 @@ pub fn peek_header(d: &[u8]) -> Result<Header, DropReason> {
 /// What an opener knows of one sender: its boots in order of first sight,
 /// the one it delivers from with its replay window, and a cached cipher.
 struct Peer {
-    /// `(boot, order of first sight)`, at most [`BOOTS_PER_SENDER_MAX`].
-    boots: Vec<(u64, u64)>,
+    /// `(boot, order of first sight)`, at most [`BOOTS_PER_SENDER_MAX`]
+    /// (one inline: most senders never restart).
+    boots: SmallVec<[(u64, u64); 1]>,
     /// The boot datagrams are delivered from, and its window.
     current: Option<(u64, Window)>,
     /// The boot of the last authentic fresh datagram (proven alive during
     /// this receiver's boot): echoed even before it becomes current.
     fresh: Option<u64>,
-    cipher: Option<Derived>,
+    key: Option<PeerKey>,
 }
 
 impl Peer {
@@ -853,36 +901,30 @@ impl Opener {
         }
     }
 
-    /// Checks the tag, decrypting into the scratch buffer; caches the
-    /// derived cipher once the datagram is authentic.
+    /// Checks the tag, decrypting into the scratch buffer; keeps the
+    /// derived key once the datagram is authentic.
     fn authenticate(&mut self, key: &ClusterKey, h: &Header, d: &[u8]) -> Result<(), DropReason> {
         let header: [u8; HEADER_BYTES] = d[..HEADER_BYTES].try_into().expect("length checked");
         let (body, tag) = d[HEADER_BYTES..].split_at(d.len() - HEADER_BYTES - TAG_BYTES);
         self.scratch.clear();
         self.scratch.extend_from_slice(body);
         let cached = self.peers.get(&h.sender).and_then(|p| {
-            p.cipher
+            p.key
                 .as_ref()
-                .filter(|c| c.matches(h.key_id, key, h.sender_boot))
+                .filter(|k| k.matches(h.key_id, key, h.sender_boot))
         });
-        let fresh_cipher = cached
+        let derived = cached
             .is_none()
-            .then(|| derive(key, h.sender, h.sender_boot));
-        let cipher = match (&fresh_cipher, cached) {
-            (Some(c), _) => c,
-            (None, Some(c)) => &c.cipher,
+            .then(|| PeerKey::new(h.key_id, key, h.sender, h.sender_boot));
+        let cipher = match (&derived, cached) {
+            (Some(k), _) | (None, Some(k)) => k.cipher(),
             (None, None) => unreachable!("derived when not cached"),
         };
         cipher
             .decrypt_in_place_detached(&nonce(&header), &header, &mut self.scratch, tag.into())
             .map_err(|_| DropReason::AuthFailed)?;
-        if let (Some(cipher), Some(p)) = (fresh_cipher, self.peers.get_mut(&h.sender)) {
-            p.cipher = Some(Derived {
-                key_id: h.key_id,
-                key: key.clone(),
-                boot: h.sender_boot,
-                cipher,
-            });
+        if let (Some(k), Some(p)) = (derived, self.peers.get_mut(&h.sender)) {
+            p.key = Some(k);
         }
         Ok(())
     }
@@ -896,10 +938,10 @@ impl Opener {
         self.sightings = self.sightings.saturating_add(1);
         let order = self.sightings;
         let p = self.peers.entry(sender).or_insert_with(|| Peer {
-            boots: Vec::new(),
+            boots: SmallVec::new(),
             current: None,
             fresh: None,
-            cipher: None,
+            key: None,
         });
         Ok(p.saw(boot, order))
     }

@@ -15,8 +15,10 @@
 //! reads a clock, iterates a hash map, or draws from ambient randomness.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
+
+use proto::overlay::Frame;
 
 use crate::envelope::{Boot, ClusterKey, DropReason, Held, KeyRing, Opener, Sealer};
 use crate::record::NodeId;
@@ -74,7 +76,27 @@ pub struct SimStats {
     /// Datagrams dropped as unfresh: a new link's first datagrams before
     /// the two boots are known to each other (held and re-sent).
     pub handshakes: u64,
+    /// Datagrams and bytes sent (before loss) by kind, when a classifier
+    /// is set ([`Sim::classify_with`]): where the traffic goes.
+    pub by_kind: BTreeMap<&'static str, KindCount>,
 }
+
+/// Traffic of one kind of datagram (see [`SimStats::by_kind`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindCount {
+    /// Datagrams sent.
+    pub datagrams: u64,
+    /// Bytes sent, envelope included.
+    pub bytes: u64,
+}
+
+/// Names the kind of a frame for [`SimStats::by_kind`].
+pub type Classifier = fn(&Frame) -> &'static str;
+
+/// Kind of the envelope's session datagrams (freshness handshake).
+pub const KIND_SESSION: &str = "envelope session";
+/// Kind of frames re-sent once a new peer's boot is known.
+pub const KIND_RESENT: &str = "envelope re-send";
 
 enum What {
     Datagram {
@@ -144,6 +166,7 @@ pub struct Sim<I: Instance> {
     buf: Vec<u8>,
     capture: Option<(NodeId, NodeId)>,
     captured: Vec<Vec<u8>>,
+    classify: Option<Classifier>,
     /// Traffic counters.
     pub stats: SimStats,
 }
@@ -182,6 +205,7 @@ impl<I: Instance> Sim<I> {
             buf: Vec::with_capacity(2048),
             capture: None,
             captured: Vec::new(),
+            classify: None,
             stats: SimStats::default(),
         };
         for id in 0..sim.slots.len() as NodeId {
@@ -265,6 +289,13 @@ impl<I: Instance> Sim<I> {
     pub fn capture(&mut self, link: Option<(NodeId, NodeId)>) -> Vec<Vec<u8>> {
         self.capture = link;
         std::mem::take(&mut self.captured)
+    }
+
+    /// Counts every datagram sent from now on by the kind `f` names
+    /// ([`SimStats::by_kind`]); session datagrams and re-sent frames count
+    /// as [`KIND_SESSION`] and [`KIND_RESENT`].
+    pub fn classify_with(&mut self, f: Classifier) {
+        self.classify = Some(f);
     }
 
     /// Changes the network's loss, duplication and per-datagram jitter from
@@ -379,6 +410,7 @@ impl<I: Instance> Sim<I> {
                 .is_ok()
             {
                 let bytes = self.buf.clone();
+                self.count_kind(KIND_RESENT, bytes.len());
                 self.send(id, peer, bytes);
             }
         }
@@ -396,6 +428,7 @@ impl<I: Instance> Sim<I> {
                 .is_ok()
             {
                 let bytes = self.buf.clone();
+                self.count_kind(KIND_SESSION, bytes.len());
                 self.send(id, peer, bytes);
             }
         }
@@ -419,6 +452,9 @@ impl<I: Instance> Sim<I> {
                 continue;
             }
             let bytes = self.buf.clone();
+            if let Some(f) = self.classify {
+                self.count_kind(f(&t.frame), bytes.len());
+            }
             self.send(id, t.to, bytes);
         }
         let s = &mut self.slots[id as usize];
@@ -430,6 +466,15 @@ impl<I: Instance> Sim<I> {
                 self.push(at, What::Wake { node: id });
             }
         }
+    }
+
+    fn count_kind(&mut self, kind: &'static str, bytes: usize) {
+        if self.classify.is_none() {
+            return;
+        }
+        let c = self.stats.by_kind.entry(kind).or_default();
+        c.datagrams += 1;
+        c.bytes += bytes as u64;
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {

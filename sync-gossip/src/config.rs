@@ -8,19 +8,21 @@
 //!
 //! # The foca settings, and why
 //!
-//! Derived from the level's hello by [`GossipConfig::for_hello`] (hello 1 s
-//! gives the values in brackets), for racks of up to ~500 members on a LAN:
+//! [`GossipConfig::for_hello`] derives a small group's settings from the
+//! level's hello (hello 1 s gives the values in brackets);
+//! [`GossipConfig::for_group`] sizes the probe period and the suspicion
+//! for a rack (see its doc) and keeps every other value:
 //!
 //! | setting | value | why |
 //! | --- | --- | --- |
-//! | `probe_period` | hello / 4 (250 ms) | every member probes one member per period; in a period a given member has a 37 % chance that nobody probes it, so the period sets the detection tail (half a hello gave re-homing p99 of 5 s in 200-member racks, a quarter 2.5 s) |
-//! | `probe_rtt` | period / 5 (100 ms) | LAN round trips are well under 1 ms; the rest of the period is left for the indirect probes |
+//! | `probe_period` | hello / 2 (500 ms); `for_group`: `log2(n / 4)` halves of a hello in hello / 2 ..= 4 hellos (2.8 s for 200) | every member probes one member per period; the watchers, not probing, catch the acting member's death, so the period only bounds how fast other deaths are seen |
+//! | `probe_rtt` | hello / 10 (100 ms) | LAN round trips are well under 1 ms; the rest of the period is left for the indirect probes |
 //! | `num_indirect_probes` | 3 | a probe fails falsely only if the direct and all three indirect paths fail: about 6e-4 at 5 % loss |
-//! | `suspect_to_down_after` | 4 periods (1 s) | time for a falsely suspected member to hear of it and refute; shorter made loaded real-UDP runs flap |
-//! | `max_transmissions` | 4 log10(n+1), 8..=15 (11 for 500) | how many times each update and record is piggybacked; enough to reach every member of a rack with high probability, anti-entropy repairs the rest |
-//! | `periodic_gossip` | every period, 3 members | spreads suspicions, downs and claims without waiting for probes; more often saturated 5,000 nodes on two cores at start-up |
-//! | `periodic_announce` | every 10 periods, 1 member | finishes learning the full member list after a join |
-//! | `periodic_announce_to_down_members` | every 10 periods, 2 members | finds members on the other side of a healed partition |
+//! | `suspect_to_down_after` | 2 hellos; `for_group`: `(1 + log10 n)` hellos, at least 2 | time for a falsely suspected member to hear of it and refute; shorter made loaded real-UDP runs flap |
+//! | `max_transmissions` | 4 log10(n+1), 8..=15 (11 for 500) | how many times each update is piggybacked; enough to reach every member of a rack with high probability, anti-entropy repairs the rest |
+//! | `periodic_gossip` | every hello / 2, 3 members | spreads suspicions, downs and claims without waiting for probes (only when there is news) |
+//! | `periodic_announce` | none (rack); every 5 hellos, 1 member (flat) | a rack's core announces itself every `feed_interval` only while its view is incomplete |
+//! | `periodic_announce_to_down_members` | every 5 hellos, 2 members | finds members on the other side of a healed partition |
 //! | `notify_down_members` | true | a member declared down learns it and rejoins with a renewed identity |
 //! | `remove_down_after` | `None` | membership is keyed by node id, so memory stays bounded by the group |
 //! | `max_packet_size` | [`FOCA_PACKET_MAX_BYTES`] | a foca packet plus the `Frame::Gossip` wrapping fits `MAX_FRAME_BYTES` |
@@ -174,9 +176,15 @@ pub struct GossipConfig {
     pub suspect_to_down_after: Duration,
     /// Interval of foca's periodic gossip (only sent when there is news).
     pub gossip_interval: Duration,
-    /// Interval of foca's periodic announces, and of join retries while
-    /// this member knows no live member.
+    /// Interval of foca's announces to down members (healing
+    /// partitions); also how long a member must have been in the group
+    /// before it watches or judges the acting member.
     pub announce_interval: Duration,
+    /// Interval of the announce that completes an incomplete view (rack
+    /// mode): a member that knows fewer than all other members announces itself
+    /// to a random one (the answer, foca's feed, lists up to about 100
+    /// members). Nothing is sent once the view is complete.
+    pub feed_interval: Duration,
     /// Interval between anti-entropy digests to one random live member.
     pub anti_entropy_interval: Duration,
     /// Least time between two claims of the acting role by this member, and
@@ -211,13 +219,14 @@ pub enum Mode {
 }
 
 impl GossipConfig {
-    /// Settings for a level whose hello is `hello` (see the module doc).
+    /// Settings for a level whose hello is `hello`, for a small group (see
+    /// the module doc); [`GossipConfig::for_group`] sizes them for a rack.
     pub fn for_hello(hello: Duration) -> GossipConfig {
-        // A quarter hello: at 200 members a probe period of half a hello
-        // left the dead sub-parent unprobed for up to 2.3 s at p99 (each
-        // period has a 37% chance that nobody probes a given member), which
-        // made re-homing miss 3 s. Anti-entropy slows to 8 periods (2 s at
-        // hello 1 s), which more than pays for the faster probing.
+        // The watchers, not random probing, catch the acting member's
+        // death (about one hello), so the period only bounds how fast other
+        // members' deaths are seen; hello / 4 doubled the SWIM traffic and
+        // saturated 5,000 UDP nodes on two cores. Anti-entropy every 8
+        // periods (4 hellos).
         let period = (hello / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
         GossipConfig {
             incarnation: 0,
@@ -228,12 +237,41 @@ impl GossipConfig {
             suspect_to_down_after: period * 4,
             gossip_interval: period,
             announce_interval: period * 10,
+            feed_interval: period * 10,
             anti_entropy_interval: period * 8,
             claim_holdoff: period * 4,
             mode: Mode::Rack,
             watchers: 2,
             watch_interval: hello / 8,
             watch_timeout: hello,
+        }
+    }
+
+    /// Settings for a group of `members` whose level's hello is `hello`:
+    /// [`GossipConfig::for_hello`] with SWIM's probing sized for the group
+    /// (issue 14). Each member probes one member per period and meets
+    /// every other member in time (a first contact costs an envelope
+    /// handshake), so with a fixed period a rack's SWIM traffic per member
+    /// was four times the tree's. The acting member is watched directly, so
+    /// the period only bounds how fast the death of another member is seen:
+    /// it grows with `log2(members / 4)` halves of a hello, from hello / 2
+    /// (8 members or fewer) to 4 hellos (1,024), about 2.8 hellos for 200.
+    /// Suspicion grows with `log10(members)` as memberlist's does (news
+    /// takes more rounds to reach a bigger group): `(1 + log10 n)` hellos.
+    /// Every other timer keeps its absolute value.
+    pub fn for_group(hello: Duration, members: usize) -> GossipConfig {
+        let base = GossipConfig::for_hello(hello);
+        let n = members.max(1) as f64;
+        let halves = (n / 4.0).log2().clamp(1.0, 8.0);
+        let period = (hello.mul_f64(halves / 2.0))
+            .clamp(Duration::from_millis(100), Duration::from_secs(20));
+        let suspect = hello.mul_f64(1.0 + n.log10());
+        GossipConfig {
+            probe_period: period.max(base.probe_period),
+            probe_rtt: base.probe_rtt,
+            suspect_to_down_after: suspect.max(base.suspect_to_down_after),
+            feed_interval: base.announce_interval * 6,
+            ..base
         }
     }
 
@@ -244,6 +282,7 @@ impl GossipConfig {
             (self.suspect_to_down_after, "suspect_to_down_after is zero"),
             (self.gossip_interval, "gossip_interval is zero"),
             (self.announce_interval, "announce_interval is zero"),
+            (self.feed_interval, "feed_interval is zero"),
             (self.anti_entropy_interval, "anti_entropy_interval is zero"),
             (self.watch_interval, "watch_interval is zero"),
         ];
@@ -278,7 +317,14 @@ impl GossipConfig {
             remove_down_after: None,
             max_packet_size: NonZeroUsize::new(FOCA_PACKET_MAX_BYTES).expect("positive"),
             notify_down_members: true,
-            periodic_announce: periodic(self.announce_interval, 1),
+            // A rack's core announces itself only while its view is
+            // incomplete (`feed_interval`); foca's periodic announce sends
+            // a feed of ~1,300 bytes every interval whether needed or not.
+            // The flat baseline keeps it, as measured.
+            periodic_announce: match self.mode {
+                Mode::Rack => None,
+                Mode::Flat => periodic(self.announce_interval, 1),
+            },
             periodic_announce_to_down_members: periodic(self.announce_interval, 2),
             periodic_gossip: periodic(self.gossip_interval, 3),
         }
@@ -318,6 +364,28 @@ mod tests {
             GroupSpec::new(0, vec![1, 2, 1]),
             Err(ConfigError::Duplicate(1))
         );
+    }
+
+    #[test]
+    fn probing_is_sized_for_the_group() {
+        let hello = Duration::from_secs(1);
+        let small = GossipConfig::for_group(hello, 8);
+        assert_eq!(
+            small,
+            GossipConfig {
+                feed_interval: small.feed_interval,
+                ..GossipConfig::for_hello(hello)
+            }
+        );
+        let rack = GossipConfig::for_group(hello, 200);
+        rack.validate().expect("valid");
+        let p = rack.probe_period.as_millis();
+        assert!((2700..2900).contains(&p), "period {p} ms for 200 members");
+        assert_eq!(rack.probe_rtt, small.probe_rtt, "round trips do not grow");
+        assert_eq!(rack.watch_timeout, hello, "the acting member is watched");
+        assert!(rack.suspect_to_down_after > small.suspect_to_down_after);
+        let big = GossipConfig::for_group(hello, 1024);
+        assert_eq!(big.probe_period, Duration::from_secs(4));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use foca::OwnedNotification;
 use overlay::record::Applied;
-use overlay::{Key, NodeId, Record, Time, Transmit};
+use overlay::{Key, Kind, NodeId, Record, Time, Transmit};
 use proto::overlay::{Frame, frame::Body};
 
 use crate::config::{FOCA_PACKET_MAX_BYTES, GossipConfig, GroupSpec, Mode};
@@ -20,15 +20,25 @@ use crate::identity::MemberId;
 use crate::replica::{Handler, Replica, Shared};
 use crate::rng::SeededRng;
 use crate::runtime::{Outbox, Queues};
-use crate::wire::{self, DIGEST_BUCKETS, Digest, Item, Payload, RECORD_DATA_MAX_BYTES};
+use crate::wire::{
+    self, DIGEST_BUCKETS, Digest, Item, Own, Payload, RECORD_DATA_MAX_BYTES, Summary,
+};
 
 /// Most events waiting for [`GossipCore::poll_event`].
 pub const EVENTS_MAX: usize = 8192;
 
 /// Most frames of records pushed in answer to one digest.
 pub const PUSH_FRAMES_MAX: usize = 16;
-/// Members a fresh record is sent to directly: the best-ranked live ones.
-pub const REPLICAS: usize = 3;
+/// Members that hold the whole group's records (rack mode): the
+/// best-ranked live ones, the acting member and its likely successors,
+/// plus the followed acting member if it is not among them. Every other
+/// member holds only its own records: only a holder is elected while one
+/// lives, and holding 200 members' records in each of 200 members was
+/// the rack's square in memory and anti-entropy (issue 14).
+pub const HOLDERS: usize = 4;
+
+/// Most records waiting for the next poll to be replicated.
+pub const OUTGOING_MAX: usize = 4096;
 
 /// Random members announced to at a join, besides the two best-ranked.
 pub const SEEDS_RANDOM: usize = 2;
@@ -75,6 +85,9 @@ pub struct GossipStats {
     pub claims: u64,
     /// Digests sent.
     pub digests_sent: u64,
+    /// Anti-entropy summaries sent (a full digest follows only when the
+    /// two sides differ).
+    pub summaries_sent: u64,
     /// Frames of records pushed by anti-entropy.
     pub push_frames: u64,
     /// Records pushed by peers that were newer than ours.
@@ -87,6 +100,15 @@ pub struct GossipStats {
     pub broadcasts_refused: u64,
     /// Times this member, watching the acting one, declared it down.
     pub watch_downs: u64,
+    /// Times this member became a holder of the group's records.
+    pub holder_starts: u64,
+    /// Records forgotten on ceasing to be a holder.
+    pub records_forgotten: u64,
+    /// Pushed records of other members dropped by a non-holder.
+    pub records_not_held: u64,
+    /// Published records not replicated because [`OUTGOING_MAX`] were
+    /// waiting (anti-entropy still spreads them).
+    pub replication_dropped: u64,
 }
 
 /// A watcher's view of the acting member it watches.
@@ -111,6 +133,7 @@ pub struct GossipCore {
     events: VecDeque<GossipEvent>,
     stats: GossipStats,
     next_anti_entropy: Time,
+    next_feed: Time,
     catch_up_peer: Option<NodeId>,
     next_join: Option<Time>,
     claim_not_before: Time,
@@ -120,6 +143,12 @@ pub struct GossipCore {
     down_seen: BTreeSet<NodeId>,
     /// When foca first reported this member joined.
     active_since: Option<Time>,
+    /// Whether this member held the group's records at the last look.
+    holding: bool,
+    /// Records published since the last flush, for the other holders.
+    outgoing: Vec<Record>,
+    /// When `outgoing` leaves.
+    flush_at: Option<Time>,
 }
 
 impl GossipCore {
@@ -159,6 +188,7 @@ impl GossipCore {
             events: VecDeque::new(),
             stats: GossipStats::default(),
             next_anti_entropy: now + cfg.anti_entropy_interval,
+            next_feed: now + cfg.feed_interval,
             catch_up_peer: None,
             next_join: (group.len() > 1).then_some(now),
             claim_not_before: now + cfg.claim_holdoff,
@@ -166,6 +196,9 @@ impl GossipCore {
             watch: None,
             down_seen: BTreeSet::new(),
             active_since: None,
+            holding: true,
+            outgoing: Vec::new(),
+            flush_at: None,
             group,
             cfg,
         };
@@ -244,7 +277,7 @@ impl GossipCore {
             }
         }
         match self.cfg.mode {
-            Mode::Rack => self.replicate(record),
+            Mode::Rack => self.replicate(now, record),
             // A refused broadcast (foca's queue is full) still spreads
             // through anti-entropy.
             Mode::Flat => {
@@ -257,24 +290,76 @@ impl GossipCore {
         Ok(())
     }
 
-    /// Sends a fresh record straight to the [`REPLICAS`] best-ranked live
-    /// members (the acting one and its likely successors): they are the
-    /// ones that may have to serve the group. Everyone else catches up by
-    /// anti-entropy. An epidemic broadcast of every record to every member
-    /// costs a rack of `n` members about `n * max_transmissions` copies of
-    /// each change, which dominated the traffic of 100-member racks.
-    fn replicate(&mut self, record: Record) {
+    /// Sends a fresh record straight to the holders ([`HOLDERS`]): they
+    /// are the ones that may have to serve the group; a holder that missed
+    /// it catches up by anti-entropy. An epidemic broadcast of every
+    /// record to every member costs a rack of `n` members about
+    /// `n * max_transmissions` copies of each change, which dominated the
+    /// traffic of 100-member racks.
+    ///
+    /// Only a holder sends: a member's own Dsc reaches the acting member
+    /// through the tree, which shares it, and the member's own-version
+    /// check repairs what that missed. Records published within half a
+    /// probe round trip (a twentieth of a hello: the acting member sharing
+    /// a wave of Cfg from above and of Dsc from its members) leave
+    /// together, in as few frames as fit: one frame per record and holder
+    /// made the hybrid's convergence wave several times the tree's
+    /// datagrams.
+    fn replicate(&mut self, now: Time, record: Record) {
+        if !self.holds_all() {
+            return;
+        }
+        if self.outgoing.len() >= OUTGOING_MAX {
+            self.stats.replication_dropped += 1;
+            return;
+        }
+        self.outgoing.push(record);
+        self.flush_at.get_or_insert(now + self.cfg.probe_rtt / 2);
+    }
+
+    /// Sends the records published since the last flush to the other
+    /// holders, packed into frames.
+    fn flush_replication(&mut self) {
+        self.flush_at = None;
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.outgoing);
         let targets: Vec<NodeId> = self
-            .group
-            .ranked()
-            .iter()
-            .copied()
+            .holders()
+            .into_iter()
             .filter(|&m| m != self.node && self.alive.contains(&m))
-            .take(REPLICAS)
             .collect();
         for t in targets {
-            self.send_records(t, &mut vec![record.clone()]);
+            self.send_packed(t, &records, usize::MAX);
         }
+    }
+
+    /// Sends `records` to `to` in frames of at most
+    /// [`FOCA_PACKET_MAX_BYTES`], at most `frames_max` frames; returns how
+    /// many frames went.
+    fn send_packed(&mut self, to: NodeId, records: &[Record], frames_max: usize) -> usize {
+        let mut batch: Vec<Record> = Vec::new();
+        let mut bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
+        let mut frames = 0;
+        for r in records {
+            let len = wire::record_len(r);
+            if bytes + len > FOCA_PACKET_MAX_BYTES && !batch.is_empty() {
+                if frames + 1 >= frames_max {
+                    break;
+                }
+                self.send_records(to, &mut batch);
+                frames += 1;
+                bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
+            }
+            bytes += len;
+            batch.push(r.clone());
+        }
+        if !batch.is_empty() {
+            self.send_records(to, &mut batch);
+            frames += 1;
+        }
+        frames
     }
 
     /// Leaves the group (a clean shutdown): the others see it down at once
@@ -302,6 +387,9 @@ impl GossipCore {
         match wire::decode_payload(&g.payload) {
             Ok(Payload::Foca(data)) => self.call_foca(now, |f, out| f.handle_data(data, out)),
             Ok(Payload::Digest(d)) => self.on_digest(from, &d),
+            Ok(Payload::Summary(s)) => self.on_summary(from, &s),
+            Ok(Payload::Own(o)) => self.on_own(from, o),
+            Ok(Payload::OwnHeld(o)) => self.on_own_held(from, o),
             Ok(Payload::Records(rs)) => self.on_records(now, from, rs),
             Ok(Payload::Down(id)) => self.on_down_hint(now, id),
             Ok(Payload::Watch(seq)) => {
@@ -338,6 +426,12 @@ impl GossipCore {
         if self.next_anti_entropy <= now {
             self.anti_entropy(now);
         }
+        if self.next_feed <= now {
+            self.feed(now);
+        }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_replication();
+        }
         if self.claim_at.is_some_and(|t| t <= now) {
             self.claim_at = None;
         }
@@ -348,13 +442,21 @@ impl GossipCore {
     /// The next frame to send.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.q.transmits.pop_front()
+        let t = self.q.transmits.pop_front();
+        if t.is_none() {
+            shrink_idle(&mut self.q.transmits);
+        }
+        t
     }
 
     /// The next event for the application.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<GossipEvent> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() {
+            shrink_idle(&mut self.events);
+        }
+        e
     }
 
     /// When [`GossipCore::handle_timeout`] should next run.
@@ -363,6 +465,8 @@ impl GossipCore {
         [
             self.q.timers.next_at(),
             Some(self.next_anti_entropy),
+            Some(self.next_feed),
+            self.flush_at,
             self.next_join,
             self.claim_at,
             self.watch.map(|w| w.next_ping),
@@ -414,6 +518,7 @@ impl GossipCore {
             }
             self.drain_replica(now);
             self.elect(now);
+            self.update_holding();
             if quiet && self.q.notes.is_empty() {
                 return;
             }
@@ -454,8 +559,14 @@ impl GossipCore {
                     self.push_event(GossipEvent::MemberUp(id.node));
                 }
                 if self.acting().member == self.node {
-                    // Bring a newcomer (or a restarted member) up to date.
-                    self.send_digest(id.node, true);
+                    // Bring a newcomer (or a restarted member) up to date:
+                    // a holder gets the records, anyone the claim.
+                    if self.holders().contains(&id.node) {
+                        self.send_digest(id.node, true);
+                    } else {
+                        let claim = wire::claim_payload(&self.acting());
+                        self.q.send(id.node, self.group.group(), claim);
+                    }
                 }
             }
             OwnedNotification::MemberDown(id) if self.alive.remove(&id.node) => {
@@ -466,10 +577,7 @@ impl GossipCore {
             OwnedNotification::Active => {
                 self.next_join = None;
                 self.active_since.get_or_insert(now);
-                let peers: Vec<NodeId> = self.alive.iter().copied().take(2).collect();
-                for p in peers {
-                    self.send_digest(p, true);
-                }
+                self.catch_up_now();
             }
             OwnedNotification::Idle => self.next_join = Some(now),
             OwnedNotification::Rejoin(_) => {
@@ -662,7 +770,40 @@ impl GossipCore {
             };
             self.call_foca(now, |f, out| f.announce(to, out));
         }
-        self.next_join = Some(now + self.cfg.probe_period * 2);
+        self.next_join = Some(now + self.join_retry());
+    }
+
+    /// Time between two join attempts: a fifth of the announce interval
+    /// (one hello), whatever the probe period.
+    fn join_retry(&self) -> Time {
+        self.cfg.announce_interval / 5
+    }
+
+    /// While this member's view lacks some members, announces itself to a
+    /// random member, whose feed lists up to about 100 members. Nothing is
+    /// sent once every member is known (foca's periodic announce sent a
+    /// full feed every interval regardless).
+    fn feed(&mut self, now: Time) {
+        self.next_feed = now + self.cfg.feed_interval;
+        if self.cfg.mode == Mode::Flat {
+            // foca's own periodic announce runs there (the baseline).
+            return;
+        }
+        let known = self.foca.iter_membership_state().len();
+        let others = self.group.len().saturating_sub(1);
+        if known >= others || others == 0 {
+            return;
+        }
+        let ranked = self.group.ranked();
+        let n = ranked[self.rng.below(ranked.len() as u64) as usize];
+        if n == self.node {
+            return;
+        }
+        let to = MemberId {
+            node: n,
+            incarnation: 0,
+        };
+        self.call_foca(now, |f, out| f.announce(to, out));
     }
 
     // --------------------------------------------------------- anti-entropy
@@ -682,20 +823,203 @@ impl GossipCore {
         self.stats.digests_sent += 1;
     }
 
-    /// Sends a digest to one random live member (or to the peer whose push
-    /// just brought news), then re-arms with ±25 % jitter.
+    /// One round, to the peer whose push just brought news or else a
+    /// random one, then re-arms with ±25 % jitter. A holder sends a
+    /// [`Summary`] to another holder (flat mode: to any member); any
+    /// other member tells a holder the version of its own Dsc.
     fn anti_entropy(&mut self, now: Time) {
+        let holding = self.holds_all();
+        let pool: Vec<NodeId> = if self.cfg.mode == Mode::Flat {
+            self.alive.iter().copied().collect()
+        } else {
+            self.holders()
+                .into_iter()
+                .filter(|&m| m != self.node && self.alive.contains(&m))
+                .collect()
+        };
         let peer = self.catch_up_peer.take().or_else(|| {
-            let n = self.alive.len() as u64;
-            (n > 0)
-                .then(|| self.rng.below(n) as usize)
-                .and_then(|i| self.alive.iter().nth(i).copied())
+            (!pool.is_empty()).then(|| pool[self.rng.below(pool.len() as u64) as usize])
         });
-        if let Some(p) = peer {
-            self.send_digest(p, true);
+        match peer {
+            Some(p) if holding => self.send_summary(p),
+            Some(p) => self.send_own(p),
+            None => {}
         }
         let factor = 0.75 + 0.5 * (self.rng.below(1000) as f64 / 1000.0);
         self.next_anti_entropy = now + self.cfg.anti_entropy_interval.mul_f64(factor);
+    }
+
+    /// A summary of what this member holds: its claim and one hash of its
+    /// digest buckets (a dozen bytes instead of the 260 of a digest).
+    fn send_summary(&mut self, to: NodeId) {
+        let s = {
+            let r = self.shared.lock();
+            Summary {
+                acting: r.acting(),
+                hash: wire::buckets_hash(&r.buckets()),
+            }
+        };
+        self.q
+            .send(to, self.group.group(), wire::summary_payload(&s));
+        self.stats.summaries_sent += 1;
+    }
+
+    /// Anti-entropy's first step: nothing more when the peer holds the
+    /// same records and follows the same claim; else the full exchange
+    /// (our digest, asking for theirs). A member that holds only its own
+    /// records (the sender's view is behind) answers with its claim if
+    /// the claims differ, never with records it does not keep.
+    fn on_summary(&mut self, from: NodeId, s: &Summary) {
+        self.shared.lock().follow(s.acting);
+        let mine = self.digest(false);
+        if !self.holds_all() {
+            if mine.acting != s.acting {
+                let claim = wire::claim_payload(&mine.acting);
+                self.q.send(from, self.group.group(), claim);
+            }
+            return;
+        }
+        if mine.acting == s.acting && wire::buckets_hash(&mine.buckets) == s.hash {
+            return;
+        }
+        self.send_digest(from, true);
+    }
+
+    /// The version of this member's own Dsc it holds (0: none).
+    fn own_version(&self, node: NodeId) -> u64 {
+        let key = Key {
+            node,
+            kind: Kind::Dsc,
+        };
+        self.shared.lock().version(key).unwrap_or(0)
+    }
+
+    /// Tells holder `to` our claim and our own Dsc's version.
+    fn send_own(&mut self, to: NodeId) {
+        let o = Own {
+            acting: self.acting(),
+            version: self.own_version(self.node),
+        };
+        self.q
+            .send(to, self.group.group(), wire::own_payload(&o, false));
+        self.stats.summaries_sent += 1;
+    }
+
+    /// A member's own Dsc version: answered (with what this holder holds
+    /// of it and this holder's claim) only when the member's is newer or
+    /// the claims differ; in sync, nothing is sent.
+    fn on_own(&mut self, from: NodeId, o: Own) {
+        self.shared.lock().follow(o.acting);
+        let held = self.own_version(from);
+        let acting = self.acting();
+        if held < o.version || acting != o.acting {
+            let reply = Own {
+                acting,
+                version: held,
+            };
+            self.q
+                .send(from, self.group.group(), wire::own_payload(&reply, true));
+        }
+    }
+
+    /// A holder's answer: follow its claim, push our Dsc if it is behind.
+    fn on_own_held(&mut self, from: NodeId, o: Own) {
+        self.shared.lock().follow(o.acting);
+        let key = Key {
+            node: self.node,
+            kind: Kind::Dsc,
+        };
+        let mine = self.shared.lock().get(key);
+        if let Some(r) = mine.filter(|r| r.version > o.version) {
+            self.send_records(from, &mut vec![r]);
+        }
+    }
+
+    /// The members that hold the group's records in this member's view
+    /// ([`HOLDERS`]): the best-ranked ones it believes alive (itself
+    /// included) and the followed acting member.
+    fn holders(&self) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = self
+            .group
+            .ranked()
+            .iter()
+            .copied()
+            .filter(|&m| m == self.node || self.alive.contains(&m))
+            .take(HOLDERS)
+            .collect();
+        let acting = self.acting().member;
+        if !out.contains(&acting) {
+            out.push(acting);
+        }
+        out
+    }
+
+    /// Whether this member holds the whole group's records (always in
+    /// flat mode): one of the [`HOLDERS`] best-ranked live members in its
+    /// view, or the acting one.
+    pub fn is_holder(&self) -> bool {
+        self.holds_all()
+    }
+
+    /// [`GossipCore::holders`] contains this member, without building
+    /// the list: it runs after every input (a profile of 10,000 UDP
+    /// instances had `settle` on top).
+    fn holds_all(&self) -> bool {
+        if self.cfg.mode == Mode::Flat || self.acting().member == self.node {
+            return true;
+        }
+        let mut live = 0;
+        for &m in self.group.ranked() {
+            if m == self.node {
+                return true;
+            }
+            if self.alive.contains(&m) {
+                live += 1;
+                if live == HOLDERS {
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// Starts holding (catch up at once from another holder) or stops
+    /// (forget the others' records) when the view moved this member in
+    /// or out of the holders.
+    fn update_holding(&mut self) {
+        let now_holding = self.holds_all();
+        if now_holding == self.holding {
+            return;
+        }
+        self.holding = now_holding;
+        if now_holding {
+            self.stats.holder_starts += 1;
+            self.catch_up_now();
+        } else {
+            let dropped = self.shared.lock().keep_only(self.node);
+            self.stats.records_forgotten += dropped as u64;
+        }
+    }
+
+    /// Asks for what this member lacks right away: a holder sends its
+    /// digest to up to two other holders, any other member its own
+    /// Dsc's version to one holder.
+    fn catch_up_now(&mut self) {
+        let others: Vec<NodeId> = if self.cfg.mode == Mode::Flat {
+            self.alive.iter().copied().collect()
+        } else {
+            self.holders()
+                .into_iter()
+                .filter(|&m| m != self.node && self.alive.contains(&m))
+                .collect()
+        };
+        if self.holds_all() {
+            for p in others.into_iter().take(2) {
+                self.send_digest(p, true);
+            }
+        } else if let Some(&p) = others.first() {
+            self.send_own(p);
+        }
     }
 
     /// Follows a better claim, pushes what differs, and answers with our
@@ -723,25 +1047,7 @@ impl GossipCore {
         let mut records = self.shared.lock().records_in(differ);
         let start = self.rng.below(records.len().max(1) as u64) as usize;
         records.rotate_left(start);
-        let mut batch: Vec<Record> = Vec::new();
-        let mut bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
-        let mut frames = 0;
-        for r in records {
-            let len = wire::record_len(&r);
-            if bytes + len > FOCA_PACKET_MAX_BYTES && !batch.is_empty() {
-                if frames + 1 >= PUSH_FRAMES_MAX {
-                    break;
-                }
-                self.send_records(to, &mut batch);
-                frames += 1;
-                bytes = wire::RECORDS_PAYLOAD_HEADER_BYTES;
-            }
-            bytes += len;
-            batch.push(r);
-        }
-        if !batch.is_empty() {
-            self.send_records(to, &mut batch);
-        }
+        self.send_packed(to, &records, PUSH_FRAMES_MAX);
     }
 
     fn send_records(&mut self, to: NodeId, batch: &mut Vec<Record>) {
@@ -753,23 +1059,53 @@ impl GossipCore {
 
     /// Applies pushed records; if any was news, asks the same peer again
     /// soon (catch-up after a restart takes a few quick rounds).
+    ///
+    /// A holder passes on to the other holders what a member that is not
+    /// one pushed (its own Dsc, after an own-version check): that member
+    /// told only this holder.
     fn on_records(&mut self, now: Time, from: NodeId, records: Vec<Record>) {
         let mut newer = 0;
+        let holding = self.holds_all();
+        let forward = holding && self.cfg.mode == Mode::Rack && !self.holders().contains(&from);
+        let mut onward = Vec::new();
         {
             let mut r = self.shared.lock();
             for rec in records {
                 if !self.group.contains(rec.key.node) {
                     r.rejected += 1;
+                } else if !holding && rec.key.node != self.node {
+                    // Not a holder: the sender's view is behind ours.
+                    self.stats.records_not_held += 1;
+                } else if forward {
+                    if r.apply_remote(rec.clone()) == Applied::Newer {
+                        newer += 1;
+                        onward.push(rec);
+                    }
                 } else if r.apply_remote(rec) == Applied::Newer {
                     newer += 1;
                 }
             }
+        }
+        for rec in onward {
+            self.replicate(now, rec);
         }
         self.stats.pushed_newer += newer;
         if newer > 0 {
             self.catch_up_peer = Some(from);
             self.next_anti_entropy = self.next_anti_entropy.min(now + self.cfg.probe_rtt);
         }
+    }
+}
+
+/// Capacity an empty queue keeps; a burst (a group forming: one
+/// `MemberUp` per member) grows a queue to hundreds of entries, which a
+/// core would otherwise keep for good (issue 14: 8 KB per member of a
+/// 200-member rack).
+const IDLE_QUEUE_CAPACITY: usize = 16;
+
+fn shrink_idle<T>(q: &mut VecDeque<T>) {
+    if q.is_empty() && q.capacity() > 4 * IDLE_QUEUE_CAPACITY {
+        q.shrink_to(IDLE_QUEUE_CAPACITY);
     }
 }
 

@@ -257,6 +257,32 @@ impl Harness {
         Ok(())
     }
 
+    /// Ok when every live member that holds the group's records
+    /// ([`GossipCore::is_holder`]) holds `r`'s version of `r.key` or newer,
+    /// and at least [`crate::HOLDERS`] live members (or all, if fewer) do.
+    pub fn holders_hold(&self, r: &Record) -> Result<(), String> {
+        let (mut live, mut holders) = (0, 0);
+        for id in 0..self.len() {
+            let Some(core) = self.get(id) else { continue };
+            live += 1;
+            if !core.is_holder() {
+                continue;
+            }
+            holders += 1;
+            let held = core.get(r.key).map(|h| h.version);
+            if held.is_none_or(|v| v < r.version) {
+                return Err(format!(
+                    "holder {id} holds {held:?} of {:?}, want {}",
+                    r.key, r.version
+                ));
+            }
+        }
+        if holders < crate::HOLDERS.min(live) {
+            return Err(format!("{holders} holders among {live} live members"));
+        }
+        Ok(())
+    }
+
     /// Ok when every live member holds every key in `keys` at the version
     /// member `reference` holds.
     pub fn replicas_match(&self, reference: NodeId, keys: &[Key]) -> Result<(), String> {

@@ -1,6 +1,8 @@
 //! Sideways gossip among the members of one group (a rack and its
 //! sub-parent): SWIM failure detection with `foca`, replication of the
-//! group's records to every member, and the acting sub-parent election.
+//! group's records to its holders (the acting member and its likely
+//! successors; every member in flat mode), and the acting sub-parent
+//! election.
 //!
 //! - [`GossipCore`]: one member's core for one group, sans-io like every
 //!   protocol core here: `handle_frame(now, ..)`, `handle_timeout(now)`,
@@ -22,8 +24,8 @@
 //!   runtime: timers, frames, notifications), [`rng`].
 //!
 //! Every frame is a `Frame::Gossip { group, payload }` whose payload is a
-//! foca packet, an anti-entropy digest, a push of records, or a down hint
-//! (see
+//! foca packet, an anti-entropy summary or digest, a push of records, a
+//! member's own version, a down hint, a watch ping or a claim (see
 //! [`wire`]). The design, the settings and the bounds are in
 //! `docs/gossip.md`.
 //!
@@ -45,7 +47,8 @@ pub mod runtime;
 pub mod wire;
 
 pub use crate::core::{
-    EVENTS_MAX, GossipCore, GossipEvent, GossipStats, PUSH_FRAMES_MAX, SEEDS_RANDOM,
+    EVENTS_MAX, GossipCore, GossipEvent, GossipStats, HOLDERS, OUTGOING_MAX, PUSH_FRAMES_MAX,
+    SEEDS_RANDOM,
 };
 pub use config::{FLAT_MEMBERS_MAX, GROUP_MEMBERS_MAX, GossipConfig, GroupSpec, Mode};
 pub use election::Acting;

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use overlay::record::{Applied, record_hash};
-use overlay::{Key, Kind, Record, Store};
+use overlay::{Key, Kind, NodeId, Record, Store};
 
 use crate::config::GroupSpec;
 use crate::election::{self, Acting};
@@ -115,6 +115,22 @@ impl Replica {
     /// True when no record is held.
     pub fn is_empty(&self) -> bool {
         self.store.is_empty()
+    }
+
+    /// Forgets every record but `node`'s own (a member that stopped
+    /// holding the group's records); returns how many were dropped.
+    pub fn keep_only(&mut self, node: NodeId) -> usize {
+        let keep: Vec<Record> = [Kind::Cfg, Kind::Dsc]
+            .into_iter()
+            .filter_map(|kind| self.store.get(Key { node, kind }))
+            .collect();
+        let dropped = self.store.len() - keep.len();
+        self.store = Store::new();
+        self.buckets = [0; DIGEST_BUCKETS];
+        for r in &keep {
+            self.apply(r);
+        }
+        dropped
     }
 
     /// The digest buckets.

@@ -37,6 +37,12 @@ const TAG_WATCH: u8 = 4;
 const TAG_WATCH_ACK: u8 = 5;
 /// Payload tag: an acting claim sent straight to a member.
 const TAG_CLAIM: u8 = 6;
+/// Payload tag: an anti-entropy [`Summary`].
+const TAG_SUMMARY: u8 = 7;
+/// Payload tag: a member's [`Own`] Dsc version, to a holder.
+const TAG_OWN: u8 = 8;
+/// Payload tag: a holder's answer to [`TAG_OWN`].
+const TAG_OWN_HELD: u8 = 9;
 /// Item tag: a record.
 const ITEM_RECORD: u8 = 1;
 /// Item tag: an acting announcement.
@@ -91,6 +97,35 @@ pub struct Digest {
     pub buckets: [u64; DIGEST_BUCKETS],
 }
 
+/// Anti-entropy's first message: the sender's claim and one hash of its
+/// digest buckets. Equal on both sides: nothing more is sent; else the
+/// receiver starts the full exchange with a [`Digest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The sender's acting claim.
+    pub acting: Acting,
+    /// [`buckets_hash`] of the sender's digest buckets.
+    pub hash: u64,
+}
+
+/// What a member that does not hold the group's records says to a
+/// holder (its own Dsc's version) and what the holder answers (the
+/// version it holds of that Dsc), each with the sender's claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Own {
+    /// The sender's acting claim.
+    pub acting: Acting,
+    /// A version of the member's Dsc (0: none).
+    pub version: u64,
+}
+
+/// One hash of all digest buckets (order matters).
+pub fn buckets_hash(buckets: &[u64; DIGEST_BUCKETS]) -> u64 {
+    buckets.iter().fold(0x5375_6d6d_6172_7921, |h, &b| {
+        overlay::rng::splitmix64(h ^ b)
+    })
+}
+
 /// A decoded `Frame::Gossip` payload.
 #[derive(Debug)]
 pub enum Payload<'a> {
@@ -111,6 +146,12 @@ pub enum Payload<'a> {
     /// An acting claim sent straight to every member by the new acting
     /// one, so that the group re-homes without waiting for foca's rounds.
     Claim(Acting),
+    /// An anti-entropy summary.
+    Summary(Summary),
+    /// A member's own Dsc version, to a holder.
+    Own(Own),
+    /// A holder's answer: the version it holds of the member's Dsc.
+    OwnHeld(Own),
 }
 
 /// The digest bucket of `key`.
@@ -452,6 +493,26 @@ pub fn watch_payload(seq: u64, ack: bool) -> Vec<u8> {
     out
 }
 
+/// Encodes a summary payload.
+pub fn summary_payload(s: &Summary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.put_u8(TAG_SUMMARY);
+    put_varint(&mut out, s.acting.member.into());
+    put_varint(&mut out, s.acting.epoch);
+    out.put_u64_le(s.hash);
+    out
+}
+
+/// Encodes an [`Own`] payload: a member's (`held` false) or a holder's
+/// answer (`held` true).
+pub fn own_payload(o: &Own, held: bool) -> Vec<u8> {
+    let mut out = vec![if held { TAG_OWN_HELD } else { TAG_OWN }];
+    put_varint(&mut out, o.acting.member.into());
+    put_varint(&mut out, o.acting.epoch);
+    put_varint(&mut out, o.version);
+    out
+}
+
 /// An acting claim for one member.
 pub fn claim_payload(a: &Acting) -> Vec<u8> {
     let mut out = vec![TAG_CLAIM];
@@ -509,6 +570,38 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, WireError> {
             }
             Ok(Payload::Down(id))
         }
+        TAG_SUMMARY => {
+            let mut buf = rest;
+            let acting = Acting {
+                member: get_u32(&mut buf)?,
+                epoch: get_varint(&mut buf)?,
+            };
+            if buf.len() != 8 {
+                return Err(WireError::Truncated);
+            }
+            Ok(Payload::Summary(Summary {
+                acting,
+                hash: buf.get_u64_le(),
+            }))
+        }
+        TAG_OWN | TAG_OWN_HELD => {
+            let mut buf = rest;
+            let o = Own {
+                acting: Acting {
+                    member: get_u32(&mut buf)?,
+                    epoch: get_varint(&mut buf)?,
+                },
+                version: get_varint(&mut buf)?,
+            };
+            if buf.has_remaining() {
+                return Err(WireError::Range);
+            }
+            Ok(if tag == TAG_OWN {
+                Payload::Own(o)
+            } else {
+                Payload::OwnHeld(o)
+            })
+        }
         TAG_WATCH | TAG_WATCH_ACK | TAG_CLAIM => {
             let mut buf = rest;
             let p = match tag {
@@ -526,6 +619,92 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, WireError> {
         }
         t => Err(WireError::BadTag(t)),
     }
+}
+
+/// Names what a `Frame::Gossip` payload carries, for traffic accounting
+/// (the simulator's bytes by kind): our own payloads by tag, a foca packet
+/// by its message, with `+upd` when it piggybacks membership updates and
+/// `+bc` when it carries custom broadcasts (records, claims). Never fails:
+/// what does not decode is `gossip malformed`.
+pub fn payload_kind(payload: &[u8]) -> &'static str {
+    let Some((&tag, rest)) = payload.split_first() else {
+        return "gossip malformed";
+    };
+    match tag {
+        TAG_FOCA => foca_kind(rest).unwrap_or("gossip malformed"),
+        TAG_DIGEST => "gossip digest",
+        TAG_RECORDS => "gossip records push",
+        TAG_DOWN => "gossip down hint",
+        TAG_WATCH | TAG_WATCH_ACK => "gossip watch ping/ack",
+        TAG_CLAIM => "gossip direct claim",
+        TAG_SUMMARY => "gossip summary",
+        TAG_OWN | TAG_OWN_HELD => "gossip own version",
+        _ => "gossip malformed",
+    }
+}
+
+fn foca_kind(mut buf: &[u8]) -> Option<&'static str> {
+    use foca::Codec;
+    let mut codec = WireCodec;
+    let h = codec.decode_header(&mut buf).ok()?;
+    let mut updates = 0u16;
+    if buf.len() >= 2 {
+        updates = buf.get_u16();
+        for _ in 0..updates {
+            codec.decode_member(&mut buf).ok()?;
+        }
+    }
+    let bc = buf.has_remaining();
+    let base = match h.message {
+        Message::Ping(_) => 0,
+        Message::Ack(_) => 1,
+        Message::PingReq { .. }
+        | Message::IndirectPing { .. }
+        | Message::IndirectAck { .. }
+        | Message::ForwardedAck { .. } => 2,
+        Message::Announce | Message::Feed => 3,
+        Message::Gossip | Message::Broadcast => 4,
+        Message::TurnUndead => 5,
+    };
+    const NAMES: [[&str; 4]; 6] = [
+        [
+            "swim ping",
+            "swim ping +upd",
+            "swim ping +bc",
+            "swim ping +upd +bc",
+        ],
+        [
+            "swim ack",
+            "swim ack +upd",
+            "swim ack +bc",
+            "swim ack +upd +bc",
+        ],
+        [
+            "swim indirect",
+            "swim indirect +upd",
+            "swim indirect +bc",
+            "swim indirect +upd +bc",
+        ],
+        [
+            "swim announce/feed",
+            "swim announce/feed +upd",
+            "swim announce/feed +bc",
+            "swim announce/feed +upd +bc",
+        ],
+        [
+            "swim gossip",
+            "swim gossip +upd",
+            "swim gossip +bc",
+            "swim gossip +upd +bc",
+        ],
+        [
+            "swim turn-undead",
+            "swim turn-undead +upd",
+            "swim turn-undead +bc",
+            "swim turn-undead +upd +bc",
+        ],
+    ];
+    Some(NAMES[base][usize::from(updates > 0) + 2 * usize::from(bc)])
 }
 
 #[cfg(test)]

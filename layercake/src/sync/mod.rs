@@ -24,6 +24,8 @@
 //!   implement it; none of them names a strategy's core type.
 //! - [`Node`]: a [`Stack`] and an [`App`] as one `overlay::Instance`, which
 //!   the simulator and the real drivers (UDP, QUIC, dual) run.
+//! - [`frame_kind`]: what a frame carries, named for traffic accounting
+//!   (`overlay::sim::Sim::classify_with`).
 //!
 //! **Invariant:** nothing here reads a clock or touches a socket; `now`
 //! comes from the driver (virtual in the simulator).
@@ -35,6 +37,21 @@ mod stack;
 pub use app::{App, Node, StackEvent};
 pub use spec::{GroupPlan, Spec, SpecError, quic_addr};
 pub use stack::{Stack, StackStats};
+
+use proto::overlay::{Frame, frame::Body};
+
+/// Names what `f` carries, for traffic accounting (the simulator's bytes
+/// by kind): tree frames by body, gossip payloads by what they carry
+/// (SWIM messages, summaries, digests, pushes, watch pings, claims).
+pub fn frame_kind(f: &Frame) -> &'static str {
+    match &f.body {
+        Some(Body::Hello(_)) => "tree hello",
+        Some(Body::Update(_)) => "tree update",
+        Some(Body::Ack(_)) => "tree ack",
+        Some(Body::Gossip(g)) => sync_gossip::wire::payload_kind(&g.payload),
+        None => "empty",
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -236,7 +236,7 @@ impl Spec {
             .iter()
             .filter_map(|&g| {
                 let plan = self.group(g)?;
-                let mut cfg = GossipConfig::for_hello(plan.hello);
+                let mut cfg = GossipConfig::for_group(plan.hello, plan.spec.len());
                 cfg.incarnation = incarnation;
                 cfg.seed = seed ^ u64::from(id) << 20 ^ u64::from(g);
                 cfg.retake = plan.retake;

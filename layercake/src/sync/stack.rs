@@ -289,9 +289,10 @@ impl Stack {
             any = true;
             let ev = match e {
                 Event::Delivered(r) => {
-                    if r.key.kind == Kind::Cfg {
-                        self.share_acting(now, &r);
-                    }
+                    // The acting member shares the Cfg it gets from above
+                    // and the Dsc its group's members send it (their own
+                    // gossip cores leave replication to the holders).
+                    self.share_acting(now, &r);
                     StackEvent::Delivered(r)
                 }
                 Event::PeerDown(p) if self.is_child(p) => StackEvent::ChildDown(p),
@@ -368,8 +369,9 @@ impl Stack {
     }
 
     /// The acting member of a group shares with the group the Cfg it gets
-    /// from above and the Dsc it authors for the group's BMC nodes, so
-    /// that a successor can serve the one and supersede the other.
+    /// from above, the Dsc its members report and the Dsc it authors for
+    /// the group's BMC nodes, so that a successor can serve the Cfg and
+    /// supersede the BMC nodes' Dsc, and holds its members' latest Dsc.
     fn share_acting(&mut self, now: Time, r: &Record) {
         for side in &mut self.sides {
             if side.acting && side.core.group().contains(r.key.node) {

@@ -125,9 +125,42 @@ fn garbage_is_an_error_never_a_panic() {
         for _ in 0..20 {
             let bytes: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
             let _ = decode_payload(&bytes);
+            let _ = payload_kind(&bytes);
             let _ = Item::decode(&bytes);
             let _ = WireCodec.decode_header(&bytes[..]);
             let _ = WireCodec.decode_member(&bytes[..]);
+        }
+    }
+}
+
+#[test]
+fn summaries_and_own_versions_round_trip_and_stay_small() {
+    let acting = Acting {
+        member: 300,
+        epoch: 2,
+    };
+    let s = Summary {
+        acting,
+        hash: buckets_hash(&[3; DIGEST_BUCKETS]),
+    };
+    let p = summary_payload(&s);
+    assert!(p.len() <= 16, "a summary is {} bytes", p.len());
+    assert_eq!(payload_kind(&p), "gossip summary");
+    match decode_payload(&p).expect("decodes") {
+        Payload::Summary(back) => assert_eq!(back, s),
+        other => panic!("wrong payload {other:?}"),
+    }
+    assert_ne!(s.hash, buckets_hash(&[4; DIGEST_BUCKETS]));
+    let o = Own {
+        acting,
+        version: 1 << 40,
+    };
+    for held in [false, true] {
+        let p = own_payload(&o, held);
+        assert_eq!(payload_kind(&p), "gossip own version");
+        match (decode_payload(&p).expect("decodes"), held) {
+            (Payload::Own(back), false) | (Payload::OwnHeld(back), true) => assert_eq!(back, o),
+            (other, _) => panic!("wrong payload {other:?}"),
         }
     }
 }

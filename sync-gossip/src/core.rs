@@ -829,14 +829,7 @@ impl GossipCore {
     /// other member tells a holder the version of its own Dsc.
     fn anti_entropy(&mut self, now: Time) {
         let holding = self.holds_all();
-        let pool: Vec<NodeId> = if self.cfg.mode == Mode::Flat {
-            self.alive.iter().copied().collect()
-        } else {
-            self.holders()
-                .into_iter()
-                .filter(|&m| m != self.node && self.alive.contains(&m))
-                .collect()
-        };
+        let pool = self.sync_peers();
         let peer = self.catch_up_peer.take().or_else(|| {
             (!pool.is_empty()).then(|| pool[self.rng.below(pool.len() as u64) as usize])
         });
@@ -1001,18 +994,24 @@ impl GossipCore {
         }
     }
 
-    /// Asks for what this member lacks right away: a holder sends its
-    /// digest to up to two other holders, any other member its own
-    /// Dsc's version to one holder.
-    fn catch_up_now(&mut self) {
-        let others: Vec<NodeId> = if self.cfg.mode == Mode::Flat {
+    /// Who this member reconciles with: any live member in flat mode,
+    /// else the live holders other than itself.
+    fn sync_peers(&self) -> Vec<NodeId> {
+        if self.cfg.mode == Mode::Flat {
             self.alive.iter().copied().collect()
         } else {
             self.holders()
                 .into_iter()
                 .filter(|&m| m != self.node && self.alive.contains(&m))
                 .collect()
-        };
+        }
+    }
+
+    /// Asks for what this member lacks right away: a holder sends its
+    /// digest to up to two other holders, any other member its own
+    /// Dsc's version to one holder.
+    fn catch_up_now(&mut self) {
+        let others = self.sync_peers();
         if self.holds_all() {
             for p in others.into_iter().take(2) {
                 self.send_digest(p, true);

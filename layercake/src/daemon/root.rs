@@ -208,23 +208,6 @@ impl RootApp {
     pub fn converged(&self) -> usize {
         self.leaves.iter().filter(|l| l.converged).count()
     }
-    /// The leaf indices a selection names (hostlist, group, filter), in
-    /// topology order ([`View::select`]).
-    pub fn select(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
-        self.view.select(sel)
-    }
-
-    /// The leaf indices a selection's hostlist and group name
-    /// ([`View::select_hosts`]).
-    pub fn select_hosts(&self, sel: &Selection) -> Result<Vec<usize>, ApiError> {
-        self.view.select_hosts(sel)
-    }
-
-    /// The indices of `idx` the selection's filter keeps ([`View::filter`]).
-    pub fn filter(&self, sel: &Selection, idx: &[usize]) -> Result<Vec<usize>, ApiError> {
-        self.view.filter(sel, idx)
-    }
-
     /// The read view the API serves from.
     pub fn view(&self) -> Arc<View> {
         self.view.clone()
@@ -234,12 +217,6 @@ impl RootApp {
     /// ([`View::prepare`]).
     pub fn prepare(&self, sel: &Selection, op: &WriteOp) -> Result<Prepared, ApiError> {
         self.view.prepare(sel, op)
-    }
-
-    /// Computes the new Cfgs of a batch of writes, all or nothing
-    /// ([`View::prepare_batch`]).
-    pub fn prepare_batch(&self, batch: &[(Selection, WriteOp)]) -> Result<PreparedBatch, ApiError> {
-        self.view.prepare_batch(batch)
     }
 
     /// Stores and publishes committed Cfgs.
@@ -427,17 +404,6 @@ impl RootApp {
         }));
     }
 
-    /// What plan preview needs of the leaves `idx` that pass the
-    /// selection's filter ([`View::plan_inputs`]).
-    pub fn plan_inputs(
-        &self,
-        sel: &Selection,
-        idx: &[usize],
-        values: &[(String, String)],
-    ) -> Result<Vec<PlanInput>, ApiError> {
-        self.view.plan_inputs(sel, idx, values)
-    }
-
     /// Health summary (`stack`: this instance's sync stack).
     pub fn health(&self, stack: &Stack) -> Json {
         json!({
@@ -517,13 +483,13 @@ mod tests {
         bomb.push("0-446744073709551616");
         let bomb = format!("n[{}]", bomb.join(","));
         let t0 = Instant::now();
-        let e = r.select(&hosts(&bomb)).unwrap_err();
+        let e = r.view().select(&hosts(&bomb)).unwrap_err();
         assert_eq!(e.status, 400, "{e}");
         assert!(
             e.message.len() < 300,
             "the message echoes a clipped hostlist"
         );
-        let e = r.select(&hosts("n[0-999999]")).unwrap_err();
+        let e = r.view().select(&hosts("n[0-999999]")).unwrap_err();
         assert_eq!((e.status, e.code), (400, "bad_request"), "{e}");
         assert!(e.message.contains("names 1000000 hosts"), "{e}");
         assert!(
@@ -532,10 +498,16 @@ mod tests {
             t0.elapsed()
         );
         // Within the cluster's size hostlists work as before.
-        assert_eq!(r.select(&hosts("n[0001-0010]")).unwrap().len(), 10);
-        assert_eq!(r.select(&hosts("n0001,n0001")).unwrap(), vec![0]);
-        assert_eq!(r.select(&hosts("n[0005-0014]")).unwrap_err().status, 404);
-        assert_eq!(r.select(&hosts("n[0001-0011]")).unwrap_err().status, 400);
+        assert_eq!(r.view().select(&hosts("n[0001-0010]")).unwrap().len(), 10);
+        assert_eq!(r.view().select(&hosts("n0001,n0001")).unwrap(), vec![0]);
+        assert_eq!(
+            r.view().select(&hosts("n[0005-0014]")).unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            r.view().select(&hosts("n[0001-0011]")).unwrap_err().status,
+            400
+        );
     }
 
     /// Issue 12, finding 3: a filter's terms are bounded; plan inputs and
@@ -549,15 +521,16 @@ mod tests {
             filter: Some(many),
             ..Selection::default()
         };
-        assert_eq!(r.select(&sel).unwrap_err().status, 400);
+        assert_eq!(r.view().select(&sel).unwrap_err().status, 400);
         let sel = Selection {
             filter: Some("/PhysState=PHYS_UNKNOWN".into()),
             ..Selection::default()
         };
-        assert_eq!(r.filter(&sel, &[0, 3, 5]).unwrap(), vec![0, 3, 5]);
+        assert_eq!(r.view().filter(&sel, &[0, 3, 5]).unwrap(), vec![0, 3, 5]);
         assert_eq!(r.view().states(&[1, 2, 9]).len(), 3);
         let values = vec![("/PhysState".to_string(), "POWER_ON".to_string())];
         let inputs = r
+            .view()
             .plan_inputs(&Selection::default(), &[0, 1], &values)
             .unwrap();
         assert_eq!(inputs.len(), 2);

@@ -33,6 +33,9 @@ const UPDATE_OVERHEAD_BYTES: usize = 32;
 const ACKS_PER_FRAME_MAX: usize = 64;
 /// Most events queued for the application before the oldest are dropped.
 const EVENTS_MAX: usize = 1 << 20;
+/// Slots per hello interval on which an instance's hellos to its children
+/// fall (see [`TreeCore::on_grid`]).
+pub const HELLO_GRID_SLOTS: u32 = 10;
 /// Most a claim's epoch may exceed the epoch this core knows for the group
 /// while its view of the group is live (see [`TreeCore`]'s claim rules):
 /// the sideways election raises the epoch by one per change of acting
@@ -108,12 +111,16 @@ pub struct TreeCore {
     /// Nodes whose Dsc another instance authors (their BMC driver): a Dsc
     /// of one of them from the node itself is refused.
     authored_elsewhere: BTreeSet<NodeId>,
+    /// This instance's offset of its hello grid, as a fraction of a slot
+    /// (drawn once: different parents' grids do not line up).
+    grid_phase: f64,
 }
 
 impl TreeCore {
     /// The core of instance `me`, starting at `now`.
     pub fn new(me: NodeId, tree: Arc<Tree>, cfg: TreeConfig, now: Time) -> TreeCore {
-        let rng = Rng::new(cfg.seed ^ (me as u64).wrapping_mul(0x9E37_79B9));
+        let mut rng = Rng::new(cfg.seed ^ (me as u64).wrapping_mul(0x9E37_79B9));
+        let grid_phase = rng.next_f64();
         let mut core = TreeCore {
             me,
             routes: Routes::new(tree),
@@ -130,6 +137,7 @@ impl TreeCore {
             rebuild_pending: false,
             authored: BTreeSet::new(),
             authored_elsewhere: BTreeSet::new(),
+            grid_phase,
         };
         core.rebuild_links(now, true);
         core
@@ -647,11 +655,15 @@ impl TreeCore {
             Dir::ToChild => None,
         };
         let hello = {
-            let jitter = self.jittered(self.links[l].timers);
+            let timers = self.links[l].timers;
+            let mut next = now + self.jittered(timers);
+            if self.links[l].dir == Dir::ToChild {
+                next = self.on_grid(next, timers.hello).max(now + timers.hello / 2);
+            }
             let link = &mut self.links[l];
             link.hello_now = false;
             link.hello_deferred = false;
-            link.next_hello = now + jitter;
+            link.next_hello = next;
             Hello {
                 in_digest,
                 in_count,
@@ -683,6 +695,28 @@ impl TreeCore {
                 body: Some(frame::Body::Ack(Ack { acks })),
             },
         });
+    }
+
+    /// `t` moved to the nearest slot of this instance's hello grid: slots
+    /// a tenth of `hello` apart ([`HELLO_GRID_SLOTS`]), offset by the
+    /// instance's own phase. A parent's hellos to its children fall on the
+    /// grid, so the ones due in one slot leave in one wake-up (one timer,
+    /// one flush, one batch of sends) and the children's answers
+    /// ([`TreeCore::on_hello`]) come back together, where a random phase
+    /// per link woke the parent once per child and hello. Each link keeps
+    /// its own jittered interval; rounding moves a hello by at most half a
+    /// slot either way, so the mean interval stays `hello`.
+    ///
+    /// Why: at 100,000 instances on two cores the steady hellos alone took
+    /// 1.9 of the 2 cores (19.5 us per datagram, much of it the wake-ups
+    /// of 16,700 instances per process), leaving a roll-out nothing.
+    fn on_grid(&self, t: Time, hello: Time) -> Time {
+        let slot = (hello.as_nanos() / u128::from(HELLO_GRID_SLOTS)).max(1);
+        let offset = (slot as f64 * self.grid_phase) as u128;
+        let from = t.as_nanos().saturating_sub(offset);
+        let k = (from + slot / 2) / slot;
+        let nanos = k.saturating_mul(slot).saturating_add(offset);
+        Time::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     fn jittered(&mut self, t: overlay::tree::LinkTimers) -> Time {
@@ -730,6 +764,22 @@ impl TreeCore {
         }
         if after == NeighborState::Full {
             self.check_digest(now, l, h.in_digest);
+            self.answer_parent(now, l);
+        }
+    }
+
+    /// A child answers its parent's hello with its own when that is due
+    /// within half an interval anyway: in steady state a child's hellos
+    /// then ride on the wake-up its parent's hello causes (one wake-up per
+    /// interval instead of two: the receive and its own timer) and reach
+    /// the parent together with its other children's (see
+    /// [`TreeCore::on_grid`]). Its own timer still runs: when the parent
+    /// falls silent, the child's hellos keep their interval. One that
+    /// just went (within half an interval) is not repeated.
+    fn answer_parent(&mut self, now: Time, l: usize) {
+        let link = &mut self.links[l];
+        if link.dir == Dir::ToParent && link.next_hello <= now + link.timers.hello / 2 {
+            link.hello_now = true;
         }
     }
 

@@ -45,7 +45,7 @@ mod link;
 mod routes;
 
 pub use config::TreeConfig;
-pub use core::{CLAIM_EPOCH_AHEAD_MAX, TreeCore, TreeStats};
+pub use core::{CLAIM_EPOCH_AHEAD_MAX, HELLO_GRID_SLOTS, TreeCore, TreeStats};
 pub use link::NeighborState;
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ while p.poll() is None:
     if state == "start" and ph == float(os.environ.get("NODES","100000")): state = "sync"
     elif state == "sync" and ph == 0:
         state = "steady"; time.sleep(20); c0 = cpu(pids); t0 = time.time()
-        st = subprocess.run(["perf", "stat", "-x,", "-e", "syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_recvmmsg",
+        st = subprocess.run(["perf", "stat", "-x,", "-e", "syscalls:sys_enter_sendto,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_recvfrom,syscalls:sys_enter_recvmmsg",
                              "-p", ",".join(map(str, pids)), "--", "sleep", "10"], capture_output=True, text=True).stderr
         c1 = cpu(pids); t1 = time.time()
         res["steady_cpu_per_s"] = (c1 - c0) / (t1 - t0); res["load_steady"] = load()

@@ -15,8 +15,11 @@
 //! buffers per thread (the instances of a process share it: only one runs
 //! at a time), and a short batch tells the runtime the socket is drained, so
 //! a lone datagram costs one receive call, not a second one that fails with
-//! `EAGAIN`. Sockets bound to a loopback address ask for the don't-fragment
-//! bit ([`bind`]).
+//! `EAGAIN`. An instance's output of more than one datagram (a parent's
+//! hellos of one grid slot, a roll-out's updates to a rack) is sealed into
+//! the thread's send batch and leaves with one `sendmmsg(2)` per
+//! [`SEND_BATCH_MAX`]. Sockets bound to a loopback address ask for the
+//! don't-fragment bit ([`bind`]).
 //!
 //! Datagrams that fail the envelope are counted by reason and dropped.
 //!
@@ -140,7 +143,8 @@ pub fn monotonic_now() -> Time {
 
 mod sys {
     //! The one place that calls into libc for sockets: `recvmmsg(2)` into a
-    //! batch of buffers, the don't-fragment option, and the runtime
+    //! batch of buffers, `sendmmsg(2)` of a batch of sealed datagrams, the
+    //! don't-fragment option, and the runtime
     //! registration of a socket the driver owns.
     #![allow(unsafe_code)]
 
@@ -271,6 +275,107 @@ mod sys {
         }
     }
 
+    /// Sealed datagrams waiting for one `sendmmsg(2)`, each with its
+    /// destination; buffers are kept between calls.
+    pub struct SendBatch {
+        bufs: Vec<Vec<u8>>,
+        to: Vec<(SocketAddr, socket2::SockAddr)>,
+        len: usize,
+    }
+
+    impl SendBatch {
+        /// Room for `slots` datagrams.
+        pub fn new(slots: usize) -> SendBatch {
+            SendBatch {
+                bufs: (0..slots)
+                    .map(|_| Vec::with_capacity(MAX_DATAGRAM_BYTES))
+                    .collect(),
+                to: Vec::with_capacity(slots),
+                len: 0,
+            }
+        }
+
+        /// Datagrams waiting.
+        pub fn len(&self) -> usize {
+            self.len
+        }
+
+        /// Whether no more fit.
+        pub fn is_full(&self) -> bool {
+            self.len == self.bufs.len()
+        }
+
+        /// The next free buffer (cleared), to seal into; it joins the batch
+        /// with [`SendBatch::push`].
+        pub fn next_buf(&mut self) -> &mut Vec<u8> {
+            let b = &mut self.bufs[self.len];
+            b.clear();
+            b
+        }
+
+        /// Adds the buffer [`SendBatch::next_buf`] returned, for `to`.
+        pub fn push(&mut self, to: SocketAddr) {
+            self.to.truncate(self.len);
+            self.to.push((to, to.into()));
+            self.len += 1;
+        }
+
+        /// Datagram `i` and its destination.
+        pub fn get(&self, i: usize) -> (&[u8], SocketAddr) {
+            (&self.bufs[i], self.to[i].0)
+        }
+
+        /// Empties the batch (buffers are kept).
+        pub fn clear(&mut self) {
+            self.len = 0;
+            self.to.clear();
+        }
+
+        /// One non-blocking `sendmmsg(2)` of datagrams `from..` of the
+        /// batch on `socket`: how many the kernel took (at least one), or
+        /// the error of the first (`WouldBlock` when the buffer is full).
+        pub fn send(&self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
+            let n = self.len.saturating_sub(from);
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut iovs: Vec<libc::iovec> = (from..self.len)
+                .map(|i| libc::iovec {
+                    iov_base: self.bufs[i].as_ptr() as *mut libc::c_void,
+                    iov_len: self.bufs[i].len(),
+                })
+                .collect();
+            let mut hdrs: Vec<libc::mmsghdr> = (0..n)
+                .map(|k| {
+                    let to = &self.to[from + k].1;
+                    // SAFETY: all-zero is a valid `mmsghdr`; the fields
+                    // set below point at this batch's own live data.
+                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+                    h.msg_hdr.msg_namelen = to.len();
+                    h.msg_hdr.msg_iov = &mut iovs[k];
+                    h.msg_hdr.msg_iovlen = 1;
+                    h
+                })
+                .collect();
+            // SAFETY: every header points at a destination address and an
+            // iovec of this batch (alive and unchanged for the call); the
+            // kernel only reads them and writes `msg_len`.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok((rc as usize).min(n))
+        }
+    }
+
     /// The socket address the kernel wrote, if it is IPv4 or IPv6.
     fn to_addr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
         let len = len as usize;
@@ -362,9 +467,16 @@ pub fn bind(addr: SocketAddr, buffers: Buffers) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// Most datagrams one `sendmmsg(2)` of an instance's output carries.
+pub const SEND_BATCH_MAX: usize = 64;
+
 thread_local! {
     /// The receive batch of this thread's instances (see the module doc).
     static RECEIVED: RefCell<sys::RecvBatch> = RefCell::new(sys::RecvBatch::new(RECV_BATCH_MAX));
+    /// The send batch of this thread's instances, taken by the one that
+    /// flushes (an instance that waits for room in its socket's buffer
+    /// keeps it; another one meanwhile makes its own).
+    static SENDING: RefCell<Option<sys::SendBatch>> = const { RefCell::new(None) };
 }
 
 /// An instance's UDP socket as its task drives it: batched receives into
@@ -408,6 +520,12 @@ impl Datagrams {
                 Err(_) => return 0,
             }
         }
+    }
+
+    /// Sends datagrams `from..` of `batch` with one system call if the
+    /// socket's buffer has room now: how many went.
+    fn try_send_batch(&self, batch: &sys::SendBatch, from: usize) -> io::Result<usize> {
+        batch.send(self.fd.get_ref(), from)
     }
 
     /// Sends `d` to `addr` if the socket's buffer has room now.
@@ -717,42 +835,116 @@ impl<I: Instance> Task<I> {
         }
     }
 
+    /// The next transmit: what was held for a peer's boot first, then the
+    /// instance's output.
+    fn next_transmit(&mut self) -> Option<Transmit> {
+        let next = self.retry.pop_front();
+        next.or_else(|| self.h.inner.borrow_mut().poll_transmit())
+    }
+
+    /// Seals `t` into `out`; its destination, or `None` if it has none or
+    /// sealing failed (counted).
+    fn seal(&mut self, t: &Transmit, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        let &addr = self.shared.addrs.get(t.to as usize)?;
+        let echo = self.opener.peer_boot(t.to);
+        if echo.is_none() {
+            self.held.hold(t.to, &t.frame);
+        }
+        if self
+            .sealer
+            .seal(&self.shared.keys, t.to, echo, &t.frame, out)
+            .is_err()
+        {
+            self.h.traffic.borrow_mut().tx_errors += 1;
+            return None;
+        }
+        Some(addr)
+    }
+
+    /// Sends everything the instance has to send. A lone datagram goes
+    /// with one `sendto(2)`; more (a parent's hellos of one grid slot, a
+    /// roll-out's updates to a rack) are sealed into the thread's send
+    /// batch and go [`SEND_BATCH_MAX`] at a time with one `sendmmsg(2)`.
     async fn flush(&mut self, tx: &mut Vec<u8>) {
+        let Some(first) = self.next_transmit() else {
+            return;
+        };
+        let Some(second) = self.next_transmit() else {
+            if let Some(addr) = self.seal(&first, tx) {
+                let sent = match self.socket.try_send_to(tx, addr) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.socket.send_to(tx, addr).await
+                    }
+                    r => r,
+                };
+                self.count_sent(sent);
+            }
+            return;
+        };
+        let mut batch = SENDING
+            .with_borrow_mut(Option::take)
+            .unwrap_or_else(|| sys::SendBatch::new(SEND_BATCH_MAX));
+        batch.clear();
+        let mut pending = [Some(first), Some(second)].into_iter().flatten();
         loop {
-            let next = self.retry.pop_front();
-            let Some(t) = next.or_else(|| self.h.inner.borrow_mut().poll_transmit()) else {
-                return;
+            let t = match pending.next() {
+                Some(t) => Some(t),
+                None => self.next_transmit(),
             };
-            let Some(&addr) = self.shared.addrs.get(t.to as usize) else {
-                continue;
-            };
-            let echo = self.opener.peer_boot(t.to);
-            if echo.is_none() {
-                self.held.hold(t.to, &t.frame);
-            }
-            if self
-                .sealer
-                .seal(&self.shared.keys, t.to, echo, &t.frame, tx)
-                .is_err()
+            let done = t.is_none();
+            if let Some(t) = t
+                && let Some(addr) = self.seal(&t, batch.next_buf())
             {
-                self.h.traffic.borrow_mut().tx_errors += 1;
-                continue;
+                batch.push(addr);
             }
-            let sent = match self.socket.try_send_to(tx, addr) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket.send_to(tx, addr).await
-                }
-                r => r,
-            };
-            let mut c = self.h.traffic.borrow_mut();
-            match sent {
-                Ok(n) => {
-                    c.tx_datagrams += 1;
-                    c.tx_bytes += n as u64;
-                    c.tx_max_bytes = c.tx_max_bytes.max(n);
-                }
-                Err(_) => c.tx_errors += 1,
+            if batch.is_full() || (done && batch.len() > 0) {
+                self.send_batch(&batch).await;
+                batch.clear();
             }
+            if done {
+                break;
+            }
+        }
+        SENDING.with_borrow_mut(|b| *b = Some(batch));
+    }
+
+    /// Sends every datagram of `batch`: `sendmmsg(2)` while the kernel
+    /// takes them, one at a time (waiting for room) from the first it
+    /// refused.
+    async fn send_batch(&mut self, batch: &sys::SendBatch) {
+        let mut at = 0;
+        while at < batch.len() {
+            match self.socket.try_send_batch(batch, at) {
+                Ok(k) if k > 0 => {
+                    for i in at..at + k {
+                        self.count_sent(Ok(batch.get(i).0.len()));
+                    }
+                    at += k;
+                }
+                _ => {
+                    let (d, addr) = batch.get(at);
+                    let sent = match self.socket.try_send_to(d, addr) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.socket.send_to(d, addr).await
+                        }
+                        r => r,
+                    };
+                    self.count_sent(sent);
+                    at += 1;
+                }
+            }
+        }
+    }
+
+    fn count_sent(&self, sent: io::Result<usize>) {
+        let mut c = self.h.traffic.borrow_mut();
+        match sent {
+            Ok(n) => {
+                c.tx_datagrams += 1;
+                c.tx_bytes += n as u64;
+                c.tx_max_bytes = c.tx_max_bytes.max(n);
+            }
+            Err(_) => c.tx_errors += 1,
         }
     }
 }
@@ -849,6 +1041,53 @@ mod tests {
         for_each_received(n, |d, _| len = d.len());
         assert_eq!(len, sys::SLOT_BYTES);
         assert!(len > MAX_DATAGRAM_BYTES);
+    }
+
+    #[tokio::test]
+    async fn one_call_sends_a_batch_to_several_peers() {
+        let bufs = Buffers {
+            recv_bytes: 1 << 20,
+            send_bytes: 1 << 20,
+        };
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (a, b, c) = (
+            bind(any, bufs).unwrap(),
+            bind(any, bufs).unwrap(),
+            bind(any, bufs).unwrap(),
+        );
+        let (b_addr, c_addr) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        let tx = Datagrams::new(a).unwrap();
+        let mut batch = sys::SendBatch::new(4);
+        for (i, to) in [(1u8, b_addr), (2, c_addr), (3, b_addr)] {
+            batch.next_buf().extend_from_slice(&[i; 20]);
+            batch.push(to);
+        }
+        assert_eq!(batch.len(), 3);
+        assert!(!batch.is_full());
+        assert_eq!(tx.try_send_batch(&batch, 0).unwrap(), 3);
+        assert_eq!(tx.try_send_batch(&batch, 3).unwrap(), 0, "nothing left");
+        let mut got = [0u8; 64];
+        let wait = Duration::from_secs(5);
+        let (n, _) = tokio::time::timeout(wait, b.recv_from(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((n, got[0]), (20, 1));
+        let (n, _) = tokio::time::timeout(wait, b.recv_from(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((n, got[0]), (20, 3));
+        let (n, _) = tokio::time::timeout(wait, c.recv_from(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((n, got[0]), (20, 2));
+        // A cleared batch reuses its buffers from the start.
+        batch.clear();
+        batch.next_buf().extend_from_slice(&[9; 5]);
+        batch.push(c_addr);
+        assert_eq!(batch.get(0), (&[9u8; 5][..], c_addr));
     }
 
     #[test]

@@ -42,8 +42,9 @@ struct Worker {
 
 /// What a worker's output thread hands the orchestrator.
 enum Event {
-    /// A line: a message, or an error if it did not parse.
-    Line(Result<Msg>),
+    /// A line: a message, or an error if it did not parse (boxed: a
+    /// message is large and `Gone` small).
+    Line(Box<Result<Msg>>),
     /// The output ended: the worker exited (its status, if it had one
     /// within [`EXIT_GRACE`]) or closed its standard output.
     Gone(Option<std::process::ExitStatus>),
@@ -111,7 +112,7 @@ impl Fleet {
                 Err(RecvTimeoutError::Disconnected) => bail!("every worker's output has ended"),
             };
             let m = match ev {
-                Event::Line(m) => m.with_context(|| format!("worker {w}"))?,
+                Event::Line(m) => (*m).with_context(|| format!("worker {w}"))?,
                 Event::Gone(status) => bail!(self.gone(w, status)),
             };
             if let Some(t) = pick(w, m) {
@@ -182,7 +183,7 @@ fn read_output(
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let msg = serde_json::from_str::<Msg>(&line).with_context(|| format!("bad line `{line}`"));
-        if tx.send((i, Event::Line(msg))).is_err() {
+        if tx.send((i, Event::Line(Box::new(msg)))).is_err() {
             return;
         }
     }

@@ -739,7 +739,7 @@ impl Client {
         wait: bool,
         timeout: Option<std::time::Duration>,
     ) -> R<()> {
-        use crate::cli::rollout::count;
+        use crate::cli::rollout::Counts;
         if action != "status" {
             return Err(Fail {
                 code: EXIT_USAGE,
@@ -750,9 +750,17 @@ impl Client {
             side: "dsc".into(),
             ..SelArgs::default()
         };
-        let path = format!("/api/v1/nodes?{}", Selected::new(hosts, &none)?.query());
+        let sel = Selected::new(hosts, &none)?;
+        let count = |sel: &Selected| -> R<Counts> {
+            let mut c = Counts::default();
+            self.pages(sel, CHUNK_SIZE_DEFAULT.into(), |nodes| {
+                c.add(&nodes);
+                Ok(())
+            })?;
+            Ok(c)
+        };
         let t0 = std::time::Instant::now();
-        let mut c = count(&self.call("GET", &path, None)?);
+        let mut c = count(&sel)?;
         if wait && !c.done() {
             let bar = indicatif::ProgressBar::new(c.total as u64);
             bar.set_style(
@@ -763,7 +771,7 @@ impl Client {
                 bar.set_position(c.rolled as u64);
                 bar.set_message(c.line());
                 std::thread::sleep(std::time::Duration::from_millis(500));
-                c = count(&self.call("GET", &path, None)?);
+                c = count(&sel)?;
             }
             bar.finish_and_clear();
         }
@@ -864,19 +872,23 @@ impl Client {
     /// Polls the selected nodes until every one meets `goal`.
     fn wait(&self, sel: &Selected, goal: &Goal, timeout: Duration) -> R<()> {
         let t0 = Instant::now();
-        let path = format!("/api/v1/nodes?{}", sel.query());
         let tty = std::io::stderr().is_terminal();
         let mut bar: Option<indicatif::ProgressBar> = None;
         let mut last = None;
         loop {
-            let v = self.call("GET", &path, None)?;
-            let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
-            let missing: Vec<String> = nodes
-                .iter()
-                .filter(|n| !goal.holds(n))
-                .map(|n| n["name"].as_str().unwrap_or("?").to_string())
-                .collect();
-            let total = nodes.len();
+            // Page by page: the client holds one page and the names of
+            // the nodes not there yet.
+            let (mut total, mut missing) = (0usize, Vec::new());
+            self.pages(sel, CHUNK_SIZE_DEFAULT.into(), |nodes| {
+                total += nodes.len();
+                missing.extend(
+                    nodes
+                        .iter()
+                        .filter(|n| !goal.holds(n))
+                        .map(|n| n["name"].as_str().unwrap_or("?").to_string()),
+                );
+                Ok(())
+            })?;
             let done = total - missing.len();
             if tty {
                 let b = bar.get_or_insert_with(|| {

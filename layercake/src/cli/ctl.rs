@@ -422,9 +422,11 @@ impl From<HttpError> for Fail {
     }
 }
 
-/// Nodes per request of `get nodes` (`--chunk-size`): a page of this many
-/// is a few megabytes of JSON, and 50,000 nodes take 25 requests.
-pub const CHUNK_SIZE_DEFAULT: u16 = 2000;
+/// Nodes per request of `get nodes`, `wait` and `rollout status`
+/// (`--chunk-size`): a page is about 3 MB of JSON and 33 MiB of client
+/// RSS; at 15,000 nodes pages of 1000 were faster than 2000, 5000 or one
+/// response (docs/performance.md).
+pub const CHUNK_SIZE_DEFAULT: u16 = 1000;
 
 /// A failure to write standard output.
 fn write_failed(e: std::io::Error) -> Fail {

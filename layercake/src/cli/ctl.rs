@@ -18,7 +18,7 @@
 //! Errors go to standard error as `error: MESSAGE`; data to standard output.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use serde_json::{Value as Json, json};
 use crate::cli::DEFAULT_API;
 use crate::cli::apply;
 use crate::cli::http::{self, HttpError};
-use crate::cli::listing::NodeWriter;
+use crate::cli::listing::{Columns, NodeWriter};
 use crate::cli::urls;
 use crate::cli::yaml;
 
@@ -422,7 +422,7 @@ impl From<HttpError> for Fail {
     }
 }
 
-/// Nodes per request of `get nodes`, `wait` and `rollout status`
+/// Nodes per request of `get nodes`, `wait`, `power status` and `rollout status`
 /// (`--chunk-size`): a page is about 3 MB of JSON and 33 MiB of client
 /// RSS; at 15,000 nodes pages of 1000 were faster than 2000, 5000 or one
 /// response (docs/performance.md).
@@ -804,34 +804,7 @@ impl Client {
 
     fn power(&self, action: PowerAction, sel: Selected, wait: bool, timeout: Duration) -> R<()> {
         if action == PowerAction::Status {
-            let v = self.call("GET", &format!("/api/v1/nodes?{}", sel.query()), None)?;
-            let mut rows = vec![vec![
-                "NAME".to_string(),
-                "CFG".into(),
-                "DSC".into(),
-                "BMC".into(),
-                "ERROR".into(),
-            ]];
-            let bmc = urls::expand("bmc.protocol");
-            let err = urls::expand("bmc.error");
-            for n in v["nodes"].as_array().into_iter().flatten() {
-                let get = |side: &str, url: &str| {
-                    n[side][url]
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or("-")
-                        .to_string()
-                };
-                rows.push(vec![
-                    n["name"].as_str().unwrap_or("?").to_string(),
-                    get("cfg", "/PhysState"),
-                    get("dsc", "/PhysState"),
-                    get("cfg", &bmc),
-                    get("dsc", &err),
-                ]);
-            }
-            print_table(&rows, self.color);
-            return Ok(());
+            return self.power_status(&sel);
         }
         let verb = match action {
             PowerAction::On => "power on",
@@ -869,6 +842,41 @@ impl Client {
             self.wait(&sel, &is(want), timeout)?;
         }
         Ok(())
+    }
+
+    /// `power status`: Cfg and Dsc power, BMC protocol and error per node,
+    /// written page by page.
+    fn power_status(&self, sel: &Selected) -> R<()> {
+        let head = ["NAME", "CFG", "DSC", "BMC", "ERROR"];
+        let mut table = Columns::new(head.map(str::to_string).to_vec(), self.color);
+        let bmc = urls::expand("bmc.protocol");
+        let err = urls::expand("bmc.error");
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        self.pages(sel, CHUNK_SIZE_DEFAULT.into(), |nodes| {
+            let rows: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| {
+                    let get = |side: &str, url: &str| {
+                        n[side][url]
+                            .as_str()
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or("-")
+                            .to_string()
+                    };
+                    vec![
+                        n["name"].as_str().unwrap_or("?").to_string(),
+                        get("cfg", "/PhysState"),
+                        get("dsc", "/PhysState"),
+                        get("cfg", &bmc),
+                        get("dsc", &err),
+                    ]
+                })
+                .collect();
+            table.write(&mut out, &rows).map_err(write_failed)?;
+            out.flush().map_err(write_failed)
+        })?;
+        table.finish(&mut out).map_err(write_failed)?;
+        out.flush().map_err(write_failed)
     }
 
     /// Polls the selected nodes until every one meets `goal`.

@@ -10,7 +10,8 @@
 //! The bytes are those of the whole list printed at once: JSON as
 //! `serde_json`'s pretty printer writes `{"nodes": [...]}`, YAML as
 //! `yaml-rust2` writes it. A table's columns are as wide as their widest
-//! cell so far: a later page may widen a column, never narrow one.
+//! cell so far: a later page may widen a column, never narrow one
+//! ([`Columns`], also used by `ctl power status`).
 
 use std::io::Write;
 
@@ -33,10 +34,65 @@ enum Stage {
 pub struct NodeWriter<W: Write> {
     out: W,
     output: Output,
-    color: bool,
     stage: Stage,
-    /// Table column widths so far (characters).
+    /// The table's columns (`table` and `wide`).
+    columns: Columns,
+}
+
+/// A table written in batches of rows: the header before the first batch
+/// (or alone, for no rows), each column as wide as its widest cell so
+/// far, the last column unpadded.
+#[derive(Debug)]
+pub struct Columns {
+    header: Vec<String>,
+    /// Column widths so far (characters).
     widths: Vec<usize>,
+    color: bool,
+    started: bool,
+}
+
+impl Columns {
+    /// A table with these column names; `color` paints the cells.
+    pub fn new(header: Vec<String>, color: bool) -> Columns {
+        let widths = header.iter().map(|h| h.chars().count()).collect();
+        Columns {
+            header,
+            widths,
+            color,
+            started: false,
+        }
+    }
+
+    /// Writes a batch of rows (the header first, once).
+    pub fn write(&mut self, out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+        for r in rows {
+            for (w, cell) in self.widths.iter_mut().zip(r) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        self.header_once(out)?;
+        for r in rows {
+            writeln!(out, "{}", table_line(r, &self.widths, false, self.color))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the table: the header alone if no row was written.
+    pub fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        self.header_once(out)
+    }
+
+    fn header_once(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        if !self.started {
+            self.started = true;
+            writeln!(
+                out,
+                "{}",
+                table_line(&self.header, &self.widths, true, false)
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The pretty JSON of a whole list starts with this ...
@@ -53,9 +109,8 @@ impl<W: Write> NodeWriter<W> {
         NodeWriter {
             out,
             output,
-            color,
             stage: Stage::Empty,
-            widths: header(wide).iter().map(|h| h.chars().count()).collect(),
+            columns: Columns::new(header(wide), color),
         }
     }
 
@@ -68,7 +123,11 @@ impl<W: Write> NodeWriter<W> {
         match self.output {
             Output::Json => self.json_page(nodes, first)?,
             Output::Yaml => self.yaml_page(nodes, first)?,
-            Output::Table | Output::Wide => self.table_page(&nodes, first)?,
+            Output::Table | Output::Wide => {
+                let wide = self.output == Output::Wide;
+                let rows: Vec<Vec<String>> = nodes.iter().map(|n| row(n, wide)).collect();
+                self.columns.write(&mut self.out, &rows)?;
+            }
         }
         self.stage = Stage::Open;
         self.out.flush()
@@ -82,10 +141,7 @@ impl<W: Write> NodeWriter<W> {
             (Output::Json, true) => writeln!(self.out, "{{\n  \"nodes\": []\n}}")?,
             (Output::Json, false) => writeln!(self.out, "{JSON_TAIL}")?,
             (Output::Yaml, true) => write!(self.out, "{}", yaml::to_yaml(&json!({"nodes": []})))?,
-            (Output::Table | Output::Wide, true) => {
-                let h = header(self.output == Output::Wide);
-                writeln!(self.out, "{}", table_line(&h, &self.widths, true, false))?;
-            }
+            (Output::Table | Output::Wide, true) => self.columns.finish(&mut self.out)?,
             _ => {}
         }
         self.out.flush()
@@ -118,29 +174,6 @@ impl<W: Write> NodeWriter<W> {
             write!(self.out, "{YAML_HEAD}")?;
         }
         write!(self.out, "{body}")
-    }
-
-    /// The page's rows, the header first on the first page.
-    fn table_page(&mut self, nodes: &[Json], first: bool) -> std::io::Result<()> {
-        let wide = self.output == Output::Wide;
-        let rows: Vec<Vec<String>> = nodes.iter().map(|n| row(n, wide)).collect();
-        for r in &rows {
-            for (w, cell) in self.widths.iter_mut().zip(r) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        if first {
-            let h = header(wide);
-            writeln!(self.out, "{}", table_line(&h, &self.widths, true, false))?;
-        }
-        for r in &rows {
-            writeln!(
-                self.out,
-                "{}",
-                table_line(r, &self.widths, false, self.color)
-            )?;
-        }
-        Ok(())
     }
 }
 

@@ -229,7 +229,7 @@ fn run(mut a: RunArgs) -> Result<()> {
                 topo::duration::format(d)
             );
         }
-        std::thread::sleep(d);
+        fleet.hold(d)?;
         drop(fleet);
     }
     if let Some(n) = report.busy_interrupted.filter(|&n| n > 0) {

@@ -8,7 +8,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -26,20 +27,59 @@ pub const INSTANCES_PER_WORKER_MAX: usize = 18_000;
 /// Socket buffer ceiling the run asks the kernel to allow, bytes.
 const SOCKET_BUFFER_MAX_BYTES: u64 = 32 << 20;
 
+/// How long a worker whose output ended may take to exit before it is
+/// reported as "closed its output" instead of with its exit status.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long the workers get to quit on their own before they are killed.
+const QUIT_GRACE: Duration = Duration::from_secs(5);
+
 struct Worker {
-    child: Child,
+    /// Shared with the thread reading the worker's output, which reaps it
+    /// when the output ends.
+    child: Arc<Mutex<Child>>,
     stdin: ChildStdin,
 }
 
+/// What a worker's output thread hands the orchestrator.
+enum Event {
+    /// A line: a message, or an error if it did not parse (boxed: a
+    /// message is large and `Gone` small).
+    Line(Box<Result<Msg>>),
+    /// The output ended: the worker exited (its status, if it had one
+    /// within [`EXIT_GRACE`]) or closed its standard output.
+    Gone(Option<std::process::ExitStatus>),
+}
+
+/// `Fleet::wait` ran out of time: the workers live but said nothing that
+/// was waited for.
+#[derive(Debug)]
+pub(crate) struct WaitTimeout;
+
+impl std::fmt::Display for WaitTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timed out waiting for the workers")
+    }
+}
+
+impl std::error::Error for WaitTimeout {}
+
+/// The worker processes of a run, their input pipes and their output.
+///
+/// A worker that exits (or closes its output) at any time is an error of
+/// the next [`Fleet::wait`], naming it and its exit status (its own error
+/// is on standard error, which it shares); dropping the fleet then stops
+/// the others.
 pub(crate) struct Fleet {
     workers: Vec<Worker>,
-    rx: Receiver<(usize, Result<Msg>)>,
+    /// `(lo, hi)`: the instances of each worker.
+    ranges: Vec<(usize, usize)>,
+    rx: Receiver<(usize, Event)>,
 }
 
 impl Fleet {
     /// The process id of worker `w` (the root's is worker 0).
     pub(crate) fn pid(&self, w: usize) -> u32 {
-        self.workers[w].child.id()
+        lock(&self.workers[w].child).id()
     }
 
     /// Workers started.
@@ -56,6 +96,8 @@ impl Fleet {
     }
 
     /// Waits for the next message matching `pick` (others are dropped).
+    /// Fails with [`WaitTimeout`] after `limit`, and at once when a worker
+    /// exits or sends a line that is not a message.
     pub(crate) fn wait<T>(
         &self,
         limit: Duration,
@@ -64,15 +106,47 @@ impl Fleet {
         let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            let (w, m) = self
-                .rx
-                .recv_timeout(left)
-                .context("timed out waiting for the workers")?;
-            if let Some(t) = pick(w, m.with_context(|| format!("worker {w}"))?) {
+            let (w, ev) = match self.rx.recv_timeout(left) {
+                Ok(x) => x,
+                Err(RecvTimeoutError::Timeout) => return Err(WaitTimeout.into()),
+                Err(RecvTimeoutError::Disconnected) => bail!("every worker's output has ended"),
+            };
+            let m = match ev {
+                Event::Line(m) => (*m).with_context(|| format!("worker {w}"))?,
+                Event::Gone(status) => bail!(self.gone(w, status)),
+            };
+            if let Some(t) = pick(w, m) {
                 return Ok(t);
             }
         }
     }
+
+    /// Keeps the workers up for `d` (`--hold`); fails as soon as one exits.
+    pub(crate) fn hold(&self, d: Duration) -> Result<()> {
+        match self.wait(d, |_, _| None::<()>) {
+            Err(e) if e.is::<WaitTimeout>() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The message for worker `w` gone with `status`.
+    fn gone(&self, w: usize, status: Option<std::process::ExitStatus>) -> String {
+        let (lo, hi) = self.ranges[w];
+        let how = match status {
+            Some(s) => format!("exited ({s})"),
+            None => "closed its output".into(),
+        };
+        format!(
+            "worker {w} (pid {}, instances {lo}..{hi}) {how} before the run ended; \
+             its error, if it printed one, is above; stopping the other workers",
+            self.pid(w)
+        )
+    }
+}
+
+/// The child behind `m` (a panicked holder leaves it usable).
+fn lock(m: &Mutex<Child>) -> std::sync::MutexGuard<'_, Child> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for Fleet {
@@ -80,18 +154,49 @@ impl Drop for Fleet {
         for w in &mut self.workers {
             let _ = writeln!(w.stdin, "quit");
         }
-        for w in &mut self.workers {
-            let deadline = Instant::now() + Duration::from_secs(5);
+        // One deadline for all: a fleet of many workers stops in
+        // QUIT_GRACE, not QUIT_GRACE each.
+        let deadline = Instant::now() + QUIT_GRACE;
+        for w in &self.workers {
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = w.child.try_wait() {
+                if let Ok(Some(_)) = lock(&w.child).try_wait() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = w.child.kill();
-            let _ = w.child.wait();
+            let mut c = lock(&w.child);
+            // A reaped child is not signalled again (std keeps its status).
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
+}
+
+/// Reads worker `i`'s output into `tx` until it ends, then reaps the
+/// worker (for up to [`EXIT_GRACE`]) and sends its status.
+fn read_output(
+    i: usize,
+    stdout: std::process::ChildStdout,
+    child: Arc<Mutex<Child>>,
+    tx: Sender<(usize, Event)>,
+) {
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let msg = serde_json::from_str::<Msg>(&line).with_context(|| format!("bad line `{line}`"));
+        if tx.send((i, Event::Line(Box::new(msg)))).is_err() {
+            return;
+        }
+    }
+    let end = Instant::now() + EXIT_GRACE;
+    let status = loop {
+        match lock(&child).try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < end => {}
+            _ => break None,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = tx.send((i, Event::Gone(status)));
 }
 
 /// Lets sockets have large buffers (best effort: needs root).
@@ -197,10 +302,16 @@ pub(crate) fn ranges(instances: usize, workers: Option<usize>) -> Vec<(usize, us
     v
 }
 
+/// Starts one worker process per range. If one cannot start, the fleet
+/// started so far is dropped (stopped) with the error.
 pub(crate) fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet> {
     let exe = std::env::current_exe()?;
     let (tx, rx) = channel();
-    let mut workers = Vec::new();
+    let mut fleet = Fleet {
+        workers: Vec::with_capacity(ranges.len()),
+        ranges: ranges.to_vec(),
+        rx,
+    };
     for (i, &(lo, hi)) in ranges.iter().enumerate() {
         if hi - lo > INSTANCES_PER_WORKER_MAX + 1 {
             bail!(
@@ -219,20 +330,12 @@ pub(crate) fn spawn(a: &ClusterArgs, ranges: &[(usize, usize)]) -> Result<Fleet>
             .context("starting a worker")?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let msg = serde_json::from_str::<Msg>(&line)
-                    .with_context(|| format!("bad line `{line}`"));
-                if tx.send((i, msg)).is_err() {
-                    break;
-                }
-            }
-        });
-        workers.push(Worker { child, stdin });
+        let child = Arc::new(Mutex::new(child));
+        let (tx, reaped) = (tx.clone(), child.clone());
+        std::thread::spawn(move || read_output(i, stdout, reaped, tx));
+        fleet.workers.push(Worker { child, stdin });
     }
-    Ok(Fleet { workers, rx })
+    Ok(fleet)
 }
 
 pub(crate) fn wait_reached(
@@ -261,7 +364,8 @@ pub(crate) fn wait_reached(
                     break;
                 }
             }
-            Err(_) => break,
+            Err(e) if e.is::<WaitTimeout>() => break,
+            Err(e) => return Err(e),
         }
     }
     Ok(best)

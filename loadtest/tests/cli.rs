@@ -601,3 +601,126 @@ fn the_products_root_serves_its_api_during_the_hold() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A running `loadtest`, killed if a test fails before it ends.
+struct Run(std::process::Child);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // A child already reaped is not signalled again.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The processes whose command line holds every one of `words` (each a
+/// whole argument or a run of whole arguments, such as `--port 7343`).
+fn processes_with(words: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let line: Vec<String> = raw
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let line = format!(" {} ", line.join(" "));
+        if words.iter().all(|w| line.contains(&format!(" {w} "))) {
+            found.push(format!("{}:{line}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// A worker that cannot bind its address (another run holds it) ends the
+/// run at once: non-zero, naming the worker and the bind error, with no
+/// worker left behind.
+#[test]
+fn a_worker_that_fails_at_start_ends_the_run() {
+    // Node 30 of 30 is the last instance: the last of 3 workers holds it.
+    let port = "7343";
+    let _taken = std::net::UdpSocket::bind(format!("127.1.0.31:{port}")).unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--quiet", "--net", "udp", "--nodes", "30"])
+        .args(["--racks", "3", "--workers", "3", "--port", port])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map(Run)
+        .unwrap();
+    // Bounded: before the fix the run waited 300 s for the last worker.
+    let status = exits_within(&mut run.0, 30);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+    assert!(
+        err.contains("worker 2 (pid") && err.contains("exited (exit status: 1)"),
+        "{err}"
+    );
+    let left = processes_with(&["worker", &format!("--port {port}")]);
+    assert!(left.is_empty(), "workers left behind: {left:?}");
+}
+
+/// Waits up to `secs` for `child` to exit, else fails.
+fn exits_within(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(secs) {
+            panic!("the run did not end within {secs} s after its worker failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A worker killed during `--hold` ends the held run: non-zero, naming the
+/// worker and its signal, with no worker left behind.
+#[test]
+fn a_worker_killed_during_the_hold_ends_the_run() {
+    use std::io::BufRead;
+    let port = "7347";
+    let mut run = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--quiet", "--net", "udp", "--nodes", "30"])
+        .args(["--racks", "3", "--workers", "3", "--port", port])
+        .args(["--hello", "250ms", "--hold", "300s", "--api", "127.0.0.1:0"])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map(Run)
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.0.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    while !log.contains("holding for") {
+        let line = lines
+            .next()
+            .expect("loadtest ended before its hold")
+            .unwrap();
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let workers = processes_with(&["worker", &format!("--port {port}"), "--lo 1"]);
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let pid = workers[0].split(':').next().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = exits_within(&mut run.0, 30);
+    log.extend(lines.map_while(Result::ok).map(|l| l + "\n"));
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!("worker 1 (pid {pid}, instances 1..")) && log.contains("SIGKILL"),
+        "{log}"
+    );
+    let left = processes_with(&["worker", &format!("--port {port}")]);
+    assert!(left.is_empty(), "workers left behind: {left:?}");
+}

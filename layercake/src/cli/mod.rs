@@ -9,6 +9,7 @@ pub mod certs;
 pub mod ctl;
 pub mod http;
 pub mod keys;
+pub mod listing;
 pub mod power;
 pub mod rollout;
 pub mod start;

@@ -35,8 +35,21 @@ fn text<'a>(m: &'a Map<String, Json>, url: &str) -> &'a str {
 /// Counts the nodes of an API node list (`GET /api/v1/nodes`).
 pub fn count(list: &Json) -> Counts {
     let mut c = Counts::default();
-    let empty = Map::new();
-    for n in list["nodes"].as_array().into_iter().flatten() {
+    c.add(list["nodes"].as_array().map_or(&[][..], Vec::as_slice));
+    c
+}
+
+impl Counts {
+    /// Adds the nodes of one page of the API's node list.
+    pub fn add(&mut self, nodes: &[Json]) {
+        for n in nodes {
+            self.add_one(n);
+        }
+    }
+
+    /// Counts one node (one whose Cfg names no image is not counted).
+    fn add_one(&mut self, n: &Json) {
+        let empty = Map::new();
         let cfg = n["cfg"].as_object().unwrap_or(&empty);
         let dsc = n["dsc"].as_object().unwrap_or(&empty);
         let prefix = format!("{IMG}/Image/");
@@ -46,9 +59,9 @@ pub fn count(list: &Json) -> Counts {
             .filter(|name| text(cfg, &format!("{prefix}{name}/State")) != "IDLE")
             .collect();
         if wanted.is_empty() {
-            continue;
+            return;
         }
-        c.total += 1;
+        self.total += 1;
         let img = |name: &str, f: &str| format!("{prefix}{name}/{f}");
         let fatal = text(dsc, &format!("{IMG}/State")) == "FATAL"
             || wanted
@@ -59,19 +72,17 @@ pub fn count(list: &Json) -> Counts {
                 && text(dsc, &img(w, "State")) == "ACTIVE"
         });
         if fatal {
-            c.failed.push(n["name"].as_str().unwrap_or("?").to_owned());
+            self.failed
+                .push(n["name"].as_str().unwrap_or("?").to_owned());
         } else if rolled {
-            c.rolled += 1;
+            self.rolled += 1;
         } else if text(dsc, "/Busy") == "BUSY" {
-            c.waiting += 1;
+            self.waiting += 1;
         } else {
-            c.rolling += 1;
+            self.rolling += 1;
         }
     }
-    c
-}
 
-impl Counts {
     /// True when nothing is still rolling or waiting.
     pub fn done(&self) -> bool {
         self.rolling == 0 && self.waiting == 0

@@ -41,7 +41,9 @@ res = {"load_start": load()}
 state = "start"; pids = []
 while p.poll() is None:
     ph = phase()
-    if not pids: pids = workers()
+    if not pids:
+        pids = workers()
+        root = [q for q in pids if "--lo\x000\x00--hi\x001" in open(f"/proc/{q}/cmdline").read()]
     if state == "start" and ph == float(os.environ.get("NODES","100000")): state = "sync"
     elif state == "sync" and ph == 0:
         state = "steady"; time.sleep(20); c0 = cpu(pids); t0 = time.time()
@@ -56,16 +58,17 @@ while p.poll() is None:
             res["steady_cpu_us_per_datagram"] = (c1 - c0) / res["sendto"] * 1e6
             res["steady_datagrams_per_s"] = res["sendto"] / (t1 - t0)
     elif state == "steady" and ph == float(os.environ.get("NODES","100000")):
-        state = "converge"; series = [(time.time(), cpu(pids), busy())]
+        state = "converge"; series = [(time.time(), cpu(pids), busy(), cpu(root))]
     elif state == "converge":
-        series.append((time.time(), cpu(pids), busy()))
+        series.append((time.time(), cpu(pids), busy(), cpu(root)))
         if time.time() - series[0][0] > 30: state = "done"
     time.sleep(0.05)
 res["load_end"] = load()
 r = json.load(open(f"{d}/{tag}.json"))
 if state in ("converge", "done"):
     end = series[0][0] + r["converge_max_s"]
-    upto = [(c, b) for (t, c, b) in series if t <= end]
+    upto = [(c, b) for (t, c, b, _) in series if t <= end]
+    res["converge_root_cpu_s"] = [x for (t, _, _, x) in series if t <= end][-1] - series[0][3]
     res["converge_cpu_s"] = upto[-1][0] - series[0][1]
     res["converge_others_cpu_s"] = (upto[-1][1] - series[0][2]) - res["converge_cpu_s"]
     res["converge_cpu_per_s"] = res["converge_cpu_s"] / r["converge_max_s"]

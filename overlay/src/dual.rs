@@ -37,7 +37,7 @@ use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
 use crate::udp::{
-    Datagrams, Handle, Limiter, Shared, count_drop, for_each_received, monotonic_now,
+    Datagrams, Handle, Limiter, Sealing, Shared, count_drop, for_each_received, monotonic_now,
     release_after, spawn_boot,
 };
 use std::collections::VecDeque;
@@ -384,16 +384,14 @@ impl<I: Instance> Task<I> {
             let Some(t) = next.or_else(|| self.h.inner.borrow_mut().poll_transmit()) else {
                 return;
             };
-            let echo = self.opener.peer_boot(t.to);
-            if echo.is_none() {
-                self.held.hold(t.to, &t.frame);
-            }
-            if self
-                .sealer
-                .seal(&self.shared.keys, t.to, echo, &t.frame, tx)
-                .is_err()
-            {
-                self.h.traffic.borrow_mut().tx_errors += 1;
+            let mut sealing = Sealing {
+                opener: &self.opener,
+                held: &mut self.held,
+                sealer: &mut self.sealer,
+                keys: &self.shared.keys,
+                traffic: &self.h.traffic,
+            };
+            if !sealing.seal(&t, tx) {
                 continue;
             }
             let way = self.paths.borrow_mut().route(monotonic_now(), t.to);

@@ -47,7 +47,9 @@ use crate::envelope::{DropReason, Held, Opener, Sealer, peek_header};
 use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
-use crate::udp::{Buffers, Handle, Limiter, Shared, count_drop, monotonic_now, spawn_boot};
+use crate::udp::{
+    Buffers, Handle, Limiter, Sealing, Shared, count_drop, monotonic_now, spawn_boot,
+};
 use std::collections::VecDeque;
 
 /// The name every instance certificate carries and every client checks.
@@ -646,16 +648,14 @@ impl<I: Instance> Task<I> {
             let Some(t) = next.or_else(|| self.h.inner.borrow_mut().poll_transmit()) else {
                 return;
             };
-            let echo = self.opener.peer_boot(t.to);
-            if echo.is_none() {
-                self.held.hold(t.to, &t.frame);
-            }
-            if self
-                .sealer
-                .seal(&self.shared.keys, t.to, echo, &t.frame, tx)
-                .is_err()
-            {
-                self.h.traffic.borrow_mut().tx_errors += 1;
+            let mut sealing = Sealing {
+                opener: &self.opener,
+                held: &mut self.held,
+                sealer: &mut self.sealer,
+                keys: &self.shared.keys,
+                traffic: &self.h.traffic,
+            };
+            if !sealing.seal(&t, tx) {
                 continue;
             }
             let bytes = Bytes::copy_from_slice(tx);

@@ -697,6 +697,36 @@ impl<I: Instance> Handle<I> {
     }
 }
 
+/// What sealing a transmit takes in every driver: the peer's boot from
+/// the opener (a frame sent before it is known is also held, to go again
+/// once it is), the sealer and the keys; a failure is counted.
+pub(crate) struct Sealing<'a> {
+    pub(crate) opener: &'a Opener,
+    pub(crate) held: &'a mut Held,
+    pub(crate) sealer: &'a mut Sealer,
+    pub(crate) keys: &'a KeyRing,
+    pub(crate) traffic: &'a RefCell<Traffic>,
+}
+
+impl Sealing<'_> {
+    /// Seals `t` into `out`; false (counted in `tx_errors`) if it failed.
+    pub(crate) fn seal(&mut self, t: &Transmit, out: &mut Vec<u8>) -> bool {
+        let echo = self.opener.peer_boot(t.to);
+        if echo.is_none() {
+            self.held.hold(t.to, &t.frame);
+        }
+        if self
+            .sealer
+            .seal(self.keys, t.to, echo, &t.frame, out)
+            .is_err()
+        {
+            self.traffic.borrow_mut().tx_errors += 1;
+            return false;
+        }
+        true
+    }
+}
+
 /// After datagram `d` was opened (accepted from `from`, or dropped: a
 /// session datagram from a boot seen first is dropped as unfresh yet
 /// teaches the boot), queues again what was held for its sender.
@@ -846,19 +876,14 @@ impl<I: Instance> Task<I> {
     /// sealing failed (counted).
     fn seal(&mut self, t: &Transmit, out: &mut Vec<u8>) -> Option<SocketAddr> {
         let &addr = self.shared.addrs.get(t.to as usize)?;
-        let echo = self.opener.peer_boot(t.to);
-        if echo.is_none() {
-            self.held.hold(t.to, &t.frame);
-        }
-        if self
-            .sealer
-            .seal(&self.shared.keys, t.to, echo, &t.frame, out)
-            .is_err()
-        {
-            self.h.traffic.borrow_mut().tx_errors += 1;
-            return None;
-        }
-        Some(addr)
+        let mut s = Sealing {
+            opener: &self.opener,
+            held: &mut self.held,
+            sealer: &mut self.sealer,
+            keys: &self.shared.keys,
+            traffic: &self.h.traffic,
+        };
+        s.seal(t, out).then_some(addr)
     }
 
     /// Sends everything the instance has to send. A lone datagram goes

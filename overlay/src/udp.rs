@@ -281,6 +281,10 @@ mod sys {
         bufs: Vec<Vec<u8>>,
         to: Vec<(SocketAddr, socket2::SockAddr)>,
         len: usize,
+        /// The call's vectors and headers, rebuilt per call (kept to
+        /// spare two allocations per call).
+        iovs: Vec<libc::iovec>,
+        hdrs: Vec<libc::mmsghdr>,
     }
 
     impl SendBatch {
@@ -292,6 +296,8 @@ mod sys {
                     .collect(),
                 to: Vec::with_capacity(slots),
                 len: 0,
+                iovs: Vec::with_capacity(slots),
+                hdrs: Vec::with_capacity(slots),
             }
         }
 
@@ -334,37 +340,37 @@ mod sys {
         /// One non-blocking `sendmmsg(2)` of datagrams `from..` of the
         /// batch on `socket`: how many the kernel took (at least one), or
         /// the error of the first (`WouldBlock` when the buffer is full).
-        pub fn send(&self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
+        pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
             let n = self.len.saturating_sub(from);
             if n == 0 {
                 return Ok(0);
             }
-            let mut iovs: Vec<libc::iovec> = (from..self.len)
-                .map(|i| libc::iovec {
-                    iov_base: self.bufs[i].as_ptr() as *mut libc::c_void,
-                    iov_len: self.bufs[i].len(),
-                })
-                .collect();
-            let mut hdrs: Vec<libc::mmsghdr> = (0..n)
-                .map(|k| {
-                    let to = &self.to[from + k].1;
-                    // SAFETY: all-zero is a valid `mmsghdr`; the fields
-                    // set below point at this batch's own live data.
-                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
-                    h.msg_hdr.msg_namelen = to.len();
-                    h.msg_hdr.msg_iov = &mut iovs[k];
-                    h.msg_hdr.msg_iovlen = 1;
-                    h
-                })
-                .collect();
+            self.iovs.clear();
+            self.iovs
+                .extend(self.bufs[from..self.len].iter().map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                }));
+            self.hdrs.clear();
+            for k in 0..n {
+                let to = &self.to[from + k].1;
+                // SAFETY: all-zero is a valid `mmsghdr`; the fields set
+                // below point at this batch's own live data.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = to.len();
+                h.msg_hdr.msg_iov = &mut self.iovs[k];
+                h.msg_hdr.msg_iovlen = 1;
+                self.hdrs.push(h);
+            }
             // SAFETY: every header points at a destination address and an
-            // iovec of this batch (alive and unchanged for the call); the
-            // kernel only reads them and writes `msg_len`.
+            // iovec of this batch (alive and unchanged for the call: the
+            // vectors are not touched until it returns); the kernel only
+            // reads them and writes `msg_len`.
             let rc = unsafe {
                 libc::sendmmsg(
                     socket.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
+                    self.hdrs.as_mut_ptr(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
@@ -524,7 +530,7 @@ impl Datagrams {
 
     /// Sends datagrams `from..` of `batch` with one system call if the
     /// socket's buffer has room now: how many went.
-    fn try_send_batch(&self, batch: &sys::SendBatch, from: usize) -> io::Result<usize> {
+    fn try_send_batch(&self, batch: &mut sys::SendBatch, from: usize) -> io::Result<usize> {
         batch.send(self.fd.get_ref(), from)
     }
 
@@ -923,7 +929,7 @@ impl<I: Instance> Task<I> {
                 batch.push(addr);
             }
             if batch.is_full() || (done && batch.len() > 0) {
-                self.send_batch(&batch).await;
+                self.send_batch(&mut batch).await;
                 batch.clear();
             }
             if done {
@@ -936,7 +942,7 @@ impl<I: Instance> Task<I> {
     /// Sends every datagram of `batch`: `sendmmsg(2)` while the kernel
     /// takes them, one at a time (waiting for room) from the first it
     /// refused.
-    async fn send_batch(&mut self, batch: &sys::SendBatch) {
+    async fn send_batch(&mut self, batch: &mut sys::SendBatch) {
         let mut at = 0;
         while at < batch.len() {
             match self.socket.try_send_batch(batch, at) {
@@ -1089,8 +1095,8 @@ mod tests {
         }
         assert_eq!(batch.len(), 3);
         assert!(!batch.is_full());
-        assert_eq!(tx.try_send_batch(&batch, 0).unwrap(), 3);
-        assert_eq!(tx.try_send_batch(&batch, 3).unwrap(), 0, "nothing left");
+        assert_eq!(tx.try_send_batch(&mut batch, 0).unwrap(), 3);
+        assert_eq!(tx.try_send_batch(&mut batch, 3).unwrap(), 0, "nothing left");
         let mut got = [0u8; 64];
         let wait = Duration::from_secs(5);
         let (n, _) = tokio::time::timeout(wait, b.recv_from(&mut got))

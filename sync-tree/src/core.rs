@@ -659,10 +659,17 @@ impl TreeCore {
             let mut next = now + self.jittered(timers);
             if self.links[l].dir == Dir::ToChild {
                 next = self.on_grid(next, timers.hello).max(now + timers.hello / 2);
+            } else if self.links[l].answering {
+                // The parent's next hello comes within one interval plus
+                // its jitter and half a grid slot: wait for it rather than
+                // race it with our own timer (see `answer_parent`).
+                next = now + answer_wait(timers);
             }
             let link = &mut self.links[l];
             link.hello_now = false;
             link.hello_deferred = false;
+            link.answering = false;
+            link.last_hello = Some(now);
             link.next_hello = next;
             Hello {
                 in_digest,
@@ -768,18 +775,25 @@ impl TreeCore {
         }
     }
 
-    /// A child answers its parent's hello with its own when that is due
-    /// within half an interval anyway: in steady state a child's hellos
-    /// then ride on the wake-up its parent's hello causes (one wake-up per
-    /// interval instead of two: the receive and its own timer) and reach
-    /// the parent together with its other children's (see
-    /// [`TreeCore::on_grid`]). Its own timer still runs: when the parent
-    /// falls silent, the child's hellos keep their interval. One that
-    /// just went (within half an interval) is not repeated.
+    /// A child answers its parent's hello with its own: in steady state a
+    /// child's hellos then ride on the wake-up its parent's hello causes
+    /// (one wake-up per interval instead of two: the receive and its own
+    /// timer) and reach the parent together with its other children's
+    /// (see [`TreeCore::on_grid`]). After an answer the child's own timer
+    /// is set just past the latest the parent's next hello can come
+    /// ([`answer_wait`]), so the two do not race; when the parent falls
+    /// silent, the child's own hellos go on (the first after at most 1.2
+    /// intervals, then every interval). No answer within a grid slot of
+    /// the child's last hello: a child whose own timer ran just before its
+    /// parent's hello answers the next one, once, and from then on only
+    /// answers.
     fn answer_parent(&mut self, now: Time, l: usize) {
         let link = &mut self.links[l];
-        if link.dir == Dir::ToParent && link.next_hello <= now + link.timers.hello / 2 {
+        let slot = link.timers.hello / HELLO_GRID_SLOTS;
+        let recent = link.last_hello.is_some_and(|t| now < t + slot);
+        if link.dir == Dir::ToParent && !recent {
             link.hello_now = true;
+            link.answering = true;
         }
     }
 
@@ -946,6 +960,13 @@ fn take_acks(link: &mut Link) -> Vec<u64> {
         link.ack_at = None;
     }
     acks
+}
+
+/// How long a child's own timer waits after it answered its parent's
+/// hello: the longest interval the parent's next hello can take (its
+/// jitter and half a grid slot on top of `hello`) plus half a slot.
+fn answer_wait(t: overlay::tree::LinkTimers) -> Time {
+    t.hello.mul_f64(1.0 + t.jitter) + t.hello / HELLO_GRID_SLOTS
 }
 
 /// A random first-hello offset in `[0, hello)`, so hellos do not align.

@@ -62,6 +62,10 @@ pub(crate) struct Link {
     /// The next hello was moved one interval later because an update went
     /// to the peer (see `TreeCore::defer_hello`); cleared by the next hello.
     pub hello_deferred: bool,
+    /// The next hello answers the parent's (see `TreeCore::answer_parent`).
+    pub answering: bool,
+    /// When the last hello went on this link.
+    pub last_hello: Option<Time>,
     /// Digests over what flows in and out on this link, with the store's
     /// `changes` and the routes' `generation` they were computed at.
     pub digests: DigestCache,
@@ -91,6 +95,8 @@ impl Link {
             next_hello: first_hello,
             hello_now: false,
             hello_deferred: false,
+            answering: false,
+            last_hello: None,
             digests: DigestCache::default(),
             known: HashMap::default(),
             dirty: VecDeque::new(),

@@ -18,9 +18,29 @@ use crate::{NeighborState, TreeConfig, TreeCore};
 struct Echo {
     core: TreeCore,
     failed: Vec<NodeId>,
+    /// The time of the last input (what the core's output was sent at).
+    now: Time,
+    /// Hellos sent: (time, to).
+    hellos_out: Vec<(Time, NodeId)>,
+    /// Hellos received: (time, from).
+    hellos_in: Vec<(Time, NodeId)>,
+}
+
+fn is_hello(f: &Frame) -> bool {
+    matches!(f.body, Some(proto::overlay::frame::Body::Hello(_)))
 }
 
 impl Echo {
+    fn new(core: TreeCore, now: Time) -> Echo {
+        Echo {
+            core,
+            failed: Vec::new(),
+            now,
+            hellos_out: Vec::new(),
+            hellos_in: Vec::new(),
+        }
+    }
+
     fn pump(&mut self, now: Time) {
         while let Some(e) = self.core.poll_event() {
             match e {
@@ -42,15 +62,24 @@ impl Instance for Echo {
         self.core.id()
     }
     fn handle_frame(&mut self, now: Time, from: NodeId, f: Frame) {
+        self.now = now;
+        if is_hello(&f) {
+            self.hellos_in.push((now, from));
+        }
         self.core.handle_frame(now, from, f);
         self.pump(now);
     }
     fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
         self.core.handle_timeout(now);
         self.pump(now);
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.core.poll_transmit()
+        let t = self.core.poll_transmit()?;
+        if is_hello(&t.frame) {
+            self.hellos_out.push((self.now, t.to));
+        }
+        Some(t)
     }
     fn poll_timeout(&mut self) -> Option<Time> {
         self.core.poll_timeout()
@@ -74,10 +103,7 @@ fn echo(t: &Arc<Tree>, id: NodeId, seed: u64, now: Time) -> Echo {
         version_floor: now.as_millis() as u64 * 16,
         ..TreeConfig::default()
     };
-    Echo {
-        core: TreeCore::new(id, t.clone(), cfg, now),
-        failed: Vec::new(),
-    }
+    Echo::new(TreeCore::new(id, t.clone(), cfg, now), now)
 }
 
 fn sim(t: &Arc<Tree>, seed: u64, loss: f64) -> Sim<Echo> {
@@ -158,6 +184,66 @@ fn root_hears_about_one_datagram_per_sub_parent_per_hello_in_steady_state() {
         per_hello <= 1.1,
         "root rx per sub-parent per hello: {per_hello}"
     );
+}
+
+#[test]
+fn a_parents_hellos_fall_on_its_grid_and_children_answer_them() {
+    // 40 children, hello 1 s: in steady state the sub-parent's hellos to
+    // its children leave at no more than HELLO_GRID_SLOTS instants per
+    // interval, and a child's hello follows its parent's within a
+    // delivery (the answer), not on a timer of its own.
+    let t = tree(1, 40);
+    let mut s = sim(&t, 11, 0.0);
+    s.run_until(Duration::from_secs(30));
+    let from = Duration::from_secs(10);
+    let sp = s.get(1).unwrap();
+    let to_children: Vec<Time> = sp
+        .hellos_out
+        .iter()
+        .filter(|&&(at, to)| at >= from && to >= 2)
+        .map(|&(at, _)| at)
+        .collect();
+    let mut instants = to_children.clone();
+    instants.dedup();
+    let intervals = 20;
+    assert!(
+        to_children.len() >= 40 * (intervals - 2),
+        "every child gets about one hello per interval: {}",
+        to_children.len()
+    );
+    assert!(
+        instants.len() <= (crate::HELLO_GRID_SLOTS as usize + 1) * intervals,
+        "{} hellos to children left at {} instants in {intervals} intervals",
+        to_children.len(),
+        instants.len()
+    );
+    // Children: nearly every hello to the parent answers one from it.
+    let (mut answers, mut own) = (0, 0);
+    for leaf in 2..42 {
+        let e = s.get(leaf).unwrap();
+        for &(at, _) in e
+            .hellos_out
+            .iter()
+            .filter(|&&(at, to)| at >= from && to == 1)
+        {
+            let answered = e
+                .hellos_in
+                .iter()
+                .any(|&(rx, f)| f == 1 && rx <= at && at - rx < Duration::from_millis(1));
+            if answered {
+                answers += 1;
+            } else {
+                own += 1;
+            }
+        }
+    }
+    assert!(
+        answers >= 40 * (intervals - 2) && own * 50 <= answers,
+        "children's hellos: {answers} answers, {own} on their own timer"
+    );
+    // And the tree still works: a change converges.
+    set_all_cfg(&mut s, &t, "grid");
+    assert!(run_to(&mut s, &t, "grid", Duration::from_secs(5)));
 }
 
 #[test]
@@ -255,10 +341,7 @@ fn a_leaf_whose_parent_died_rejoins_by_itself() {
         ..TreeConfig::default()
     };
     let nodes = (0..t.len() as NodeId)
-        .map(|i| Echo {
-            core: TreeCore::new(i, t.clone(), cfg, Time::ZERO),
-            failed: Vec::new(),
-        })
+        .map(|i| Echo::new(TreeCore::new(i, t.clone(), cfg, Time::ZERO), Time::ZERO))
         .collect();
     let mut s = Sim::new(
         SimConfig {
@@ -620,10 +703,7 @@ fn echo_with_floor(t: &Arc<Tree>, id: NodeId, seed: u64, now: Time, floor: u64) 
         version_floor: floor,
         ..TreeConfig::default()
     };
-    Echo {
-        core: TreeCore::new(id, t.clone(), cfg, now),
-        failed: Vec::new(),
-    }
+    Echo::new(TreeCore::new(id, t.clone(), cfg, now), now)
 }
 
 /// Issue 12, finding 2 (the Dsc version floor): a leaf and a sub-parent

@@ -149,8 +149,11 @@ fn every_dashboard_panel_works_against_a_real_prometheus() {
         .spawn()
         .expect("starting prometheus");
     let prom_addr = format!("127.0.0.1:{port}");
+    // Prometheus answers 503 until its storage is ready: poll until it
+    // answers, then until it has scraped the demo.
     let up = wait_until(60, || {
         std::net::TcpStream::connect(&prom_addr).is_ok()
+            && http(&prom_addr, "GET", "/-/ready", None).0 == 200
             && query(&prom_addr, "up{job=\"layercake\"}")["data"]["result"][0]["value"][1] == "1"
     });
     assert!(up, "Prometheus never scraped the demo");

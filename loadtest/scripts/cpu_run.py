@@ -31,6 +31,10 @@ def busy():
     f = open("/proc/stat").readline().split()[1:]
     v = list(map(int, f))
     return (sum(v) - v[3] - v[4]) / tck
+def steal():
+    # CPU time the hypervisor gave to others: a run with steal is slower for
+    # reasons outside the code.
+    return int(open("/proc/stat").readline().split()[8]) / tck
 def phase():
     try:
         t = urllib.request.urlopen("http://127.0.0.1:9465/metrics", timeout=1).read().decode()
@@ -46,11 +50,13 @@ while p.poll() is None:
         root = [q for q in pids if "--lo\x000\x00--hi\x001" in open(f"/proc/{q}/cmdline").read()]
     if state == "start" and ph == float(os.environ.get("NODES","100000")): state = "sync"
     elif state == "sync" and ph == 0:
-        state = "steady"; time.sleep(20); c0 = cpu(pids); t0 = time.time()
+        state = "steady"; time.sleep(20); c0 = cpu(pids); t0 = time.time(); s0 = steal()
         st = subprocess.run(["perf", "stat", "-x,", "-e", "syscalls:sys_enter_sendto,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_recvfrom,syscalls:sys_enter_recvmmsg",
                              "-p", ",".join(map(str, pids)), "--", "sleep", "10"], capture_output=True, text=True).stderr
         c1 = cpu(pids); t1 = time.time()
         res["steady_cpu_per_s"] = (c1 - c0) / (t1 - t0); res["load_steady"] = load()
+        res["steady_steal_per_s"] = (steal() - s0) / (t1 - t0)
+        res["anon_huge_mb"] = [int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("AnonHugePages")][0]
         for line in st.splitlines():
             f = line.split(",")
             if len(f) > 2 and f[2].startswith("syscalls:"): res[f[2].split("_enter_")[1]] = int(f[0])
@@ -58,17 +64,18 @@ while p.poll() is None:
             res["steady_cpu_us_per_datagram"] = (c1 - c0) / res["sendto"] * 1e6
             res["steady_datagrams_per_s"] = res["sendto"] / (t1 - t0)
     elif state == "steady" and ph == float(os.environ.get("NODES","100000")):
-        state = "converge"; series = [(time.time(), cpu(pids), busy(), cpu(root))]
+        state = "converge"; series = [(time.time(), cpu(pids), busy(), cpu(root), steal())]
     elif state == "converge":
-        series.append((time.time(), cpu(pids), busy(), cpu(root)))
+        series.append((time.time(), cpu(pids), busy(), cpu(root), steal()))
         if time.time() - series[0][0] > 30: state = "done"
     time.sleep(0.05)
 res["load_end"] = load()
 r = json.load(open(f"{d}/{tag}.json"))
 if state in ("converge", "done"):
     end = series[0][0] + r["converge_max_s"]
-    upto = [(c, b) for (t, c, b, _) in series if t <= end]
-    res["converge_root_cpu_s"] = [x for (t, _, _, x) in series if t <= end][-1] - series[0][3]
+    upto = [(c, b) for (t, c, b, _, _) in series if t <= end]
+    res["converge_root_cpu_s"] = [x for (t, _, _, x, _) in series if t <= end][-1] - series[0][3]
+    res["converge_steal_s"] = [x for (t, _, _, _, x) in series if t <= end][-1] - series[0][4]
     res["converge_cpu_s"] = upto[-1][0] - series[0][1]
     res["converge_others_cpu_s"] = (upto[-1][1] - series[0][2]) - res["converge_cpu_s"]
     res["converge_cpu_per_s"] = res["converge_cpu_s"] / r["converge_max_s"]

@@ -36,16 +36,16 @@
 //! [`DropReason::RateLimited`]). Per-peer state exists only for senders whose
 //! address matched, so it is bounded by the cluster's size.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
 
 use crate::envelope::{Boot, DropCounters, DropReason, Held, KeyRing, Opener, Sealer, peek_header};
 use crate::record::NodeId;
@@ -623,11 +623,56 @@ pub struct Traffic {
     pub drops: DropCounters,
 }
 
+/// Wakes an instance's task after the application changed the instance
+/// (a permit, as `tokio::sync::Notify` keeps one, and the task's waker).
+/// Single-threaded like the instance: no lock and no waiter list, which
+/// `Notify` paid on every turn of every task's loop (issue 14).
+#[derive(Default)]
+pub(crate) struct Wake {
+    permit: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Wake {
+    /// Leaves a permit and wakes the task if it waits.
+    pub(crate) fn notify_one(&self) {
+        self.permit.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Completes once a permit is there, taking it.
+    pub(crate) fn notified(&self) -> Notified<'_> {
+        Notified(self)
+    }
+}
+
+/// The future of [`Wake::notified`].
+pub(crate) struct Notified<'a>(&'a Wake);
+
+impl Future for Notified<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let w = self.0;
+        if w.permit.replace(false) {
+            return Poll::Ready(());
+        }
+        let old = w.waker.take();
+        w.waker.set(match old {
+            Some(o) if o.will_wake(cx.waker()) => Some(o),
+            _ => Some(cx.waker().clone()),
+        });
+        Poll::Pending
+    }
+}
+
 /// The application's way into a running instance (both drivers).
 pub struct Handle<I> {
     pub(crate) inner: Rc<RefCell<I>>,
     pub(crate) traffic: Rc<RefCell<Traffic>>,
-    pub(crate) wake: Rc<Notify>,
+    pub(crate) wake: Rc<Wake>,
 }
 
 impl<I> Clone for Handle<I> {
@@ -646,7 +691,7 @@ impl<I: Instance> Handle<I> {
         Handle {
             inner: Rc::new(RefCell::new(inst)),
             traffic: Rc::new(RefCell::new(Traffic::default())),
-            wake: Rc::new(Notify::new()),
+            wake: Rc::new(Wake::default()),
         }
     }
 

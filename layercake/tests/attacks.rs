@@ -463,7 +463,7 @@ fn finding1_a_leafs_forged_claim_changes_nobodys_parent() {
                 send_bytes: 1 << 20,
             };
             let socket = overlay::udp::bind(addr, buffers).unwrap();
-            let _h = overlay::udp::spawn(forger, socket, shared);
+            let _h = overlay::udp::spawn(forger, socket, shared).unwrap();
             tokio::time::sleep(Duration::from_secs(8)).await;
         });
     });

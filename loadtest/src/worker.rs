@@ -264,10 +264,13 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
                 for (id, s) in (a.lo..a.hi).zip(sockets.drain(..)) {
                     let node = c.node(id, a.cluster.seed, now);
                     handles.push(match s {
-                        Bound::Udp(s) => udp::spawn(node, s, shared.clone()),
-                        Bound::Quic(ep) => quic::spawn(node, ep, shared.clone()),
+                        Bound::Udp(s) => udp::spawn(node, s, shared.clone())
+                            .with_context(|| format!("starting instance {id}"))?,
+                        Bound::Quic(ep) => quic::spawn(node, ep, shared.clone())
+                            .with_context(|| format!("starting instance {id}"))?,
                         Bound::Dual(s, ep) => {
-                            let (h, v) = dual::spawn(node, s, ep, shared.clone(), policy(&c, id));
+                            let (h, v) = dual::spawn(node, s, ep, shared.clone(), policy(&c, id))
+                                .with_context(|| format!("starting instance {id}"))?;
                             views.push(v);
                             h
                         }

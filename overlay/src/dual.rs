@@ -186,7 +186,7 @@ impl Paths {
 /// fresh envelope boot. Returns the application's handle and a view of the
 /// path counters.
 ///
-/// # Panics
+/// # Errors
 /// If the operating system has no random source
 /// ([`crate::udp::random_boot`]), or if the socket cannot be moved to the
 /// driver's own registration with the runtime (as [`crate::udp::spawn`]).
@@ -196,15 +196,15 @@ pub fn spawn<I: Instance + 'static>(
     ep: quinn::Endpoint,
     shared: Arc<Shared>,
     policy: PathPolicy,
-) -> (Handle<I>, DualView) {
-    let socket = Datagrams::new(socket).expect("re-registering a bound socket with the runtime");
+) -> std::io::Result<(Handle<I>, DualView)> {
+    let socket = Datagrams::new(socket)?;
+    let boot = spawn_boot()?;
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
     let view = DualView {
         paths: Rc::new(RefCell::new(Paths::new(policy))),
     };
-    let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
         held: Held::default(),
@@ -220,7 +220,7 @@ pub fn spawn<I: Instance + 'static>(
         limiter: Limiter::default(),
     };
     tokio::task::spawn_local(task.run());
-    (h, view)
+    Ok((h, view))
 }
 
 /// The application's read-only view of an instance's paths (shares the

@@ -383,18 +383,18 @@ impl Links {
 /// Starts `inst` on `ep` in the current `LocalSet`, with a fresh envelope
 /// boot.
 ///
-/// # Panics
+/// # Errors
 /// If the operating system has no random source
 /// ([`crate::udp::random_boot`]).
 pub fn spawn<I: Instance + 'static>(
     inst: I,
     ep: quinn::Endpoint,
     shared: Arc<Shared>,
-) -> Handle<I> {
+) -> std::io::Result<Handle<I>> {
+    let boot = spawn_boot()?;
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
-    let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
         held: Held::default(),
@@ -408,7 +408,7 @@ pub fn spawn<I: Instance + 'static>(
         shared,
     };
     tokio::task::spawn_local(task.run());
-    h
+    Ok(h)
 }
 
 /// An envelope received over QUIC, with the verdict of the checks made

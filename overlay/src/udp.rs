@@ -437,8 +437,8 @@ pub fn random_boot() -> io::Result<Boot> {
 /// # Panics
 /// If the operating system has no random source (as `std`'s own hash maps
 /// would).
-pub(crate) fn spawn_boot() -> Boot {
-    random_boot().expect("the operating system's random source")
+pub(crate) fn spawn_boot() -> io::Result<Boot> {
+    random_boot()
 }
 
 /// Socket buffer sizes.
@@ -810,15 +810,20 @@ pub(crate) fn release(
 /// Starts `inst` on `socket` in the current `LocalSet`, with a fresh
 /// envelope boot.
 ///
-/// # Panics
+/// # Errors
 /// If the operating system has no random source ([`random_boot`]), or if
 /// the socket cannot be moved to the driver's own registration with the
-/// runtime (it was registered with tokio by [`bind`]).
-pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shared>) -> Handle<I> {
-    let socket = Datagrams::new(socket).expect("re-registering a bound socket with the runtime");
+/// runtime (it was registered with tokio by [`bind`]; the kernel can
+/// refuse, e.g. past `fs.epoll.max_user_watches`).
+pub fn spawn<I: Instance + 'static>(
+    inst: I,
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+) -> io::Result<Handle<I>> {
+    let socket = Datagrams::new(socket)?;
+    let boot = spawn_boot()?;
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
-    let boot = spawn_boot();
     let task = Task {
         h: h.clone(),
         held: Held::default(),
@@ -831,7 +836,7 @@ pub fn spawn<I: Instance + 'static>(inst: I, socket: UdpSocket, shared: Arc<Shar
         shared,
     };
     tokio::task::spawn_local(task.run());
-    h
+    Ok(h)
 }
 
 struct Task<I> {

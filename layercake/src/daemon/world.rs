@@ -218,7 +218,7 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                 let stored = db.load()?;
                 let stack = c.sync.stack(id, seed, now, db.epoch() << 32);
                 let app = RootApp::new(model.clone(), c, stored, cfg.bus.clone());
-                world.root = Some(spawn(id, app, run(stack), &shared, now));
+                world.root = Some(spawn(id, app, run(stack), &shared, now)?);
             }
             Role::SubParent | Role::Leaf => {
                 // No clock in the version floor of the tree: a restarted
@@ -256,7 +256,7 @@ pub fn start(cfg: &WorldConfig, model: &Arc<Model>) -> Result<World> {
                 }
                 let driven = app.has_bmc();
                 let leaf = inst.role == Role::Leaf;
-                let h = spawn(id, app, run(stack), &shared, now);
+                let h = spawn(id, app, run(stack), &shared, now)?;
                 if let Some(sock) = cfg.agent_socket.as_ref().filter(|_| leaf) {
                     // Why not fatal: a node without its agent still runs; it
                     // only cannot say it is busy (e.g. not root for /run).
@@ -302,18 +302,21 @@ type Wiring = (
 );
 
 /// Spawns `app` on its stack with the dual driver (with an endpoint) or
-/// the UDP driver.
+/// the UDP driver; fails if the driver cannot register its socket or draw
+/// its boot.
 fn spawn<A: App + 'static>(
     id: NodeId,
     app: A,
     (stack, socket, ep, policy): Wiring,
     shared: &Arc<Shared>,
     now: overlay::Time,
-) -> Hosted<A> {
+) -> Result<Hosted<A>> {
     let node = Node::new(stack, app, now);
-    match ep {
+    let what = || format!("starting the sync driver of instance {id}");
+    Ok(match ep {
         Some(ep) => {
-            let (handle, view) = dual::spawn(node, socket, ep, shared.clone(), policy);
+            let (handle, view) =
+                dual::spawn(node, socket, ep, shared.clone(), policy).with_context(what)?;
             Hosted {
                 id,
                 handle,
@@ -322,10 +325,10 @@ fn spawn<A: App + 'static>(
         }
         None => Hosted {
             id,
-            handle: udp::spawn(node, socket, shared.clone()),
+            handle: udp::spawn(node, socket, shared.clone()).with_context(what)?,
             paths: None,
         },
-    }
+    })
 }
 
 /// Flushes node summaries and samples metrics forever: every

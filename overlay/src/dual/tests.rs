@@ -157,7 +157,7 @@ fn a_cut_udp_path_falls_back_to_quic_and_returns() {
                 out: None,
                 got: 0,
             };
-            nodes.push(spawn(ping, sock, ep, shared.clone(), pol.clone()));
+            nodes.push(spawn(ping, sock, ep, shared.clone(), pol.clone()).unwrap());
         }
         let got = |n: &(Handle<Ping>, DualView)| n.0.peek(|p| p.got);
 
@@ -232,7 +232,7 @@ fn quic_envelopes_must_come_from_their_certificates_instance() {
                     out: None,
                     got: 0,
                 };
-                nodes.push(spawn(ping, sock, ep, shared.clone(), pol.clone()));
+                nodes.push(spawn(ping, sock, ep, shared.clone(), pol.clone()).unwrap());
             }
             tokio::time::sleep(ms(700)).await;
             let h0 = &nodes[0].0;

@@ -96,8 +96,8 @@ fn run_named(ca0: &Ca, ca1: &Ca, cert1: &str, payload: usize) -> (usize, DropCou
         });
         let ep0 = endpoint(addrs[0], ca0.cert(), &ca0.issue("n0").unwrap(), BUFFERS).unwrap();
         let ep1 = endpoint(addrs[1], ca1.cert(), &ca1.issue(cert1).unwrap(), BUFFERS).unwrap();
-        let h0 = spawn(beacon(0, payload), ep0, shared.clone());
-        let _h1 = spawn(beacon(1, payload), ep1, shared);
+        let h0 = spawn(beacon(0, payload), ep0, shared.clone()).unwrap();
+        let _h1 = spawn(beacon(1, payload), ep1, shared).unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
         (h0.peek(|b| b.got), h0.traffic().drops)
     })
@@ -168,7 +168,7 @@ fn a_stream_longer_than_a_datagram_is_refused_before_it_ends() {
             epoch: 1,
         });
         let ep0 = endpoint(addrs[0], ca.cert(), &ca.issue("n0").unwrap(), BUFFERS).unwrap();
-        let h0 = spawn(beacon(0, 16), ep0, shared);
+        let h0 = spawn(beacon(0, 16), ep0, shared).unwrap();
         let client = endpoint(addrs[1], ca.cert(), &ca.issue("n1").unwrap(), BUFFERS).unwrap();
         let conn = client
             .connect(addrs[0], SERVER_NAME)
@@ -205,7 +205,7 @@ fn a_flood_over_quic_is_rate_limited() {
             epoch: 1,
         });
         let ep0 = endpoint(addrs[0], ca.cert(), &ca.issue("n0").unwrap(), BUFFERS).unwrap();
-        let h0 = spawn(beacon(0, 16), ep0, shared);
+        let h0 = spawn(beacon(0, 16), ep0, shared).unwrap();
         let client = endpoint(addrs[1], ca.cert(), &ca.issue("n1").unwrap(), BUFFERS).unwrap();
         let conn = client
             .connect(addrs[0], SERVER_NAME)

@@ -447,7 +447,10 @@ impl Probing for LoadNode {
             // pass decodes 100,000 Dsc records in the window it measures).
             let again = generation <= p.rolled_max;
             p.rolled_max = p.rolled_max.max(generation);
-            for (id, _) in is_leaf.iter().enumerate().filter(|(_, l)| **l && again) {
+            if !again {
+                return;
+            }
+            for (id, _) in is_leaf.iter().enumerate().filter(|(_, l)| **l) {
                 let key = Key {
                     node: id as NodeId,
                     kind: Kind::Dsc,

@@ -306,8 +306,9 @@ pub(crate) fn ranges(instances: usize, workers: Option<usize>) -> Vec<(usize, us
 /// environment sets `GLIBC_TUNABLES`): the heap on transparent huge pages.
 /// A worker touches the state of thousands of instances per hello
 /// interval, each a few cache lines in its own 4 KiB pages; with 2 MiB
-/// pages the TLB covers the heap and a 100,000-node roll-out's converge
-/// p99 fell by about a fifth in paired runs (docs/performance.md,
+/// pages far fewer TLB misses: the single-process 100,000-node simulation
+/// used 17-20 % less user CPU, and a 100,000-node UDP roll-out's converge
+/// p99 was lower in 5 of 6 pairs (median ratio 0.88; docs/performance.md,
 /// session 8). The kernel's THP mode `madvise` (the default) is enough;
 /// with `never` it does nothing.
 pub const WORKER_GLIBC_TUNABLES: &str = "glibc.malloc.hugetlb=1";

@@ -38,7 +38,7 @@ use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
 use crate::udp::{
     Datagrams, Handle, Limiter, Sealing, Shared, count_drop, for_each_received, monotonic_now,
-    release_after, spawn_boot,
+    random_boot, release_after,
 };
 use std::collections::VecDeque;
 
@@ -198,7 +198,7 @@ pub fn spawn<I: Instance + 'static>(
     policy: PathPolicy,
 ) -> std::io::Result<(Handle<I>, DualView)> {
     let socket = Datagrams::new(socket)?;
-    let boot = spawn_boot()?;
+    let boot = random_boot()?;
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);

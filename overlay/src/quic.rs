@@ -48,7 +48,7 @@ use crate::record::NodeId;
 use crate::rng::Rng;
 use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
 use crate::udp::{
-    Buffers, Handle, Limiter, Sealing, Shared, count_drop, monotonic_now, spawn_boot,
+    Buffers, Handle, Limiter, Sealing, Shared, count_drop, monotonic_now, random_boot,
 };
 use std::collections::VecDeque;
 
@@ -391,7 +391,7 @@ pub fn spawn<I: Instance + 'static>(
     ep: quinn::Endpoint,
     shared: Arc<Shared>,
 ) -> std::io::Result<Handle<I>> {
-    let boot = spawn_boot()?;
+    let boot = random_boot()?;
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);

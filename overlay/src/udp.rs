@@ -432,15 +432,6 @@ pub fn random_boot() -> io::Result<Boot> {
     Ok(Boot::from_random(bits))
 }
 
-/// [`random_boot`] for a driver's `spawn`, which cannot report an error.
-///
-/// # Panics
-/// If the operating system has no random source (as `std`'s own hash maps
-/// would).
-pub(crate) fn spawn_boot() -> io::Result<Boot> {
-    random_boot()
-}
-
 /// Socket buffer sizes.
 #[derive(Clone, Copy, Debug)]
 pub struct Buffers {
@@ -821,7 +812,7 @@ pub fn spawn<I: Instance + 'static>(
     shared: Arc<Shared>,
 ) -> io::Result<Handle<I>> {
     let socket = Datagrams::new(socket)?;
-    let boot = spawn_boot()?;
+    let boot = random_boot()?;
     let h = Handle::new(inst);
     let me = h.inner.borrow().id();
     let task = Task {

@@ -160,12 +160,18 @@ mod sys {
     /// and rejected as oversized by the envelope's first check.
     pub const SLOT_BYTES: usize = MAX_DATAGRAM_BYTES + 64;
 
-    /// Registers `socket` with the current runtime.
+    /// Registers `socket` with the current runtime, for reading only: a
+    /// socket registered for writing too gets a writable edge from the
+    /// kernel each time a datagram it sent leaves its buffer, that is one
+    /// more `epoll` event and runtime wake-up per datagram sent, for a
+    /// readiness nothing waits on (a full buffer is retried on a timer,
+    /// [`super::Datagrams::send_to`]).
     pub fn register(socket: std::net::UdpSocket) -> io::Result<AsyncFd<std::net::UdpSocket>> {
         // SAFETY: the `UdpSocket` owns its descriptor, and the `AsyncFd`
         // owns the socket until it is dropped: the descriptor stays open
         // and the same for the registration's whole life.
-        unsafe { AsyncFd::register(socket) }.map_err(io::Error::from)
+        unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)
     }
 
     /// Sets `IP_MTU_DISCOVER` to `IP_PMTUDISC_PROBE` on an IPv4 socket.
@@ -464,6 +470,10 @@ pub fn bind(addr: SocketAddr, buffers: Buffers) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// How long a send waits for room in a full socket buffer before it is
+/// tried again.
+pub const SEND_RETRY: Duration = Duration::from_millis(1);
+
 /// Most datagrams one `sendmmsg(2)` of an instance's output carries.
 pub const SEND_BATCH_MAX: usize = 64;
 
@@ -530,12 +540,16 @@ impl Datagrams {
         self.fd.get_ref().send_to(d, addr)
     }
 
-    /// Sends `d` to `addr`, waiting for room in the socket's buffer.
+    /// Sends `d` to `addr`, waiting for room in the socket's buffer: the
+    /// socket is registered for reading only ([`sys::register`]), so a
+    /// full buffer is tried again every [`SEND_RETRY`].
     pub(crate) async fn send_to(&self, d: &[u8], addr: SocketAddr) -> io::Result<usize> {
         loop {
-            let mut guard = self.fd.writable().await?;
-            if let Ok(r) = guard.try_io(|s| s.get_ref().send_to(d, addr)) {
-                return r;
+            match self.fd.get_ref().send_to(d, addr) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(SEND_RETRY).await;
+                }
+                r => return r,
             }
         }
     }

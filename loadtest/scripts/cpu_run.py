@@ -50,6 +50,10 @@ while p.poll() is None:
         root = [q for q in pids if "--lo\x000\x00--hi\x001" in open(f"/proc/{q}/cmdline").read()]
     if state == "start" and ph == float(os.environ.get("NODES","100000")): state = "sync"
     elif state == "sync" and ph == 0:
+        # Every worker exists by now (the first look may have come before
+        # the last one started).
+        pids = workers()
+        root = [q for q in pids if "--lo\x000\x00--hi\x001" in open(f"/proc/{q}/cmdline").read()]
         state = "steady"; time.sleep(20); c0 = cpu(pids); t0 = time.time(); s0 = steal()
         st = subprocess.run(["perf", "stat", "-x,", "-e", "syscalls:sys_enter_sendto,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_recvfrom,syscalls:sys_enter_recvmmsg",
                              "-p", ",".join(map(str, pids)), "--", "sleep", "10"], capture_output=True, text=True).stderr

@@ -190,8 +190,31 @@ pub fn main(a: WorkerArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, serve(a, c))
+    let lanes = Lanes::default();
+    let serve = lanes
+        .leaves
+        .run_until(serve(a, c, lanes.aggregators.clone()));
+    rt.block_on(lanes.aggregators.run_until(serve))
+}
+
+/// The two task sets of a worker: the instances with children (the root,
+/// sub-parents) run in `aggregators`, which the runtime serves between
+/// every turn of at most 61 tasks of `leaves` (tokio's `LocalSet` tick);
+/// leaves and the worker's own tasks run in `leaves`.
+///
+/// Why: one set is one first-in-first-out queue. A roll-out makes every
+/// leaf of a worker (about 16,700) ready at once, and a sub-parent woken
+/// by its leaves' Dsc waited behind all of them: in a 100,000-node run
+/// the hop from leaf to sub-parent took 0.6 s at the median and the root
+/// got most Dsc in one burst at the end (converge p50 0.4-0.8 s after
+/// down p50). In their own lane, sub-parents relay within milliseconds,
+/// as they would on their own CPUs: converge p50 1.21 / 1.76 s and
+/// 1.20 / 1.49 s in two pairs against one queue; p99, bound by the
+/// roll-out's CPU work, 0.93x and 1.01x (docs/performance.md, session 9).
+#[derive(Default)]
+struct Lanes {
+    aggregators: Rc<tokio::task::LocalSet>,
+    leaves: tokio::task::LocalSet,
 }
 
 /// A bound transport waiting for its instance.
@@ -240,7 +263,7 @@ fn bind_all(a: &WorkerArgs, c: &Cluster) -> Result<Vec<Bound>> {
     Ok(bound)
 }
 
-async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
+async fn serve(a: WorkerArgs, c: Cluster, aggregators: Rc<tokio::task::LocalSet>) -> Result<()> {
     let mut sockets = bind_all(&a, &c)?;
     say(&Msg::Ready);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -263,6 +286,9 @@ async fn serve(a: WorkerArgs, c: Cluster) -> Result<()> {
                 let now = monotonic_now();
                 for (id, s) in (a.lo..a.hi).zip(sockets.drain(..)) {
                     let node = c.node(id, a.cluster.seed, now);
+                    // The driver spawns its task in the current set.
+                    let _lane = (c.flat.instances[id as usize].role != Role::Leaf)
+                        .then(|| aggregators.enter());
                     handles.push(match s {
                         Bound::Udp(s) => udp::spawn(node, s, shared.clone())
                             .with_context(|| format!("starting instance {id}"))?,

@@ -199,8 +199,10 @@ pub fn main(a: WorkerArgs) -> Result<()> {
 
 /// The two task sets of a worker: the instances with children (the root,
 /// sub-parents) run in `aggregators`, which the runtime serves between
-/// every turn of at most 61 tasks of `leaves` (tokio's `LocalSet` tick);
-/// leaves and the worker's own tasks run in `leaves`.
+/// every turn of at most 61 tasks of `leaves` (tokio's `LocalSet` tick;
+/// with plain UDP each set holds one pool, which yields after 64 members,
+/// `udp::TURNS_PER_POLL`); leaves and the worker's own tasks run in
+/// `leaves`.
 ///
 /// Why: one set is one first-in-first-out queue. A roll-out makes every
 /// leaf of a worker (about 16,700) ready at once, and a sub-parent woken
@@ -284,6 +286,10 @@ async fn serve(a: WorkerArgs, c: Cluster, aggregators: Rc<tokio::task::LocalSet>
         match words.as_slice() {
             ["start"] => {
                 let now = monotonic_now();
+                if c.transport == Wire::Udp {
+                    let pools = start_pools(&a, &c, &mut sockets, &shared, &aggregators, now)?;
+                    handles.extend(pools);
+                }
                 for (id, s) in (a.lo..a.hi).zip(sockets.drain(..)) {
                     let node = c.node(id, a.cluster.seed, now);
                     // The driver spawns its task in the current set.
@@ -368,6 +374,48 @@ async fn serve(a: WorkerArgs, c: Cluster, aggregators: Rc<tokio::task::LocalSet>
     }
     drop(api);
     Ok(())
+}
+
+/// Plain UDP: starts the worker's instances in two pools
+/// ([`udp::spawn_pool`]), the aggregators' in their lane and the leaves'
+/// in theirs (see [`Lanes`]); their handles, in id order.
+///
+/// Why pools: a task per instance cost a runtime readiness, a task wake
+/// and a timer-wheel entry per datagram; a pool serves its sockets
+/// straight from its own `epoll` set (docs/performance.md, session 10).
+fn start_pools(
+    a: &WorkerArgs,
+    c: &Cluster,
+    sockets: &mut Vec<Bound>,
+    shared: &Arc<Shared>,
+    aggregators: &tokio::task::LocalSet,
+    now: overlay::Time,
+) -> Result<Vec<Handle<LoadNode>>> {
+    let mut lanes: [Vec<_>; 2] = [Vec::new(), Vec::new()];
+    let mut place = Vec::new();
+    for (id, s) in (a.lo..a.hi).zip(sockets.drain(..)) {
+        let Bound::Udp(s) = s else {
+            bail!("instance {id}: plain UDP expected");
+        };
+        let lane = usize::from(c.flat.instances[id as usize].role != Role::Leaf);
+        place.push((lane, lanes[lane].len()));
+        lanes[lane].push((c.node(id, a.cluster.seed, now), s));
+    }
+    let [leaves, aggs] = lanes;
+    if place.is_empty() {
+        return Ok(Vec::new());
+    }
+    let what = || format!("starting instances {}..{}", a.lo, a.hi);
+    let leaves = udp::spawn_pool(leaves, shared.clone()).with_context(what)?;
+    let aggs = {
+        let _lane = aggregators.enter();
+        udp::spawn_pool(aggs, shared.clone()).with_context(what)?
+    };
+    let by_lane = [leaves, aggs];
+    Ok(place
+        .into_iter()
+        .map(|(lane, k)| by_lane[lane][k].clone())
+        .collect())
 }
 
 /// The product root's API of a root worker (`--api`).

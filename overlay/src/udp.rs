@@ -7,6 +7,10 @@
 //!   [`Handle`] so the application can reach it), drains every readable
 //!   datagram before flushing (batching), and sleeps until the instance's
 //!   next deadline.
+//! - [`spawn_pool`] (`pool`): one task over many instances, each on its
+//!   own socket, served from the pool's own `epoll` set and deadline heap
+//!   (a host of thousands of instances: the loadtest workers). Both wait
+//!   differently but run an instance the same way, [`Member`]'s.
 //! - [`monotonic_now`]: `CLOCK_MONOTONIC`, the time base handed to cores, so
 //!   timestamps from several processes on one host compare directly.
 //!
@@ -50,8 +54,11 @@ use tokio::net::UdpSocket;
 use crate::envelope::{Boot, DropCounters, DropReason, Held, KeyRing, Opener, Sealer, peek_header};
 use crate::record::NodeId;
 use crate::rng::Rng;
-use crate::strategy::{Instance, MAX_DATAGRAM_BYTES, Time, Transmit};
+use crate::strategy::{Instance, Time, Transmit};
 use std::collections::VecDeque;
+
+mod pool;
+pub use pool::{TURNS_PER_POLL, spawn_pool};
 
 /// Datagrams read in one wake-up before the instance's output is flushed.
 pub const RECV_BATCH_MAX: usize = 64;
@@ -166,13 +173,22 @@ mod sys {
     /// more `epoll` event and runtime wake-up per datagram sent, for a
     /// readiness nothing waits on (a full buffer is retried on a timer,
     /// [`super::Datagrams::send_to`]).
-    pub fn register(socket: std::net::UdpSocket) -> io::Result<AsyncFd<std::net::UdpSocket>> {
-        // SAFETY: the `UdpSocket` owns its descriptor, and the `AsyncFd`
-        // owns the socket until it is dropped: the descriptor stays open
-        // and the same for the registration's whole life.
+    ///
+    /// Also how a pool registers its own `epoll` set
+    /// ([`super::spawn_pool`]): readable when one of its sockets is.
+    pub fn register<T: Owns>(socket: T) -> io::Result<AsyncFd<T>> {
+        // SAFETY: `T` owns its descriptor (the trait's contract), and the
+        // `AsyncFd` owns `T` until it is dropped: the descriptor stays
+        // open and the same for the registration's whole life.
         unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
             .map_err(io::Error::from)
     }
+
+    /// A value that owns the descriptor it returns and closes it only
+    /// when dropped.
+    pub trait Owns: AsRawFd {}
+    impl Owns for std::net::UdpSocket {}
+    impl Owns for mio::Poll {}
 
     /// Sets `IP_MTU_DISCOVER` to `IP_PMTUDISC_PROBE` on an IPv4 socket.
     pub fn set_dont_fragment(s: &socket2::Socket) -> io::Result<()> {
@@ -480,9 +496,8 @@ pub const SEND_BATCH_MAX: usize = 64;
 thread_local! {
     /// The receive batch of this thread's instances (see the module doc).
     static RECEIVED: RefCell<sys::RecvBatch> = RefCell::new(sys::RecvBatch::new(RECV_BATCH_MAX));
-    /// The send batch of this thread's instances, taken by the one that
-    /// flushes (an instance that waits for room in its socket's buffer
-    /// keeps it; another one meanwhile makes its own).
+    /// The send batch of this thread's instances; a flush never waits, so
+    /// one instance at a time uses it.
     static SENDING: RefCell<Option<sys::SendBatch>> = const { RefCell::new(None) };
 }
 
@@ -529,29 +544,9 @@ impl Datagrams {
         }
     }
 
-    /// Sends datagrams `from..` of `batch` with one system call if the
-    /// socket's buffer has room now: how many went.
-    fn try_send_batch(&self, batch: &mut sys::SendBatch, from: usize) -> io::Result<usize> {
-        batch.send(self.fd.get_ref(), from)
-    }
-
     /// Sends `d` to `addr` if the socket's buffer has room now.
     pub(crate) fn try_send_to(&self, d: &[u8], addr: SocketAddr) -> io::Result<usize> {
         self.fd.get_ref().send_to(d, addr)
-    }
-
-    /// Sends `d` to `addr`, waiting for room in the socket's buffer: the
-    /// socket is registered for reading only ([`sys::register`]), so a
-    /// full buffer is tried again every [`SEND_RETRY`].
-    pub(crate) async fn send_to(&self, d: &[u8], addr: SocketAddr) -> io::Result<usize> {
-        loop {
-            match self.fd.get_ref().send_to(d, addr) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::time::sleep(SEND_RETRY).await;
-                }
-                r => return r,
-            }
-        }
     }
 }
 
@@ -632,15 +627,25 @@ pub struct Traffic {
 /// (a permit, as `tokio::sync::Notify` keeps one, and the task's waker).
 /// Single-threaded like the instance: no lock and no waiter list, which
 /// `Notify` paid on every turn of every task's loop (issue 14).
+/// In a pool ([`spawn_pool`]) the permit instead puts the instance on the
+/// pool's list of woken members, once until the pool served it.
 #[derive(Default)]
 pub(crate) struct Wake {
     permit: Cell<bool>,
     waker: Cell<Option<Waker>>,
+    /// The pool's list and this member's place in it.
+    pool: Option<(Rc<pool::Woken>, u32)>,
 }
 
 impl Wake {
     /// Leaves a permit and wakes the task if it waits.
     pub(crate) fn notify_one(&self) {
+        if let Some((woken, i)) = &self.pool {
+            if !self.permit.replace(true) {
+                woken.push(*i);
+            }
+            return;
+        }
         self.permit.set(true);
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -693,10 +698,15 @@ impl<I> Clone for Handle<I> {
 impl<I: Instance> Handle<I> {
     /// Wraps a new instance (used by the drivers).
     pub(crate) fn new(inst: I) -> Handle<I> {
+        Self::with_wake(inst, Wake::default())
+    }
+
+    /// Wraps a new instance that `wake` wakes.
+    pub(crate) fn with_wake(inst: I, wake: Wake) -> Handle<I> {
         Handle {
             inner: Rc::new(RefCell::new(inst)),
             traffic: Rc::new(RefCell::new(Traffic::default())),
-            wake: Rc::new(Wake::default()),
+            wake: Rc::new(wake),
         }
     }
 
@@ -813,7 +823,8 @@ pub(crate) fn release(
 }
 
 /// Starts `inst` on `socket` in the current `LocalSet`, with a fresh
-/// envelope boot.
+/// envelope boot: one task for this instance (see [`spawn_pool`] for one
+/// task over many).
 ///
 /// # Errors
 /// If the operating system has no random source ([`random_boot`]), or if
@@ -826,30 +837,24 @@ pub fn spawn<I: Instance + 'static>(
     shared: Arc<Shared>,
 ) -> io::Result<Handle<I>> {
     let socket = Datagrams::new(socket)?;
-    let boot = random_boot()?;
-    let h = Handle::new(inst);
-    let me = h.inner.borrow().id();
-    let task = Task {
-        h: h.clone(),
-        held: Held::default(),
-        retry: VecDeque::new(),
-        socket,
-        sealer: Sealer::new(me, boot),
-        opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
-        rng: Rng::new(shared.epoch ^ h.inner.borrow().id() as u64),
-        limiter: Limiter::default(),
-        shared,
-    };
-    tokio::task::spawn_local(task.run());
+    let m = Member::new(Handle::new(inst), shared)?;
+    let h = m.h.clone();
+    tokio::task::spawn_local(Task { m, socket }.run());
     Ok(h)
 }
 
-struct Task<I> {
-    h: Handle<I>,
-    /// Frames sent before the peer\'s boot was known, and those due again.
+/// One instance as the UDP drivers run it, apart from how it waits: the
+/// instance's handle, its envelope state, its token buckets and what waits
+/// to be sent again. Both the task per instance ([`spawn`]) and the pool
+/// ([`spawn_pool`]) call these methods when the instance's socket is
+/// readable, its deadline passed or the application changed it.
+pub(crate) struct Member<I> {
+    pub(crate) h: Handle<I>,
+    /// Frames sent before the peer's boot was known, and those due again.
     held: Held,
     retry: VecDeque<Transmit>,
-    socket: Datagrams,
+    /// Sealed datagrams a full socket buffer refused, to go first.
+    unsent: VecDeque<(Vec<u8>, SocketAddr)>,
     sealer: Sealer,
     opener: Opener,
     rng: Rng,
@@ -857,52 +862,34 @@ struct Task<I> {
     shared: Arc<Shared>,
 }
 
-impl<I: Instance> Task<I> {
-    async fn run(mut self) {
-        let mut tx = Vec::with_capacity(MAX_DATAGRAM_BYTES);
-        // One timer, re-armed only when the deadline moves: cheaper than a
-        // new timer-wheel entry per datagram.
-        let sleep = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(sleep);
-        let mut armed: Option<Time> = None;
-        loop {
-            self.flush(&mut tx).await;
-            let deadline = self.h.inner.borrow_mut().poll_timeout();
-            if deadline != armed {
-                armed = deadline;
-                if let Some(d) = deadline {
-                    let wait = d.saturating_sub(monotonic_now());
-                    sleep.as_mut().reset(tokio::time::Instant::now() + wait);
-                }
-            }
-            tokio::select! {
-                biased;
-                n = self.socket.recv_batch() => {
-                    for_each_received(n, |d, src| self.receive(d, src));
-                    // A socket that is always readable wins every biased
-                    // select: serve a due timer here so hellos keep going.
-                    if armed.is_some_and(|d| monotonic_now() >= d) {
-                        armed = None;
-                        self.h.inner.borrow_mut().handle_timeout(monotonic_now());
-                    }
-                }
-                _ = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    self.h.inner.borrow_mut().handle_timeout(monotonic_now());
-                }
-                _ = self.h.wake.notified() => {}
-            }
-        }
+impl<I: Instance> Member<I> {
+    /// The driver's state for the instance behind `h`, with a fresh boot.
+    pub(crate) fn new(h: Handle<I>, shared: Arc<Shared>) -> io::Result<Member<I>> {
+        let boot = random_boot()?;
+        let me = h.inner.borrow().id();
+        Ok(Member {
+            held: Held::default(),
+            retry: VecDeque::new(),
+            unsent: VecDeque::new(),
+            sealer: Sealer::new(me, boot),
+            opener: Opener::new(me, boot).with_senders(shared.addrs.len() as u32),
+            rng: Rng::new(shared.epoch ^ me as u64),
+            limiter: Limiter::default(),
+            shared,
+            h,
+        })
     }
 
-    fn receive(&mut self, d: &[u8], src: SocketAddr) {
+    /// Checks, opens and hands one datagram from `src` to the instance,
+    /// then answers the session requests it raised on `sock`.
+    pub(crate) fn receive(&mut self, sock: &std::net::UdpSocket, d: &[u8], src: SocketAddr) {
         match self.limiter.check(&self.shared.addrs, d, src) {
             Ok(()) => {
                 let from = self
                     .h
                     .deliver(&mut self.opener, &mut self.rng, &self.shared, d);
                 release_after(&mut self.held, &mut self.retry, &self.opener, from, d);
-                self.send_replies();
+                self.send_replies(sock);
             }
             Err(reason) => count_drop(&self.h, &mut self.opener, reason),
         }
@@ -910,7 +897,7 @@ impl<I: Instance> Task<I> {
 
     /// Sends the session datagrams the opener asks for (a full socket
     /// buffer drops them: the next datagram asks again).
-    fn send_replies(&mut self) {
+    fn send_replies(&mut self, sock: &std::net::UdpSocket) {
         let mut out = Vec::new();
         while let Some((peer, echo)) = self.opener.poll_reply() {
             let Some(&addr) = self.shared.addrs.get(peer as usize) else {
@@ -921,7 +908,7 @@ impl<I: Instance> Task<I> {
                 .seal_session(&self.shared.keys, peer, echo, &mut out)
                 .is_ok()
             {
-                let _ = self.socket.try_send_to(&out, addr);
+                let _ = sock.send_to(&out, addr);
             }
         }
     }
@@ -947,60 +934,68 @@ impl<I: Instance> Task<I> {
         s.seal(t, out).then_some(addr)
     }
 
-    /// Sends everything the instance has to send. A lone datagram goes
-    /// with one `sendto(2)`; more (a parent's hellos of one grid slot, a
-    /// roll-out's updates to a rack) are sealed into the thread's send
-    /// batch and go [`SEND_BATCH_MAX`] at a time with one `sendmmsg(2)`.
-    async fn flush(&mut self, tx: &mut Vec<u8>) {
-        let Some(first) = self.next_transmit() else {
-            return;
-        };
-        let Some(second) = self.next_transmit() else {
-            if let Some(addr) = self.seal(&first, tx) {
-                let sent = match self.socket.try_send_to(tx, addr) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.socket.send_to(tx, addr).await
-                    }
-                    r => r,
-                };
-                self.count_sent(sent);
+    /// Sends everything the instance has to send on `sock`, sealed into
+    /// the thread's send batch: a lone datagram with one `sendto(2)`, more
+    /// (a parent's hellos of one grid slot, a roll-out's updates to a
+    /// rack) [`SEND_BATCH_MAX`] at a time with one `sendmmsg(2)`.
+    ///
+    /// False if the socket's buffer was full: what did not go waits, as
+    /// sealed and in order, to go first next time; call again after
+    /// [`SEND_RETRY`] (the socket is registered for reading only).
+    pub(crate) fn flush(&mut self, sock: &std::net::UdpSocket) -> bool {
+        while let Some((d, addr)) = self.unsent.front() {
+            match sock.send_to(d, *addr) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                r => self.count_sent(r),
             }
-            return;
-        };
-        let mut batch = SENDING
-            .with_borrow_mut(Option::take)
-            .unwrap_or_else(|| sys::SendBatch::new(SEND_BATCH_MAX));
-        batch.clear();
-        let mut pending = [Some(first), Some(second)].into_iter().flatten();
-        loop {
-            let t = match pending.next() {
-                Some(t) => Some(t),
-                None => self.next_transmit(),
-            };
-            let done = t.is_none();
-            if let Some(t) = t
-                && let Some(addr) = self.seal(&t, batch.next_buf())
-            {
-                batch.push(addr);
-            }
-            if batch.is_full() || (done && batch.len() > 0) {
-                self.send_batch(&mut batch).await;
-                batch.clear();
-            }
-            if done {
-                break;
-            }
+            self.unsent.pop_front();
         }
-        SENDING.with_borrow_mut(|b| *b = Some(batch));
+        SENDING.with_borrow_mut(|slot| {
+            let batch = slot.get_or_insert_with(|| sys::SendBatch::new(SEND_BATCH_MAX));
+            batch.clear();
+            loop {
+                let t = self.next_transmit();
+                let done = t.is_none();
+                if let Some(t) = t
+                    && let Some(addr) = self.seal(&t, batch.next_buf())
+                {
+                    batch.push(addr);
+                }
+                if batch.is_full() || (done && batch.len() > 0) {
+                    if let Some(at) = self.send_batch(sock, batch) {
+                        // Kept sealed: sealing again would hold a frame
+                        // for an unknown boot twice and spend a sequence.
+                        for k in at..batch.len() {
+                            let (d, addr) = batch.get(k);
+                            self.unsent.push_back((d.to_vec(), addr));
+                        }
+                        return false;
+                    }
+                    batch.clear();
+                }
+                if done {
+                    return true;
+                }
+            }
+        })
     }
 
     /// Sends every datagram of `batch`: `sendmmsg(2)` while the kernel
-    /// takes them, one at a time (waiting for room) from the first it
-    /// refused.
-    async fn send_batch(&mut self, batch: &mut sys::SendBatch) {
+    /// takes them (`sendto(2)` for a lone one), one at a time from the
+    /// first it refused. `Some(i)` if the buffer was full at datagram `i`.
+    fn send_batch(
+        &mut self,
+        sock: &std::net::UdpSocket,
+        batch: &mut sys::SendBatch,
+    ) -> Option<usize> {
         let mut at = 0;
         while at < batch.len() {
-            match self.socket.try_send_batch(batch, at) {
+            let sent = if batch.len() - at > 1 {
+                batch.send(sock, at)
+            } else {
+                Err(io::ErrorKind::Other.into())
+            };
+            match sent {
                 Ok(k) if k > 0 => {
                     for i in at..at + k {
                         self.count_sent(Ok(batch.get(i).0.len()));
@@ -1009,17 +1004,15 @@ impl<I: Instance> Task<I> {
                 }
                 _ => {
                     let (d, addr) = batch.get(at);
-                    let sent = match self.socket.try_send_to(d, addr) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            self.socket.send_to(d, addr).await
-                        }
-                        r => r,
-                    };
-                    self.count_sent(sent);
+                    match sock.send_to(d, addr) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(at),
+                        r => self.count_sent(r),
+                    }
                     at += 1;
                 }
             }
         }
+        None
     }
 
     fn count_sent(&self, sent: io::Result<usize>) {
@@ -1035,9 +1028,58 @@ impl<I: Instance> Task<I> {
     }
 }
 
+/// The task of one instance ([`spawn`]).
+struct Task<I> {
+    m: Member<I>,
+    socket: Datagrams,
+}
+
+impl<I: Instance> Task<I> {
+    async fn run(self) {
+        let Task { mut m, socket } = self;
+        let sock = socket.fd.get_ref();
+        // One timer, re-armed only when the deadline moves: cheaper than a
+        // new timer-wheel entry per datagram.
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Time> = None;
+        loop {
+            while !m.flush(sock) {
+                tokio::time::sleep(SEND_RETRY).await;
+            }
+            let deadline = m.h.inner.borrow_mut().poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                if let Some(d) = deadline {
+                    let wait = d.saturating_sub(monotonic_now());
+                    sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
+            tokio::select! {
+                biased;
+                n = socket.recv_batch() => {
+                    for_each_received(n, |d, src| m.receive(sock, d, src));
+                    // A socket that is always readable wins every biased
+                    // select: serve a due timer here so hellos keep going.
+                    if armed.is_some_and(|d| monotonic_now() >= d) {
+                        armed = None;
+                        m.h.inner.borrow_mut().handle_timeout(monotonic_now());
+                    }
+                }
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    m.h.inner.borrow_mut().handle_timeout(monotonic_now());
+                }
+                _ = m.h.wake.notified() => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::MAX_DATAGRAM_BYTES;
 
     #[test]
     fn a_peer_over_its_rate_is_limited_then_refilled() {
@@ -1142,7 +1184,7 @@ mod tests {
             bind(any, bufs).unwrap(),
         );
         let (b_addr, c_addr) = (b.local_addr().unwrap(), c.local_addr().unwrap());
-        let tx = Datagrams::new(a).unwrap();
+        let tx = a.into_std().unwrap();
         let mut batch = sys::SendBatch::new(4);
         for (i, to) in [(1u8, b_addr), (2, c_addr), (3, b_addr)] {
             batch.next_buf().extend_from_slice(&[i; 20]);
@@ -1150,8 +1192,8 @@ mod tests {
         }
         assert_eq!(batch.len(), 3);
         assert!(!batch.is_full());
-        assert_eq!(tx.try_send_batch(&mut batch, 0).unwrap(), 3);
-        assert_eq!(tx.try_send_batch(&mut batch, 3).unwrap(), 0, "nothing left");
+        assert_eq!(batch.send(&tx, 0).unwrap(), 3);
+        assert_eq!(batch.send(&tx, 3).unwrap(), 0, "nothing left");
         let mut got = [0u8; 64];
         let wait = Duration::from_secs(5);
         let (n, _) = tokio::time::timeout(wait, b.recv_from(&mut got))

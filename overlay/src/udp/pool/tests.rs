@@ -212,3 +212,97 @@ fn a_flooded_member_keeps_its_hellos_going() {
         );
     });
 }
+
+/// Always due: its deadline is the clock's origin.
+struct Spin(NodeId);
+
+impl Instance for Spin {
+    fn id(&self) -> NodeId {
+        self.0
+    }
+    fn handle_frame(&mut self, _now: Time, _from: NodeId, _f: Frame) {}
+    fn handle_timeout(&mut self, _now: Time) {}
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        None
+    }
+    fn poll_timeout(&mut self) -> Option<Time> {
+        Some(Duration::ZERO)
+    }
+}
+
+/// Chat or spin: one pool holds both kinds.
+enum Either {
+    Chat(Chat),
+    Spin(Spin),
+}
+
+impl Instance for Either {
+    fn id(&self) -> NodeId {
+        match self {
+            Either::Chat(c) => c.id(),
+            Either::Spin(s) => s.id(),
+        }
+    }
+    fn handle_frame(&mut self, now: Time, from: NodeId, f: Frame) {
+        match self {
+            Either::Chat(c) => c.handle_frame(now, from, f),
+            Either::Spin(s) => s.handle_frame(now, from, f),
+        }
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        match self {
+            Either::Chat(c) => c.handle_timeout(now),
+            Either::Spin(s) => s.handle_timeout(now),
+        }
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self {
+            Either::Chat(c) => c.poll_transmit(),
+            Either::Spin(s) => s.poll_transmit(),
+        }
+    }
+    fn poll_timeout(&mut self) -> Option<Time> {
+        match self {
+            Either::Chat(c) => c.poll_timeout(),
+            Either::Spin(s) => s.poll_timeout(),
+        }
+    }
+}
+
+#[test]
+fn members_always_due_starve_neither_deadlines_nor_datagrams() {
+    local(async {
+        // Members 0 and 1 talk; 300 others are due at every pass, far
+        // more than a pass's share of deadlines.
+        let n = 302;
+        let (socks, shared) = cluster(n);
+        let members: Vec<_> = socks
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let inst = if i < 2 {
+                    Either::Chat(chat(i, 2, Some(Duration::from_millis(10))))
+                } else {
+                    Either::Spin(Spin(i as NodeId))
+                };
+                (inst, s)
+            })
+            .collect();
+        let hs = spawn_pool(members, shared).unwrap();
+        let heard = |h: &Handle<Either>, from: usize| {
+            h.peek(|e| match e {
+                Either::Chat(c) => c.got[from],
+                Either::Spin(_) => 0,
+            })
+        };
+        let mut both = false;
+        for _ in 0..1000 {
+            if heard(&hs[0], 1) >= 5 && heard(&hs[1], 0) >= 5 {
+                both = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(both, "heard {} and {}", heard(&hs[0], 1), heard(&hs[1], 0));
+    });
+}

@@ -83,7 +83,8 @@ struct RunArgs {
     /// Give up on a phase after this long (virtual time in `sim`).
     #[arg(long, default_value = "60s", value_parser = duration::parse_flag)]
     timeout: Duration,
-    /// UDP worker processes (default: the root alone, then one per 18,000 instances).
+    /// UDP worker processes (default: the root alone, then one per 18,000
+    /// instances and at least one per CPU core).
     #[arg(long)]
     workers: Option<usize>,
     /// Write the report as JSON to this file.

@@ -158,8 +158,9 @@ struct Slot<I> {
     deadline: Option<Time>,
     /// When to flush again after a full socket buffer refused datagrams.
     retry_at: Option<Time>,
-    /// When the member's live heap entry comes due: at or before the
-    /// earlier of the two (other entries for this member are stale).
+    /// When the member's live heap entry comes due: the earlier of the
+    /// two, or the time of its last turn if that was later (other entries
+    /// for this member are stale).
     armed: Option<Time>,
 }
 
@@ -356,17 +357,17 @@ impl<I: Instance> Pool<I> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        // Only an earlier time goes on the heap: a later one waits for the
-        // armed entry, whose turn finds the deadline not due and re-arms.
-        // So a deadline that moves later on every datagram (a hello put
-        // off by an update, a SWIM timer) costs no entry per datagram, and
-        // the heap holds about one entry per member.
         // A deadline already past is queued at the time of this turn, behind
         // the members already due: an instance that is always due (whatever
-        // its bug) cannot keep the others' deadlines waiting.
+        // its bug) cannot keep the others' deadlines waiting. A moved
+        // deadline leaves its old entry behind, skipped when it comes due.
+        // (Pushing only earlier times, the old entry's turn re-arming a
+        // later one, costs a spurious turn per deadline put off: converge
+        // p99 of the 100,000-node run 1.819 / 1.628 s and 1.825 / 1.598 s
+        // in two pairs against this.)
         if let Some(t) = at {
             let key = now.map_or(t, |n| t.max(n));
-            if s.armed.is_none_or(|a| key < a) {
+            if s.armed != Some(key) {
                 s.armed = Some(key);
                 self.timers.push(Reverse((key, i)));
             }

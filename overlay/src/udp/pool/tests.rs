@@ -1,7 +1,8 @@
 //! Instances in pools on real loopback sockets: periodic output on each
 //! member's deadline, a burst woken by the application that spans several
-//! send and receive batches, and hellos that keep going while one
-//! member's socket is flooded with garbage.
+//! send and receive batches, hellos that keep going while one member's
+//! socket is flooded with garbage, and deadlines and datagrams served
+//! while hundreds of members are always due.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,11 +18,13 @@ use crate::strategy::{Instance, Time, Transmit};
 use crate::udp::{Buffers, Handle, SEND_BATCH_MAX, Shared, bind};
 
 /// Says hello to `peer` every `every` (if set), sends what the test
-/// queues, and counts what arrives by sender.
+/// queues, and counts what arrives by sender; with `always_due`, its
+/// deadline is the clock's origin (due at every pass, doing nothing).
 struct Chat {
     id: NodeId,
     peer: NodeId,
     every: Option<Duration>,
+    always_due: bool,
     next: Time,
     out: VecDeque<Transmit>,
     got: Vec<usize>,
@@ -57,6 +60,9 @@ impl Instance for Chat {
         self.out.pop_front()
     }
     fn poll_timeout(&mut self) -> Option<Time> {
+        if self.always_due {
+            return Some(Duration::ZERO);
+        }
         self.every.map(|_| self.next)
     }
 }
@@ -85,6 +91,7 @@ fn chat(id: usize, n: usize, every: Option<Duration>) -> Chat {
         id: id as NodeId,
         peer: ((id + 1) % n) as NodeId,
         every,
+        always_due: false,
         next: Duration::ZERO,
         out: VecDeque::new(),
         got: vec![0; n],
@@ -213,62 +220,6 @@ fn a_flooded_member_keeps_its_hellos_going() {
     });
 }
 
-/// Always due: its deadline is the clock's origin.
-struct Spin(NodeId);
-
-impl Instance for Spin {
-    fn id(&self) -> NodeId {
-        self.0
-    }
-    fn handle_frame(&mut self, _now: Time, _from: NodeId, _f: Frame) {}
-    fn handle_timeout(&mut self, _now: Time) {}
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
-    }
-    fn poll_timeout(&mut self) -> Option<Time> {
-        Some(Duration::ZERO)
-    }
-}
-
-/// Chat or spin: one pool holds both kinds.
-enum Either {
-    Chat(Chat),
-    Spin(Spin),
-}
-
-impl Instance for Either {
-    fn id(&self) -> NodeId {
-        match self {
-            Either::Chat(c) => c.id(),
-            Either::Spin(s) => s.id(),
-        }
-    }
-    fn handle_frame(&mut self, now: Time, from: NodeId, f: Frame) {
-        match self {
-            Either::Chat(c) => c.handle_frame(now, from, f),
-            Either::Spin(s) => s.handle_frame(now, from, f),
-        }
-    }
-    fn handle_timeout(&mut self, now: Time) {
-        match self {
-            Either::Chat(c) => c.handle_timeout(now),
-            Either::Spin(s) => s.handle_timeout(now),
-        }
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        match self {
-            Either::Chat(c) => c.poll_transmit(),
-            Either::Spin(s) => s.poll_transmit(),
-        }
-    }
-    fn poll_timeout(&mut self) -> Option<Time> {
-        match self {
-            Either::Chat(c) => c.poll_timeout(),
-            Either::Spin(s) => s.poll_timeout(),
-        }
-    }
-}
-
 #[test]
 fn members_always_due_starve_neither_deadlines_nor_datagrams() {
     local(async {
@@ -280,29 +231,20 @@ fn members_always_due_starve_neither_deadlines_nor_datagrams() {
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                let inst = if i < 2 {
-                    Either::Chat(chat(i, 2, Some(Duration::from_millis(10))))
-                } else {
-                    Either::Spin(Spin(i as NodeId))
-                };
-                (inst, s)
+                let mut c = chat(i, 2, Some(Duration::from_millis(10)));
+                if i >= 2 {
+                    c.every = None;
+                    c.always_due = true;
+                }
+                (c, s)
             })
             .collect();
         let hs = spawn_pool(members, shared).unwrap();
-        let heard = |h: &Handle<Either>, from: usize| {
-            h.peek(|e| match e {
-                Either::Chat(c) => c.got[from],
-                Either::Spin(_) => 0,
-            })
-        };
-        let mut both = false;
-        for _ in 0..1000 {
-            if heard(&hs[0], 1) >= 5 && heard(&hs[1], 0) >= 5 {
-                both = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(both, "heard {} and {}", heard(&hs[0], 1), heard(&hs[1], 0));
+        let both = until(&hs, |hs| {
+            hs[0].peek(|c| c.got[1] >= 5) && hs[1].peek(|c| c.got[0] >= 5)
+        })
+        .await;
+        let heard = (hs[0].peek(|c| c.got[1]), hs[1].peek(|c| c.got[0]));
+        assert!(both, "heard {heard:?}");
     });
 }
